@@ -1,0 +1,243 @@
+//! The error types. Every enum is `#[non_exhaustive]` and every message says what failed and where, never a
+//! secret: tokens and passwords are not part of any variant.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A boxed error from an inner service or a transport.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a request body could not carry the token. The request was **not sent**.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InjectError {
+    /// The body is not valid JSON (or not UTF-8).
+    #[error("request body is not valid JSON: {reason} at byte {offset}")]
+    NotJson {
+        /// What the scanner found wrong.
+        reason: &'static str,
+        /// Where in the body.
+        offset: usize,
+    },
+    /// The body is JSON but neither an object nor an array of objects (a JSON-RPC call or batch).
+    #[error("request body is not a JSON-RPC call: expected an object or an array of objects, found {found}")]
+    NotJsonRpc {
+        /// The kind of JSON value found.
+        found: &'static str,
+    },
+    /// `params` is an array (positional parameters) or another non-object, so it has no place for a named token.
+    #[error("request `params` is {found}, not an object: cannot add a named `token` parameter")]
+    ParamsNotObject {
+        /// The kind of JSON value found.
+        found: &'static str,
+    },
+    /// A key that decides where the token goes appears more than once in one object, so a reader could pick
+    /// either.
+    #[error("request body has a duplicate `{key}` key")]
+    DuplicateKey {
+        /// The duplicated key.
+        key: &'static str,
+    },
+    /// An empty JSON-RPC batch.
+    #[error("request body is an empty JSON-RPC batch")]
+    EmptyBatch,
+}
+
+/// Why a login at the token endpoint failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoginError {
+    /// The endpoint could not be reached (connection refused, DNS, TLS, dropped connection …).
+    #[error("token endpoint {endpoint} is unreachable: {source}")]
+    Unreachable {
+        /// The login URL.
+        endpoint: String,
+        /// The transport's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The endpoint did not answer within the login timeout.
+    #[error("token endpoint {endpoint} did not answer within {after:?}")]
+    Timeout {
+        /// The login URL.
+        endpoint: String,
+        /// The login timeout that ran out.
+        after: Duration,
+    },
+    /// The endpoint answered with an HTTP status other than success.
+    #[error("token endpoint {endpoint} answered HTTP {status}")]
+    HttpStatus {
+        /// The login URL.
+        endpoint: String,
+        /// The status it answered.
+        status: http::StatusCode,
+    },
+    /// The answer was not the JSON the endpoint should send.
+    #[error("token endpoint {endpoint} answered with a body that is not valid JSON: {reason}")]
+    NotJson {
+        /// The login URL.
+        endpoint: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// The endpoint refused the login with a JSON-RPC error (wrong credentials, blocked terminal …).
+    #[error("token endpoint {endpoint} refused the login: error {code} \"{message}\"")]
+    Refused {
+        /// The login URL.
+        endpoint: String,
+        /// The JSON-RPC error code.
+        code: i64,
+        /// The JSON-RPC error message.
+        message: String,
+    },
+    /// The answer was a success but carried no token.
+    #[error("token endpoint {endpoint} answered without a token")]
+    MissingToken {
+        /// The login URL.
+        endpoint: String,
+    },
+    /// The login request could not be built from the configuration.
+    #[error("cannot build the login request for {endpoint}: {reason}")]
+    InvalidRequest {
+        /// The login URL.
+        endpoint: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Why the token store failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store URL or options are wrong.
+    #[error("token store configuration: {0}")]
+    Config(String),
+    /// The database could not be reached or a connection could not be had from the pool.
+    #[error("token store {store} is unreachable: {source}")]
+    Unavailable {
+        /// Which store (URL without password).
+        store: String,
+        /// The underlying error.
+        #[source]
+        source: BoxError,
+    },
+    /// A query failed.
+    #[error("token store {store}: {operation} failed: {source}")]
+    Query {
+        /// Which store (URL without password).
+        store: String,
+        /// What was being done (`load`, `save`, `lease` …).
+        operation: &'static str,
+        /// The underlying error.
+        #[source]
+        source: BoxError,
+    },
+    /// The migrations could not be applied.
+    #[error("token store {store}: migrations failed: {source}")]
+    Migration {
+        /// Which store (URL without password).
+        store: String,
+        /// The underlying error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+/// Why no token could be had. Cheap to clone: every caller waiting on one refresh gets the same error.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// The login failed.
+    #[error("token refresh failed: {0}")]
+    Login(Arc<LoginError>),
+    /// A recent login failed and the manager is backing off before it tries again.
+    #[error("token refresh is backing off for {retry_in:?} after a failed login: {cause}")]
+    Backoff {
+        /// How long until the next login attempt is allowed.
+        retry_in: Duration,
+        /// The failure that started the backoff.
+        cause: Arc<LoginError>,
+    },
+    /// Another instance held the refresh lease and no new token appeared in the store in time.
+    #[error("no token: another instance held the refresh lease in {store} and no new token appeared within {waited:?}")]
+    LeaseWait {
+        /// Which store.
+        store: String,
+        /// How long this instance waited.
+        waited: Duration,
+    },
+    /// The refresh task ended without an answer (it panicked or the runtime is shutting down).
+    #[error("token refresh task ended without an answer")]
+    Aborted,
+}
+
+/// The error the [`PaynetAuth`](crate::PaynetAuth) service returns.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The inner service failed (transport error, timeout …). Returned as it is: the request is never replayed
+    /// after such an error, since the gateway may have executed it.
+    #[error("request failed: {0}")]
+    Inner(#[source] BoxError),
+    /// Reading the request body failed.
+    #[error("reading the request body failed: {0}")]
+    RequestBody(#[source] BoxError),
+    /// The request body is larger than the configured limit. It was not sent.
+    #[error("request body is larger than the {limit}-byte limit; it was not sent")]
+    RequestTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The token could not be written into the request body. It was not sent.
+    #[error("request was not sent: {0}")]
+    Inject(#[from] InjectError),
+    /// No token could be obtained. The request was not sent (or, after a rejection, not replayed).
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// The gateway rejected the request again with a freshly refreshed token. Not replayed a second time.
+    #[error("gateway rejected the request again after a token refresh (token generation {generation})")]
+    RejectedAfterRefresh {
+        /// The generation of the fresh token that was rejected.
+        generation: u64,
+    },
+    /// Reading the response body failed.
+    #[error("reading the response body failed: {0}")]
+    ResponseBody(#[source] BoxError),
+}
+
+/// A configuration value is wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A value is invalid.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    /// Reading the configuration file failed.
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML could not be parsed into the configuration (the message carries line and column).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What is wrong, where.
+        message: String,
+    },
+    /// An environment variable named in the configuration is not set.
+    #[error("{path}: line {line}: environment variable `{var}` is not set")]
+    MissingVar {
+        /// The file.
+        path: String,
+        /// The line where it is used.
+        line: usize,
+        /// The variable.
+        var: String,
+    },
+}

@@ -1,0 +1,165 @@
+//! Where tokens and the refresh lease live: the [`TokenStore`] trait, the in-memory [`MemoryStore`], and (with a
+//! database feature) the diesel-async [`DieselStore`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::StoreError;
+use crate::token::TokenRecord;
+
+/// Persistence of one token per credential key, and a ShedLock-style lease that lets one process of a fleet
+/// refresh while the others wait for its token.
+///
+/// Implementations must be safe to share between tasks and processes: `save` never replaces a row by one of an
+/// older or equal generation, `try_lease` is one atomic conditional update.
+#[async_trait]
+pub trait TokenStore: Send + Sync + 'static {
+    /// A description for messages and logs (a URL without its password).
+    fn describe(&self) -> String;
+
+    /// The stored token of `key`, if any. A row that cannot be read back (for instance one that does not decrypt
+    /// with the configured key) is reported as absent.
+    async fn load(&self, key: &str) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// Stores `record` for `key`, unless the stored row already has the same or a newer generation. Returns
+    /// whether it was written.
+    async fn save(&self, key: &str, record: &TokenRecord) -> Result<bool, StoreError>;
+
+    /// Takes the refresh lease of `key` for `owner` for `ttl`, if nobody holds it (or the holder's lease ran out).
+    /// Returns whether `owner` now holds it.
+    async fn try_lease(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError>;
+
+    /// Gives the lease back, if `owner` still holds it.
+    async fn release(&self, key: &str, owner: &str) -> Result<(), StoreError>;
+
+    /// Removes the stored token of `key` (the next request logs in).
+    async fn clear(&self, key: &str) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    async fn load(&self, key: &str) -> Result<Option<TokenRecord>, StoreError> {
+        (**self).load(key).await
+    }
+    async fn save(&self, key: &str, record: &TokenRecord) -> Result<bool, StoreError> {
+        (**self).save(key, record).await
+    }
+    async fn try_lease(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        (**self).try_lease(key, owner, ttl).await
+    }
+    async fn release(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        (**self).release(key, owner).await
+    }
+    async fn clear(&self, key: &str) -> Result<(), StoreError> {
+        (**self).clear(key).await
+    }
+}
+
+/// A store in this process's memory: for tests, and for services that need no persistence. Several managers
+/// sharing one `MemoryStore` behave like instances sharing a database.
+///
+/// ```
+/// # tokio_test::block_on(async {
+/// use paynet_auth::store::{MemoryStore, TokenStore};
+/// let store = MemoryStore::new();
+/// assert!(store.load("key").await.unwrap().is_none());
+/// assert!(store.try_lease("key", "me", std::time::Duration::from_secs(30)).await.unwrap());
+/// assert!(!store.try_lease("key", "you", std::time::Duration::from_secs(30)).await.unwrap());
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct MemoryStore {
+    state: Arc<Mutex<HashMap<String, Slot>>>,
+    clock: Arc<dyn Clock>,
+}
+
+#[derive(Default)]
+struct Slot {
+    record: Option<TokenRecord>,
+    lease: Option<(String, i64)>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store on the system clock.
+    pub fn new() -> Self {
+        Self::with_clock(Arc::new(SystemClock::new()))
+    }
+
+    /// An empty store whose leases run on `clock`.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            state: Arc::default(),
+            clock,
+        }
+    }
+
+    fn with_slot<R>(&self, key: &str, f: impl FnOnce(&mut Slot) -> R) -> R {
+        // A poisoned lock only means another test thread panicked mid-update of plain data; the data stays usable.
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        f(state.entry(key.to_owned()).or_default())
+    }
+}
+
+#[async_trait]
+impl TokenStore for MemoryStore {
+    fn describe(&self) -> String {
+        "memory".to_owned()
+    }
+
+    async fn load(&self, key: &str) -> Result<Option<TokenRecord>, StoreError> {
+        Ok(self.with_slot(key, |slot| slot.record.clone()))
+    }
+
+    async fn save(&self, key: &str, record: &TokenRecord) -> Result<bool, StoreError> {
+        Ok(self.with_slot(key, |slot| {
+            if slot
+                .record
+                .as_ref()
+                .is_some_and(|old| old.generation >= record.generation)
+            {
+                return false;
+            }
+            slot.record = Some(record.clone());
+            true
+        }))
+    }
+
+    async fn try_lease(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let now = self.clock.now_ms();
+        let until = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        Ok(self.with_slot(key, |slot| match &slot.lease {
+            Some((_, lock_until)) if *lock_until > now => false,
+            _ => {
+                slot.lease = Some((owner.to_owned(), until));
+                true
+            }
+        }))
+    }
+
+    async fn release(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        self.with_slot(key, |slot| {
+            if slot.lease.as_ref().is_some_and(|(o, _)| o == owner) {
+                slot.lease = None;
+            }
+        });
+        Ok(())
+    }
+
+    async fn clear(&self, key: &str) -> Result<(), StoreError> {
+        self.with_slot(key, |slot| slot.record = None);
+        Ok(())
+    }
+}

@@ -1,0 +1,162 @@
+//! The token as it is stored and as it is used, with its generation and the login's metadata.
+
+use std::fmt;
+
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+
+/// A token's generation: every refresh of a credential key writes the next one. A rejection names the generation
+/// it rejected, so a late rejection can never evict a token that was refreshed meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Generation(pub u64);
+
+impl fmt::Display for Generation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What the gateway said about the session besides the token (Paynet's `login` result).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoginMeta {
+    /// `agentId`.
+    pub agent_id: Option<String>,
+    /// `terminalId`.
+    pub terminal_id: Option<String>,
+    /// `userId`.
+    pub user_id: Option<String>,
+    /// `userLogin`.
+    pub user_login: Option<String>,
+}
+
+/// The outcome of one successful login.
+pub struct Grant {
+    /// The token.
+    pub token: SecretString,
+    /// Metadata of the session.
+    pub meta: LoginMeta,
+    /// How long the endpoint says the token lives (`expires_in`), when it says so.
+    pub expires_in: Option<std::time::Duration>,
+}
+
+impl fmt::Debug for Grant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Grant")
+            .field("token", &"****")
+            .field("meta", &self.meta)
+            .field("expires_in", &self.expires_in)
+            .finish()
+    }
+}
+
+/// One credential key's token, as the store keeps it. Times are UTC milliseconds since the Unix epoch.
+#[derive(Clone)]
+pub struct TokenRecord {
+    /// The token (plaintext in memory; the store may encrypt it at rest).
+    pub token: SecretString,
+    /// Its generation.
+    pub generation: Generation,
+    /// When it was obtained.
+    pub obtained_at_ms: i64,
+    /// When it stops being used proactively (from the configured TTL or the endpoint's `expires_in`).
+    pub expires_at_ms: Option<i64>,
+    /// The login's metadata.
+    pub meta: LoginMeta,
+    /// Which process obtained it (host, pid and a random suffix).
+    pub written_by: String,
+}
+
+impl TokenRecord {
+    /// A short, non-reversible fingerprint of the token (the first 8 hex digits of its SHA-256), to tell tokens
+    /// apart in status output and logs without showing them.
+    ///
+    /// ```
+    /// use paynet_auth::token::{Generation, LoginMeta, TokenRecord};
+    /// let record = TokenRecord {
+    ///     token: "RV5LwDHwB1ZJUBEFdbRNNaA64LynT5VG".into(),
+    ///     generation: Generation(1),
+    ///     obtained_at_ms: 0,
+    ///     expires_at_ms: None,
+    ///     meta: LoginMeta::default(),
+    ///     written_by: "host:1:abcd".into(),
+    /// };
+    /// assert_eq!(record.fingerprint().len(), 8);
+    /// assert!(!format!("{record:?}").contains("RV5L"));
+    /// ```
+    pub fn fingerprint(&self) -> String {
+        fingerprint(self.token.expose_secret())
+    }
+
+    /// Whether the token may still be used at `now_ms`, leaving `skew_ms` of margin before its expiry.
+    pub fn is_fresh(&self, now_ms: i64, skew_ms: i64) -> bool {
+        self.expires_at_ms
+            .is_none_or(|expires| expires.saturating_sub(skew_ms) > now_ms)
+    }
+}
+
+/// A short, non-reversible fingerprint of a token: the first 8 hex digits of its SHA-256.
+pub fn fingerprint(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl fmt::Debug for TokenRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenRecord")
+            .field("token", &"****")
+            .field("fingerprint", &self.fingerprint())
+            .field("generation", &self.generation)
+            .field("obtained_at_ms", &self.obtained_at_ms)
+            .field("expires_at_ms", &self.expires_at_ms)
+            .field("meta", &self.meta)
+            .field("written_by", &self.written_by)
+            .finish()
+    }
+}
+
+/// The token in the form the hot path uses: the record plus the token already encoded as a JSON string literal,
+/// so that injection is a splice of ready bytes.
+pub struct ActiveToken {
+    record: TokenRecord,
+    json_literal: SecretString,
+}
+
+impl ActiveToken {
+    /// Prepares a record for use.
+    pub fn new(record: TokenRecord) -> Self {
+        // serde_json escapes exactly as a full serialisation would, so a spliced body parses like a re-serialised one.
+        let json_literal = serde_json::to_string(record.token.expose_secret())
+            .expect("a string always serialises")
+            .into();
+        Self {
+            record,
+            json_literal,
+        }
+    }
+
+    /// The record.
+    pub fn record(&self) -> &TokenRecord {
+        &self.record
+    }
+
+    /// The generation.
+    pub fn generation(&self) -> Generation {
+        self.record.generation
+    }
+
+    /// The token itself. Handle with care: never log it.
+    pub fn secret(&self) -> &SecretString {
+        &self.record.token
+    }
+
+    /// The token as a JSON string literal, quotes included.
+    pub(crate) fn json_literal(&self) -> &[u8] {
+        self.json_literal.expose_secret().as_bytes()
+    }
+}
+
+impl fmt::Debug for ActiveToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ActiveToken").field(&self.record).finish()
+    }
+}
