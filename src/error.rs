@@ -20,7 +20,9 @@ pub enum InjectError {
         offset: usize,
     },
     /// The body is JSON but neither an object nor an array of objects (a JSON-RPC call or batch).
-    #[error("request body is not a JSON-RPC call: expected an object or an array of objects, found {found}")]
+    #[error(
+        "request body is not a JSON-RPC call: expected an object or an array of objects, found {found}"
+    )]
     NotJsonRpc {
         /// The kind of JSON value found.
         found: &'static str,
@@ -160,7 +162,9 @@ pub enum TokenError {
         cause: Arc<LoginError>,
     },
     /// Another instance held the refresh lease and no new token appeared in the store in time.
-    #[error("no token: another instance held the refresh lease in {store} and no new token appeared within {waited:?}")]
+    #[error(
+        "no token: another instance held the refresh lease in {store} and no new token appeared within {waited:?}"
+    )]
     LeaseWait {
         /// Which store.
         store: String,
@@ -196,7 +200,9 @@ pub enum Error {
     #[error(transparent)]
     Token(#[from] TokenError),
     /// The gateway rejected the request again with a freshly refreshed token. Not replayed a second time.
-    #[error("gateway rejected the request again after a token refresh (token generation {generation})")]
+    #[error(
+        "gateway rejected the request again after a token refresh (token generation {generation})"
+    )]
     RejectedAfterRefresh {
         /// The generation of the fresh token that was rejected.
         generation: u64,

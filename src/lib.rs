@@ -1,10 +1,28 @@
 //! Tower middleware that keeps a gateway token for you.
+//!
+//! [`PaynetAuthLayer`] wraps any `Service<http::Request<_>>`. For each request it buffers the body, writes the
+//! current token into it (or into a header), sends it, and looks at the answer: when the gateway says the token was
+//! rejected, it obtains a newer one and replays the request once. Tokens are obtained lazily, persisted in a
+//! [`TokenStore`](store::TokenStore), and refreshed by one task per process and one process per fleet.
 #![warn(missing_docs)]
 #![deny(unreachable_pub, unsafe_code)]
 
+pub mod body;
 pub mod clock;
+pub mod config;
 pub mod error;
 pub mod store;
 pub mod token;
 
+mod future;
+mod layer;
+mod service;
+
 pub use error::{BoxError, Error, InjectError, LoginError, StoreError, TokenError};
+pub use future::ResponseFuture;
+pub use layer::{
+    DEFAULT_INSPECT_LIMIT, DEFAULT_MAX_REQUEST_BODY, PAYNET_REJECTION_CODE, PaynetAuthLayer,
+    Placement, RejectionRule,
+};
+pub use service::{PaynetAuth, ResponseBody};
+pub use token::{TokenManager, TokenManagerBuilder};

@@ -1,1 +1,129 @@
-fn main() {}
+//! `paynet-auth`: call the gateway through the layer, look after the stored token, run the simulator or a demo.
+
+mod call;
+mod demo;
+mod load;
+mod stack;
+mod token;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Token management for the Paynet gateway: call it, load-test it, inspect the stored token.
+#[derive(Parser)]
+#[command(name = "paynet-auth", version, about)]
+struct Cli {
+    /// The YAML configuration file. Defaults to $PAYNET_CONFIG, then ./paynet.yaml.
+    #[arg(long, global = true, env = "PAYNET_CONFIG")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Sends one JSON-RPC call through the layer and prints the response.
+    Call {
+        /// The request path below the gateway root, e.g. /v2/service.
+        path: String,
+        /// The JSON-RPC method.
+        method: String,
+        /// The params object as JSON. Defaults to {}.
+        params: Option<String>,
+    },
+    /// Drives many calls and prints one JSON line of figures.
+    Load(load::LoadArgs),
+    /// Shows, refreshes or clears the stored token.
+    Token {
+        #[command(subcommand)]
+        action: token::TokenAction,
+    },
+    /// Applies the store's migrations.
+    Migrate,
+    /// Runs the gateway simulator until interrupted.
+    Simulate {
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// A login invalidates every older token (one session per terminal).
+        #[arg(long)]
+        single_session: bool,
+        /// Tokens expire this long after they are issued ("1h", "90s").
+        #[arg(long, value_parser = humantime::parse_duration)]
+        token_ttl: Option<Duration>,
+        /// Logins take this long ("200ms").
+        #[arg(long, value_parser = humantime::parse_duration)]
+        login_latency: Option<Duration>,
+    },
+    /// Starts the simulator and a SQLite store in a temporary directory and walks through the ticket's
+    /// acceptance criteria.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, String> {
+    let config_path = cli.config.unwrap_or_else(|| PathBuf::from("paynet.yaml"));
+    match cli.command {
+        Command::Call {
+            path,
+            method,
+            params,
+        } => call::run(&config_path, &path, &method, params.as_deref()).await,
+        Command::Load(args) => load::run(&config_path, args).await,
+        Command::Token { action } => token::run(&config_path, action).await,
+        Command::Migrate => token::migrate(&config_path).await,
+        Command::Simulate {
+            listen,
+            single_session,
+            token_ttl,
+            login_latency,
+        } => demo::simulate(listen, single_session, token_ttl, login_latency).await,
+        Command::Demo => demo::run().await,
+    }
+}
+
+/// An error and its causes on one line: `a: b: c`.
+pub(crate) fn one_line(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line
+}

@@ -1,0 +1,64 @@
+//! `paynet-auth call`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use crate::stack;
+
+pub(crate) async fn run(
+    config_path: &Path,
+    path: &str,
+    method: &str,
+    params: Option<&str>,
+) -> Result<ExitCode, String> {
+    let config = stack::load_config(config_path)?;
+    let params = stack::parse_params(params)?;
+    let manager = stack::manager(&config.paynet).await?;
+    let service = stack::authorised(&config.paynet, manager);
+    let request = stack::rpc_request(&config.paynet, path, method, &params, 1);
+    let response = service
+        .oneshot(request)
+        .await
+        .map_err(|e| crate::one_line(&e))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| {
+            format!(
+                "reading the response from {} failed: {e}",
+                config.paynet.url(path)
+            )
+        })?
+        .to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body).map_err(|_| {
+        format!(
+            "{} answered HTTP {status} with a body that is not JSON ({} bytes)",
+            config.paynet.url(path),
+            body.len()
+        )
+    })?;
+    println!("{json}");
+    if json.get("result").is_some() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    match json.get("error") {
+        Some(error) => eprintln!(
+            "error: {} answered JSON-RPC error {} \"{}\"",
+            config.paynet.url(path),
+            error
+                .get("code")
+                .map_or("?".to_owned(), ToString::to_string),
+            error.get("message").and_then(|m| m.as_str()).unwrap_or("")
+        ),
+        None => eprintln!(
+            "error: {} answered HTTP {status} without a result",
+            config.paynet.url(path)
+        ),
+    }
+    Ok(ExitCode::FAILURE)
+}

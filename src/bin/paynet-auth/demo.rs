@@ -1,0 +1,239 @@
+//! `paynet-auth demo` and `paynet-auth simulate`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use paynet_auth::config::PaynetConfig;
+use paynet_auth::sim::{LoginFailure, Simulator};
+use paynet_auth::{Error, TokenManager};
+use tower::ServiceExt;
+
+use crate::stack;
+
+pub(crate) async fn simulate(
+    listen: SocketAddr,
+    single_session: bool,
+    token_ttl: Option<Duration>,
+    login_latency: Option<Duration>,
+) -> Result<ExitCode, String> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let mut builder = Simulator::builder()
+        .single_session(single_session)
+        .token_ttl(token_ttl);
+    if let Some(latency) = login_latency {
+        builder = builder.login_latency(latency);
+    }
+    println!("Paynet gateway simulator on http://{listen}/gw (Ctrl-C stops it)");
+    builder
+        .serve(listener, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|e| format!("simulator failed: {e}"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+struct Demo {
+    config: PaynetConfig,
+    sim: paynet_auth::sim::SimHandle,
+}
+
+const CALL_PATH: &str = "/v2/service";
+const CALL_METHOD: &str = "getCategoriesList";
+
+impl Demo {
+    async fn manager(&self) -> Result<TokenManager, String> {
+        stack::manager(&self.config).await
+    }
+
+    async fn call(&self, manager: &TokenManager) -> Result<serde_json::Value, Error> {
+        let service = stack::authorised(&self.config, manager.clone());
+        let request = stack::rpc_request(
+            &self.config,
+            CALL_PATH,
+            CALL_METHOD,
+            &serde_json::json!({}),
+            1,
+        );
+        let response = service.oneshot(request).await?;
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(Error::ResponseBody)?
+            .to_bytes();
+        Ok(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+    }
+}
+
+fn check(what: &str, ok: bool) -> Result<(), String> {
+    if ok {
+        println!("   ✓ {what}");
+        Ok(())
+    } else {
+        Err(format!("demo expectation failed: {what}"))
+    }
+}
+
+pub(crate) async fn run() -> Result<ExitCode, String> {
+    let dir =
+        tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+    let db = dir.path().join("paynet-demo.db");
+    let sim = Simulator::builder()
+        .single_session(true)
+        .login_latency(Duration::from_millis(50))
+        .start()
+        .await
+        .map_err(|e| format!("cannot start the simulator: {e}"))?;
+    let yaml = format!(
+        "paynet:\n  base_url: \"{}\"\n  username: \"username_17627_56530\"\n  password: \"${{DEMO_PASSWORD}}\"\n  terminal_id: 4027096\n  login_timeout: \"2s\"\n  lease_ttl: \"10s\"\n  store:\n    url: \"sqlite://{}\"\n",
+        sim.base_url(),
+        db.display()
+    );
+    let config = paynet_auth::config::Config::from_yaml_str(&yaml, "demo.yaml", &|name| {
+        (name == "DEMO_PASSWORD").then(|| "password_17627_56530".to_owned())
+    })
+    .map_err(|e| e.to_string())?;
+    let demo = Demo {
+        config: config.paynet,
+        sim,
+    };
+    println!(
+        "Paynet gateway simulator at {} (one session per terminal)",
+        demo.sim.base_url()
+    );
+    println!("Token store: SQLite at {}\n", db.display());
+
+    println!("1. First acquisition: no token in the database, a request to a protected resource");
+    let manager = demo.manager().await?;
+    check(
+        "no token stored yet",
+        manager.stored().await.map_err(|e| e.to_string())?.is_none(),
+    )?;
+    let answer = demo.call(&manager).await.map_err(|e| crate::one_line(&e))?;
+    let stats = demo.sim.stats();
+    println!(
+        "   logins {}, rejections {}, calls {}",
+        stats.logins,
+        stats.rejections,
+        stats.calls_to(CALL_METHOD)
+    );
+    check("the call got a result", answer.get("result").is_some())?;
+    check("exactly one login", stats.logins == 1)?;
+    let stored = manager.stored().await.map_err(|e| e.to_string())?;
+    check(
+        "the token is stored (generation 1)",
+        stored.as_ref().is_some_and(|r| r.generation.0 == 1),
+    )?;
+    if let Some(record) = &stored {
+        println!(
+            "   stored token: generation {}, fingerprint {}",
+            record.generation,
+            record.fingerprint()
+        );
+    }
+
+    println!("\n   … a restart: a new manager on the same database");
+    let restarted = demo.manager().await?;
+    demo.call(&restarted)
+        .await
+        .map_err(|e| crate::one_line(&e))?;
+    check(
+        "the stored token is reused, no login",
+        demo.sim.stats().logins == 1,
+    )?;
+
+    println!("\n2. Refresh of an expired token: the gateway forgets every token");
+    demo.sim.expire_all();
+    let before = demo.sim.stats();
+    let answer = demo
+        .call(&restarted)
+        .await
+        .map_err(|e| crate::one_line(&e))?;
+    let after = demo.sim.stats();
+    println!(
+        "   rejections +{}, logins +{}, generation now {}",
+        after.rejections - before.rejections,
+        after.logins - before.logins,
+        restarted.cached().map_or(0, |t| t.generation().0)
+    );
+    check(
+        "the gateway answered -9999 once",
+        after.rejections - before.rejections == 1,
+    )?;
+    check(
+        "one new login, the request replayed with the new token",
+        after.logins - before.logins == 1 && answer.get("result").is_some(),
+    )?;
+
+    println!("\n3. Token endpoint unavailable: login answers 503");
+    demo.sim.expire_all();
+    demo.sim
+        .set_login_failure(Some(LoginFailure::ServiceUnavailable));
+    match demo.call(&restarted).await {
+        Ok(answer) => {
+            return Err(format!(
+                "demo expectation failed: expected an error, got {answer}"
+            ));
+        }
+        Err(error) => {
+            println!("   the caller gets: {}", crate::one_line(&error));
+            check(
+                "a typed token error naming the endpoint",
+                matches!(error, Error::Token(_)) && error.to_string().contains("/v2/user"),
+            )?;
+        }
+    }
+    demo.sim.set_login_failure(None);
+    // Let the short backoff after the failed login run out.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    println!("\n4. Concurrent access: 200 callers at once with an expired token");
+    demo.sim.expire_all();
+    let before = demo.sim.stats();
+    let calls: Vec<_> = (0..200)
+        .map(|_| {
+            let demo_config = demo.config.clone();
+            let manager = restarted.clone();
+            tokio::spawn(async move {
+                let service = stack::authorised(&demo_config, manager);
+                let request = stack::rpc_request(
+                    &demo_config,
+                    CALL_PATH,
+                    CALL_METHOD,
+                    &serde_json::json!({}),
+                    1,
+                );
+                match service.oneshot(request).await {
+                    Ok(response) => response.into_body().collect().await.is_ok(),
+                    Err(_) => false,
+                }
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for call in calls {
+        if call.await.unwrap_or(false) {
+            ok += 1;
+        }
+    }
+    let after = demo.sim.stats();
+    println!(
+        "   {ok}/200 succeeded, logins +{}, max concurrent logins {}",
+        after.logins - before.logins,
+        after.max_concurrent_logins
+    );
+    check("all 200 succeeded", ok == 200)?;
+    check(
+        "one login for all of them",
+        after.logins - before.logins == 1,
+    )?;
+
+    println!("\nDone: every acceptance criterion held.");
+    demo.sim.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,72 @@
+//! The client stack the commands share: hyper-util's client, a request timeout, the layer.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use paynet_auth::config::{Config, PaynetConfig};
+use paynet_auth::{BoxError, PaynetAuth, TokenManager};
+use tower::ServiceExt;
+use tower::timeout::Timeout;
+use tower::util::MapErr;
+
+/// How long one gateway call may take.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(crate) type Inner = Timeout<
+    MapErr<Client<HttpConnector, Full<Bytes>>, fn(hyper_util::client::legacy::Error) -> BoxError>,
+>;
+
+pub(crate) fn client() -> Inner {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let boxed: fn(hyper_util::client::legacy::Error) -> BoxError = |e| Box::new(e);
+    Timeout::new(client.map_err(boxed), REQUEST_TIMEOUT)
+}
+
+pub(crate) fn load_config(path: &Path) -> Result<Config, String> {
+    Config::from_yaml_file(path).map_err(|e| e.to_string())
+}
+
+pub(crate) async fn manager(config: &PaynetConfig) -> Result<TokenManager, String> {
+    let store = paynet_auth::store::connect(&config.store.url, config.store_options())
+        .await
+        .map_err(|e| e.to_string())?;
+    config
+        .manager_builder()
+        .shared_store(store)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+pub(crate) fn authorised(config: &PaynetConfig, manager: TokenManager) -> PaynetAuth<Inner> {
+    tower::Layer::layer(&config.layer(manager), client())
+}
+
+/// A JSON-RPC call to `path` below the gateway root.
+pub(crate) fn rpc_request(
+    config: &PaynetConfig,
+    path: &str,
+    method: &str,
+    params: &serde_json::Value,
+    id: u64,
+) -> Request<Full<Bytes>> {
+    let body = serde_json::json!({"jsonrpc": "2.0", "method": method, "id": id, "params": params});
+    Request::post(config.url(path))
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("a URL from the configuration and a JSON body make a valid request")
+}
+
+pub(crate) fn parse_params(params: Option<&str>) -> Result<serde_json::Value, String> {
+    match params {
+        None => Ok(serde_json::json!({})),
+        Some(text) => {
+            serde_json::from_str(text).map_err(|e| format!("PARAMS_JSON is not valid JSON: {e}"))
+        }
+    }
+}

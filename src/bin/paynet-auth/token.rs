@@ -1,0 +1,76 @@
+//! `paynet-auth token …` and `paynet-auth migrate`.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, UNIX_EPOCH};
+
+use paynet_auth::token::{LoginSender, TokenRecord};
+
+use crate::stack;
+
+#[derive(clap::Subcommand)]
+pub(crate) enum TokenAction {
+    /// Shows the stored token's key, generation, times and fingerprint (never the token).
+    Status,
+    /// Logs in now and stores the new token.
+    Refresh,
+    /// Removes the stored token; the next call logs in.
+    Clear,
+}
+
+pub(crate) async fn run(config_path: &Path, action: TokenAction) -> Result<ExitCode, String> {
+    let config = stack::load_config(config_path)?;
+    let manager = stack::manager(&config.paynet).await?;
+    match action {
+        TokenAction::Status => {
+            println!("key:        {}", manager.credential_key());
+            println!("store:      {}", manager.store_description());
+            match manager.stored().await.map_err(|e| e.to_string())? {
+                None => println!("token:      none stored"),
+                Some(record) => print_record(&record),
+            }
+        }
+        TokenAction::Refresh => {
+            let token = manager
+                .force_refresh(LoginSender::from_service(stack::client()))
+                .await
+                .map_err(|e| crate::one_line(&e))?;
+            println!("refreshed:  generation {}", token.generation());
+            print_record(token.record());
+        }
+        TokenAction::Clear => {
+            manager.clear().await.map_err(|e| e.to_string())?;
+            println!("cleared the stored token of {}", manager.credential_key());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_record(record: &TokenRecord) {
+    println!("generation: {}", record.generation);
+    println!("fingerprint:{:>9}", record.fingerprint());
+    println!("obtained:   {}", time(record.obtained_at_ms));
+    match record.expires_at_ms {
+        Some(at) => println!("expires:    {}", time(at)),
+        None => println!("expires:    when the gateway rejects it"),
+    }
+    println!("written by: {}", record.written_by);
+    if let Some(login) = &record.meta.user_login {
+        println!("user login: {login}");
+    }
+}
+
+fn time(ms: i64) -> String {
+    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+pub(crate) async fn migrate(config_path: &Path) -> Result<ExitCode, String> {
+    let config = stack::load_config(config_path)?;
+    let store =
+        paynet_auth::store::connect(&config.paynet.store.url, config.paynet.store_options())
+            .await
+            .map_err(|e| e.to_string())?;
+    println!("migrations applied to {}", store.describe());
+    Ok(ExitCode::SUCCESS)
+}

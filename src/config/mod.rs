@@ -1,0 +1,267 @@
+//! Configuration: the plain [`Config`] struct, and (feature `yaml`) loading it from a YAML file with
+//! `${VAR}` / `${VAR:-default}` expanded from the environment.
+//!
+//! ```yaml
+//! paynet:
+//!   base_url: "https://gateway.example/gw"
+//!   login_path: "/v2/user"
+//!   username: "${PAYNET_USERNAME}"
+//!   password: "${PAYNET_PASSWORD}"
+//!   terminal_id: 4027096
+//!   token_ttl: "12h"
+//!   login_timeout: "10s"
+//!   store:
+//!     url: "sqlite://paynet-tokens.db"
+//!     encryption_key: "${PAYNET_TOKEN_KEY}"
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::{Deserialize, Deserializer};
+
+use crate::PaynetAuthLayer;
+use crate::body::TokenField;
+use crate::layer::{DEFAULT_INSPECT_LIMIT, DEFAULT_MAX_REQUEST_BODY, PAYNET_REJECTION_CODE};
+use crate::token::defaults;
+use crate::token::source::DEFAULT_LOGIN_PATH;
+use crate::token::{PaynetLogin, TokenManager, TokenManagerBuilder};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The Paynet integration.
+    pub paynet: PaynetConfig,
+}
+
+/// The store URL used when none is configured: a SQLite file in the working directory.
+pub const DEFAULT_STORE_URL: &str = "sqlite://paynet-tokens.db";
+
+/// Settings of the Paynet integration.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaynetConfig {
+    /// The gateway root; request paths are relative to it (`https://gateway.example/gw`).
+    pub base_url: String,
+    /// The login method's path below the root. Defaults to `/v2/user`.
+    #[serde(default = "default_login_path")]
+    pub login_path: String,
+    /// The agent's user name.
+    pub username: String,
+    /// The agent's password.
+    pub password: SecretString,
+    /// The terminal id (a number).
+    #[serde(deserialize_with = "number_or_numeric_string")]
+    pub terminal_id: u64,
+    /// Stop using a token this long after it was obtained. Defaults to none: use it until rejected.
+    #[serde(default, with = "humantime_serde")]
+    pub token_ttl: Option<Duration>,
+    /// How long before `token_ttl` runs out the token stops being used. Defaults to 30 s.
+    #[serde(default = "default_expiry_skew", with = "humantime_serde")]
+    pub expiry_skew: Duration,
+    /// How long a login may take. Defaults to 10 s.
+    #[serde(default = "default_login_timeout", with = "humantime_serde")]
+    pub login_timeout: Duration,
+    /// How long a refresh lease lasts if its holder dies; must exceed `login_timeout`. Defaults to 30 s.
+    #[serde(default = "default_lease_ttl", with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// Where the token goes: `params` (`params.token`, default) or `top_level` (a top-level `token`).
+    #[serde(default)]
+    pub token_field: TokenFieldConfig,
+    /// The JSON-RPC error code of a rejected token. Defaults to -9999.
+    #[serde(default = "default_rejection_code")]
+    pub rejection_code: i64,
+    /// The largest request body, in bytes. Defaults to 1 MiB.
+    #[serde(default = "default_max_request_body")]
+    pub max_request_body: usize,
+    /// Responses up to this many bytes are inspected for a rejection. Defaults to 64 KiB.
+    #[serde(default = "default_inspect_limit")]
+    pub inspect_limit: usize,
+    /// Where the token is kept.
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+/// The configured token placement.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenFieldConfig {
+    /// `params.token`.
+    #[default]
+    Params,
+    /// A top-level `token`, as the ticket writes it.
+    TopLevel,
+}
+
+impl From<TokenFieldConfig> for TokenField {
+    fn from(value: TokenFieldConfig) -> Self {
+        match value {
+            TokenFieldConfig::Params => TokenField::Params,
+            TokenFieldConfig::TopLevel => TokenField::TopLevel,
+        }
+    }
+}
+
+/// Where the token is kept.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite://path`, `sqlite::memory:`, `postgres://…`, `mysql://…` or `memory:`. Defaults to
+    /// [`DEFAULT_STORE_URL`].
+    #[serde(default = "default_store_url")]
+    pub url: String,
+    /// Base64 of 32 bytes: the token is stored encrypted (AES-256-GCM). Defaults to none (plaintext, with a
+    /// warning at start-up). An empty value counts as none.
+    #[serde(default)]
+    pub encryption_key: Option<SecretString>,
+    /// Connections in the pool. Defaults to 8.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: default_store_url(),
+            encryption_key: None,
+            pool_size: default_pool_size(),
+        }
+    }
+}
+
+impl fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &redact_url(&self.url))
+            .field(
+                "encryption_key",
+                &self.encryption_key.as_ref().map(|_| "****"),
+            )
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+impl fmt::Debug for PaynetConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PaynetConfig")
+            .field("base_url", &self.base_url)
+            .field("login_path", &self.login_path)
+            .field("username", &self.username)
+            .field("password", &"****")
+            .field("terminal_id", &self.terminal_id)
+            .field("token_ttl", &self.token_ttl)
+            .field("login_timeout", &self.login_timeout)
+            .field("lease_ttl", &self.lease_ttl)
+            .field("token_field", &self.token_field)
+            .field("rejection_code", &self.rejection_code)
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A URL with its password, if any, replaced by `****`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:****@{host}{path}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+fn default_login_path() -> String {
+    DEFAULT_LOGIN_PATH.to_owned()
+}
+fn default_expiry_skew() -> Duration {
+    defaults::EXPIRY_SKEW
+}
+fn default_login_timeout() -> Duration {
+    defaults::LOGIN_TIMEOUT
+}
+fn default_lease_ttl() -> Duration {
+    defaults::LEASE_TTL
+}
+fn default_rejection_code() -> i64 {
+    PAYNET_REJECTION_CODE
+}
+fn default_max_request_body() -> usize {
+    DEFAULT_MAX_REQUEST_BODY
+}
+fn default_inspect_limit() -> usize {
+    DEFAULT_INSPECT_LIMIT
+}
+fn default_store_url() -> String {
+    DEFAULT_STORE_URL.to_owned()
+}
+fn default_pool_size() -> u32 {
+    8
+}
+
+// An expanded `${VAR}` is always a string, so numbers must be accepted in either form.
+fn number_or_numeric_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumberOrString {
+        Number(u64),
+        String(String),
+    }
+    match NumberOrString::deserialize(deserializer)? {
+        NumberOrString::Number(n) => Ok(n),
+        NumberOrString::String(s) => s.trim().parse().map_err(|_| {
+            serde::de::Error::custom(format!("expected a whole number, found \"{s}\""))
+        }),
+    }
+}
+
+impl PaynetConfig {
+    /// The `login` token source of these settings.
+    pub fn login(&self) -> PaynetLogin {
+        PaynetLogin::new(
+            &self.base_url,
+            self.username.clone(),
+            self.password.clone(),
+            self.terminal_id,
+        )
+        .login_path(&self.base_url, &self.login_path)
+    }
+
+    /// A manager builder with these settings, without a store.
+    pub fn manager_builder(&self) -> TokenManagerBuilder {
+        TokenManager::builder(self.login())
+            .token_ttl(self.token_ttl)
+            .expiry_skew(self.expiry_skew)
+            .login_timeout(self.login_timeout)
+            .lease_ttl(self.lease_ttl)
+    }
+
+    /// The layer with these settings over `manager`.
+    pub fn layer(&self, manager: TokenManager) -> PaynetAuthLayer {
+        PaynetAuthLayer::new(manager)
+            .token_field(self.token_field.into())
+            .rejection_code(self.rejection_code)
+            .max_request_body(self.max_request_body)
+            .inspect_limit(self.inspect_limit)
+    }
+
+    /// The full URL of a request path below the gateway root.
+    pub fn url(&self, path: &str) -> String {
+        crate::token::source::join_url(&self.base_url, path)
+    }
+}
+
+#[cfg(feature = "yaml")]
+mod env;
+#[cfg(feature = "yaml")]
+mod yaml;
+
+#[cfg(feature = "yaml")]
+pub use env::{ExpandError, expand};

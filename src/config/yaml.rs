@@ -1,0 +1,107 @@
+//! Loading [`Config`] from YAML.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_yaml::Value;
+
+use super::Config;
+use super::env::{ExpandError, expand};
+use crate::error::ConfigError;
+
+impl Config {
+    /// Reads and parses a YAML file, expanding `${VAR}` from the process environment.
+    pub fn from_yaml_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_yaml_str(&text, &path.display().to_string(), &|name| {
+            std::env::var(name).ok()
+        })
+    }
+
+    /// Parses YAML `text` (named `origin` in errors), expanding `${VAR}` through `env`.
+    ///
+    /// Unknown keys and bad values are errors that name the line and column; a variable that is not set is an
+    /// error that names it.
+    ///
+    /// ```
+    /// use paynet_auth::config::Config;
+    /// let yaml = "paynet:\n  base_url: http://127.0.0.1:8080/gw\n  username: u\n  password: ${PASS}\n  terminal_id: 1\n";
+    /// let config = Config::from_yaml_str(yaml, "inline", &|_| Some("p".into())).unwrap();
+    /// assert_eq!(config.paynet.terminal_id, 1);
+    /// let error = Config::from_yaml_str(yaml, "inline", &|_| None).unwrap_err();
+    /// assert_eq!(error.to_string(), "inline: line 4: environment variable `PASS` is not set");
+    /// ```
+    pub fn from_yaml_str(
+        text: &str,
+        origin: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let parse_error = |e: serde_yaml::Error| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        };
+        let mut value: Value = serde_yaml::from_str(text).map_err(parse_error)?;
+        expand_values(&mut value, env).map_err(|problem| match problem {
+            Problem::Missing(var) => ConfigError::MissingVar {
+                path: origin.to_owned(),
+                line: line_of(text, &format!("${{{var}")),
+                var,
+            },
+            Problem::Malformed(message) => ConfigError::Parse {
+                path: origin.to_owned(),
+                message,
+            },
+        })?;
+        match Config::deserialize(value) {
+            Ok(config) => Ok(config),
+            // The expanded tree has no positions; the text itself, parsed again, says where the problem is
+            // whenever it is in the text and not in an expanded variable.
+            Err(expanded_error) => Err(match serde_yaml::from_str::<Config>(text) {
+                Err(located) => parse_error(located),
+                Ok(_) => ConfigError::Parse {
+                    path: origin.to_owned(),
+                    message: format!("after expanding environment variables: {expanded_error}"),
+                },
+            }),
+        }
+    }
+}
+
+enum Problem {
+    Missing(String),
+    Malformed(String),
+}
+
+fn expand_values(value: &mut Value, env: &dyn Fn(&str) -> Option<String>) -> Result<(), Problem> {
+    match value {
+        Value::String(text) => {
+            *text = expand(text, env).map_err(|e| match e {
+                ExpandError::Unset(var) => Problem::Missing(var),
+                other => Problem::Malformed(other.to_string()),
+            })?;
+        }
+        Value::Sequence(items) => {
+            for item in items {
+                expand_values(item, env)?;
+            }
+        }
+        Value::Mapping(map) => {
+            for (_, item) in map.iter_mut() {
+                expand_values(item, env)?;
+            }
+        }
+        Value::Tagged(tagged) => expand_values(&mut tagged.value, env)?,
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+    Ok(())
+}
+
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|line| line.contains(needle))
+        .map_or(0, |i| i + 1)
+}

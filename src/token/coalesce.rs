@@ -1,0 +1,270 @@
+//! One refresh at a time: callers that need a token join the refresh in flight instead of starting their own.
+//!
+//! Modelled on hyper-util's pool singleton: the work runs in a spawned task, so the caller that started it can be
+//! dropped without cancelling it for the others, and its one result (success or error) is handed to every waiter.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
+
+/// The shared handle on a flight's result.
+pub(crate) type Flight<T> = Shared<BoxFuture<'static, T>>;
+
+/// What [`Coalesce::join_or_start`] found.
+pub(crate) enum Join<T: Clone> {
+    /// A flight to wait for. `covers` says whether its result is the one the caller asked for; when it is not
+    /// (an older flight is still finishing), the caller waits for it and asks again.
+    Flight { flight: Flight<T>, covers: bool },
+    /// `start` declined to start a flight and answered at once.
+    Answered(T),
+}
+
+struct InFlight<K, T: Clone> {
+    key: K,
+    flight: Flight<T>,
+    done: Arc<AtomicBool>,
+}
+
+/// At most one flight at a time, tagged with a key that says what its result will satisfy.
+pub(crate) struct Coalesce<K, T: Clone> {
+    slot: Mutex<Option<InFlight<K, T>>>,
+}
+
+impl<K: Clone, T: Clone + Send + Sync + 'static> Coalesce<K, T> {
+    pub(crate) fn new() -> Self {
+        Self {
+            slot: Mutex::new(None),
+        }
+    }
+
+    /// Joins the flight in progress, or, when there is none, calls `start` and runs the future it returns in a
+    /// spawned task. `covers` tells whether a flight started for a key satisfies this caller. `aborted` is the
+    /// result handed out if the task dies without answering (a panic, or the runtime shutting down).
+    pub(crate) fn join_or_start(
+        &self,
+        key: K,
+        covers: impl FnOnce(&K) -> bool,
+        start: impl FnOnce() -> Result<BoxFuture<'static, T>, T>,
+        aborted: T,
+    ) -> Join<T> {
+        // Only the slow path takes this lock, and never across an await.
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(in_flight) = slot.as_ref() {
+            // A finished flight whose result nobody collected must not be joined: its answer is about an older
+            // state, and joining it forever would spin.
+            if !in_flight.done.load(Ordering::Acquire) {
+                return Join::Flight {
+                    flight: in_flight.flight.clone(),
+                    covers: covers(&in_flight.key),
+                };
+            }
+        }
+        let work = match start() {
+            Ok(work) => work,
+            Err(answer) => return Join::Answered(answer),
+        };
+        let done = Arc::new(AtomicBool::new(false));
+        let done_in_task = Arc::clone(&done);
+        let handle = tokio::spawn(async move {
+            let result = work.await;
+            done_in_task.store(true, Ordering::Release);
+            result
+        });
+        let flight = async move { handle.await.unwrap_or(aborted) }
+            .boxed()
+            .shared();
+        *slot = Some(InFlight {
+            key,
+            flight: flight.clone(),
+            done,
+        });
+        Join::Flight {
+            flight,
+            covers: true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    fn start_counting(
+        runs: &Arc<AtomicUsize>,
+        gate: oneshot::Receiver<Result<u32, String>>,
+    ) -> impl FnOnce() -> Result<BoxFuture<'static, Result<u32, String>>, Result<u32, String>> {
+        let runs = Arc::clone(runs);
+        move || {
+            runs.fetch_add(1, Ordering::SeqCst);
+            Ok(async move { gate.await.unwrap_or(Err("gate dropped".into())) }.boxed())
+        }
+    }
+
+    fn flight(join: Join<Result<u32, String>>) -> Flight<Result<u32, String>> {
+        match join {
+            Join::Flight { flight, covers } => {
+                assert!(covers);
+                flight
+            }
+            Join::Answered(_) => panic!("expected a flight"),
+        }
+    }
+
+    #[tokio::test]
+    async fn first_call_drives_subsequent_wait() {
+        let coalesce = Coalesce::new();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = oneshot::channel();
+        let first = flight(coalesce.join_or_start(
+            1u64,
+            |_| true,
+            start_counting(&runs, rx),
+            Err("aborted".into()),
+        ));
+        let (_tx2, rx2) = oneshot::channel();
+        let second = flight(coalesce.join_or_start(
+            1u64,
+            |k| *k >= 1,
+            start_counting(&runs, rx2),
+            Err("aborted".into()),
+        ));
+        tx.send(Ok(7)).unwrap();
+        assert_eq!(first.await, Ok(7));
+        assert_eq!(second.await, Ok(7));
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn cancel_waiter_does_not_affect_others() {
+        let coalesce = Coalesce::new();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = oneshot::channel();
+        let first = flight(coalesce.join_or_start(
+            1u64,
+            |_| true,
+            start_counting(&runs, rx),
+            Err("aborted".into()),
+        ));
+        let (_tx2, rx2) = oneshot::channel();
+        let second = flight(coalesce.join_or_start(
+            1u64,
+            |_| true,
+            start_counting(&runs, rx2),
+            Err("aborted".into()),
+        ));
+        // The caller that started the work goes away before it finishes.
+        drop(first);
+        tx.send(Ok(9)).unwrap();
+        assert_eq!(second.await, Ok(9));
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn maker_error_is_shared_with_waiters() {
+        let coalesce = Coalesce::new();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = oneshot::channel();
+        let waiters: Vec<_> = std::iter::once(flight(coalesce.join_or_start(
+            0u64,
+            |_| true,
+            start_counting(&runs, rx),
+            Err("aborted".into()),
+        )))
+        .chain((0..9).map(|_| {
+            let (_tx, rx) = oneshot::channel();
+            flight(coalesce.join_or_start(
+                0u64,
+                |_| true,
+                start_counting(&runs, rx),
+                Err("aborted".into()),
+            ))
+        }))
+        .collect();
+        tx.send(Err("login refused".into())).unwrap();
+        for waiter in waiters {
+            assert_eq!(waiter.await, Err("login refused".to_owned()));
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn finished_flight_is_not_joined_again() {
+        let coalesce = Coalesce::new();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = oneshot::channel();
+        let first = flight(coalesce.join_or_start(
+            1u64,
+            |_| true,
+            start_counting(&runs, rx),
+            Err("aborted".into()),
+        ));
+        tx.send(Ok(1)).unwrap();
+        assert_eq!(first.await, Ok(1));
+        let (tx2, rx2) = oneshot::channel();
+        let second = flight(coalesce.join_or_start(
+            2u64,
+            |_| true,
+            start_counting(&runs, rx2),
+            Err("aborted".into()),
+        ));
+        tx2.send(Ok(2)).unwrap();
+        assert_eq!(second.await, Ok(2));
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn older_flight_does_not_cover_newer_key() {
+        let coalesce = Coalesce::new();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (_tx, rx) = oneshot::channel();
+        let _first = coalesce.join_or_start(
+            1u64,
+            |_| true,
+            start_counting(&runs, rx),
+            Err("aborted".into()),
+        );
+        let (_tx2, rx2) = oneshot::channel();
+        match coalesce.join_or_start(
+            5u64,
+            |k| *k >= 5,
+            start_counting(&runs, rx2),
+            Err("aborted".into()),
+        ) {
+            Join::Flight { covers, .. } => assert!(!covers),
+            Join::Answered(_) => panic!("expected the flight in progress"),
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn start_may_answer_without_a_flight() {
+        let coalesce: Coalesce<u64, Result<u32, String>> = Coalesce::new();
+        match coalesce.join_or_start(
+            1,
+            |_| true,
+            || Err(Err("backing off".into())),
+            Err("aborted".into()),
+        ) {
+            Join::Answered(answer) => assert_eq!(answer, Err("backing off".to_owned())),
+            Join::Flight { .. } => panic!("expected an answer"),
+        }
+    }
+
+    #[tokio::test]
+    async fn panicking_work_answers_aborted() {
+        let coalesce: Coalesce<u64, Result<u32, String>> = Coalesce::new();
+        let join = coalesce.join_or_start(
+            1,
+            |_| true,
+            || Ok(async { panic!("work panicked") }.boxed()),
+            Err("aborted".into()),
+        );
+        assert_eq!(flight(join).await, Err("aborted".to_owned()));
+    }
+}

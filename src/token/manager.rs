@@ -1,0 +1,788 @@
+//! The token manager: a lock-free cache for the hot path, one coalesced refresh per stale generation inside the
+//! process, and the store's lease across processes.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use http::Request;
+use http_body_util::{BodyExt, Full, Limited};
+use tokio::time::Instant;
+use tower::ServiceExt;
+use tower_service::Service;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use crate::clock::{Clock, Jitter, RandomJitter, SystemClock};
+use crate::error::{BoxError, ConfigError, LoginError, StoreError, TokenError};
+use crate::store::{MemoryStore, TokenStore};
+use crate::token::coalesce::{Coalesce, Join};
+use crate::token::source::{LoginResponse, TokenSource};
+use crate::token::{ActiveToken, Generation, Grant, TokenRecord};
+
+/// Defaults for [`TokenManagerBuilder`].
+pub mod defaults {
+    use std::time::Duration;
+
+    /// How long a login may take before it counts as failed.
+    pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+    /// How long a refresh lease lasts if its holder never releases it. Must exceed the login timeout.
+    pub const LEASE_TTL: Duration = Duration::from_secs(30);
+    /// How often an instance waiting for another's refresh reads the store (plus up to as much jitter).
+    pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+    /// How long an instance waits for another's refresh before it gives up with an error.
+    pub const WAIT_TIMEOUT: Duration = Duration::from_secs(45);
+    /// How long before its expiry a token stops being used.
+    pub const EXPIRY_SKEW: Duration = Duration::from_secs(30);
+    /// The first pause after a failed login.
+    pub const BACKOFF_INITIAL: Duration = Duration::from_millis(500);
+    /// The longest pause after repeated failed logins.
+    pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+    /// The largest login answer read.
+    pub const MAX_LOGIN_RESPONSE: usize = 1 << 20;
+}
+
+/// The future a [`LoginSender`] returns.
+pub type LoginFuture = BoxFuture<'static, Result<LoginResponse, BoxError>>;
+
+/// Sends one login request. The layer makes one from a clone of the service it wraps, so the login goes through
+/// the same client, TLS settings, timeouts and proxies as the calls it authorises.
+pub struct LoginSender(Box<dyn FnOnce(Request<Full<Bytes>>) -> LoginFuture + Send>);
+
+impl LoginSender {
+    /// A sender from a function.
+    pub fn new(send: impl FnOnce(Request<Full<Bytes>>) -> LoginFuture + Send + 'static) -> Self {
+        Self(Box::new(send))
+    }
+
+    /// A sender that calls `service` once and reads its answer (up to 1 MiB).
+    pub fn from_service<S, B>(service: S) -> Self
+    where
+        S: Service<Request<Full<Bytes>>, Response = http::Response<B>> + Send + 'static,
+        S::Future: Send,
+        S::Error: Into<BoxError>,
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        Self::new(move |request| {
+            async move {
+                let response = service.oneshot(request).await.map_err(Into::into)?;
+                let (parts, body) = response.into_parts();
+                let body = Limited::new(body, defaults::MAX_LOGIN_RESPONSE)
+                    .collect()
+                    .await?
+                    .to_bytes();
+                Ok(LoginResponse {
+                    status: parts.status,
+                    headers: parts.headers,
+                    body,
+                })
+            }
+            .boxed()
+        })
+    }
+
+    fn send(self, request: Request<Full<Bytes>>) -> LoginFuture {
+        (self.0)(request)
+    }
+}
+
+impl fmt::Debug for LoginSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LoginSender")
+    }
+}
+
+type FlightResult = Result<Arc<ActiveToken>, TokenError>;
+
+#[derive(Debug, Clone)]
+struct Settings {
+    token_ttl: Option<Duration>,
+    expiry_skew: Duration,
+    login_timeout: Duration,
+    lease_ttl: Duration,
+    poll_interval: Duration,
+    wait_timeout: Duration,
+    backoff_initial: Duration,
+    backoff_max: Duration,
+}
+
+struct Failure {
+    cause: Arc<LoginError>,
+    until: Instant,
+    consecutive: u32,
+}
+
+struct Inner {
+    key: String,
+    owner: String,
+    source: Arc<dyn TokenSource>,
+    store: Arc<dyn TokenStore>,
+    clock: Arc<dyn Clock>,
+    jitter: Arc<dyn Jitter>,
+    settings: Settings,
+    current: ArcSwapOption<ActiveToken>,
+    flights: Coalesce<Option<Generation>, FlightResult>,
+    failure: Mutex<Option<Failure>>,
+    logins: AtomicU64,
+    login_attempts: AtomicU64,
+}
+
+/// Caches the token of one credential and refreshes it when it is missing, expired or rejected.
+///
+/// Cheap to clone; clones share the cache. Reading the cached token takes no lock and touches no database.
+/// A refresh is coalesced twice: every task of this process that needs a token newer than generation `g` waits
+/// for one refresh task, and of all processes sharing the store only the one holding the lease logs in; the
+/// others adopt its token from the store.
+///
+/// ```
+/// use paynet_auth::TokenManager;
+/// use paynet_auth::store::MemoryStore;
+/// use paynet_auth::token::PaynetLogin;
+///
+/// let manager = TokenManager::builder(PaynetLogin::new(
+///     "https://gateway.example/gw",
+///     "username_17627_56530",
+///     "password_17627_56530".into(),
+///     4027096,
+/// ))
+/// .store(MemoryStore::new())
+/// .token_ttl(Some(std::time::Duration::from_secs(12 * 3600)))
+/// .build()
+/// .unwrap();
+/// assert!(manager.cached().is_none());
+/// ```
+#[derive(Clone)]
+pub struct TokenManager {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for TokenManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenManager")
+            .field("key", &self.inner.key)
+            .field("endpoint", &self.inner.source.endpoint())
+            .field("store", &self.inner.store.describe())
+            .field(
+                "generation",
+                &self.inner.current.load().as_ref().map(|t| t.generation()),
+            )
+            .finish()
+    }
+}
+
+/// Builds a [`TokenManager`].
+pub struct TokenManagerBuilder {
+    source: Arc<dyn TokenSource>,
+    store: Option<Arc<dyn TokenStore>>,
+    clock: Option<Arc<dyn Clock>>,
+    jitter: Arc<dyn Jitter>,
+    key: Option<String>,
+    owner: Option<String>,
+    settings: Settings,
+}
+
+impl fmt::Debug for TokenManagerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenManagerBuilder")
+            .field("endpoint", &self.source.endpoint())
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl TokenManagerBuilder {
+    /// Where tokens are persisted and the lease lives. Defaults to a fresh [`MemoryStore`].
+    pub fn store(mut self, store: impl TokenStore) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// Like [`store`](Self::store), for a store already behind an `Arc`.
+    pub fn shared_store(mut self, store: Arc<dyn TokenStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Stops using a token this long after it was obtained, before the gateway rejects it. Defaults to `None`:
+    /// a token is used until it is rejected.
+    pub fn token_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.settings.token_ttl = ttl;
+        self
+    }
+
+    /// How long before its expiry a token stops being used. Defaults to [`defaults::EXPIRY_SKEW`].
+    pub fn expiry_skew(mut self, skew: Duration) -> Self {
+        self.settings.expiry_skew = skew;
+        self
+    }
+
+    /// How long a login may take. Defaults to [`defaults::LOGIN_TIMEOUT`].
+    pub fn login_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.login_timeout = timeout;
+        self
+    }
+
+    /// How long the refresh lease lasts if its holder dies. Must exceed the login timeout. Defaults to
+    /// [`defaults::LEASE_TTL`].
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.settings.lease_ttl = ttl;
+        self
+    }
+
+    /// How often an instance waiting for another's refresh reads the store. Defaults to
+    /// [`defaults::POLL_INTERVAL`].
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.settings.poll_interval = interval;
+        self
+    }
+
+    /// How long to wait for another instance's refresh. Defaults to [`defaults::WAIT_TIMEOUT`].
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.wait_timeout = timeout;
+        self
+    }
+
+    /// The pause after a failed login, doubled after each further failure up to `max`. Defaults to
+    /// [`defaults::BACKOFF_INITIAL`] and [`defaults::BACKOFF_MAX`].
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.settings.backoff_initial = initial;
+        self.settings.backoff_max = max;
+        self
+    }
+
+    /// The wall clock for expiry. Defaults to [`SystemClock`].
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// The jitter added to lease polling. Defaults to [`RandomJitter`].
+    pub fn jitter(mut self, jitter: Arc<dyn Jitter>) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// The store key of this credential. Defaults to the source's [`TokenSource::credential_key`].
+    pub fn credential_key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// How this process names itself as a lease holder. Defaults to host name, process id and a random suffix,
+    /// so that two processes on one host never share a name.
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = Some(owner.into());
+        self
+    }
+
+    /// Checks the settings and builds the manager.
+    pub fn build(self) -> Result<TokenManager, ConfigError> {
+        let s = &self.settings;
+        if s.lease_ttl <= s.login_timeout {
+            return Err(ConfigError::Invalid(format!(
+                "lease_ttl ({:?}) must be longer than login_timeout ({:?}), or a second instance could log in \
+                 while the first is still logging in",
+                s.lease_ttl, s.login_timeout
+            )));
+        }
+        if s.login_timeout.is_zero() || s.poll_interval.is_zero() {
+            return Err(ConfigError::Invalid(
+                "login_timeout and poll_interval must be positive".into(),
+            ));
+        }
+        if s.backoff_initial > s.backoff_max {
+            return Err(ConfigError::Invalid(format!(
+                "backoff initial ({:?}) exceeds its maximum ({:?})",
+                s.backoff_initial, s.backoff_max
+            )));
+        }
+        let clock = self
+            .clock
+            .unwrap_or_else(|| Arc::new(SystemClock::new()) as Arc<dyn Clock>);
+        let store = self
+            .store
+            .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(Arc::clone(&clock))));
+        Ok(TokenManager {
+            inner: Arc::new(Inner {
+                key: self.key.unwrap_or_else(|| self.source.credential_key()),
+                owner: self.owner.unwrap_or_else(default_owner),
+                source: self.source,
+                store,
+                clock,
+                jitter: self.jitter,
+                settings: self.settings,
+                current: ArcSwapOption::empty(),
+                flights: Coalesce::new(),
+                failure: Mutex::new(None),
+                logins: AtomicU64::new(0),
+                login_attempts: AtomicU64::new(0),
+            }),
+        })
+    }
+}
+
+fn default_owner() -> String {
+    use rand::Rng;
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".to_owned());
+    let suffix: u32 = rand::rng().random();
+    format!("{host}:{}:{suffix:08x}", std::process::id())
+}
+
+impl TokenManager {
+    /// Starts building a manager for the credential `source` logs in with.
+    pub fn builder(source: impl TokenSource) -> TokenManagerBuilder {
+        TokenManagerBuilder {
+            source: Arc::new(source),
+            store: None,
+            clock: None,
+            jitter: Arc::new(RandomJitter),
+            key: None,
+            owner: None,
+            settings: Settings {
+                token_ttl: None,
+                expiry_skew: defaults::EXPIRY_SKEW,
+                login_timeout: defaults::LOGIN_TIMEOUT,
+                lease_ttl: defaults::LEASE_TTL,
+                poll_interval: defaults::POLL_INTERVAL,
+                wait_timeout: defaults::WAIT_TIMEOUT,
+                backoff_initial: defaults::BACKOFF_INITIAL,
+                backoff_max: defaults::BACKOFF_MAX,
+            },
+        }
+    }
+
+    /// The cached token, if there is one and it has not expired. No lock, no I/O.
+    pub fn cached(&self) -> Option<Arc<ActiveToken>> {
+        let current = self.inner.current.load_full()?;
+        self.inner.is_fresh(current.record()).then_some(current)
+    }
+
+    /// A usable token: the cached one, or a refreshed one when there is none or it expired.
+    pub async fn token(&self, login: LoginSender) -> Result<Arc<ActiveToken>, TokenError> {
+        if let Some(token) = self.cached() {
+            return Ok(token);
+        }
+        let stale = self.inner.current.load().as_ref().map(|t| t.generation());
+        self.refresh(stale, login).await
+    }
+
+    /// A token newer than `rejected`, which the gateway refused. When another task or instance has already
+    /// refreshed, that token is returned without a login.
+    pub async fn token_after(
+        &self,
+        rejected: Generation,
+        login: LoginSender,
+    ) -> Result<Arc<ActiveToken>, TokenError> {
+        self.refresh(Some(rejected), login).await
+    }
+
+    /// Logs in now (or adopts a newer stored token), whatever the cache holds.
+    pub async fn force_refresh(&self, login: LoginSender) -> Result<Arc<ActiveToken>, TokenError> {
+        let cached = self.inner.current.load().as_ref().map(|t| t.generation());
+        let stored = match self.inner.store.load(&self.inner.key).await {
+            Ok(record) => record.map(|r| r.generation),
+            Err(e) => {
+                warn!(key = %self.inner.key, error = %e, "token store unavailable while forcing a refresh");
+                None
+            }
+        };
+        self.refresh(cached.max(stored).or(Some(Generation(0))), login)
+            .await
+    }
+
+    /// The token row of this credential in the store.
+    pub async fn stored(&self) -> Result<Option<TokenRecord>, StoreError> {
+        self.inner.store.load(&self.inner.key).await
+    }
+
+    /// Forgets the token, in this process and in the store: the next request logs in.
+    pub async fn clear(&self) -> Result<(), StoreError> {
+        self.inner.current.store(None);
+        self.inner.store.clear(&self.inner.key).await
+    }
+
+    /// The store key of this credential.
+    pub fn credential_key(&self) -> &str {
+        &self.inner.key
+    }
+
+    /// The token endpoint.
+    pub fn endpoint(&self) -> &str {
+        self.inner.source.endpoint()
+    }
+
+    /// The store's description.
+    pub fn store_description(&self) -> String {
+        self.inner.store.describe()
+    }
+
+    /// How many logins this manager performed successfully.
+    pub fn logins(&self) -> u64 {
+        self.inner.logins.load(Ordering::Relaxed)
+    }
+
+    /// How many logins this manager attempted, failed ones included.
+    pub fn login_attempts(&self) -> u64 {
+        self.inner.login_attempts.load(Ordering::Relaxed)
+    }
+
+    async fn refresh(
+        &self,
+        stale: Option<Generation>,
+        login: LoginSender,
+    ) -> Result<Arc<ActiveToken>, TokenError> {
+        let mut login = Some(login);
+        loop {
+            if let Some(token) = self.cached()
+                && stale.is_none_or(|g| token.generation() > g)
+            {
+                return Ok(token);
+            }
+            let inner = &self.inner;
+            let join = inner.flights.join_or_start(
+                stale,
+                |started_for| *started_for >= stale,
+                || {
+                    inner.check_backoff()?;
+                    let login = login
+                        .take()
+                        .expect("a flight is started at most once per call");
+                    Ok(Arc::clone(inner).run_refresh(stale, login).boxed())
+                },
+                Err(TokenError::Aborted),
+            );
+            match join {
+                Join::Answered(answer) => return answer,
+                Join::Flight {
+                    flight,
+                    covers: true,
+                } => return flight.await,
+                Join::Flight {
+                    flight,
+                    covers: false,
+                } => {
+                    // An older refresh is finishing; its token may already satisfy us, else start our own.
+                    let _ = flight.await;
+                }
+            }
+        }
+    }
+}
+
+enum Outcome {
+    Adopted,
+    LoggedIn,
+    LoggedInUnsaved,
+}
+
+impl Outcome {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Adopted => "adopted",
+            Outcome::LoggedIn => "logged_in",
+            Outcome::LoggedInUnsaved => "logged_in_unsaved",
+        }
+    }
+}
+
+impl Inner {
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    fn is_fresh(&self, record: &TokenRecord) -> bool {
+        record.is_fresh(self.now_ms(), duration_ms(self.settings.expiry_skew))
+    }
+
+    fn adoptable(&self, record: &TokenRecord, stale: Option<Generation>) -> bool {
+        stale.is_none_or(|g| record.generation > g) && self.is_fresh(record)
+    }
+
+    fn check_backoff(&self) -> Result<(), FlightResult> {
+        let failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(failure) = failure.as_ref() {
+            let now = Instant::now();
+            if now < failure.until {
+                return Err(Err(TokenError::Backoff {
+                    retry_in: failure.until - now,
+                    cause: Arc::clone(&failure.cause),
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    fn record_failure(&self, cause: &Arc<LoginError>) -> Duration {
+        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        let consecutive = failure.as_ref().map_or(1, |f| f.consecutive + 1);
+        let factor = 2u32.saturating_pow(consecutive - 1);
+        let pause = self
+            .settings
+            .backoff_initial
+            .saturating_mul(factor)
+            .min(self.settings.backoff_max);
+        *failure = Some(Failure {
+            cause: Arc::clone(cause),
+            until: Instant::now() + pause,
+            consecutive,
+        });
+        pause
+    }
+
+    fn clear_failure(&self) {
+        *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    async fn run_refresh(
+        self: Arc<Self>,
+        stale: Option<Generation>,
+        login: LoginSender,
+    ) -> FlightResult {
+        let span = info_span!(
+            "token_refresh",
+            key = %self.key,
+            stale_generation = stale.map(|g| g.0),
+            generation = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            elapsed_ms = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let result = self
+            .refresh_protocol(stale, login)
+            .instrument(span.clone())
+            .await;
+        let _enter = span.enter();
+        span.record("elapsed_ms", started.elapsed().as_millis() as u64);
+        match result {
+            Ok((token, outcome)) => {
+                span.record("generation", token.generation().0);
+                span.record("outcome", outcome.as_str());
+                self.clear_failure();
+                // Never move the cache backwards: a slower refresh must not replace a newer token.
+                self.current.rcu(|current| match current {
+                    Some(current) if current.generation() > token.generation() => {
+                        Some(Arc::clone(current))
+                    }
+                    _ => Some(Arc::clone(&token)),
+                });
+                Ok(token)
+            }
+            Err(error) => {
+                span.record("outcome", "failed");
+                if let TokenError::Login(cause) = &error {
+                    let pause = self.record_failure(cause);
+                    error!(
+                        endpoint = %self.source.endpoint(),
+                        error = %cause,
+                        retry_in_ms = pause.as_millis() as u64,
+                        "token refresh failed"
+                    );
+                } else {
+                    error!(error = %error, "token refresh failed");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// The refresh protocol of one stale generation (see the crate's README, "How the refresh works").
+    async fn refresh_protocol(
+        self: &Arc<Self>,
+        stale: Option<Generation>,
+        login: LoginSender,
+    ) -> Result<(Arc<ActiveToken>, Outcome), TokenError> {
+        let mut newest = stale.max(self.current.load().as_ref().map(|t| t.generation()));
+        match self.store.load(&self.key).await {
+            Ok(Some(record)) if self.adoptable(&record, stale) => return Ok(self.adopt(record)),
+            Ok(record) => newest = newest.max(record.map(|r| r.generation)),
+            Err(error) => return self.login_without_store(newest, login, &error).await,
+        }
+        let waited_since = Instant::now();
+        loop {
+            match self
+                .store
+                .try_lease(&self.key, &self.owner, self.settings.lease_ttl)
+                .await
+            {
+                Ok(true) => return self.refresh_holding_lease(stale, newest, login).await,
+                Ok(false) => {}
+                Err(error) => return self.login_without_store(newest, login, &error).await,
+            }
+            if waited_since.elapsed() >= self.settings.wait_timeout {
+                return Err(TokenError::LeaseWait {
+                    store: self.store.describe(),
+                    waited: waited_since.elapsed(),
+                });
+            }
+            let pause =
+                self.settings.poll_interval + self.jitter.jitter(self.settings.poll_interval);
+            tokio::time::sleep(pause).await;
+            match self.store.load(&self.key).await {
+                Ok(Some(record)) if self.adoptable(&record, stale) => return Ok(self.adopt(record)),
+                Ok(record) => newest = newest.max(record.map(|r| r.generation)),
+                Err(error) => return self.login_without_store(newest, login, &error).await,
+            }
+        }
+    }
+
+    async fn refresh_holding_lease(
+        self: &Arc<Self>,
+        stale: Option<Generation>,
+        mut newest: Option<Generation>,
+        login: LoginSender,
+    ) -> Result<(Arc<ActiveToken>, Outcome), TokenError> {
+        // Re-read after taking the lease: the previous holder may have saved just before releasing it.
+        let adopted = match self.store.load(&self.key).await {
+            Ok(Some(record)) if self.adoptable(&record, stale) => Some(self.adopt(record)),
+            Ok(record) => {
+                newest = newest.max(record.map(|r| r.generation));
+                None
+            }
+            Err(error) => {
+                warn!(store = %self.store.describe(), error = %error, "token store read failed under the lease; logging in");
+                None
+            }
+        };
+        let result = match adopted {
+            Some(adopted) => Ok(adopted),
+            None => match self.login(login).await {
+                Ok(grant) => {
+                    let record = self.new_record(newest, grant);
+                    let outcome = match self.store.save(&self.key, &record).await {
+                        Ok(true) => Outcome::LoggedIn,
+                        Ok(false) => {
+                            warn!(
+                                generation = record.generation.0,
+                                "the store already holds this or a newer generation; keeping the new token in memory"
+                            );
+                            Outcome::LoggedInUnsaved
+                        }
+                        Err(error) => {
+                            warn!(store = %self.store.describe(), error = %error, "token store unavailable: serving the new token from memory");
+                            self.persist_later(record.clone());
+                            Outcome::LoggedInUnsaved
+                        }
+                    };
+                    Ok((Arc::new(ActiveToken::new(record)), outcome))
+                }
+                Err(error) => Err(TokenError::Login(Arc::new(error))),
+            },
+        };
+        if let Err(error) = self.store.release(&self.key, &self.owner).await {
+            warn!(store = %self.store.describe(), error = %error, "could not release the refresh lease; it will expire");
+        }
+        result
+    }
+
+    async fn login_without_store(
+        self: &Arc<Self>,
+        newest: Option<Generation>,
+        login: LoginSender,
+        cause: &StoreError,
+    ) -> Result<(Arc<ActiveToken>, Outcome), TokenError> {
+        warn!(store = %self.store.describe(), error = %cause, "token store unavailable: logging in without the lease, the new token is served from memory");
+        let grant = self
+            .login(login)
+            .await
+            .map_err(|e| TokenError::Login(Arc::new(e)))?;
+        let record = self.new_record(newest, grant);
+        self.persist_later(record.clone());
+        Ok((Arc::new(ActiveToken::new(record)), Outcome::LoggedInUnsaved))
+    }
+
+    /// Writes a token obtained while the store was down once the store is back, unless a newer one replaced it.
+    fn persist_later(self: &Arc<Self>, record: TokenRecord) {
+        let inner = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut pause = Duration::from_secs(1);
+            loop {
+                tokio::time::sleep(pause).await;
+                let Some(inner) = inner.upgrade() else { return };
+                let superseded = inner
+                    .current
+                    .load()
+                    .as_ref()
+                    .is_some_and(|t| t.generation() > record.generation);
+                if superseded {
+                    return;
+                }
+                match inner.store.save(&inner.key, &record).await {
+                    Ok(_) => {
+                        info!(key = %inner.key, generation = record.generation.0, "token store is back: saved the token obtained while it was down");
+                        return;
+                    }
+                    Err(error) => {
+                        debug!(error = %error, "token store still unavailable");
+                        pause = (pause * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+        });
+    }
+
+    fn adopt(&self, record: TokenRecord) -> (Arc<ActiveToken>, Outcome) {
+        info!(generation = record.generation.0, written_by = %record.written_by, "adopted a newer token from the store");
+        (Arc::new(ActiveToken::new(record)), Outcome::Adopted)
+    }
+
+    fn new_record(&self, newest: Option<Generation>, grant: Grant) -> TokenRecord {
+        let now = self.now_ms();
+        let ttl = match (self.settings.token_ttl, grant.expires_in) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        TokenRecord {
+            token: grant.token,
+            generation: Generation(newest.map_or(0, |g| g.0) + 1),
+            obtained_at_ms: now,
+            expires_at_ms: ttl.map(|ttl| now.saturating_add(duration_ms(ttl))),
+            meta: grant.meta,
+            written_by: self.owner.clone(),
+        }
+    }
+
+    async fn login(&self, login: LoginSender) -> Result<Grant, LoginError> {
+        let request = self.source.login_request()?;
+        self.login_attempts.fetch_add(1, Ordering::Relaxed);
+        let endpoint = self.source.endpoint();
+        let response =
+            match tokio::time::timeout(self.settings.login_timeout, login.send(request)).await {
+                Err(_) => {
+                    return Err(LoginError::Timeout {
+                        endpoint: endpoint.to_owned(),
+                        after: self.settings.login_timeout,
+                    });
+                }
+                Ok(Err(source)) => {
+                    return Err(LoginError::Unreachable {
+                        endpoint: endpoint.to_owned(),
+                        source,
+                    });
+                }
+                Ok(Ok(response)) => response,
+            };
+        let grant = self.source.parse_response(response)?;
+        self.logins.fetch_add(1, Ordering::Relaxed);
+        info!(endpoint = %endpoint, fingerprint = %crate::token::fingerprint(secrecy::ExposeSecret::expose_secret(&grant.token)), "logged in");
+        Ok(grant)
+    }
+}
+
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,457 @@
+//! The layer over a `tower-test` mock: exact requests sent, replays, and what is never sent.
+
+mod support;
+
+use std::time::Duration;
+
+use http::StatusCode;
+use paynet_auth::body::TokenField;
+use paynet_auth::store::{MemoryStore, TokenStore};
+use paynet_auth::token::Generation;
+use paynet_auth::{Error, InjectError, PaynetAuthLayer, TokenError};
+use support::*;
+use tower::{Layer, ServiceExt};
+use tower_test::mock;
+
+fn layer_over_mock(
+    layer: PaynetAuthLayer,
+) -> (
+    paynet_auth::PaynetAuth<mock::Mock<MockRequest, MockResponse>>,
+    mock::Handle<MockRequest, MockResponse>,
+) {
+    let (service, handle) = mock::pair::<MockRequest, MockResponse>();
+    (layer.layer(service), handle)
+}
+
+/// Fails if a request is waiting at the mock: either the channel is idle or every sender is gone.
+fn assert_nothing_more_sent(handle: &mut mock::Handle<MockRequest, MockResponse>) {
+    let mut next = tokio_test::task::spawn(handle.next_request());
+    if let std::task::Poll::Ready(Some((request, _))) = next.poll() {
+        panic!("unexpected request to {}", request.uri());
+    }
+}
+
+async fn request_body(request: MockRequest) -> serde_json::Value {
+    body_json(request.into_body()).await
+}
+
+const CALL: &str =
+    r#"{"jsonrpc":"2.0","method":"getCategoriesList","id":7,"params":{"lang":"ru"}}"#;
+
+#[tokio::test]
+async fn first_call_logs_in_then_sends_with_token() {
+    let (service, mut handle) =
+        layer_over_mock(PaynetAuthLayer::new(manager_builder().build().unwrap()));
+    let call = tokio::spawn(service.oneshot(json_request("/v2/service", CALL)));
+
+    let (login, reply) = handle.next_request().await.unwrap();
+    assert_eq!(login.method(), "POST");
+    assert_eq!(login.uri(), "http://gateway.test/gw/v2/user");
+    assert_eq!(
+        request_body(login).await,
+        serde_json::json!({"jsonrpc":"2.0","method":"login","id":1,"params":{
+            "username":"username_17627_56530","password":"password_17627_56530","terminal_id":4027096}})
+    );
+    reply.send_response(login_ok("TOKEN-1"));
+
+    let (sent, reply) = handle.next_request().await.unwrap();
+    assert_eq!(sent.uri().path(), "/gw/v2/service");
+    assert_eq!(
+        sent.headers()["content-length"],
+        sent.body().clone().collect_len().to_string()
+    );
+    assert_eq!(
+        request_body(sent).await,
+        serde_json::json!({"jsonrpc":"2.0","method":"getCategoriesList","id":7,"params":{"lang":"ru","token":"TOKEN-1"}})
+    );
+    reply.send_response(json_response(r#"{"jsonrpc":"2.0","id":7,"result":[]}"#));
+
+    let response = call.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        body_bytes(response.into_body()).await,
+        r#"{"jsonrpc":"2.0","id":7,"result":[]}"#
+    );
+}
+
+trait CollectLen {
+    fn collect_len(self) -> usize;
+}
+
+impl CollectLen for http_body_util::Full<bytes::Bytes> {
+    fn collect_len(self) -> usize {
+        http_body::Body::size_hint(&self).exact().unwrap() as usize
+    }
+}
+
+#[tokio::test]
+async fn rejection_refreshes_and_replays_once_with_the_new_token() {
+    let manager = manager_builder().build().unwrap();
+    let (service, mut handle) =
+        layer_over_mock(PaynetAuthLayer::new(manager.clone()).token_field(TokenField::TopLevel));
+    let ticket_body = r#"{"jsonrpc":"2.0","method":"getCategoriesList","id":123,"token":"{{token}}","params":{}}"#;
+    let call = tokio::spawn(
+        service
+            .clone()
+            .oneshot(json_request("/v2/service", ticket_body)),
+    );
+
+    let (_login, reply) = handle.next_request().await.unwrap();
+    reply.send_response(login_ok("OLD"));
+    let (first, reply) = handle.next_request().await.unwrap();
+    let first = request_body(first).await;
+    assert_eq!(first["token"], "OLD");
+    reply.send_response(json_response(UNAUTHORIZED));
+
+    let (login, reply) = handle.next_request().await.unwrap();
+    assert!(is_login(&login));
+    reply.send_response(login_ok("NEW"));
+    let (replay, reply) = handle.next_request().await.unwrap();
+    let replay = request_body(replay).await;
+    assert_eq!(replay["token"], "NEW");
+    // The replay is the same call but for the token.
+    let mut expected = first.clone();
+    expected["token"] = "NEW".into();
+    assert_eq!(replay, expected);
+    reply.send_response(json_response(
+        r#"{"jsonrpc":"2.0","id":123,"result":{"ok":true}}"#,
+    ));
+
+    let response = call.await.unwrap().unwrap();
+    assert_eq!(body_json(response.into_body()).await["result"]["ok"], true);
+    assert_eq!(manager.logins(), 2);
+    assert_eq!(manager.cached().unwrap().generation(), Generation(2));
+}
+
+#[tokio::test]
+async fn second_rejection_is_a_typed_error_without_another_replay() {
+    let manager = manager_builder().build().unwrap();
+    let (service, mut handle) = layer_over_mock(PaynetAuthLayer::new(manager.clone()));
+    let call = tokio::spawn(service.oneshot(json_request("/v2/service", CALL)));
+    let (_login, reply) = handle.next_request().await.unwrap();
+    reply.send_response(login_ok("A"));
+    let (_first, reply) = handle.next_request().await.unwrap();
+    reply.send_response(json_response(UNAUTHORIZED));
+    let (_login, reply) = handle.next_request().await.unwrap();
+    reply.send_response(login_ok("B"));
+    let (_replay, reply) = handle.next_request().await.unwrap();
+    reply.send_response(json_response(UNAUTHORIZED));
+
+    let error = call.await.unwrap().unwrap_err();
+    assert!(
+        matches!(error, Error::RejectedAfterRefresh { generation: 2 }),
+        "{error}"
+    );
+    // Nothing else was sent: no third attempt, no third login.
+    assert_nothing_more_sent(&mut handle);
+    assert_eq!(manager.logins(), 2);
+}
+
+#[tokio::test]
+async fn rejection_of_older_token_replays_without_login() {
+    let store = MemoryStore::new();
+    let manager = manager_builder().store(store.clone()).build().unwrap();
+    let (service, mut handle) = layer_over_mock(PaynetAuthLayer::new(manager.clone()));
+
+    // Request A obtains generation 1 and is sent with it.
+    let a = tokio::spawn(service.clone().oneshot(json_request("/v2/service", CALL)));
+    let (_login, reply) = handle.next_request().await.unwrap();
+    reply.send_response(login_ok("G1"));
+    let (sent_a, reply_a) = handle.next_request().await.unwrap();
+    assert_eq!(request_body(sent_a).await["params"]["token"], "G1");
+
+    // Meanwhile request B is rejected, which refreshes to generation 2.
+    let b = tokio::spawn(service.clone().oneshot(json_request("/v2/service", CALL)));
+    let (_sent_b, reply_b) = handle.next_request().await.unwrap();
+    reply_b.send_response(json_response(UNAUTHORIZED));
+    let (login, reply) = handle.next_request().await.unwrap();
+    assert!(is_login(&login));
+    reply.send_response(login_ok("G2"));
+    let (replay_b, reply) = handle.next_request().await.unwrap();
+    assert_eq!(request_body(replay_b).await["params"]["token"], "G2");
+    reply.send_response(json_response(r#"{"result":"b"}"#));
+    b.await.unwrap().unwrap();
+
+    // A's late rejection names generation 1: it replays with generation 2 and does not log in.
+    reply_a.send_response(json_response(UNAUTHORIZED));
+    let (replay_a, reply) = handle.next_request().await.unwrap();
+    assert!(!is_login(&replay_a));
+    assert_eq!(request_body(replay_a).await["params"]["token"], "G2");
+    reply.send_response(json_response(r#"{"result":"a"}"#));
+    a.await.unwrap().unwrap();
+    assert_eq!(manager.logins(), 2);
+    assert_eq!(
+        store
+            .load(manager.credential_key())
+            .await
+            .unwrap()
+            .unwrap()
+            .generation,
+        Generation(2)
+    );
+}
+
+#[tokio::test]
+async fn transport_error_is_returned_and_never_replayed() {
+    let manager = manager_builder().build().unwrap();
+    let (service, mut handle) = layer_over_mock(PaynetAuthLayer::new(manager.clone()));
+    let call = tokio::spawn(service.oneshot(json_request("/v2/transaction", CALL)));
+    let (_login, reply) = handle.next_request().await.unwrap();
+    reply.send_response(login_ok("T"));
+    let (_sent, reply) = handle.next_request().await.unwrap();
+    reply.send_error(std::io::Error::new(
+        std::io::ErrorKind::ConnectionReset,
+        "connection reset",
+    ));
+    let error = call.await.unwrap().unwrap_err();
+    assert!(matches!(error, Error::Inner(_)), "{error}");
+    assert!(error.to_string().contains("connection reset"));
+    assert_nothing_more_sent(&mut handle);
+    assert_eq!(manager.logins(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeout_of_the_call_is_returned_and_never_replayed() {
+    let manager = manager_builder().build().unwrap();
+    let (service, mut handle) = mock::pair::<MockRequest, MockResponse>();
+    let service = tower::ServiceBuilder::new()
+        .layer(PaynetAuthLayer::new(manager.clone()))
+        .layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(2)))
+        .service(service.map_err(|e| e as paynet_auth::BoxError));
+    let call = tokio::spawn(service.oneshot(json_request("/v2/transaction", CALL)));
+    let (_login, reply) = handle.next_request().await.unwrap();
+    reply.send_response(login_ok("T"));
+    let (_sent, _never_answered) = handle.next_request().await.unwrap();
+    let error = call.await.unwrap().unwrap_err();
+    assert!(matches!(error, Error::Inner(_)), "{error}");
+    assert!(error.to_string().contains("timed out"), "{error}");
+    assert_nothing_more_sent(&mut handle);
+}
+
+#[tokio::test]
+async fn bad_bodies_are_refused_and_not_sent() {
+    let manager = manager_builder().build().unwrap();
+    let cases = [
+        ("not json", "{\"jsonrpc\":\"2.0\",", "not valid JSON"),
+        ("a string", "\"hello\"", "not a JSON-RPC call"),
+        (
+            "positional params",
+            r#"{"jsonrpc":"2.0","method":"m","id":1,"params":[1,2]}"#,
+            "not an object",
+        ),
+    ];
+    let (service, mut handle) = layer_over_mock(PaynetAuthLayer::new(manager.clone()));
+    // Log in once so that every case reaches the body.
+    let warm = tokio::spawn(service.clone().oneshot(json_request("/v2/service", CALL)));
+    let (_login, reply) = handle.next_request().await.unwrap();
+    reply.send_response(login_ok("T"));
+    let (_sent, reply) = handle.next_request().await.unwrap();
+    reply.send_response(json_response(r#"{"result":1}"#));
+    warm.await.unwrap().unwrap();
+
+    for (name, body, message) in cases {
+        let error = service
+            .clone()
+            .oneshot(json_request("/v2/service", body))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, Error::Inject(_)), "{name}: {error}");
+        assert!(error.to_string().contains(message), "{name}: {error}");
+        assert!(error.to_string().contains("not sent"), "{name}: {error}");
+    }
+    let error = service
+        .clone()
+        .oneshot(json_request(
+            "/v2/service",
+            r#"{"jsonrpc":"2.0","method":"m","id":1,"params":[1]}"#,
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        error,
+        Error::Inject(InjectError::ParamsNotObject { .. })
+    ));
+    assert_nothing_more_sent(&mut handle);
+}
+
+#[tokio::test]
+async fn oversized_request_is_refused_before_login() {
+    let manager = manager_builder().build().unwrap();
+    let (service, mut handle) =
+        layer_over_mock(PaynetAuthLayer::new(manager.clone()).max_request_body(64));
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","method":"m","id":1,"params":{{"pad":"{}"}}}}"#,
+        "x".repeat(100)
+    );
+    let error = service
+        .oneshot(json_request("/v2/service", &big))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::RequestTooLarge { limit: 64 }),
+        "{error}"
+    );
+    assert_nothing_more_sent(&mut handle);
+    assert_eq!(manager.login_attempts(), 0);
+}
+
+#[tokio::test]
+async fn long_response_streams_through_uninspected() {
+    let manager = manager_builder().build().unwrap();
+    let (service, mut handle) = layer_over_mock(PaynetAuthLayer::new(manager).inspect_limit(32));
+    let call = tokio::spawn(service.oneshot(json_request("/v2/service", CALL)));
+    let (_login, reply) = handle.next_request().await.unwrap();
+    reply.send_response(login_ok("T"));
+    let (_sent, reply) = handle.next_request().await.unwrap();
+    // Longer than the inspection limit, so even a rejection inside it is passed on as it is.
+    let long = format!(
+        r#"{{"error":{{"code":-9999,"message":"unauthorized"}},"pad":"{}"}}"#,
+        "y".repeat(64)
+    );
+    reply.send_response(json_response(&long));
+    let response = call.await.unwrap().unwrap();
+    assert_eq!(body_bytes(response.into_body()).await, long.as_bytes());
+}
+
+#[tokio::test]
+async fn failed_login_is_a_typed_error_and_nothing_is_sent() {
+    let manager = manager_builder().build().unwrap();
+    let (service, mut handle) = layer_over_mock(PaynetAuthLayer::new(manager.clone()));
+    let call = tokio::spawn(service.clone().oneshot(json_request("/v2/service", CALL)));
+    let (_login, reply) = handle.next_request().await.unwrap();
+    reply.send_response(json_response(
+        r#"{"jsonrpc":"2.0","id":1,"error":{"code":-1001,"message":"Invalid login or password"}}"#,
+    ));
+    let error = call.await.unwrap().unwrap_err();
+    match &error {
+        Error::Token(TokenError::Login(cause)) => {
+            assert!(matches!(
+                **cause,
+                paynet_auth::LoginError::Refused { code: -1001, .. }
+            ));
+        }
+        other => panic!("unexpected {other}"),
+    }
+    assert_eq!(
+        error.to_string(),
+        "token refresh failed: token endpoint http://gateway.test/gw/v2/user refused the login: error -1001 \"Invalid login or password\""
+    );
+    assert!(!error.to_string().contains(PASSWORD));
+    // Within the backoff a new request fails at once with the same cause, without a login attempt.
+    let error = service
+        .oneshot(json_request("/v2/service", CALL))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::Token(TokenError::Backoff { .. })),
+        "{error}"
+    );
+    assert!(error.to_string().contains("Invalid login or password"));
+    assert_eq!(manager.login_attempts(), 1);
+    assert_nothing_more_sent(&mut handle);
+}
+
+#[tokio::test]
+async fn bearer_preset_puts_the_token_in_the_header_and_replays_on_401() {
+    use paynet_auth::token::source::ClientCredentials;
+    let manager = paynet_auth::TokenManager::builder(ClientCredentials::new(
+        "http://auth.test/oauth/token",
+        "acquiring",
+        "client-secret".into(),
+    ))
+    .build()
+    .unwrap();
+    let (service, mut handle) = layer_over_mock(PaynetAuthLayer::bearer(manager.clone()));
+    let payment = r#"{"amount":1000,"currency":"UZS"}"#;
+    let call = tokio::spawn(
+        service.oneshot(
+            http::Request::post("http://acquiring.test/v1/payments")
+                .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                    payment.as_bytes(),
+                )))
+                .unwrap(),
+        ),
+    );
+
+    let (login, reply) = handle.next_request().await.unwrap();
+    assert_eq!(login.uri(), "http://auth.test/oauth/token");
+    assert_eq!(
+        login.headers()["authorization"],
+        "Basic YWNxdWlyaW5nOmNsaWVudC1zZWNyZXQ="
+    );
+    assert_eq!(
+        body_bytes(login.into_body()).await,
+        "grant_type=client_credentials"
+    );
+    reply.send_response(json_response(
+        r#"{"access_token":"at-1","token_type":"Bearer","expires_in":3600}"#,
+    ));
+
+    let (sent, reply) = handle.next_request().await.unwrap();
+    assert_eq!(sent.headers()["authorization"], "Bearer at-1");
+    assert!(sent.headers()["authorization"].is_sensitive());
+    assert_eq!(body_bytes(sent.into_body()).await, payment.as_bytes());
+    reply.send_response(
+        http::Response::builder()
+            .status(401)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap(),
+    );
+
+    let (_login, reply) = handle.next_request().await.unwrap();
+    reply.send_response(json_response(
+        r#"{"access_token":"at-2","expires_in":3600}"#,
+    ));
+    let (replay, reply) = handle.next_request().await.unwrap();
+    assert_eq!(replay.headers()["authorization"], "Bearer at-2");
+    assert_eq!(body_bytes(replay.into_body()).await, payment.as_bytes());
+    reply.send_response(json_response(r#"{"status":"paid"}"#));
+
+    let response = call.await.unwrap().unwrap();
+    assert_eq!(
+        body_bytes(response.into_body()).await,
+        r#"{"status":"paid"}"#
+    );
+    assert_eq!(manager.logins(), 2);
+    // expires_in becomes the record's expiry.
+    let record = manager.cached().unwrap().record().clone();
+    assert_eq!(
+        record.expires_at_ms.unwrap() - record.obtained_at_ms,
+        3_600_000
+    );
+}
+
+#[tokio::test]
+async fn bearer_preset_passes_other_statuses_through() {
+    use paynet_auth::token::source::ClientCredentials;
+    let manager = paynet_auth::TokenManager::builder(ClientCredentials::new(
+        "http://auth.test/oauth/token",
+        "acquiring",
+        "client-secret".into(),
+    ))
+    .build()
+    .unwrap();
+    let (service, mut handle) = layer_over_mock(PaynetAuthLayer::bearer(manager.clone()));
+    let call = tokio::spawn(
+        service.oneshot(
+            http::Request::post("http://acquiring.test/v1/payments")
+                .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
+                .unwrap(),
+        ),
+    );
+    let (_login, reply) = handle.next_request().await.unwrap();
+    reply.send_response(json_response(r#"{"access_token":"at-1"}"#));
+    let (_sent, reply) = handle.next_request().await.unwrap();
+    reply.send_response(
+        http::Response::builder()
+            .status(403)
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                b"forbidden",
+            )))
+            .unwrap(),
+    );
+    let response = call.await.unwrap().unwrap();
+    assert_eq!(response.status(), 403);
+    assert_eq!(body_bytes(response.into_body()).await, "forbidden");
+    assert_eq!(manager.logins(), 1);
+}

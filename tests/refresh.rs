@@ -1,0 +1,281 @@
+//! The manager's refresh protocol: coalescing, generations, expiry, backoff, cancellation, several instances.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use paynet_auth::TokenError;
+use paynet_auth::clock::ManualClock;
+use paynet_auth::store::{MemoryStore, TokenStore};
+use paynet_auth::token::Generation;
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_callers_share_one_login() {
+    let login = FakeLogin::with_latency(Duration::from_millis(20));
+    let manager = manager_builder().build().unwrap();
+    let tasks: Vec<_> = (0..500)
+        .map(|_| {
+            let manager = manager.clone();
+            let sender = login.sender();
+            tokio::spawn(async move { manager.token(sender).await.map(|t| t.generation()) })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), Generation(1));
+    }
+    assert_eq!(login.attempts(), 1);
+    assert_eq!(manager.logins(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_caller_dropped_mid_refresh_does_not_cancel_it() {
+    let login = FakeLogin::with_latency(Duration::from_secs(1));
+    let manager = manager_builder().build().unwrap();
+    let first = tokio::spawn({
+        let (manager, sender) = (manager.clone(), login.sender());
+        async move { manager.token(sender).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = tokio::spawn({
+        let (manager, sender) = (manager.clone(), login.sender());
+        async move { manager.token(sender).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    assert_eq!(second.await.unwrap().unwrap().generation(), Generation(1));
+    assert_eq!(login.attempts(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_waiter_gets_the_same_login_error() {
+    let login = FakeLogin::with_latency(Duration::from_millis(100));
+    login.set_mode(FakeMode::Refuse);
+    let manager = manager_builder().build().unwrap();
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let (manager, sender) = (manager.clone(), login.sender());
+            tokio::spawn(async move { manager.token(sender).await })
+        })
+        .collect();
+    for task in tasks {
+        match task.await.unwrap() {
+            Err(TokenError::Login(cause)) => {
+                assert!(cause.to_string().contains("Invalid login or password"))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(login.attempts(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn login_timeout_is_a_typed_error() {
+    let login = FakeLogin::default();
+    login.set_mode(FakeMode::Hang);
+    let manager = manager_builder()
+        .login_timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let error = manager.token(login.sender()).await.unwrap_err();
+    assert_eq!(started.elapsed(), Duration::from_secs(3));
+    assert_eq!(
+        error.to_string(),
+        "token refresh failed: token endpoint http://gateway.test/gw/v2/user did not answer within 3s"
+    );
+}
+
+/// A dead endpoint under steady load sees one attempt per backoff step: with 1 s doubling to at most 8 s, over
+/// 20 s the attempts start at 0, 1, 3, 7, 15 s: five, however many callers there are.
+#[tokio::test(start_paused = true)]
+async fn backoff_bounds_login_attempts_against_a_dead_endpoint() {
+    let login = FakeLogin::default();
+    login.set_mode(FakeMode::Unavailable);
+    let manager = manager_builder().build().unwrap();
+    let mut errors = 0;
+    let mut backoffs = 0;
+    for _tick in 0..200 {
+        let callers: Vec<_> = (0..10)
+            .map(|_| {
+                let (manager, sender) = (manager.clone(), login.sender());
+                tokio::spawn(async move { manager.token(sender).await })
+            })
+            .collect();
+        for caller in callers {
+            match caller.await.unwrap() {
+                Err(TokenError::Backoff { .. }) => backoffs += 1,
+                Err(TokenError::Login(_)) => errors += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        tokio::time::advance(Duration::from_millis(100)).await;
+    }
+    assert_eq!(login.attempts(), 5);
+    assert_eq!(errors + backoffs, 2000);
+    // The endpoint comes back: the next request after the pause succeeds.
+    login.set_mode(FakeMode::Ok);
+    tokio::time::advance(Duration::from_secs(8)).await;
+    assert_eq!(
+        manager.token(login.sender()).await.unwrap().generation(),
+        Generation(1)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn proactive_expiry_refreshes_before_the_gateway_rejects() {
+    let clock = ManualClock::new(1_700_000_000_000);
+    let login = FakeLogin::default();
+    let manager = manager_builder()
+        .clock(Arc::new(clock.clone()))
+        .store(MemoryStore::with_clock(Arc::new(clock.clone())))
+        .token_ttl(Some(Duration::from_secs(3600)))
+        .expiry_skew(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let first = manager.token(login.sender()).await.unwrap();
+    assert_eq!(
+        first.record().expires_at_ms,
+        Some(1_700_000_000_000 + 3_600_000)
+    );
+    clock.advance(Duration::from_secs(3600 - 61));
+    assert_eq!(
+        manager.token(login.sender()).await.unwrap().generation(),
+        Generation(1)
+    );
+    clock.advance(Duration::from_secs(2));
+    assert!(
+        manager.cached().is_none(),
+        "within the skew margin the token is no longer used"
+    );
+    assert_eq!(
+        manager.token(login.sender()).await.unwrap().generation(),
+        Generation(2)
+    );
+    assert_eq!(login.attempts(), 2);
+}
+
+#[tokio::test]
+async fn stored_token_is_used_after_a_restart_without_login() {
+    let store = MemoryStore::new();
+    let login = FakeLogin::default();
+    let before = manager_builder().store(store.clone()).build().unwrap();
+    let token = before.token(login.sender()).await.unwrap();
+    drop(before);
+    let after = manager_builder().store(store.clone()).build().unwrap();
+    let adopted = after.token(login.sender()).await.unwrap();
+    assert_eq!(adopted.generation(), token.generation());
+    assert_eq!(login.attempts(), 1);
+    assert_eq!(after.logins(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_sharing_a_store_log_in_once_per_expiry() {
+    let store = MemoryStore::new();
+    let login = FakeLogin::with_latency(Duration::from_millis(30));
+    let managers: Vec<_> = (0..4)
+        .map(|i| {
+            manager_builder()
+                .store(store.clone())
+                .owner(format!("instance-{i}"))
+                .poll_interval(Duration::from_millis(5))
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let mut newest = None;
+    for event in 0..3 {
+        let tasks: Vec<_> = managers
+            .iter()
+            .flat_map(|m| std::iter::repeat_n(m.clone(), 50))
+            .map(|manager| {
+                let sender = login.sender();
+                tokio::spawn(async move {
+                    match newest {
+                        None => manager.token(sender).await,
+                        Some(rejected) => manager.token_after(rejected, sender).await,
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(
+                task.await.unwrap().unwrap().generation(),
+                Generation(event + 1)
+            );
+        }
+        newest = Some(Generation(event + 1));
+    }
+    assert_eq!(login.attempts(), 3);
+    assert_eq!(
+        login
+            .max_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn dead_lease_holder_is_taken_over_after_the_lease_ttl() {
+    let store = MemoryStore::new();
+    let login = FakeLogin::default();
+    let manager = manager_builder()
+        .store(store.clone())
+        .lease_ttl(Duration::from_secs(20))
+        .poll_interval(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    // Another instance took the lease and died without releasing it.
+    assert!(
+        store
+            .try_lease(
+                manager.credential_key(),
+                "dead-instance",
+                Duration::from_secs(20)
+            )
+            .await
+            .unwrap()
+    );
+    let started = tokio::time::Instant::now();
+    let token = manager.token(login.sender()).await.unwrap();
+    let waited = started.elapsed();
+    assert_eq!(token.generation(), Generation(1));
+    assert!(
+        waited >= Duration::from_secs(20) && waited < Duration::from_secs(21),
+        "{waited:?}"
+    );
+    assert_eq!(login.attempts(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_on_a_stuck_lease_gives_up_with_a_typed_error() {
+    let store = MemoryStore::new();
+    let login = FakeLogin::default();
+    let manager = manager_builder()
+        .store(store.clone())
+        .lease_ttl(Duration::from_secs(20))
+        .wait_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    assert!(
+        store
+            .try_lease(manager.credential_key(), "stuck", Duration::from_secs(20))
+            .await
+            .unwrap()
+    );
+    let error = manager.token(login.sender()).await.unwrap_err();
+    assert!(matches!(error, TokenError::LeaseWait { .. }), "{error}");
+    assert_eq!(login.attempts(), 0);
+}
+
+#[test]
+fn lease_shorter_than_login_timeout_is_refused() {
+    let error = manager_builder()
+        .login_timeout(Duration::from_secs(10))
+        .lease_ttl(Duration::from_secs(10))
+        .build()
+        .unwrap_err();
+    assert!(error.to_string().contains("lease_ttl"), "{error}");
+}
