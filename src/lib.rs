@@ -4,6 +4,8 @@
 
 pub mod clock;
 pub mod error;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod store;
 pub mod token;
 
