@@ -1,0 +1,194 @@
+//! The `login` method: the account it accepts, the session result it answers, and the ways it can fail.
+
+use http::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::gateway::{Ctx, Trace};
+use super::reply::{Answer, JSON, RpcError, envelope};
+use crate::token::fingerprint;
+
+/// A way to make `login` fail, set with [`SimulatorBuilder::login_failure`](super::SimulatorBuilder::login_failure)
+/// or [`Simulator::set_login_failure`](super::Simulator::set_login_failure).
+///
+/// The failure is chosen when a login request arrives, after which the configured login latency still applies
+/// (except to [`Hang`](Self::Hang), which never answers anyway). Only `login` fails; other methods keep working.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LoginFailure {
+    /// HTTP 503 with a plain-text body, as a load balancer answers when the gateway behind it is down.
+    ServiceUnavailable,
+    /// No answer at all, until the simulator shuts down and closes the connection. A client needs its own
+    /// timeout to get out.
+    Hang,
+    /// HTTP 502 with an nginx HTML error page instead of JSON.
+    Html502,
+    /// HTTP 200 with a well-framed but cut-off JSON body, cut just where the token would start. No token is
+    /// issued.
+    TruncatedJson,
+    /// The JSON-RPC error of wrong credentials ([`LOGIN_FAILED_CODE`](super::LOGIN_FAILED_CODE)), even for the
+    /// right ones.
+    WrongCredentials,
+    /// The connection is closed without an answer.
+    DropConnection,
+    /// HTTP 200 with a complete login result that lacks the `token` field. No token is issued.
+    ResultWithoutToken,
+}
+
+/// The agent and user of the gateway's published test account.
+const DEFAULT_AGENT_ID: &str = "17627";
+const DEFAULT_USER_ID: u64 = 56530;
+
+/// nginx's page for an upstream that answered garbage or nothing, as reverse proxies in front of gateways send.
+const NGINX_502: &str = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n\
+<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
+
+/// The one account the simulator accepts.
+#[derive(Debug)]
+pub(crate) struct Account {
+    username: String,
+    password: SecretString,
+    terminal_id: u64,
+    agent_id: String,
+    user_id: u64,
+}
+
+impl Account {
+    pub(crate) fn new(username: String, password: SecretString, terminal_id: u64) -> Self {
+        // The gateway's test accounts are named after their agent and user, as in `username_17627_56530`.
+        let (agent_id, user_id) = username
+            .strip_prefix("username_")
+            .and_then(|rest| rest.split_once('_'))
+            .filter(|(agent, _)| !agent.is_empty() && agent.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|(agent, user)| Some((agent.to_owned(), user.parse().ok()?)))
+            .unwrap_or_else(|| (DEFAULT_AGENT_ID.to_owned(), DEFAULT_USER_ID));
+        Self {
+            username,
+            password,
+            terminal_id,
+            agent_id,
+            user_id,
+        }
+    }
+
+    pub(crate) fn agent_id(&self) -> &str {
+        &self.agent_id
+    }
+
+    pub(crate) fn terminal_id(&self) -> u64 {
+        self.terminal_id
+    }
+
+    fn accepts(&self, given: &LoginParams<'_>) -> bool {
+        given.username == self.username
+            && given.password == self.password.expose_secret()
+            && given.terminal_id == self.terminal_id
+    }
+
+    fn result<'a>(&'a self, token: Option<&'a str>) -> LoginResult<'a> {
+        LoginResult {
+            agent_id: &self.agent_id,
+            terminal_id: self.terminal_id.to_string(),
+            user_id: self.user_id,
+            user_login: &self.username,
+            token,
+        }
+    }
+}
+
+/// The login result, with its members in the order of the gateway's published example.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LoginResult<'a> {
+    agent_id: &'a str,
+    terminal_id: String,
+    user_id: u64,
+    user_login: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<&'a str>,
+}
+
+struct LoginParams<'a> {
+    username: &'a str,
+    password: &'a str,
+    terminal_id: u64,
+}
+
+impl<'a> LoginParams<'a> {
+    fn parse(params: Option<&'a Value>) -> Option<Self> {
+        let params = params?.as_object()?;
+        Some(Self {
+            username: params.get("username")?.as_str()?,
+            password: params.get("password")?.as_str()?,
+            // The gateway takes the terminal as a JSON number; a string is a client bug worth surfacing.
+            terminal_id: params.get("terminal_id")?.as_u64()?,
+        })
+    }
+}
+
+pub(crate) async fn login(
+    ctx: &Ctx,
+    id: &Value,
+    params: Option<&Value>,
+    trace: &mut Trace,
+) -> Answer {
+    let _in_flight = ctx.state.login_started();
+    let switches = ctx.state.switches();
+    let failure = switches.login_failure;
+
+    if failure == Some(LoginFailure::Hang) {
+        trace.outcome = "login hung until shutdown";
+        tracing::debug!("login hangs on purpose");
+        ctx.stopped().await;
+        return Answer::Drop;
+    }
+    if !switches.login_latency.is_zero() {
+        tokio::time::sleep(switches.login_latency).await;
+    }
+    match failure {
+        Some(LoginFailure::ServiceUnavailable) => {
+            trace.outcome = "login failed on purpose: 503";
+            return Answer::status(StatusCode::SERVICE_UNAVAILABLE);
+        }
+        Some(LoginFailure::Html502) => {
+            trace.outcome = "login failed on purpose: 502 html";
+            return Answer::raw(StatusCode::BAD_GATEWAY, "text/html", NGINX_502);
+        }
+        Some(LoginFailure::DropConnection) => {
+            trace.outcome = "login failed on purpose: connection dropped";
+            return Answer::Drop;
+        }
+        _ => {}
+    }
+
+    let Some(given) = LoginParams::parse(params) else {
+        trace.outcome = "login with invalid params";
+        return Answer::error(id, RpcError::INVALID_PARAMS);
+    };
+    let account = ctx.state.account();
+    if failure == Some(LoginFailure::WrongCredentials) || !account.accepts(&given) {
+        trace.outcome = "login with wrong credentials";
+        return Answer::error(id, RpcError::LOGIN_FAILED);
+    }
+    match failure {
+        Some(LoginFailure::TruncatedJson) => {
+            trace.outcome = "login failed on purpose: truncated json";
+            let mut body = envelope(id, "result", &account.result(None));
+            // Cut off the closing braces and stop where the token's value would begin.
+            body.truncate(body.len() - 2);
+            body.push_str(r#","token":""#);
+            Answer::raw(StatusCode::OK, JSON, body)
+        }
+        Some(LoginFailure::ResultWithoutToken) => {
+            trace.outcome = "login failed on purpose: result without token";
+            Answer::result(id, &account.result(None))
+        }
+        _ => {
+            let token = ctx.state.issue_token(account.terminal_id);
+            trace.token = Some(fingerprint(&token));
+            trace.outcome = "login ok";
+            Answer::result(id, &account.result(Some(&token)))
+        }
+    }
+}
