@@ -6,6 +6,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
+use futures_util::future::Either;
 use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::{Body, Frame, SizeHint};
@@ -97,7 +98,7 @@ where
 }
 
 async fn authorise<S, ReqBody, ResBody>(
-    mut ready: S,
+    ready: S,
     settings: Arc<Settings>,
     request: Request<ReqBody>,
 ) -> Result<Response<ResponseBody<ResBody>>, Error>
@@ -113,38 +114,52 @@ where
 {
     let (parts, body) = request.into_parts();
     let body = read_request_body(body, &parts.headers, settings.max_request_body).await?;
+    let template = ready.clone();
+    // The service that poll_ready readied sends the first request; a replay goes through a fresh clone.
+    let mut ready = Some(ready);
+    let send = |request: Request<Bytes>| {
+        let request = request.map(Full::new);
+        match ready.take() {
+            Some(mut ready) => Either::Left(ready.call(request)),
+            None => Either::Right(template.clone().oneshot(request)),
+        }
+    };
+    let login = || LoginSender::from_service(template.clone());
+    authorise_buffered(&settings, parts, body, send, login).await
+}
+
+/// The request path once the body is buffered: token, send, inspect, and at most one replay. Shared by the tower
+/// service and the reqwest-middleware adapter.
+pub(crate) async fn authorise_buffered<B, E, Fut>(
+    settings: &Settings,
+    parts: http::request::Parts,
+    body: Bytes,
+    mut send: impl FnMut(Request<Bytes>) -> Fut,
+    login: impl Fn() -> LoginSender,
+) -> Result<Response<ResponseBody<B>>, Error>
+where
+    Fut: std::future::Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     let manager = &settings.manager;
     let token = match manager.cached() {
         Some(token) => token,
-        None => {
-            manager
-                .token(LoginSender::from_service(ready.clone()))
-                .await?
-        }
+        None => manager.token(login()).await?,
     };
     // The first send consumes a copy of the head; the original stays for a replay.
-    let first = authorised_request(&settings, clone_head(&parts), &body, &token)?;
-    let response = ready
-        .call(first)
-        .await
-        .map_err(|e| Error::Inner(e.into()))?;
-    let response = match inspect(&settings, response).await? {
-        Inspected::Accepted(response) => return Ok(response),
+    let first = authorised_request(settings, clone_head(&parts), &body, &token)?;
+    let response = send(first).await.map_err(|e| Error::Inner(e.into()))?;
+    if let Inspected::Accepted(response) = inspect(settings, response).await? {
+        return Ok(response);
+    }
+    let fresh = manager.token_after(token.generation(), login()).await?;
+    let replay = authorised_request(settings, parts, &body, &fresh)?;
+    let response = send(replay).await.map_err(|e| Error::Inner(e.into()))?;
+    match inspect(settings, response).await? {
+        Inspected::Accepted(response) => Ok(response),
         Inspected::Rejected => {
-            let fresh = manager
-                .token_after(token.generation(), LoginSender::from_service(ready.clone()))
-                .await?;
-            let replay = authorised_request(&settings, parts, &body, &fresh)?;
-            let response = ready
-                .oneshot(replay)
-                .await
-                .map_err(|e| Error::Inner(e.into()))?;
-            (inspect(&settings, response).await?, fresh)
-        }
-    };
-    match response {
-        (Inspected::Accepted(response), _) => Ok(response),
-        (Inspected::Rejected, fresh) => {
             warn!(
                 key = %manager.credential_key(),
                 generation = fresh.generation().0,
@@ -157,7 +172,11 @@ where
     }
 }
 
-async fn read_request_body<B>(body: B, headers: &HeaderMap, limit: usize) -> Result<Bytes, Error>
+pub(crate) async fn read_request_body<B>(
+    body: B,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, Error>
 where
     B: Body,
     B::Error: Into<BoxError>,
@@ -200,7 +219,7 @@ fn authorised_request(
     mut head: http::request::Parts,
     body: &Bytes,
     token: &ActiveToken,
-) -> Result<Request<Full<Bytes>>, Error> {
+) -> Result<Request<Bytes>, Error> {
     let body = match &settings.placement {
         Placement::JsonBody(field) => {
             let rewritten = Bytes::from(inject_token(body, *field, token.json_literal())?);
@@ -220,7 +239,7 @@ fn authorised_request(
             body.clone()
         }
     };
-    Ok(Request::from_parts(head, Full::new(body)))
+    Ok(Request::from_parts(head, body))
 }
 
 enum Inspected<B> {

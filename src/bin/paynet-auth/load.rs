@@ -106,7 +106,11 @@ pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, 
             let request = stack::rpc_request(&config, &path, &method, &params, i + 1);
             let mut service = (*service).clone();
             async move {
-                let ready = match service.ready().await {
+                let ready = match ServiceExt::<http::Request<http_body_util::Full<Bytes>>>::ready(
+                    &mut service,
+                )
+                .await
+                {
                     Ok(ready) => ready,
                     Err(_) => return false,
                 };

@@ -24,8 +24,11 @@ pub(crate) type Inner = Timeout<
 
 pub(crate) fn client() -> Inner {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let boxed: fn(hyper_util::client::legacy::Error) -> BoxError = |e| Box::new(e);
-    Timeout::new(client.map_err(boxed), REQUEST_TIMEOUT)
+    Timeout::new(client.map_err(box_error as fn(_) -> _), REQUEST_TIMEOUT)
+}
+
+fn box_error(error: hyper_util::client::legacy::Error) -> BoxError {
+    Box::new(error)
 }
 
 pub(crate) fn load_config(path: &Path) -> Result<Config, String> {

@@ -1,0 +1,89 @@
+//! An axum service whose handler calls Paynet through the layer kept in its state.
+//!
+//! `cargo run --example axum_app`, then `curl http://127.0.0.1:3000/categories`. It talks to the built-in gateway
+//! simulator and keeps the token in a SQLite file in the working directory.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use paynet_auth::sim::{self, Simulator};
+use paynet_auth::store::{self, StoreOptions};
+use paynet_auth::token::PaynetLogin;
+use paynet_auth::{BoxError, PaynetAuth, PaynetAuthLayer, TokenManager};
+use tower::timeout::Timeout;
+use tower::{Layer, ServiceExt};
+
+type Paynet = PaynetAuth<Timeout<Client<HttpConnector, Full<Bytes>>>>;
+
+#[derive(Clone)]
+struct AppState {
+    paynet: Paynet,
+    gateway: String,
+}
+
+async fn categories(
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, (StatusCode, String)> {
+    let request = http::Request::post(format!("{}/v2/service", state.gateway))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(
+            br#"{"jsonrpc":"2.0","method":"getCategoriesList","id":1,"params":{}}"#,
+        )))
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    // A token failure or a transport error becomes a 502 with a message that names the cause, never a secret.
+    let response = state
+        .paynet
+        .oneshot(request)
+        .await
+        .map_err(|e| (StatusCode::BAD_GATEWAY, e.to_string()))?;
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| (StatusCode::BAD_GATEWAY, e.to_string()))?
+        .to_bytes();
+    let json =
+        serde_json::from_slice(&body).map_err(|e| (StatusCode::BAD_GATEWAY, e.to_string()))?;
+    Ok(Json(json))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let gateway = Simulator::builder().start().await?;
+    let store = store::connect("sqlite://paynet-axum-example.db", StoreOptions::default()).await?;
+    let manager = TokenManager::builder(PaynetLogin::new(
+        gateway.base_url(),
+        sim::DEFAULT_USERNAME,
+        sim::DEFAULT_PASSWORD.into(),
+        sim::DEFAULT_TERMINAL_ID,
+    ))
+    .shared_store(store)
+    .build()?;
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let state = AppState {
+        paynet: PaynetAuthLayer::new(manager).layer(Timeout::new(client, Duration::from_secs(10))),
+        gateway: gateway.base_url().to_owned(),
+    };
+    let app = Router::new()
+        .route("/categories", get(categories))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+    println!(
+        "listening on http://{}/categories (Ctrl-C stops)",
+        listener.local_addr()?
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! A [`reqwest_middleware::Middleware`] on the same token manager and request path as the tower layer
+//! (feature `reqwest`).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http::Extensions;
+use reqwest_middleware::{Middleware, Next};
+
+use crate::layer::Settings;
+use crate::service::{authorise_buffered, read_request_body};
+use crate::token::{LoginResponse, LoginSender};
+use crate::{BoxError, Error, PaynetAuthLayer};
+
+/// Authorises reqwest calls with the manager's token, like [`PaynetAuthLayer`] does for tower services.
+///
+/// The login goes through `login_client`, usually the same `reqwest::Client` the middleware is attached to.
+///
+/// ```
+/// use paynet_auth::{PaynetAuthLayer, TokenManager, reqwest_adapter::PaynetAuthMiddleware};
+/// use paynet_auth::token::PaynetLogin;
+///
+/// let manager = TokenManager::builder(PaynetLogin::new(
+///     "http://127.0.0.1:8080/gw", "username_17627_56530", "password_17627_56530".into(), 4027096,
+/// ))
+/// .build()
+/// .unwrap();
+/// let client = reqwest::Client::new();
+/// let client = reqwest_middleware::ClientBuilder::new(client.clone())
+///     .with(PaynetAuthMiddleware::new(PaynetAuthLayer::new(manager), client))
+///     .build();
+/// # let _ = client;
+/// ```
+#[derive(Debug, Clone)]
+pub struct PaynetAuthMiddleware {
+    settings: Arc<Settings>,
+    login_client: reqwest::Client,
+}
+
+impl PaynetAuthMiddleware {
+    /// The middleware with `layer`'s settings (placement, rejection rule, limits) and manager.
+    pub fn new(layer: PaynetAuthLayer, login_client: reqwest::Client) -> Self {
+        Self {
+            settings: layer.settings(),
+            login_client,
+        }
+    }
+
+    fn login_sender(&self) -> LoginSender {
+        let client = self.login_client.clone();
+        LoginSender::new(move |request| {
+            async move {
+                let request = reqwest::Request::try_from(request.map(reqwest::Body::from))?;
+                let response = client.execute(request).await?;
+                let status = response.status();
+                let headers = response.headers().clone();
+                let body = response.bytes().await?;
+                Ok(LoginResponse {
+                    status,
+                    headers,
+                    body,
+                })
+            }
+            .boxed()
+        })
+    }
+}
+
+fn middleware_error(error: Error) -> reqwest_middleware::Error {
+    match error {
+        // The transport's own error goes back as reqwest's, so callers can match it as usual.
+        Error::Inner(inner) => match inner.downcast::<reqwest_middleware::Error>() {
+            Ok(error) => *error,
+            Err(other) => reqwest_middleware::Error::middleware(Error::Inner(other)),
+        },
+        other => reqwest_middleware::Error::middleware(other),
+    }
+}
+
+#[async_trait::async_trait]
+impl Middleware for PaynetAuthMiddleware {
+    async fn handle(
+        &self,
+        request: reqwest::Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        let request = http::Request::<reqwest::Body>::try_from(request)?;
+        let (parts, body) = request.into_parts();
+        let body = read_request_body(body, &parts.headers, self.settings.max_request_body)
+            .await
+            .map_err(middleware_error)?;
+        let send = |request: http::Request<Bytes>| {
+            let next = next.clone();
+            // Each send gets its own copy: a replay must see the extensions as the caller set them.
+            let mut extensions = extensions.clone();
+            async move {
+                let request = reqwest::Request::try_from(request.map(reqwest::Body::from))
+                    .map_err(reqwest_middleware::Error::Reqwest)?;
+                let response = next.run(request, &mut extensions).await?;
+                Ok::<_, reqwest_middleware::Error>(http::Response::<reqwest::Body>::from(response))
+            }
+        };
+        let response = authorise_buffered(&self.settings, parts, body, send, || {
+            self.login_sender()
+        })
+        .await
+        .map_err(middleware_error)?;
+        Ok(reqwest::Response::from(response.map(reqwest::Body::wrap)))
+    }
+}
+
+impl From<reqwest_middleware::Error> for BoxError {
+    fn from(error: reqwest_middleware::Error) -> Self {
+        Box::new(error)
+    }
+}
