@@ -11,6 +11,75 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::StoreError;
 use crate::token::TokenRecord;
 
+#[cfg(feature = "diesel-store")]
+mod cipher;
+#[cfg(feature = "diesel-store")]
+mod diesel;
+#[cfg(feature = "diesel-store")]
+mod schema;
+
+#[cfg(feature = "diesel-store")]
+pub use self::diesel::{Backend, DieselStore};
+
+/// Options of a database-backed store ([`connect`], `DieselStore::connect`).
+///
+/// ```
+/// use std::time::Duration;
+/// use paynet_auth::store::StoreOptions;
+/// let options = StoreOptions {
+///     connect_timeout: Duration::from_secs(2),
+///     ..StoreOptions::default()
+/// };
+/// assert_eq!(options.pool_size, 8);
+/// ```
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Key to encrypt tokens at rest with (AES-256-GCM): standard base64 of exactly 32 bytes, for instance from
+    /// `openssl rand -base64 32`. Without one, tokens are stored in plaintext (and a warning says so). Every instance
+    /// sharing a database needs the same key; rows written under another key read as absent.
+    pub encryption_key: Option<secrecy::SecretString>,
+    /// Most connections the pool opens (default 8). An in-memory SQLite database always uses one.
+    pub pool_size: u32,
+    /// How long an operation waits for a connection before failing with [`StoreError::Unavailable`] (default 5 s).
+    pub connect_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            encryption_key: None,
+            pool_size: 8,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Opens the store a URL names: `memory:` for a [`MemoryStore`], otherwise a database (see `DieselStore` for the
+/// URL forms), whose tables are then created if missing.
+///
+/// Unlike `DieselStore::connect`, this fails when the database cannot be reached now (the migrations need it). A
+/// service that must start while its database is down can call `DieselStore::connect` and `migrate` later itself.
+pub async fn connect(url: &str, options: StoreOptions) -> Result<Arc<dyn TokenStore>, StoreError> {
+    if matches!(url.trim(), "memory:" | "memory://") {
+        return Ok(Arc::new(MemoryStore::new()));
+    }
+    #[cfg(feature = "diesel-store")]
+    {
+        let store = DieselStore::connect(url, options).await?;
+        store.migrate().await?;
+        Ok(Arc::new(store))
+    }
+    #[cfg(not(feature = "diesel-store"))]
+    {
+        let _ = options;
+        let scheme = url.split_once(':').map_or("(none)", |(scheme, _)| scheme);
+        Err(StoreError::Config(format!(
+            "token store URL scheme `{scheme}` needs a database feature (`sqlite`, `postgres` or `mysql`); this build \
+             only has memory:"
+        )))
+    }
+}
+
 /// Persistence of one token per credential key, and a ShedLock-style lease that lets one process of a fleet
 /// refresh while the others wait for its token.
 ///

@@ -1,0 +1,2 @@
+DROP TABLE paynet_lease;
+DROP TABLE paynet_tokens;

@@ -1,0 +1,138 @@
+//! Encryption of tokens at rest: AES-256-GCM with the credential key as associated data.
+
+use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use secrecy::zeroize::Zeroizing;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::error::StoreError;
+
+/// A token as it is written to the `token` and `nonce` columns.
+pub(super) struct Sealed {
+    /// Base64 of the ciphertext and its tag.
+    pub(super) ciphertext: String,
+    /// Base64 of the 96-bit nonce.
+    pub(super) nonce: String,
+}
+
+/// The configured encryption key. Deliberately not `Debug`.
+#[derive(Clone)]
+pub(super) struct Cipher(Aes256Gcm);
+
+impl Cipher {
+    /// Parses a key given as standard base64 of exactly 32 bytes. Surrounding whitespace is ignored, since keys
+    /// read from files and environment variables often end with a newline.
+    pub(super) fn from_base64(key: &SecretString) -> Result<Self, StoreError> {
+        let bytes = Zeroizing::new(
+            STANDARD
+                .decode(key.expose_secret().trim())
+                // The decoder's message names the offending byte, which is part of the key: leave it out.
+                .map_err(|_| {
+                    StoreError::Config(
+                        "encryption key must be base64 of 32 bytes, got invalid base64".into(),
+                    )
+                })?,
+        );
+        let cipher = Aes256Gcm::new_from_slice(&bytes).map_err(|_| {
+            StoreError::Config(format!(
+                "encryption key must be base64 of 32 bytes, got {} bytes",
+                bytes.len()
+            ))
+        })?;
+        Ok(Self(cipher))
+    }
+
+    /// Encrypts `token` for `credential_key` with a fresh random nonce.
+    pub(super) fn seal(&self, credential_key: &str, token: &str) -> Result<Sealed, aes_gcm::Error> {
+        // A random 96-bit nonce per save: with one save per refresh, the 2^32 messages per key that random nonces
+        // allow are out of reach.
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let ciphertext = self.0.encrypt(
+            &nonce,
+            Payload {
+                msg: token.as_bytes(),
+                aad: credential_key.as_bytes(),
+            },
+        )?;
+        Ok(Sealed {
+            ciphertext: STANDARD.encode(ciphertext),
+            nonce: STANDARD.encode(nonce),
+        })
+    }
+
+    /// Decrypts a stored token of `credential_key`; `None` for anything that does not authenticate (wrong key,
+    /// tampered row, row copied from another credential key, malformed base64).
+    pub(super) fn open(
+        &self,
+        credential_key: &str,
+        ciphertext: &str,
+        nonce: &str,
+    ) -> Option<SecretString> {
+        let nonce = STANDARD.decode(nonce).ok()?;
+        if nonce.len() != 12 {
+            return None;
+        }
+        let ciphertext = STANDARD.decode(ciphertext).ok()?;
+        let plaintext = Zeroizing::new(
+            self.0
+                .decrypt(
+                    Nonce::from_slice(&nonce),
+                    Payload {
+                        msg: &ciphertext,
+                        aad: credential_key.as_bytes(),
+                    },
+                )
+                .ok()?,
+        );
+        let token = std::str::from_utf8(&plaintext).ok()?;
+        Some(SecretString::from(token))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(byte: u8) -> SecretString {
+        STANDARD.encode([byte; 32]).into()
+    }
+
+    #[test]
+    fn round_trip_and_binding() {
+        let cipher = Cipher::from_base64(&key(1)).unwrap();
+        let sealed = cipher.seal("a", "token-value").unwrap();
+        let opened = cipher.open("a", &sealed.ciphertext, &sealed.nonce).unwrap();
+        assert_eq!(opened.expose_secret(), "token-value");
+        assert!(
+            cipher
+                .open("b", &sealed.ciphertext, &sealed.nonce)
+                .is_none()
+        );
+        let other = Cipher::from_base64(&key(2)).unwrap();
+        assert!(other.open("a", &sealed.ciphertext, &sealed.nonce).is_none());
+        assert!(cipher.open("a", "not base64!", &sealed.nonce).is_none());
+        assert!(cipher.open("a", &sealed.ciphertext, "AAAA").is_none());
+    }
+
+    #[test]
+    fn nonces_differ() {
+        let cipher = Cipher::from_base64(&key(1)).unwrap();
+        let a = cipher.seal("a", "t").unwrap();
+        let b = cipher.seal("a", "t").unwrap();
+        assert_ne!(a.nonce, b.nonce);
+        assert_ne!(a.ciphertext, b.ciphertext);
+    }
+
+    #[test]
+    fn key_validation() {
+        let short: SecretString = STANDARD.encode([0u8; 16]).into();
+        let err = Cipher::from_base64(&short).err().unwrap().to_string();
+        assert!(err.contains("got 16 bytes"), "{err}");
+        let bad: SecretString = "%%%".into();
+        assert!(Cipher::from_base64(&bad).is_err());
+        let padded: SecretString = format!("{}\n", STANDARD.encode([7u8; 32])).into();
+        assert!(Cipher::from_base64(&padded).is_ok());
+    }
+}

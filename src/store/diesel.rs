@@ -1,0 +1,1172 @@
+//! The diesel-async token store over PostgreSQL, SQLite or MySQL/MariaDB, chosen at run time from the URL.
+// With `diesel-store` but no backend feature there is nothing to connect to, and the query code is unused.
+#![cfg_attr(
+    not(any(feature = "postgres", feature = "sqlite", feature = "mysql")),
+    allow(unused)
+)]
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use diesel::sql_types::{BigInt, Nullable, Text};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, PoolError};
+use secrecy::zeroize::Zeroizing;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::cipher::Cipher;
+use super::{StoreOptions, TokenStore};
+use crate::error::{BoxError, StoreError};
+use crate::token::{Generation, LoginMeta, TokenRecord};
+
+#[cfg(feature = "mysql")]
+use diesel_async::AsyncMysqlConnection;
+#[cfg(feature = "postgres")]
+use diesel_async::AsyncPgConnection;
+
+#[cfg(feature = "sqlite")]
+type SqliteConnection =
+    diesel_async::sync_connection_wrapper::SyncConnectionWrapper<diesel::SqliteConnection>;
+
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+const PORTABLE_MIGRATIONS: diesel_migrations::EmbeddedMigrations =
+    diesel_migrations::embed_migrations!("migrations/portable");
+#[cfg(feature = "mysql")]
+const MYSQL_MIGRATIONS: diesel_migrations::EmbeddedMigrations =
+    diesel_migrations::embed_migrations!("migrations/mysql");
+
+/// Longest credential key and lease owner the tables hold (`VARCHAR(255)`). Checked up front so that every backend
+/// refuses the same keys, rather than PostgreSQL failing, SQLite accepting and a non-strict MySQL truncating (which
+/// would let two keys share a row).
+const MAX_KEY_BYTES: usize = 255;
+
+/// Longest lease the store records: keeps `now + ttl` far from overflowing a `BIGINT` on every backend.
+const MAX_TTL_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
+
+/// Which database a [`DieselStore`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Backend {
+    /// PostgreSQL, over tokio-postgres (no libpq).
+    Postgres,
+    /// SQLite, bundled, through a blocking connection run on tokio's blocking threads.
+    Sqlite,
+    /// MySQL or MariaDB, over mysql_async.
+    Mysql,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Postgres => "PostgreSQL",
+            Backend::Sqlite => "SQLite",
+            Backend::Mysql => "MySQL",
+        })
+    }
+}
+
+/// A [`TokenStore`] in a PostgreSQL, SQLite or MySQL/MariaDB database, shared by every instance of a service.
+///
+/// The backend is chosen from the URL:
+///
+/// | URL | backend | cargo feature |
+/// |-----|---------|---------------|
+/// | `postgres://user:pass@host:5432/db`, `postgresql://…` | PostgreSQL | `postgres` |
+/// | `sqlite://path/to/file.db`, `sqlite:///absolute/path.db`, `sqlite:path.db` | SQLite file | `sqlite` |
+/// | `sqlite::memory:` | SQLite in memory (one connection; for tests) | `sqlite` |
+/// | `mysql://user:pass@host:3306/db`, `mariadb://…` | MySQL / MariaDB | `mysql` |
+///
+/// Connections come from a bb8 pool that is created empty: [`connect`](Self::connect) succeeds while the database
+/// is down, so that a service can start and serve from memory (degraded mode). Each call then waits at most
+/// [`StoreOptions::connect_timeout`] for a connection and fails with [`StoreError::Unavailable`]; once the
+/// database is back, calls succeed again without a restart. PostgreSQL connections are made without TLS.
+///
+/// With [`StoreOptions::encryption_key`], tokens are stored encrypted with AES-256-GCM, the credential key being
+/// the associated data, so that a row copied under another key does not decrypt. Rows that do not decrypt are
+/// reported as absent (and logged at WARN), which makes the next request log in again.
+///
+/// The lease runs on the database's clock, not the instances', so instances with skewed clocks agree on when a
+/// lease ends.
+///
+/// Cloning is cheap: clones share the pool and the query counter.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), paynet_auth::StoreError> {
+/// use std::time::Duration;
+/// use paynet_auth::store::{DieselStore, StoreOptions, TokenStore};
+///
+/// let options = StoreOptions {
+///     encryption_key: Some(std::env::var("PAYNET_TOKEN_KEY").unwrap().into()),
+///     ..StoreOptions::default()
+/// };
+/// let store = DieselStore::connect("postgres://paynet:secret@db.internal/paynet", options).await?;
+/// store.migrate().await?;
+/// assert_eq!(store.describe(), "postgres://paynet:****@db.internal/paynet");
+///
+/// if store.try_lease("gateway-1", "host-a:4242:x7f3", Duration::from_secs(30)).await? {
+///     // … log in, then save the token with the next generation …
+///     store.release("gateway-1", "host-a:4242:x7f3").await?;
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct DieselStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pools: Pools,
+    describe: String,
+    cipher: Option<Cipher>,
+    queries: AtomicU64,
+    connect_timeout: Duration,
+    last_connect_error: LastError,
+}
+
+enum Pools {
+    #[cfg(feature = "postgres")]
+    Postgres(bb8::Pool<AsyncDieselConnectionManager<AsyncPgConnection>>),
+    #[cfg(feature = "sqlite")]
+    Sqlite(bb8::Pool<AsyncDieselConnectionManager<SqliteConnection>>),
+    #[cfg(feature = "mysql")]
+    Mysql(bb8::Pool<AsyncDieselConnectionManager<AsyncMysqlConnection>>),
+}
+
+/// Where a URL points, before any feature is consulted.
+enum Target {
+    Postgres(String),
+    Sqlite { path: String },
+    Mysql(String),
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Self, StoreError> {
+        let Some((scheme, rest)) = url.split_once(':') else {
+            return Err(unsupported_scheme(url));
+        };
+        match scheme.to_ascii_lowercase().as_str() {
+            "postgres" | "postgresql" => Ok(Target::Postgres(url.to_owned())),
+            // mysql_async only knows `mysql://`; MariaDB users tend to write what they run.
+            "mysql" => Ok(Target::Mysql(url.to_owned())),
+            "mariadb" => Ok(Target::Mysql(format!("mysql:{rest}"))),
+            "sqlite" => {
+                // `sqlite::memory:` and `sqlite:path` are sqlx's spellings, `sqlite://path` the URL-like one; a
+                // `file:` URI after the scheme reaches SQLite as it is (diesel opens with SQLITE_OPEN_URI).
+                let path = rest.strip_prefix("//").unwrap_or(rest);
+                if path.is_empty() {
+                    return Err(StoreError::Config(
+                        "SQLite store URL has no path (use sqlite://path/to/file.db or sqlite::memory:)".into(),
+                    ));
+                }
+                Ok(Target::Sqlite {
+                    path: path.to_owned(),
+                })
+            }
+            _ => Err(unsupported_scheme(url)),
+        }
+    }
+}
+
+fn unsupported_scheme(url: &str) -> StoreError {
+    // Only the scheme: the rest of the URL may hold a password.
+    let scheme = url.split_once(':').map_or("(none)", |(scheme, _)| scheme);
+    StoreError::Config(format!(
+        "unsupported token store URL scheme `{scheme}` (expected memory:, sqlite://, postgres://, postgresql://, \
+         mysql:// or mariadb://)"
+    ))
+}
+
+#[cfg(any(
+    not(feature = "postgres"),
+    not(feature = "sqlite"),
+    not(feature = "mysql")
+))]
+fn not_compiled(backend: Backend, feature: &str) -> StoreError {
+    StoreError::Config(format!(
+        "the token store URL is for {backend}, but paynet-auth was built without its `{feature}` feature"
+    ))
+}
+
+/// The URL with its password (in the user info or a `password` query parameter) replaced by `****`.
+fn redact(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        // Not reachable for the schemes `connect` accepts, but never echo what might be a password.
+        return url.split_once(':').map_or_else(
+            || "<token store>".to_owned(),
+            |(scheme, _)| format!("{scheme}:****"),
+        );
+    };
+    if parsed.password().is_some() {
+        // Fails only for URLs that cannot have a password at all.
+        let _ = parsed.set_password(Some("****"));
+    }
+    let secret_param = |name: &str| name.to_ascii_lowercase().contains("pass");
+    if parsed.query_pairs().any(|(name, _)| secret_param(&name)) {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(name, value)| {
+                let value = if secret_param(&name) {
+                    "****".to_owned()
+                } else {
+                    value.into_owned()
+                };
+                (name.into_owned(), value)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
+}
+
+/// Keeps the pool's last connection error: bb8 reports only "timed out" to the caller and hands the cause to its
+/// error sink, and "connection refused" is what an operator needs to read.
+#[derive(Debug, Clone, Default)]
+struct LastError(Arc<Mutex<Option<(Instant, String)>>>);
+
+impl LastError {
+    fn recent(&self, within: Duration) -> Option<String> {
+        let last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        last.as_ref()
+            .filter(|(at, _)| at.elapsed() <= within)
+            .map(|(_, message)| message.clone())
+    }
+}
+
+impl bb8::ErrorSink<PoolError> for LastError {
+    fn sink(&self, error: PoolError) {
+        tracing::debug!(error = %error, "token store connection attempt failed");
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), error.to_string()));
+    }
+
+    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<PoolError>> {
+        Box::new(self.clone())
+    }
+}
+
+fn build_pool<C>(
+    url: String,
+    config: ManagerConfig<C>,
+    size: u32,
+    options: &StoreOptions,
+    keep_connections: bool,
+    sink: &LastError,
+) -> bb8::Pool<AsyncDieselConnectionManager<C>>
+where
+    C: diesel_async::AsyncConnection + 'static,
+    AsyncDieselConnectionManager<C>: bb8::ManageConnection,
+    LastError: bb8::ErrorSink<<AsyncDieselConnectionManager<C> as bb8::ManageConnection>::Error>,
+{
+    let manager = AsyncDieselConnectionManager::new_with_config(url, config);
+    let mut builder = bb8::Pool::builder()
+        .max_size(size)
+        .connection_timeout(options.connect_timeout)
+        .error_sink(Box::new(sink.clone()));
+    if keep_connections {
+        // The only connection of an in-memory SQLite database *is* the database: never reap it.
+        builder = builder.idle_timeout(None).max_lifetime(None);
+    }
+    // Unchecked: no connection is made now, so that a service can start while the database is down.
+    builder.build_unchecked(manager)
+}
+
+#[cfg(feature = "sqlite")]
+fn sqlite_config() -> ManagerConfig<SqliteConnection> {
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+    use futures_util::FutureExt;
+
+    let mut config = ManagerConfig::default();
+    config.custom_setup = Box::new(|path: &str| {
+        let path = path.to_owned();
+        async move {
+            let mut conn = <SqliteConnection as AsyncConnection>::establish(&path).await?;
+            // Without a busy timeout, concurrent writers fail at once with "database is locked"; WAL lets readers
+            // proceed while one instance writes.
+            conn.batch_execute("PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL;")
+                .await
+                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            Ok(conn)
+        }
+        .boxed()
+    });
+    config
+}
+
+/// A token as written to `paynet_tokens`.
+struct NewRow {
+    credential_key: String,
+    token: Zeroizing<String>,
+    nonce: Option<String>,
+    generation: i64,
+    obtained_at: i64,
+    expires_at: Option<i64>,
+    agent_id: Option<String>,
+    terminal_id: Option<String>,
+    user_id: Option<String>,
+    user_login: Option<String>,
+    written_by: String,
+}
+
+/// A token as read from `paynet_tokens`.
+#[derive(diesel::Queryable, diesel::Selectable)]
+#[diesel(table_name = super::schema::paynet_tokens)]
+struct StoredRow {
+    token: String,
+    nonce: Option<String>,
+    generation: i64,
+    obtained_at: i64,
+    expires_at: Option<i64>,
+    agent_id: Option<String>,
+    terminal_id: Option<String>,
+    user_id: Option<String>,
+    user_login: Option<String>,
+    written_by: String,
+}
+
+/// Binds a [`NewRow`] to the `?`/`$n` placeholders of `$sql`, in the order token, nonce, generation, obtained_at,
+/// expires_at, agent_id, terminal_id, user_id, user_login, written_by, credential_key.
+macro_rules! bind_row {
+    ($sql:expr, $row:expr) => {
+        diesel::sql_query($sql)
+            .bind::<Text, _>(&*$row.token)
+            .bind::<Nullable<Text>, _>($row.nonce.as_deref())
+            .bind::<BigInt, _>($row.generation)
+            .bind::<BigInt, _>($row.obtained_at)
+            .bind::<Nullable<BigInt>, _>($row.expires_at)
+            .bind::<Nullable<Text>, _>($row.agent_id.as_deref())
+            .bind::<Nullable<Text>, _>($row.terminal_id.as_deref())
+            .bind::<Nullable<Text>, _>($row.user_id.as_deref())
+            .bind::<Nullable<Text>, _>($row.user_login.as_deref())
+            .bind::<Text, _>(&$row.written_by)
+            .bind::<Text, _>(&$row.credential_key)
+    };
+}
+
+/// Runs `$body` with `$conn` bound to a pooled connection of whichever backend the store uses. The body is
+/// compiled once per backend, so it may use anything every connection type supports.
+macro_rules! with_conn {
+    ($store:expr, |$conn:ident| $body:expr) => {
+        match $store.inner.pools {
+            #[cfg(feature = "postgres")]
+            Pools::Postgres(ref pool) => {
+                let mut pooled = $store.checkout(pool).await?;
+                let $conn = &mut *pooled;
+                $body
+            }
+            #[cfg(feature = "sqlite")]
+            Pools::Sqlite(ref pool) => {
+                let mut pooled = $store.checkout(pool).await?;
+                let $conn = &mut *pooled;
+                $body
+            }
+            #[cfg(feature = "mysql")]
+            Pools::Mysql(ref pool) => {
+                let mut pooled = $store.checkout(pool).await?;
+                let $conn = &mut *pooled;
+                $body
+            }
+        }
+    };
+}
+
+// The SQL of each operation, per backend. Every time comes from the database's clock (UTC epoch milliseconds), so
+// instances with skewed clocks agree on when a lease ends.
+
+/// Insert, or replace a row of an older generation; 1 row affected iff written.
+#[cfg(feature = "postgres")]
+const PG_SAVE: &str = "\
+INSERT INTO paynet_tokens (token, nonce, generation, obtained_at, expires_at, agent_id, terminal_id, user_id, \
+user_login, written_by, credential_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+ON CONFLICT (credential_key) DO UPDATE SET token = excluded.token, nonce = excluded.nonce, \
+generation = excluded.generation, obtained_at = excluded.obtained_at, expires_at = excluded.expires_at, \
+agent_id = excluded.agent_id, terminal_id = excluded.terminal_id, user_id = excluded.user_id, \
+user_login = excluded.user_login, written_by = excluded.written_by \
+WHERE paynet_tokens.generation < excluded.generation";
+
+/// [`PG_SAVE`] with SQLite's placeholders.
+#[cfg(feature = "sqlite")]
+const SQLITE_SAVE: &str = "\
+INSERT INTO paynet_tokens (token, nonce, generation, obtained_at, expires_at, agent_id, terminal_id, user_id, \
+user_login, written_by, credential_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+ON CONFLICT (credential_key) DO UPDATE SET token = excluded.token, nonce = excluded.nonce, \
+generation = excluded.generation, obtained_at = excluded.obtained_at, expires_at = excluded.expires_at, \
+agent_id = excluded.agent_id, terminal_id = excluded.terminal_id, user_id = excluded.user_id, \
+user_login = excluded.user_login, written_by = excluded.written_by \
+WHERE paynet_tokens.generation < excluded.generation";
+
+/// MySQL, step 1: replace a row of an older generation (binds as [`bind_row!`], then the generation again).
+/// diesel-async connects with CLIENT_FOUND_ROWS, so `INSERT … ON DUPLICATE KEY UPDATE` reports 1 both for an
+/// insert and for a row left as it was; a plain conditional UPDATE reports exactly whether it wrote.
+#[cfg(feature = "mysql")]
+const MYSQL_SAVE_UPDATE: &str = "\
+UPDATE paynet_tokens SET token = ?, nonce = ?, generation = ?, obtained_at = ?, expires_at = ?, agent_id = ?, \
+terminal_id = ?, user_id = ?, user_login = ?, written_by = ? WHERE credential_key = ? AND generation < ?";
+
+/// MySQL, step 2 (when step 1 wrote nothing): insert; a duplicate key means a row exists.
+#[cfg(feature = "mysql")]
+const MYSQL_SAVE_INSERT: &str = "\
+INSERT INTO paynet_tokens (token, nonce, generation, obtained_at, expires_at, agent_id, terminal_id, user_id, \
+user_login, written_by, credential_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+/// Insert the lease, or take it over if it ran out; 1 row affected iff taken. Binds: name, ttl ms, owner.
+#[cfg(feature = "postgres")]
+const PG_LEASE: &str = "\
+INSERT INTO paynet_lease AS lease (name, lock_until, locked_at, locked_by) \
+SELECT $1, db.now_ms + $2, db.now_ms, $3 \
+FROM (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now_ms) AS db \
+ON CONFLICT (name) DO UPDATE SET lock_until = excluded.lock_until, locked_at = excluded.locked_at, \
+locked_by = excluded.locked_by \
+WHERE lease.lock_until <= excluded.locked_at";
+
+/// [`PG_LEASE`] for SQLite (`WHERE true` resolves the parsing ambiguity of `INSERT … SELECT … ON CONFLICT`).
+#[cfg(feature = "sqlite")]
+const SQLITE_LEASE: &str = "\
+INSERT INTO paynet_lease AS lease (name, lock_until, locked_at, locked_by) \
+SELECT ?, db.now_ms + ?, db.now_ms, ? \
+FROM (SELECT CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) AS now_ms) AS db WHERE true \
+ON CONFLICT (name) DO UPDATE SET lock_until = excluded.lock_until, locked_at = excluded.locked_at, \
+locked_by = excluded.locked_by \
+WHERE lease.lock_until <= excluded.locked_at";
+
+/// MySQL, step 1: take over a lease that ran out; 1 row matched iff taken. Binds: ttl ms, owner, name.
+/// `TIMESTAMPDIFF` from the epoch in UTC avoids `UNIX_TIMESTAMP(NOW(3))`'s detour through the session time zone.
+#[cfg(feature = "mysql")]
+const MYSQL_LEASE_UPDATE: &str = "\
+UPDATE paynet_lease SET \
+lock_until = TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000 + ?, \
+locked_at = TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000, \
+locked_by = ? \
+WHERE name = ? AND lock_until <= TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000";
+
+/// MySQL, step 2 (when step 1 took nothing): create the lease; a duplicate key means someone holds it.
+/// Binds: name, ttl ms, owner.
+#[cfg(feature = "mysql")]
+const MYSQL_LEASE_INSERT: &str = "\
+INSERT INTO paynet_lease (name, lock_until, locked_at, locked_by) VALUES (?, \
+TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000 + ?, \
+TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000, ?)";
+
+/// End the lease now if `owner` holds it. Binds: name, owner.
+const PG_RELEASE: &str = "\
+UPDATE paynet_lease SET lock_until = (extract(epoch FROM clock_timestamp()) * 1000)::bigint \
+WHERE name = $1 AND locked_by = $2";
+const SQLITE_RELEASE: &str = "\
+UPDATE paynet_lease SET lock_until = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) \
+WHERE name = ? AND locked_by = ?";
+const MYSQL_RELEASE: &str = "\
+UPDATE paynet_lease SET lock_until = TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000 \
+WHERE name = ? AND locked_by = ?";
+
+/// Serialises concurrent `migrate()` calls of a fleet that starts at once (PostgreSQL advisory lock key,
+/// MySQL named lock).
+#[cfg(feature = "postgres")]
+const PG_MIGRATION_LOCK: i64 = 0x7061_796e_6574_6d67; // "paynetmg"
+#[cfg(feature = "mysql")]
+const MYSQL_MIGRATION_LOCK: &str = "paynet_auth_migrations";
+
+impl DieselStore {
+    /// Creates the store for `url` (see the table above). No connection is made yet: this fails only for a wrong
+    /// URL or wrong options ([`StoreError::Config`]), never because the database is down; the first operation
+    /// (typically [`migrate`](Self::migrate)) reports that.
+    ///
+    /// Without an encryption key, logs once at WARN that tokens are stored in plaintext.
+    pub async fn connect(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
+        let target = Target::parse(url)?;
+        if options.pool_size == 0 {
+            return Err(StoreError::Config(
+                "token store pool_size must be at least 1".into(),
+            ));
+        }
+        if options.connect_timeout.is_zero() {
+            return Err(StoreError::Config(
+                "token store connect_timeout must be more than zero".into(),
+            ));
+        }
+        let cipher = options
+            .encryption_key
+            .as_ref()
+            .map(Cipher::from_base64)
+            .transpose()?;
+        let describe = redact(url);
+        let sink = LastError::default();
+
+        let pools = match target {
+            Target::Postgres(url) => {
+                #[cfg(feature = "postgres")]
+                {
+                    Pools::Postgres(build_pool(
+                        url,
+                        ManagerConfig::default(),
+                        options.pool_size,
+                        &options,
+                        false,
+                        &sink,
+                    ))
+                }
+                #[cfg(not(feature = "postgres"))]
+                {
+                    let _ = url;
+                    return Err(not_compiled(Backend::Postgres, "postgres"));
+                }
+            }
+            Target::Sqlite { path } => {
+                #[cfg(feature = "sqlite")]
+                {
+                    // Every connection to `:memory:` is a database of its own: one connection, kept forever.
+                    let memory = path == ":memory:";
+                    let size = if memory { 1 } else { options.pool_size };
+                    Pools::Sqlite(build_pool(
+                        path,
+                        sqlite_config(),
+                        size,
+                        &options,
+                        memory,
+                        &sink,
+                    ))
+                }
+                #[cfg(not(feature = "sqlite"))]
+                {
+                    let _ = path;
+                    return Err(not_compiled(Backend::Sqlite, "sqlite"));
+                }
+            }
+            Target::Mysql(url) => {
+                #[cfg(feature = "mysql")]
+                {
+                    Pools::Mysql(build_pool(
+                        url,
+                        ManagerConfig::default(),
+                        options.pool_size,
+                        &options,
+                        false,
+                        &sink,
+                    ))
+                }
+                #[cfg(not(feature = "mysql"))]
+                {
+                    let _ = url;
+                    return Err(not_compiled(Backend::Mysql, "mysql"));
+                }
+            }
+        };
+
+        if cipher.is_none() {
+            tracing::warn!(
+                store = %describe,
+                "no token store encryption key configured: tokens are stored in plaintext"
+            );
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pools,
+                describe,
+                cipher,
+                queries: AtomicU64::new(0),
+                connect_timeout: options.connect_timeout,
+                last_connect_error: sink,
+            }),
+        })
+    }
+
+    /// Creates the tables if they are missing (embedded diesel migrations; idempotent). Safe to call from every
+    /// instance at once: concurrent calls are serialised by a database lock (PostgreSQL advisory lock, MySQL
+    /// `GET_LOCK`, SQLite exclusive transaction). Works on any tokio runtime flavour.
+    ///
+    /// The migrations are recorded in diesel's `__diesel_schema_migrations` table, which an application using diesel
+    /// migrations of its own on the same database shares.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let this = self.clone();
+        self.spawned("migrate", async move { this.migrate_inner().await })
+            .await
+    }
+
+    async fn migrate_inner(&self) -> Result<(), StoreError> {
+        match self.inner.pools {
+            #[cfg(feature = "postgres")]
+            Pools::Postgres(ref pool) => {
+                let conn = self.dedicated(pool).await?;
+                self.run_blocking_migration(move || {
+                    use diesel::connection::SimpleConnection;
+                    use diesel_migrations::MigrationHarness;
+                    let mut conn = diesel_async::async_connection_wrapper::AsyncConnectionWrapper::<
+                        AsyncPgConnection,
+                    >::from(conn);
+                    // Session-level lock: also released when this dedicated connection is dropped.
+                    conn.batch_execute(&format!("SELECT pg_advisory_lock({PG_MIGRATION_LOCK})"))?;
+                    let result = conn.run_pending_migrations(PORTABLE_MIGRATIONS).map(drop);
+                    let _ = conn
+                        .batch_execute(&format!("SELECT pg_advisory_unlock({PG_MIGRATION_LOCK})"));
+                    result
+                })
+                .await
+            }
+            #[cfg(feature = "sqlite")]
+            Pools::Sqlite(ref pool) => {
+                // On a pooled connection, not a new one: for `sqlite::memory:` a new connection would be another,
+                // empty database.
+                let mut pooled = self.checkout(pool).await?;
+                let outcome = pooled
+                    .spawn_blocking(|conn| {
+                        use diesel_migrations::MigrationHarness;
+                        // EXCLUSIVE waits (busy_timeout) for another process migrating the same file; diesel runs
+                        // each migration in a savepoint inside it.
+                        Ok(conn.exclusive_transaction(|conn| -> Result<(), BoxError> {
+                            conn.run_pending_migrations(PORTABLE_MIGRATIONS)?;
+                            Ok(())
+                        }))
+                    })
+                    .await;
+                match outcome {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(source)) => Err(self.migration_error(source)),
+                    Err(source) => Err(self.migration_error(source.into())),
+                }
+            }
+            #[cfg(feature = "mysql")]
+            Pools::Mysql(ref pool) => {
+                let conn = self.dedicated(pool).await?;
+                self.run_blocking_migration(move || {
+                    use diesel::RunQueryDsl;
+                    use diesel_migrations::MigrationHarness;
+                    let mut conn = diesel_async::async_connection_wrapper::AsyncConnectionWrapper::<
+                        AsyncMysqlConnection,
+                    >::from(conn);
+                    let locked: Option<i64> = diesel::select(diesel::dsl::sql::<Nullable<BigInt>>(
+                        &format!("GET_LOCK('{MYSQL_MIGRATION_LOCK}', 60)"),
+                    ))
+                    .get_result(&mut conn)?;
+                    if locked != Some(1) {
+                        return Err("another instance held the migration lock for 60 s".into());
+                    }
+                    let result = conn.run_pending_migrations(MYSQL_MIGRATIONS).map(drop);
+                    let _ = diesel::select(diesel::dsl::sql::<Nullable<BigInt>>(&format!(
+                        "RELEASE_LOCK('{MYSQL_MIGRATION_LOCK}')"
+                    )))
+                    .get_result::<Option<i64>>(&mut conn);
+                    result
+                })
+                .await
+            }
+        }
+    }
+
+    /// Runs a migration on a blocking thread: diesel's migration harness is synchronous, and
+    /// `AsyncConnectionWrapper` blocks on the runtime from there, which (unlike diesel-async's
+    /// `AsyncMigrationHarness` and its `block_in_place`) works on a current-thread runtime too.
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    async fn run_blocking_migration(
+        &self,
+        migrate: impl FnOnce() -> Result<(), BoxError> + Send + 'static,
+    ) -> Result<(), StoreError> {
+        match tokio::task::spawn_blocking(migrate).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(self.migration_error(source)),
+            Err(join) => Err(self.migration_error(format!("migration task failed: {join}").into())),
+        }
+    }
+
+    fn migration_error(&self, source: BoxError) -> StoreError {
+        StoreError::Migration {
+            store: self.describe(),
+            source,
+        }
+    }
+
+    /// How many SQL statements this store has sent for `load`, `save`, `try_lease`, `release` and `clear` (shared
+    /// by clones). Not counted: the pool's health check of a connection before each use, and `migrate`.
+    ///
+    /// Tests use it to prove that serving requests from a cached token costs no query.
+    pub fn query_count(&self) -> u64 {
+        self.inner.queries.load(Ordering::Relaxed)
+    }
+
+    /// The database this store talks to.
+    pub fn backend(&self) -> Backend {
+        match self.inner.pools {
+            #[cfg(feature = "postgres")]
+            Pools::Postgres(_) => Backend::Postgres,
+            #[cfg(feature = "sqlite")]
+            Pools::Sqlite(_) => Backend::Sqlite,
+            #[cfg(feature = "mysql")]
+            Pools::Mysql(_) => Backend::Mysql,
+        }
+    }
+
+    fn count_query(&self) {
+        self.inner.queries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A pooled connection, within the connect timeout.
+    async fn checkout<'a, M>(
+        &self,
+        pool: &'a bb8::Pool<M>,
+    ) -> Result<bb8::PooledConnection<'a, M>, StoreError>
+    where
+        M: bb8::ManageConnection,
+        M::Error: std::error::Error + Send + Sync + 'static,
+    {
+        pool.get().await.map_err(|error| match error {
+            bb8::RunError::User(source) => self.unavailable(Box::new(source)),
+            bb8::RunError::TimedOut => self.unavailable(self.timeout_cause()),
+        })
+    }
+
+    /// A connection of the pool's configuration outside the pool, within the connect timeout.
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    async fn dedicated<M>(&self, pool: &bb8::Pool<M>) -> Result<M::Connection, StoreError>
+    where
+        M: bb8::ManageConnection,
+        M::Error: std::error::Error + Send + Sync + 'static,
+    {
+        match tokio::time::timeout(self.inner.connect_timeout, pool.dedicated_connection()).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(source)) => Err(self.unavailable(Box::new(source))),
+            Err(_) => Err(self.unavailable(
+                format!("no connection within {:?}", self.inner.connect_timeout).into(),
+            )),
+        }
+    }
+
+    fn timeout_cause(&self) -> BoxError {
+        let timeout = self.inner.connect_timeout;
+        match self.inner.last_connect_error.recent(timeout * 2) {
+            Some(last) => format!("no connection within {timeout:?} (last error: {last})").into(),
+            None => format!("no connection within {timeout:?}").into(),
+        }
+    }
+
+    fn unavailable(&self, source: BoxError) -> StoreError {
+        StoreError::Unavailable {
+            store: self.describe(),
+            source,
+        }
+    }
+
+    fn query_error(
+        &self,
+        operation: &'static str,
+    ) -> impl Fn(diesel::result::Error) -> StoreError + '_ {
+        move |source| StoreError::Query {
+            store: self.describe(),
+            operation,
+            source: Box::new(source),
+        }
+    }
+
+    /// Runs an operation as a task of its own, so that a caller that gives up (a timeout, a dropped request) does
+    /// not cancel it halfway: that would leave a lease taken without anyone knowing, and would drop a SQLite
+    /// query's blocking task, which diesel-async then waits for with `block_in_place` (a panic on a current-thread
+    /// runtime). A panic inside the task comes back as an error, not as a panic.
+    async fn spawned<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        task: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        match tokio::spawn(task).await {
+            Ok(result) => result,
+            Err(join) => Err(StoreError::Query {
+                store: self.describe(),
+                operation,
+                source: format!("store task failed: {join}").into(),
+            }),
+        }
+    }
+
+    async fn load_inner(&self, key: String) -> Result<Option<TokenRecord>, StoreError> {
+        use super::schema::paynet_tokens::dsl::{credential_key, paynet_tokens};
+        use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
+        use diesel_async::RunQueryDsl;
+
+        let row: Option<StoredRow> = with_conn!(self, |conn| {
+            self.count_query();
+            paynet_tokens
+                .filter(credential_key.eq(&key))
+                .select(StoredRow::as_select())
+                .get_result::<StoredRow>(conn)
+                .await
+                .optional()
+                .map_err(self.query_error("load"))?
+        });
+        Ok(row.and_then(|row| self.decode(&key, row)))
+    }
+
+    /// Turns a row into a record, or `None` (with a warning) for a row that cannot be used.
+    fn decode(&self, key: &str, row: StoredRow) -> Option<TokenRecord> {
+        let store = self.describe();
+        let token = match (&row.nonce, &self.inner.cipher) {
+            (Some(nonce), Some(cipher)) => match cipher.open(key, &row.token, nonce) {
+                Some(token) => token,
+                None => {
+                    tracing::warn!(
+                        store = %store,
+                        credential_key = %key,
+                        "stored token does not decrypt with the configured encryption key (another key, a tampered \
+                         row, or a row copied from another credential key); treating it as absent"
+                    );
+                    return None;
+                }
+            },
+            (Some(_), None) => {
+                tracing::warn!(
+                    store = %store,
+                    credential_key = %key,
+                    "stored token is encrypted but no encryption key is configured; treating it as absent"
+                );
+                return None;
+            }
+            (None, cipher) => {
+                if cipher.is_some() {
+                    tracing::warn!(
+                        store = %store,
+                        credential_key = %key,
+                        "stored token is in plaintext although an encryption key is configured; using it, the \
+                         next refresh stores it encrypted"
+                    );
+                }
+                SecretString::from(row.token)
+            }
+        };
+        let Ok(generation) = u64::try_from(row.generation) else {
+            tracing::warn!(
+                store = %store,
+                credential_key = %key,
+                generation = row.generation,
+                "stored token has a negative generation; treating it as absent"
+            );
+            return None;
+        };
+        Some(TokenRecord {
+            token,
+            generation: Generation(generation),
+            obtained_at_ms: row.obtained_at,
+            expires_at_ms: row.expires_at,
+            meta: LoginMeta {
+                agent_id: row.agent_id,
+                terminal_id: row.terminal_id,
+                user_id: row.user_id,
+                user_login: row.user_login,
+            },
+            written_by: row.written_by,
+        })
+    }
+
+    fn encode(&self, key: &str, record: &TokenRecord) -> Result<NewRow, StoreError> {
+        let generation = i64::try_from(record.generation.0).map_err(|_| StoreError::Query {
+            store: self.describe(),
+            operation: "save",
+            source: format!("generation {} does not fit a BIGINT", record.generation).into(),
+        })?;
+        let plaintext = record.token.expose_secret();
+        let (token, nonce) = match &self.inner.cipher {
+            Some(cipher) => {
+                let sealed = cipher.seal(key, plaintext).map_err(|_| StoreError::Query {
+                    store: self.describe(),
+                    operation: "save",
+                    source: "token encryption failed".into(),
+                })?;
+                (sealed.ciphertext, Some(sealed.nonce))
+            }
+            None => (plaintext.to_owned(), None),
+        };
+        Ok(NewRow {
+            credential_key: key.to_owned(),
+            token: Zeroizing::new(token),
+            nonce,
+            generation,
+            obtained_at: record.obtained_at_ms,
+            expires_at: record.expires_at_ms,
+            agent_id: record.meta.agent_id.clone(),
+            terminal_id: record.meta.terminal_id.clone(),
+            user_id: record.meta.user_id.clone(),
+            user_login: record.meta.user_login.clone(),
+            written_by: record.written_by.clone(),
+        })
+    }
+
+    async fn save_inner(&self, row: NewRow) -> Result<bool, StoreError> {
+        use diesel_async::RunQueryDsl;
+        let error = self.query_error("save");
+        match self.inner.pools {
+            #[cfg(feature = "postgres")]
+            Pools::Postgres(ref pool) => {
+                let mut conn = self.checkout(pool).await?;
+                self.count_query();
+                let written = bind_row!(PG_SAVE, row)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(error)?;
+                Ok(written > 0)
+            }
+            #[cfg(feature = "sqlite")]
+            Pools::Sqlite(ref pool) => {
+                let mut conn = self.checkout(pool).await?;
+                self.count_query();
+                let written = bind_row!(SQLITE_SAVE, row)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(error)?;
+                Ok(written > 0)
+            }
+            #[cfg(feature = "mysql")]
+            Pools::Mysql(ref pool) => {
+                let mut conn = self.checkout(pool).await?;
+                let conn = &mut *conn;
+                // Each statement is atomic on its own; the sequence needs no transaction (and so no gap locks,
+                // which deadlock concurrent first inserts of one key under REPEATABLE READ).
+                let update = || bind_row!(MYSQL_SAVE_UPDATE, row).bind::<BigInt, _>(row.generation);
+                self.count_query();
+                if update().execute(&mut *conn).await.map_err(&error)? > 0 {
+                    return Ok(true);
+                }
+                self.count_query();
+                match bind_row!(MYSQL_SAVE_INSERT, row).execute(&mut *conn).await {
+                    Ok(_) => return Ok(true),
+                    Err(diesel::result::Error::DatabaseError(
+                        diesel::result::DatabaseErrorKind::UniqueViolation,
+                        _,
+                    )) => {}
+                    Err(other) => return Err(error(other)),
+                }
+                // A row appeared between the two statements. It may be older than ours (another instance saving
+                // an older generation at the same moment), so ask once more.
+                self.count_query();
+                Ok(update().execute(&mut *conn).await.map_err(&error)? > 0)
+            }
+        }
+    }
+
+    async fn lease_inner(
+        &self,
+        key: String,
+        owner: String,
+        ttl_ms: i64,
+    ) -> Result<bool, StoreError> {
+        use diesel_async::RunQueryDsl;
+        let error = self.query_error("lease");
+        match self.inner.pools {
+            #[cfg(feature = "postgres")]
+            Pools::Postgres(ref pool) => {
+                let mut conn = self.checkout(pool).await?;
+                self.count_query();
+                let taken = diesel::sql_query(PG_LEASE)
+                    .bind::<Text, _>(&key)
+                    .bind::<BigInt, _>(ttl_ms)
+                    .bind::<Text, _>(&owner)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(error)?;
+                Ok(taken > 0)
+            }
+            #[cfg(feature = "sqlite")]
+            Pools::Sqlite(ref pool) => {
+                let mut conn = self.checkout(pool).await?;
+                self.count_query();
+                let taken = diesel::sql_query(SQLITE_LEASE)
+                    .bind::<Text, _>(&key)
+                    .bind::<BigInt, _>(ttl_ms)
+                    .bind::<Text, _>(&owner)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(error)?;
+                Ok(taken > 0)
+            }
+            #[cfg(feature = "mysql")]
+            Pools::Mysql(ref pool) => {
+                let mut conn = self.checkout(pool).await?;
+                self.count_query();
+                // The row exists after a key's first lease, so the UPDATE alone is the usual case.
+                let taken = diesel::sql_query(MYSQL_LEASE_UPDATE)
+                    .bind::<BigInt, _>(ttl_ms)
+                    .bind::<Text, _>(&owner)
+                    .bind::<Text, _>(&key)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(&error)?;
+                if taken > 0 {
+                    return Ok(true);
+                }
+                self.count_query();
+                match diesel::sql_query(MYSQL_LEASE_INSERT)
+                    .bind::<Text, _>(&key)
+                    .bind::<BigInt, _>(ttl_ms)
+                    .bind::<Text, _>(&owner)
+                    .execute(&mut *conn)
+                    .await
+                {
+                    Ok(_) => Ok(true),
+                    // Held by someone (who may just have inserted it).
+                    Err(diesel::result::Error::DatabaseError(
+                        diesel::result::DatabaseErrorKind::UniqueViolation,
+                        _,
+                    )) => Ok(false),
+                    Err(other) => Err(error(other)),
+                }
+            }
+        }
+    }
+
+    async fn release_inner(&self, key: String, owner: String) -> Result<(), StoreError> {
+        use diesel_async::RunQueryDsl;
+        with_conn!(self, |conn| {
+            let sql = match self.backend() {
+                Backend::Postgres => PG_RELEASE,
+                Backend::Sqlite => SQLITE_RELEASE,
+                Backend::Mysql => MYSQL_RELEASE,
+            };
+            self.count_query();
+            diesel::sql_query(sql)
+                .bind::<Text, _>(&key)
+                .bind::<Text, _>(&owner)
+                .execute(conn)
+                .await
+                .map_err(self.query_error("release"))?;
+        });
+        Ok(())
+    }
+
+    async fn clear_inner(&self, key: String) -> Result<(), StoreError> {
+        use super::schema::paynet_tokens::dsl::{credential_key, paynet_tokens};
+        use diesel::{ExpressionMethods, QueryDsl};
+        use diesel_async::RunQueryDsl;
+
+        with_conn!(self, |conn| {
+            self.count_query();
+            diesel::delete(paynet_tokens.filter(credential_key.eq(&key)))
+                .execute(conn)
+                .await
+                .map_err(self.query_error("clear"))?;
+        });
+        Ok(())
+    }
+}
+
+fn check_length(what: &str, value: &str) -> Result<(), StoreError> {
+    if value.len() > MAX_KEY_BYTES {
+        return Err(StoreError::Config(format!(
+            "{what} is {} bytes long; the token store holds at most {MAX_KEY_BYTES}",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+impl fmt::Debug for DieselStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DieselStore")
+            .field("store", &self.inner.describe)
+            .field("backend", &self.backend())
+            .field("encrypted", &self.inner.cipher.is_some())
+            .field("query_count", &self.query_count())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl TokenStore for DieselStore {
+    fn describe(&self) -> String {
+        self.inner.describe.clone()
+    }
+
+    async fn load(&self, key: &str) -> Result<Option<TokenRecord>, StoreError> {
+        check_length("credential key", key)?;
+        let (this, key) = (self.clone(), key.to_owned());
+        self.spawned("load", async move { this.load_inner(key).await })
+            .await
+    }
+
+    async fn save(&self, key: &str, record: &TokenRecord) -> Result<bool, StoreError> {
+        check_length("credential key", key)?;
+        let row = self.encode(key, record)?;
+        let this = self.clone();
+        self.spawned("save", async move { this.save_inner(row).await })
+            .await
+    }
+
+    async fn try_lease(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        check_length("credential key", key)?;
+        check_length("lease owner", owner)?;
+        let ttl_ms = i64::try_from(ttl.as_millis()).map_or(MAX_TTL_MS, |ms| ms.min(MAX_TTL_MS));
+        let (this, key, owner) = (self.clone(), key.to_owned(), owner.to_owned());
+        self.spawned("lease", async move {
+            this.lease_inner(key, owner, ttl_ms).await
+        })
+        .await
+    }
+
+    async fn release(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        check_length("credential key", key)?;
+        check_length("lease owner", owner)?;
+        let (this, key, owner) = (self.clone(), key.to_owned(), owner.to_owned());
+        self.spawned(
+            "release",
+            async move { this.release_inner(key, owner).await },
+        )
+        .await
+    }
+
+    async fn clear(&self, key: &str) -> Result<(), StoreError> {
+        check_length("credential key", key)?;
+        let (this, key) = (self.clone(), key.to_owned());
+        self.spawned("clear", async move { this.clear_inner(key).await })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact("postgres://user:hunter2@db:5432/x"),
+            "postgres://user:****@db:5432/x"
+        );
+        assert_eq!(redact("mysql://root@db/x"), "mysql://root@db/x");
+        let redacted = redact("postgres://db/x?user=a&password=hunter2&sslmode=disable");
+        assert!(!redacted.contains("hunter2"), "{redacted}");
+        assert!(redacted.contains("sslmode=disable"), "{redacted}");
+        assert_eq!(redact("sqlite::memory:"), "sqlite::memory:");
+        assert_eq!(redact("sqlite:///tmp/a.db"), "sqlite:///tmp/a.db");
+    }
+
+    #[test]
+    fn parses_targets() {
+        assert!(
+            matches!(Target::parse("sqlite::memory:"), Ok(Target::Sqlite { path }) if path == ":memory:")
+        );
+        assert!(
+            matches!(Target::parse("sqlite://:memory:"), Ok(Target::Sqlite { path }) if path == ":memory:")
+        );
+        assert!(
+            matches!(Target::parse("sqlite:///tmp/a.db"), Ok(Target::Sqlite { path }) if path == "/tmp/a.db")
+        );
+        assert!(
+            matches!(Target::parse("sqlite://a.db"), Ok(Target::Sqlite { path }) if path == "a.db")
+        );
+        assert!(
+            matches!(Target::parse("sqlite:a.db"), Ok(Target::Sqlite { path }) if path == "a.db")
+        );
+        assert!(matches!(
+            Target::parse("sqlite://"),
+            Err(StoreError::Config(_))
+        ));
+        assert!(matches!(
+            Target::parse("PostgreSQL://h/d"),
+            Ok(Target::Postgres(_))
+        ));
+        assert!(
+            matches!(Target::parse("mariadb://h/d"), Ok(Target::Mysql(url)) if url == "mysql://h/d")
+        );
+        let err = Target::parse("redis://:secret@h")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("`redis`") && !err.contains("secret"), "{err}");
+        assert!(Target::parse("no scheme").is_err());
+    }
+}

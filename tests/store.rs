@@ -1,0 +1,1271 @@
+//! The diesel token store against real databases: PostgreSQL (`PAYNET_TEST_POSTGRES_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/test`), MariaDB/MySQL (`PAYNET_TEST_MYSQL_URL`, default
+//! `mysql://root@127.0.0.1:3306/test`) and SQLite in temporary directories.
+//!
+//! These tests fail, rather than skip, when a server is unreachable. Every test uses credential keys of its own, so
+//! they share the server databases safely and in parallel.
+#![cfg(all(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use diesel::{ExpressionMethods, QueryDsl};
+use diesel_async::{AsyncConnection, AsyncMysqlConnection, AsyncPgConnection};
+use paynet_auth::StoreError;
+use paynet_auth::store::{self, Backend, DieselStore, StoreOptions, TokenStore};
+use paynet_auth::token::{Generation, LoginMeta, TokenRecord};
+use secrecy::{ExposeSecret, SecretString};
+use tempfile::TempDir;
+
+type SqliteConnection =
+    diesel_async::sync_connection_wrapper::SyncConnectionWrapper<diesel::SqliteConnection>;
+
+diesel::table! {
+    paynet_tokens (credential_key) {
+        credential_key -> Text,
+        token -> Text,
+        nonce -> Nullable<Text>,
+        generation -> BigInt,
+        obtained_at -> BigInt,
+        expires_at -> Nullable<BigInt>,
+        agent_id -> Nullable<Text>,
+        terminal_id -> Nullable<Text>,
+        user_id -> Nullable<Text>,
+        user_login -> Nullable<Text>,
+        written_by -> Text,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Fixtures
+
+fn postgres_url() -> String {
+    std::env::var("PAYNET_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+fn mysql_url() -> String {
+    std::env::var("PAYNET_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned())
+}
+
+macro_rules! on_raw {
+    ($raw:expr, |$conn:ident| $body:expr) => {
+        match $raw {
+            Raw::Postgres($conn) => $body,
+            Raw::Sqlite($conn) => $body,
+            Raw::Mysql($conn) => $body,
+        }
+    };
+}
+
+/// A database for one test: a server database shared with the other tests, or a SQLite file of its own.
+struct Fixture {
+    url: String,
+    _dir: Option<TempDir>,
+}
+
+impl Fixture {
+    fn postgres() -> Self {
+        Self {
+            url: postgres_url(),
+            _dir: None,
+        }
+    }
+
+    fn mysql() -> Self {
+        Self {
+            url: mysql_url(),
+            _dir: None,
+        }
+    }
+
+    fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        Self {
+            url: format!("sqlite://{}", dir.path().join("tokens.db").display()),
+            _dir: Some(dir),
+        }
+    }
+
+    /// A migrated store; panics (fails the test) if the database is unreachable.
+    async fn store(&self, options: StoreOptions) -> DieselStore {
+        let store = DieselStore::connect(&self.url, options)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.url));
+        store
+            .migrate()
+            .await
+            .unwrap_or_else(|e| panic!("migrate {}: {e}", store.describe()));
+        store
+    }
+
+    async fn plain_store(&self) -> DieselStore {
+        self.store(StoreOptions::default()).await
+    }
+
+    async fn encrypted_store(&self, key_byte: u8) -> DieselStore {
+        self.store(StoreOptions {
+            encryption_key: Some(encryption_key(key_byte)),
+            ..StoreOptions::default()
+        })
+        .await
+    }
+
+    /// The same kind of database, but empty: a new SQLite file, or a new database on the server (dropped by
+    /// [`Fixture::drop_database`]). Migrations are only really exercised on an empty database, since the shared
+    /// test database keeps its tables from earlier runs.
+    async fn empty(&self) -> Fixture {
+        if self._dir.is_some() {
+            return Fixture::sqlite();
+        }
+        let name = format!("paynet_test_{:016x}", rand::random::<u64>());
+        self.admin(&format!("CREATE DATABASE {name}")).await;
+        let mut url = url::Url::parse(&self.url).unwrap();
+        url.set_path(&name);
+        Fixture {
+            url: url.to_string(),
+            _dir: None,
+        }
+    }
+
+    async fn drop_database(&self, server: &Fixture) {
+        if self._dir.is_some() {
+            return;
+        }
+        let url = url::Url::parse(&self.url).unwrap();
+        let name = url.path().trim_start_matches('/');
+        if self.url.starts_with("postgres") {
+            // FORCE: the stores' pooled connections are still open.
+            server
+                .admin(&format!("DROP DATABASE {name} WITH (FORCE)"))
+                .await;
+        } else {
+            server.admin(&format!("DROP DATABASE {name}")).await;
+        }
+    }
+
+    async fn admin(&self, statement: &str) {
+        use diesel_async::SimpleAsyncConnection;
+        on_raw!(&mut self.raw().await, |conn| conn
+            .batch_execute(statement)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}")));
+    }
+
+    async fn raw(&self) -> Raw {
+        if let Some(path) = self.url.strip_prefix("sqlite://") {
+            Raw::Sqlite(
+                SqliteConnection::establish(path)
+                    .await
+                    .expect("raw SQLite connection"),
+            )
+        } else if self.url.starts_with("postgres") {
+            Raw::Postgres(
+                AsyncPgConnection::establish(&self.url)
+                    .await
+                    .expect("raw PostgreSQL connection"),
+            )
+        } else {
+            Raw::Mysql(
+                AsyncMysqlConnection::establish(&self.url)
+                    .await
+                    .expect("raw MySQL connection"),
+            )
+        }
+    }
+}
+
+/// A direct connection, to look at and tamper with rows behind the store's back.
+#[allow(clippy::large_enum_variant)] // one short-lived value per test
+enum Raw {
+    Postgres(AsyncPgConnection),
+    Sqlite(SqliteConnection),
+    Mysql(AsyncMysqlConnection),
+}
+
+type FullRow = (
+    String,
+    Option<String>,
+    i64,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+);
+
+impl Raw {
+    /// The `token` and `nonce` columns.
+    async fn token_columns(&mut self, key: &str) -> (String, Option<String>) {
+        // Scoped: diesel's `load`/`first` would shadow the store's methods elsewhere in this file.
+        use diesel_async::RunQueryDsl;
+        use paynet_tokens::dsl as t;
+        on_raw!(self, |conn| t::paynet_tokens
+            .filter(t::credential_key.eq(key))
+            .select((t::token, t::nonce))
+            .get_result::<(String, Option<String>)>(conn)
+            .await
+            .expect("raw row"))
+    }
+
+    async fn set_token_column(&mut self, key: &str, value: &str) {
+        // Scoped: diesel's `load`/`first` would shadow the store's methods elsewhere in this file.
+        use diesel_async::RunQueryDsl;
+        use paynet_tokens::dsl as t;
+        on_raw!(self, |conn| diesel::update(
+            t::paynet_tokens.filter(t::credential_key.eq(key))
+        )
+        .set(t::token.eq(value))
+        .execute(conn)
+        .await
+        .expect("raw update"));
+    }
+
+    /// Copies the row of `from` as it is to a new row under `to`, as someone with database access could.
+    async fn copy_row(&mut self, from: &str, to: &str) {
+        // Scoped: diesel's `load`/`first` would shadow the store's methods elsewhere in this file.
+        use diesel_async::RunQueryDsl;
+        use paynet_tokens::dsl as t;
+        on_raw!(self, |conn| {
+            let row: FullRow = t::paynet_tokens
+                .filter(t::credential_key.eq(from))
+                .select((
+                    t::token,
+                    t::nonce,
+                    t::generation,
+                    t::obtained_at,
+                    t::expires_at,
+                    t::agent_id,
+                    t::terminal_id,
+                    t::user_id,
+                    t::user_login,
+                    t::written_by,
+                ))
+                .get_result(conn)
+                .await
+                .expect("raw row");
+            diesel::insert_into(t::paynet_tokens)
+                .values((
+                    t::credential_key.eq(to),
+                    t::token.eq(row.0),
+                    t::nonce.eq(row.1),
+                    t::generation.eq(row.2),
+                    t::obtained_at.eq(row.3),
+                    t::expires_at.eq(row.4),
+                    t::agent_id.eq(row.5),
+                    t::terminal_id.eq(row.6),
+                    t::user_id.eq(row.7),
+                    t::user_login.eq(row.8),
+                    t::written_by.eq(row.9),
+                ))
+                .execute(conn)
+                .await
+                .expect("raw insert");
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Helpers
+
+/// A credential key no other test (or earlier run) uses.
+fn unique_key(test: &str) -> String {
+    format!("{test}-{:016x}", rand::random::<u64>())
+}
+
+fn encryption_key(byte: u8) -> SecretString {
+    base64::engine::general_purpose::STANDARD
+        .encode([byte; 32])
+        .into()
+}
+
+fn record(generation: u64, token: &str) -> TokenRecord {
+    TokenRecord {
+        token: token.into(),
+        generation: Generation(generation),
+        obtained_at_ms: 1_700_000_000_000 + i64::try_from(generation).unwrap(),
+        expires_at_ms: None,
+        meta: LoginMeta::default(),
+        written_by: "test-host:1:abcd".into(),
+    }
+}
+
+fn assert_same(loaded: &TokenRecord, expected: &TokenRecord) {
+    assert_eq!(loaded.token.expose_secret(), expected.token.expose_secret());
+    assert_eq!(loaded.generation, expected.generation);
+    assert_eq!(loaded.obtained_at_ms, expected.obtained_at_ms);
+    assert_eq!(loaded.expires_at_ms, expected.expires_at_ms);
+    assert_eq!(loaded.meta, expected.meta);
+    assert_eq!(loaded.written_by, expected.written_by);
+}
+
+/// Collects what `tracing` logs on this thread (with a current-thread runtime, the store's tasks run here too).
+#[derive(Clone, Default)]
+struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl CapturedLogs {
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let writer = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A TCP forwarder in front of a database server that can be stopped (dropping every connection) and started
+/// again on the same port: the database "goes away" and "comes back" without touching the real server.
+struct Proxy {
+    port: u16,
+    target: String,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Proxy {
+    async fn start(target: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut proxy = Self {
+            port,
+            target,
+            task: None,
+        };
+        proxy.serve(listener);
+        proxy
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
+        let target = self.target.clone();
+        self.task = Some(tokio::spawn(async move {
+            // Dropping the set (when this task is aborted) aborts every forwarding task and closes its sockets.
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                let target = target.clone();
+                connections.spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    async fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    async fn restart(&mut self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        self.serve(listener);
+    }
+
+    /// `url` with its host and port replaced by the proxy's.
+    fn url_through(&self, url: &str) -> String {
+        let mut url = url::Url::parse(url).unwrap();
+        url.set_host(Some("127.0.0.1")).unwrap();
+        url.set_port(Some(self.port)).unwrap();
+        if url.scheme() == "mysql" {
+            // mysql_async otherwise notices the server is local and moves to its Unix socket, around the proxy.
+            url.query_pairs_mut().append_pair("prefer_socket", "false");
+        }
+        url.to_string()
+    }
+}
+
+fn host_port(url: &str) -> String {
+    let url = url::Url::parse(url).unwrap();
+    format!(
+        "{}:{}",
+        url.host_str().unwrap(),
+        url.port_or_known_default().unwrap_or(match url.scheme() {
+            "mysql" => 3306,
+            _ => 5432,
+        })
+    )
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The cases, written once and run on every backend.
+
+mod cases {
+    use super::*;
+
+    pub(super) async fn round_trip(db: Fixture) {
+        let store = db.plain_store().await;
+        let key = unique_key("round_trip");
+        assert!(store.load(&key).await.unwrap().is_none());
+
+        let mut first = record(1, "RV5LwDHwB1ZJUBEFdbRNNaA64LynT5VG");
+        first.meta = LoginMeta {
+            agent_id: Some("agent-7".into()),
+            terminal_id: Some("T-42".into()),
+            user_id: Some("1001".into()),
+            user_login: Some("kassa@example.uz".into()),
+        };
+        assert!(store.save(&key, &first).await.unwrap());
+        assert_same(&store.load(&key).await.unwrap().unwrap(), &first);
+
+        let mut second = record(2, "second token, with \"quotes\" and ünïcode");
+        second.expires_at_ms = Some(1_800_000_000_123);
+        assert!(store.save(&key, &second).await.unwrap());
+        let loaded = store.load(&key).await.unwrap().unwrap();
+        assert_same(&loaded, &second);
+        assert_eq!(
+            loaded.meta,
+            LoginMeta::default(),
+            "metadata is replaced, not merged"
+        );
+
+        // Another store on the same database (another instance) sees it.
+        let other = db.plain_store().await;
+        assert_same(&other.load(&key).await.unwrap().unwrap(), &second);
+
+        store.clear(&key).await.unwrap();
+        assert!(store.load(&key).await.unwrap().is_none());
+        // After a clear, any generation may be written again.
+        assert!(store.save(&key, &first).await.unwrap());
+        store.clear(&key).await.unwrap();
+    }
+
+    pub(super) async fn older_generation_refused(db: Fixture) {
+        let store = db.plain_store().await;
+        let key = unique_key("older_generation_refused");
+        let current = record(5, "generation-five");
+        assert!(store.save(&key, &current).await.unwrap());
+
+        assert!(!store.save(&key, &record(4, "older")).await.unwrap());
+        assert!(
+            !store
+                .save(&key, &record(5, "same generation"))
+                .await
+                .unwrap()
+        );
+        assert!(!store.save(&key, &record(0, "zero")).await.unwrap());
+        assert_same(&store.load(&key).await.unwrap().unwrap(), &current);
+
+        let newer = record(6, "generation-six");
+        assert!(store.save(&key, &newer).await.unwrap());
+        assert_same(&store.load(&key).await.unwrap().unwrap(), &newer);
+    }
+
+    pub(super) async fn concurrent_saves_keep_newest(db: Fixture) {
+        let store = db.plain_store().await;
+        let key = unique_key("concurrent_saves");
+        let tasks: Vec<_> = (1..=16u64)
+            .map(|generation| {
+                let (store, key) = (store.clone(), key.clone());
+                tokio::spawn(async move {
+                    let saved = store
+                        .save(&key, &record(generation, &format!("token-{generation}")))
+                        .await
+                        .unwrap();
+                    (generation, saved)
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.unwrap());
+        }
+        assert!(
+            results.contains(&(16, true)),
+            "the newest save must win: {results:?}"
+        );
+        let loaded = store.load(&key).await.unwrap().unwrap();
+        assert_eq!(loaded.generation, Generation(16));
+        assert_eq!(loaded.token.expose_secret(), "token-16");
+    }
+
+    pub(super) async fn concurrent_lease_has_one_winner(db: Fixture) {
+        let store = db.plain_store().await;
+        let key = unique_key("concurrent_lease");
+        let barrier = Arc::new(tokio::sync::Barrier::new(16));
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let (store, key, barrier) = (store.clone(), key.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store
+                        .try_lease(&key, &format!("owner-{i}"), Duration::from_secs(30))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut winners = 0;
+        for task in tasks {
+            winners += usize::from(task.await.unwrap());
+        }
+        assert_eq!(winners, 1);
+
+        // Once the row exists, a second round also has exactly one winner (after the holder releases).
+        for i in 0..16 {
+            store.release(&key, &format!("owner-{i}")).await.unwrap();
+        }
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let (store, key) = (store.clone(), key.clone());
+                tokio::spawn(async move {
+                    store
+                        .try_lease(&key, &format!("second-{i}"), Duration::from_secs(30))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut winners = 0;
+        for task in tasks {
+            winners += usize::from(task.await.unwrap());
+        }
+        assert_eq!(winners, 1);
+    }
+
+    pub(super) async fn lease_expires(db: Fixture) {
+        let store = db.plain_store().await;
+        let key = unique_key("lease_expires");
+        assert!(
+            store
+                .try_lease(&key, "a", Duration::from_millis(200))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .try_lease(&key, "b", Duration::from_millis(200))
+                .await
+                .unwrap()
+        );
+        // The lease runs on the database's clock; wait a little longer than it.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            store
+                .try_lease(&key, "b", Duration::from_secs(30))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .try_lease(&key, "a", Duration::from_secs(30))
+                .await
+                .unwrap()
+        );
+    }
+
+    pub(super) async fn release_lets_next_owner_in(db: Fixture) {
+        let store = db.plain_store().await;
+        let key = unique_key("release");
+        assert!(
+            store
+                .try_lease(&key, "a", Duration::from_secs(30))
+                .await
+                .unwrap()
+        );
+
+        // Not the holder: nothing happens.
+        store.release(&key, "b").await.unwrap();
+        assert!(
+            !store
+                .try_lease(&key, "b", Duration::from_secs(30))
+                .await
+                .unwrap()
+        );
+
+        store.release(&key, "a").await.unwrap();
+        assert!(
+            store
+                .try_lease(&key, "b", Duration::from_secs(30))
+                .await
+                .unwrap()
+        );
+        // The former holder's late release does not free the new holder's lease.
+        store.release(&key, "a").await.unwrap();
+        assert!(
+            !store
+                .try_lease(&key, "c", Duration::from_secs(30))
+                .await
+                .unwrap()
+        );
+
+        // Releasing a lease nobody ever took is fine.
+        store
+            .release(&unique_key("release-none"), "a")
+            .await
+            .unwrap();
+    }
+
+    pub(super) async fn encryption_at_rest(db: Fixture) {
+        let logs = CapturedLogs::default();
+        let _guard = logs.install();
+        let secret_token = "S3cr3t-T0ken-Value-0123456789";
+        let store = db.encrypted_store(1).await;
+        let key = unique_key("encryption");
+        let mut saved = record(1, secret_token);
+        saved.expires_at_ms = Some(1_900_000_000_000);
+        assert!(store.save(&key, &saved).await.unwrap());
+
+        let mut raw = db.raw().await;
+        let (column, nonce) = raw.token_columns(&key).await;
+        assert!(!column.contains(secret_token), "token stored in plaintext");
+        assert!(!column.contains("S3cr3t"));
+        let nonce = nonce.expect("an encrypted row has a nonce");
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD
+                .decode(&nonce)
+                .unwrap()
+                .len(),
+            12
+        );
+
+        // The right key decrypts, in this store and in another instance's.
+        assert_same(&store.load(&key).await.unwrap().unwrap(), &saved);
+        assert_same(
+            &db.encrypted_store(1)
+                .await
+                .load(&key)
+                .await
+                .unwrap()
+                .unwrap(),
+            &saved,
+        );
+
+        // Each save has a fresh nonce.
+        assert!(store.save(&key, &record(2, secret_token)).await.unwrap());
+        let (column_2, nonce_2) = raw.token_columns(&key).await;
+        assert_ne!(Some(nonce), nonce_2);
+        assert_ne!(column, column_2);
+
+        // A wrong key, or no key at all: absent, not an error, not a panic.
+        assert!(
+            db.encrypted_store(2)
+                .await
+                .load(&key)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(db.plain_store().await.load(&key).await.unwrap().is_none());
+
+        // A row copied under another credential key does not decrypt there.
+        let copy = unique_key("encryption-copy");
+        raw.copy_row(&key, &copy).await;
+        assert!(store.load(&copy).await.unwrap().is_none());
+
+        // A tampered ciphertext does not decrypt.
+        let mut tampered = column_2.into_bytes();
+        tampered[0] = if tampered[0] == b'A' { b'B' } else { b'A' };
+        raw.set_token_column(&key, std::str::from_utf8(&tampered).unwrap())
+            .await;
+        assert!(store.load(&key).await.unwrap().is_none());
+        raw.set_token_column(&key, "not base64 at all!").await;
+        assert!(store.load(&key).await.unwrap().is_none());
+
+        let logs = logs.text();
+        assert!(logs.contains("does not decrypt"), "{logs}");
+        assert!(logs.contains("no encryption key is configured"), "{logs}");
+        assert!(
+            !logs.contains("S3cr3t"),
+            "a log line shows the token: {logs}"
+        );
+        assert!(
+            !logs.contains(encryption_key(1).expose_secret()),
+            "a log line shows the key"
+        );
+    }
+
+    pub(super) async fn plaintext_without_key(db: Fixture) {
+        let logs = CapturedLogs::default();
+        let _guard = logs.install();
+        let store = db.plain_store().await;
+        assert!(
+            logs.text().contains("stored in plaintext"),
+            "{}",
+            logs.text()
+        );
+        let key = unique_key("plaintext");
+        assert!(store.save(&key, &record(1, "plain-token")).await.unwrap());
+        let mut raw = db.raw().await;
+        assert_eq!(
+            raw.token_columns(&key).await,
+            ("plain-token".to_owned(), None)
+        );
+
+        // A key configured later reads the plaintext row (with a warning) and encrypts on the next save.
+        let encrypted = db.encrypted_store(3).await;
+        let loaded = encrypted.load(&key).await.unwrap().unwrap();
+        assert_eq!(loaded.token.expose_secret(), "plain-token");
+        assert!(
+            logs.text()
+                .contains("in plaintext although an encryption key"),
+            "{}",
+            logs.text()
+        );
+        assert!(
+            encrypted
+                .save(&key, &record(2, "plain-token-2"))
+                .await
+                .unwrap()
+        );
+        let (column, nonce) = raw.token_columns(&key).await;
+        assert!(nonce.is_some());
+        assert!(!column.contains("plain-token"));
+    }
+
+    pub(super) async fn migrations_idempotent(db: Fixture) {
+        let store = db.plain_store().await; // migrated once
+        store.migrate().await.unwrap();
+        store.migrate().await.unwrap();
+        // Another instance migrating the same database, concurrently.
+        let other = DieselStore::connect(&db.url, StoreOptions::default())
+            .await
+            .unwrap();
+        let (a, b) = tokio::join!(store.migrate(), other.migrate());
+        a.unwrap();
+        b.unwrap();
+        let key = unique_key("migrations");
+        assert!(other.save(&key, &record(1, "t")).await.unwrap());
+        assert!(store.load(&key).await.unwrap().is_some());
+    }
+
+    /// `migrate` takes the migration lock that a concurrent migrator (another instance) holds, and waits for it.
+    /// (Concurrent first migrations rarely overlap in a test, since servers accept connections one at a time; this
+    /// proves the serialisation deterministically.)
+    pub(super) async fn migrate_waits_for_another_migrator(db: Fixture) {
+        use diesel_async::SimpleAsyncConnection;
+        let store = db.plain_store().await;
+        let mut raw = db.raw().await;
+        let (lock, unlock) = match raw {
+            // The store's advisory lock key, b"paynetmg" as a big-endian i64.
+            Raw::Postgres(_) => (
+                "SELECT pg_advisory_lock(8097887120044354919)",
+                "SELECT pg_advisory_unlock(8097887120044354919)",
+            ),
+            Raw::Mysql(_) => (
+                "DO GET_LOCK('paynet_auth_migrations', 10)",
+                "DO RELEASE_LOCK('paynet_auth_migrations')",
+            ),
+            Raw::Sqlite(_) => ("BEGIN EXCLUSIVE", "COMMIT"),
+        };
+        on_raw!(&mut raw, |conn| conn.batch_execute(lock).await.unwrap());
+        let migrating = tokio::spawn({
+            let store = store.clone();
+            async move { store.migrate().await }
+        });
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(
+            !migrating.is_finished(),
+            "migrate did not wait for the migration lock"
+        );
+        on_raw!(&mut raw, |conn| conn.batch_execute(unlock).await.unwrap());
+        tokio::time::timeout(Duration::from_secs(10), migrating)
+            .await
+            .expect("migrate finishes once the lock is free")
+            .unwrap()
+            .unwrap();
+    }
+
+    pub(super) async fn query_count(db: Fixture) {
+        let store = db.plain_store().await;
+        let mysql = store.backend() == Backend::Mysql;
+        let key = unique_key("query_count");
+        let before = store.query_count();
+        let mut expect = before;
+        let mut step = |n: u64, label: &str, store: &DieselStore| {
+            expect += n;
+            assert_eq!(store.query_count(), expect, "after {label}");
+        };
+
+        store.load(&key).await.unwrap();
+        step(1, "load", &store);
+        store.save(&key, &record(1, "a")).await.unwrap();
+        // MySQL: an UPDATE that finds no row, then the INSERT.
+        step(if mysql { 2 } else { 1 }, "first save", &store);
+        store.save(&key, &record(2, "b")).await.unwrap();
+        step(1, "newer save", &store);
+        assert!(!store.save(&key, &record(2, "c")).await.unwrap());
+        // MySQL: UPDATE (no), INSERT (duplicate), UPDATE again (no).
+        step(if mysql { 3 } else { 1 }, "refused save", &store);
+        assert!(
+            store
+                .try_lease(&key, "a", Duration::from_secs(30))
+                .await
+                .unwrap()
+        );
+        step(if mysql { 2 } else { 1 }, "first lease", &store);
+        assert!(
+            !store
+                .try_lease(&key, "b", Duration::from_secs(30))
+                .await
+                .unwrap()
+        );
+        step(if mysql { 2 } else { 1 }, "held lease", &store);
+        store.release(&key, "a").await.unwrap();
+        step(1, "release", &store);
+        assert!(
+            store
+                .try_lease(&key, "b", Duration::from_secs(30))
+                .await
+                .unwrap()
+        );
+        step(1, "lease taken over", &store);
+        store.clear(&key).await.unwrap();
+        step(1, "clear", &store);
+
+        // Clones share the counter; migrate is not counted.
+        let clone = store.clone();
+        clone.load(&key).await.unwrap();
+        step(1, "load through a clone", &store);
+        store.migrate().await.unwrap();
+        step(0, "migrate", &store);
+    }
+
+    pub(super) async fn unreachable(url: &str) {
+        let timeout = Duration::from_millis(800);
+        let options = StoreOptions {
+            connect_timeout: timeout,
+            ..StoreOptions::default()
+        };
+        // Degraded start: connecting does not need the database.
+        let store = DieselStore::connect(url, options.clone()).await.unwrap();
+        assert!(!store.describe().contains("hunter2"));
+
+        let started = Instant::now();
+        let err = store.load("k").await.unwrap_err();
+        let elapsed = started.elapsed();
+        assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+        assert!(
+            elapsed < timeout + Duration::from_secs(2),
+            "took {elapsed:?}"
+        );
+        let message = err.to_string();
+        assert!(!message.contains("hunter2"), "{message}");
+        assert!(message.contains(&store.describe()), "{message}");
+        // bb8 itself only says "timed out"; the store adds the connection error behind it.
+        assert!(message.contains("last error"), "{message}");
+
+        assert!(matches!(
+            store.save("k", &record(1, "t")).await,
+            Err(StoreError::Unavailable { .. })
+        ));
+        assert!(matches!(
+            store.try_lease("k", "a", Duration::from_secs(1)).await,
+            Err(StoreError::Unavailable { .. })
+        ));
+        assert!(matches!(
+            store.release("k", "a").await,
+            Err(StoreError::Unavailable { .. })
+        ));
+        assert!(matches!(
+            store.clear("k").await,
+            Err(StoreError::Unavailable { .. })
+        ));
+        assert!(matches!(
+            store.migrate().await,
+            Err(StoreError::Unavailable { .. })
+        ));
+        assert_eq!(store.query_count(), 0);
+
+        // The dispatching `connect` migrates, so it reports the outage.
+        let err = store::connect(url, options)
+            .await
+            .err()
+            .expect("no database");
+        assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    }
+
+    /// The database goes away and comes back: calls fail with `Unavailable` meanwhile and work again after,
+    /// with the same store.
+    pub(super) async fn recovers_after_outage(server_url: String) {
+        let mut proxy = Proxy::start(host_port(&server_url)).await;
+        let url = proxy.url_through(&server_url);
+        let store = DieselStore::connect(
+            &url,
+            StoreOptions {
+                connect_timeout: Duration::from_secs(1),
+                pool_size: 2,
+                ..StoreOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        store.migrate().await.unwrap();
+        let key = unique_key("recovers");
+        assert!(store.save(&key, &record(1, "before")).await.unwrap());
+
+        proxy.stop().await;
+        let err = store.load(&key).await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+        let err = store
+            .try_lease(&key, "a", Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+
+        proxy.restart().await;
+        let loaded = store.load(&key).await.unwrap().unwrap();
+        assert_eq!(loaded.token.expose_secret(), "before");
+        assert!(store.save(&key, &record(2, "after")).await.unwrap());
+        proxy.stop().await;
+    }
+}
+
+/// One test per case for a backend.
+macro_rules! backend_tests {
+    ($backend:ident, $fixture:expr, $unreachable_url:expr) => {
+        mod $backend {
+            use super::*;
+
+            #[tokio::test]
+            async fn round_trip() {
+                cases::round_trip($fixture).await;
+            }
+
+            #[tokio::test]
+            async fn older_generation_refused() {
+                cases::older_generation_refused($fixture).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_saves_keep_newest() {
+                cases::concurrent_saves_keep_newest($fixture).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_lease_has_one_winner() {
+                cases::concurrent_lease_has_one_winner($fixture).await;
+            }
+
+            #[tokio::test]
+            async fn lease_expires() {
+                cases::lease_expires($fixture).await;
+            }
+
+            #[tokio::test]
+            async fn release_lets_next_owner_in() {
+                cases::release_lets_next_owner_in($fixture).await;
+            }
+
+            #[tokio::test]
+            async fn encryption_at_rest() {
+                cases::encryption_at_rest($fixture).await;
+            }
+
+            #[tokio::test]
+            async fn plaintext_without_key() {
+                cases::plaintext_without_key($fixture).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn migrations_idempotent_on_empty_database() {
+                cases::migrations_idempotent($fixture).await;
+            }
+
+            // A plain (current-thread) runtime, where diesel-async's own migration harness would panic.
+            #[tokio::test]
+            async fn migrate_on_current_thread_runtime() {
+                let server = $fixture;
+                let db = server.empty().await;
+                db.plain_store().await.migrate().await.unwrap();
+                db.drop_database(&server).await;
+            }
+
+            #[tokio::test]
+            async fn migrate_waits_for_another_migrator() {
+                cases::migrate_waits_for_another_migrator($fixture).await;
+            }
+
+            #[tokio::test]
+            async fn query_count() {
+                cases::query_count($fixture).await;
+            }
+
+            #[tokio::test]
+            async fn unreachable() {
+                cases::unreachable($unreachable_url).await;
+            }
+
+            #[tokio::test]
+            async fn reports_backend() {
+                let store = $fixture.plain_store().await;
+                assert_eq!(
+                    format!("{:?}", store.backend()).to_lowercase(),
+                    stringify!($backend)
+                );
+            }
+        }
+    };
+}
+
+backend_tests!(
+    postgres,
+    Fixture::postgres(),
+    "postgres://postgres:hunter2@127.0.0.1:1/test"
+);
+backend_tests!(
+    mysql,
+    Fixture::mysql(),
+    "mysql://root:hunter2@127.0.0.1:1/test"
+);
+backend_tests!(
+    sqlite,
+    Fixture::sqlite(),
+    "sqlite:///nonexistent-paynet-dir/sub/tokens.db"
+);
+
+#[tokio::test]
+async fn postgres_recovers_after_outage() {
+    cases::recovers_after_outage(postgres_url()).await;
+}
+
+#[tokio::test]
+async fn mysql_recovers_after_outage() {
+    cases::recovers_after_outage(mysql_url()).await;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Backend-independent behaviour
+
+#[tokio::test]
+async fn connect_dispatches_on_scheme() {
+    let memory = store::connect("memory:", StoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(memory.describe(), "memory");
+    assert!(
+        memory
+            .try_lease("k", "a", Duration::from_secs(1))
+            .await
+            .unwrap()
+    );
+
+    let err = store::connect("redis://user:hunter2@host/0", StoreOptions::default())
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, StoreError::Config(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("`redis`") && !err.to_string().contains("hunter2"),
+        "{err}"
+    );
+    assert!(matches!(
+        store::connect("just-a-path.db", StoreOptions::default()).await,
+        Err(StoreError::Config(_))
+    ));
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("dispatch.db").display());
+    let sqlite = store::connect(&url, StoreOptions::default()).await.unwrap();
+    assert_eq!(sqlite.describe(), url);
+    assert!(
+        sqlite.save("k", &record(1, "t")).await.unwrap(),
+        "migrated by connect"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_in_memory() {
+    let store = store::connect("sqlite::memory:", StoreOptions::default())
+        .await
+        .unwrap();
+    assert!(store.save("k", &record(1, "t")).await.unwrap());
+    assert_eq!(
+        store
+            .load("k")
+            .await
+            .unwrap()
+            .unwrap()
+            .token
+            .expose_secret(),
+        "t"
+    );
+    assert!(
+        store
+            .try_lease("k", "a", Duration::from_secs(30))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .try_lease("k", "b", Duration::from_secs(30))
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn encryption_key_is_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("keys.db").display());
+    let with_key = |key: &str| StoreOptions {
+        encryption_key: Some(key.into()),
+        ..StoreOptions::default()
+    };
+
+    let short = base64::engine::general_purpose::STANDARD.encode([9u8; 16]);
+    let err = DieselStore::connect(&url, with_key(&short))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Config(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("base64 of 32 bytes, got 16 bytes"),
+        "{err}"
+    );
+
+    let err = DieselStore::connect(&url, with_key("not base64 !!"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Config(_)), "{err:?}");
+    assert!(!err.to_string().contains("not base64 !!"), "{err}");
+
+    let good = encryption_key(4);
+    DieselStore::connect(&url, with_key(good.expose_secret()))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn options_are_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("opts.db").display());
+    let zero_pool = StoreOptions {
+        pool_size: 0,
+        ..StoreOptions::default()
+    };
+    assert!(matches!(
+        DieselStore::connect(&url, zero_pool).await,
+        Err(StoreError::Config(_))
+    ));
+    let zero_timeout = StoreOptions {
+        connect_timeout: Duration::ZERO,
+        ..StoreOptions::default()
+    };
+    assert!(matches!(
+        DieselStore::connect(&url, zero_timeout).await,
+        Err(StoreError::Config(_))
+    ));
+}
+
+#[tokio::test]
+async fn overlong_keys_are_refused_on_every_backend_alike() {
+    let db = Fixture::sqlite();
+    let store = db.plain_store().await;
+    let long = "k".repeat(256);
+    assert!(matches!(
+        store.save(&long, &record(1, "t")).await,
+        Err(StoreError::Config(_))
+    ));
+    assert!(matches!(
+        store.load(&long).await,
+        Err(StoreError::Config(_))
+    ));
+    assert!(matches!(
+        store.try_lease("k", &long, Duration::from_secs(1)).await,
+        Err(StoreError::Config(_))
+    ));
+    let longest = "k".repeat(255);
+    assert!(store.save(&longest, &record(1, "t")).await.unwrap());
+}
+
+#[tokio::test]
+async fn describe_hides_password() {
+    let store = DieselStore::connect(
+        "postgres://postgres:hunter2@127.0.0.1:1/test",
+        StoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        store.describe(),
+        "postgres://postgres:****@127.0.0.1:1/test"
+    );
+    assert!(!format!("{store:?}").contains("hunter2"));
+    let store = DieselStore::connect(
+        "mariadb://root:hunter2@127.0.0.1:1/test",
+        StoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(store.backend(), Backend::Mysql);
+    assert!(!store.describe().contains("hunter2"));
+}
+
+#[tokio::test]
+async fn keys_differing_in_case_or_trailing_space_are_distinct() {
+    // MySQL's default collations would merge these; the keys are VARBINARY there.
+    for url in [postgres_url(), mysql_url()] {
+        let store = Fixture { url, _dir: None }.plain_store().await;
+        let key = unique_key("case");
+        let upper = key.to_uppercase();
+        let spaced = format!("{key} ");
+        assert!(store.save(&key, &record(1, "lower")).await.unwrap());
+        assert!(store.save(&upper, &record(1, "upper")).await.unwrap());
+        assert!(store.save(&spaced, &record(1, "spaced")).await.unwrap());
+        assert_eq!(
+            store
+                .load(&key)
+                .await
+                .unwrap()
+                .unwrap()
+                .token
+                .expose_secret(),
+            "lower"
+        );
+        assert_eq!(
+            store
+                .load(&upper)
+                .await
+                .unwrap()
+                .unwrap()
+                .token
+                .expose_secret(),
+            "upper"
+        );
+        assert_eq!(
+            store
+                .load(&spaced)
+                .await
+                .unwrap()
+                .unwrap()
+                .token
+                .expose_secret(),
+            "spaced"
+        );
+        assert!(
+            store
+                .try_lease(&key, "a", Duration::from_secs(30))
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .try_lease(&upper, "a", Duration::from_secs(30))
+                .await
+                .unwrap()
+        );
+    }
+}
