@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 #![deny(unreachable_pub, unsafe_code)]
 
+pub mod body;
 pub mod clock;
 pub mod error;
 pub mod store;
