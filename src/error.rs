@@ -207,6 +207,14 @@ pub enum Error {
         /// The generation of the fresh token that was rejected.
         generation: u64,
     },
+    /// The token has characters a header value cannot carry, so it cannot be sent in the configured header.
+    #[error(
+        "the token cannot be sent in the `{header}` header: it has characters a header value cannot carry"
+    )]
+    TokenNotHeaderSafe {
+        /// The configured header.
+        header: http::HeaderName,
+    },
     /// Reading the response body failed.
     #[error("reading the response body failed: {0}")]
     ResponseBody(#[source] BoxError),

@@ -11,6 +11,8 @@ pub mod body;
 pub mod clock;
 pub mod config;
 pub mod error;
+#[cfg(feature = "reqwest")]
+pub mod reqwest_adapter;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod store;

@@ -11,7 +11,7 @@ use reqwest_middleware::{Middleware, Next};
 use crate::layer::Settings;
 use crate::service::{authorise_buffered, read_request_body};
 use crate::token::{LoginResponse, LoginSender};
-use crate::{BoxError, Error, PaynetAuthLayer};
+use crate::{Error, PaynetAuthLayer};
 
 /// Authorises reqwest calls with the manager's token, like [`PaynetAuthLayer`] does for tower services.
 ///
@@ -51,7 +51,7 @@ impl PaynetAuthMiddleware {
         let client = self.login_client.clone();
         LoginSender::new(move |request| {
             async move {
-                let request = reqwest::Request::try_from(request.map(reqwest::Body::from))?;
+                let request = reqwest::Request::try_from(request.map(reqwest::Body::wrap))?;
                 let response = client.execute(request).await?;
                 let status = response.status();
                 let headers = response.headers().clone();
@@ -102,17 +102,10 @@ impl Middleware for PaynetAuthMiddleware {
                 Ok::<_, reqwest_middleware::Error>(http::Response::<reqwest::Body>::from(response))
             }
         };
-        let response = authorise_buffered(&self.settings, parts, body, send, || {
-            self.login_sender()
-        })
-        .await
-        .map_err(middleware_error)?;
+        let response =
+            authorise_buffered(&self.settings, parts, body, send, || self.login_sender())
+                .await
+                .map_err(middleware_error)?;
         Ok(reqwest::Response::from(response.map(reqwest::Body::wrap)))
-    }
-}
-
-impl From<reqwest_middleware::Error> for BoxError {
-    fn from(error: reqwest_middleware::Error) -> Self {
-        Box::new(error)
     }
 }

@@ -115,16 +115,17 @@ where
     let (parts, body) = request.into_parts();
     let body = read_request_body(body, &parts.headers, settings.max_request_body).await?;
     let template = ready.clone();
+    let login_template = ready.clone();
     // The service that poll_ready readied sends the first request; a replay goes through a fresh clone.
     let mut ready = Some(ready);
-    let send = |request: Request<Bytes>| {
+    let send = move |request: Request<Bytes>| {
         let request = request.map(Full::new);
         match ready.take() {
             Some(mut ready) => Either::Left(ready.call(request)),
             None => Either::Right(template.clone().oneshot(request)),
         }
     };
-    let login = || LoginSender::from_service(template.clone());
+    let login = move || LoginSender::from_service(login_template.clone());
     authorise_buffered(&settings, parts, body, send, login).await
 }
 
@@ -233,7 +234,9 @@ fn authorised_request(
                 "{prefix}{}",
                 secrecy::ExposeSecret::expose_secret(token.secret())
             ))
-            .map_err(|_| Error::Token(crate::TokenError::Aborted))?;
+            .map_err(|_| Error::TokenNotHeaderSafe {
+                header: name.clone(),
+            })?;
             value.set_sensitive(true);
             head.headers.insert(name.clone(), value);
             body.clone()

@@ -252,6 +252,20 @@ impl PaynetConfig {
             .inspect_limit(self.inspect_limit)
     }
 
+    /// The store options of these settings. An empty encryption key counts as none, so that
+    /// `encryption_key: "${PAYNET_TOKEN_KEY:-}"` can leave encryption off.
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            encryption_key: self
+                .store
+                .encryption_key
+                .clone()
+                .filter(|key| !secrecy::ExposeSecret::expose_secret(key).trim().is_empty()),
+            pool_size: self.store.pool_size,
+            ..Default::default()
+        }
+    }
+
     /// The full URL of a request path below the gateway root.
     pub fn url(&self, path: &str) -> String {
         crate::token::source::join_url(&self.base_url, path)

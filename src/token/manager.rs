@@ -310,7 +310,7 @@ impl TokenManagerBuilder {
             .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(Arc::clone(&clock))));
         Ok(TokenManager {
             inner: Arc::new(Inner {
-                key: self.key.unwrap_or_else(|| self.source.credential_key()),
+                key: bounded_key(self.key.unwrap_or_else(|| self.source.credential_key())),
                 owner: self.owner.unwrap_or_else(default_owner),
                 source: self.source,
                 store,
@@ -325,6 +325,27 @@ impl TokenManagerBuilder {
             }),
         })
     }
+}
+
+/// The longest credential key every store accepts as a primary key.
+const MAX_KEY_LEN: usize = 255;
+
+/// Keeps a credential key within [`MAX_KEY_LEN`] bytes: a longer one (a long gateway URL) keeps a readable prefix
+/// and ends with a digest of the whole, so distinct credentials still get distinct rows.
+fn bounded_key(key: String) -> String {
+    if key.len() <= MAX_KEY_LEN {
+        return key;
+    }
+    use sha2::{Digest, Sha256};
+    let digest: String = Sha256::digest(key.as_bytes())[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut prefix_len = MAX_KEY_LEN - digest.len() - 1;
+    while !key.is_char_boundary(prefix_len) {
+        prefix_len -= 1;
+    }
+    format!("{}~{digest}", &key[..prefix_len])
 }
 
 fn default_owner() -> String {
@@ -780,6 +801,22 @@ impl Inner {
         self.logins.fetch_add(1, Ordering::Relaxed);
         info!(endpoint = %endpoint, fingerprint = %crate::token::fingerprint(secrecy::ExposeSecret::expose_secret(&grant.token)), "logged in");
         Ok(grant)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_KEY_LEN, bounded_key};
+
+    #[test]
+    fn short_keys_are_kept_and_long_keys_are_bounded_and_distinct() {
+        assert_eq!(bounded_key("paynet:key".into()), "paynet:key");
+        let a = bounded_key(format!("paynet:{}:a", "h".repeat(400)));
+        let b = bounded_key(format!("paynet:{}:b", "h".repeat(400)));
+        assert_eq!(a.len(), MAX_KEY_LEN);
+        assert_ne!(a, b);
+        let multibyte = bounded_key("ключ".repeat(100));
+        assert!(multibyte.len() <= MAX_KEY_LEN);
     }
 }
 
