@@ -245,6 +245,8 @@ fn authorised_request(
     Ok(Request::from_parts(head, body))
 }
 
+// Lives on the stack for one call; boxing the response to shrink it would cost an allocation per call.
+#[allow(clippy::large_enum_variant)]
 enum Inspected<B> {
     Accepted(Response<ResponseBody<B>>),
     Rejected,

@@ -206,20 +206,40 @@ fn default_pool_size() -> u32 {
     8
 }
 
-// An expanded `${VAR}` is always a string, so numbers must be accepted in either form.
+// An expanded `${VAR}` is always a string, so numbers must be accepted in either form. A visitor (rather than an
+// untagged enum) keeps the YAML parser's position in the error.
 fn number_or_numeric_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum NumberOrString {
-        Number(u64),
-        String(String),
+    struct Visitor;
+
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = u64;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a whole number (or a string holding one)")
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<u64, E> {
+            Ok(value)
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<u64, E> {
+            u64::try_from(value)
+                .map_err(|_| E::custom(format!("expected a whole number, found {value}")))
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<u64, E> {
+            Err(E::custom(format!("expected a whole number, found {value}")))
+        }
+
+        fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<u64, E> {
+            value
+                .trim()
+                .parse()
+                .map_err(|_| E::custom(format!("expected a whole number, found \"{value}\"")))
+        }
     }
-    match NumberOrString::deserialize(deserializer)? {
-        NumberOrString::Number(n) => Ok(n),
-        NumberOrString::String(s) => s.trim().parse().map_err(|_| {
-            serde::de::Error::custom(format!("expected a whole number, found \"{s}\""))
-        }),
-    }
+
+    deserializer.deserialize_any(Visitor)
 }
 
 impl PaynetConfig {

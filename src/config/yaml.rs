@@ -48,7 +48,7 @@ impl Config {
         expand_values(&mut value, env).map_err(|problem| match problem {
             Problem::Missing(var) => ConfigError::MissingVar {
                 path: origin.to_owned(),
-                line: line_of(text, &format!("${{{var}")),
+                line: line_of_variable(text, &var),
                 var,
             },
             Problem::Malformed(message) => ConfigError::Parse {
@@ -58,13 +58,20 @@ impl Config {
         })?;
         match Config::deserialize(value) {
             Ok(config) => Ok(config),
-            // The expanded tree has no positions; the text itself, parsed again, says where the problem is
-            // whenever it is in the text and not in an expanded variable.
-            Err(expanded_error) => Err(match serde_yaml::from_str::<Config>(text) {
-                Err(located) => parse_error(located),
-                Ok(_) => ConfigError::Parse {
-                    path: origin.to_owned(),
-                    message: format!("after expanding environment variables: {expanded_error}"),
+            // The expanded tree has no positions; the text itself, parsed again, says where the problem is. The
+            // message stays the expanded one, which shows the value that was actually wrong.
+            Err(expanded_error) => Err(ConfigError::Parse {
+                path: origin.to_owned(),
+                message: match serde_yaml::from_str::<Config>(text)
+                    .err()
+                    .and_then(|e| e.location())
+                {
+                    Some(at) => format!(
+                        "{expanded_error} at line {} column {}",
+                        at.line(),
+                        at.column()
+                    ),
+                    None => format!("after expanding environment variables: {expanded_error}"),
                 },
             }),
         }
@@ -100,8 +107,14 @@ fn expand_values(value: &mut Value, env: &dyn Fn(&str) -> Option<String>) -> Res
     Ok(())
 }
 
-fn line_of(text: &str, needle: &str) -> usize {
+/// The first line that uses `${var}` or `${var:-…}` outside a comment.
+fn line_of_variable(text: &str, var: &str) -> usize {
+    let plain = format!("${{{var}}}");
+    let with_default = format!("${{{var}:-");
     text.lines()
-        .position(|line| line.contains(needle))
+        .position(|line| {
+            !line.trim_start().starts_with('#')
+                && (line.contains(&plain) || line.contains(&with_default))
+        })
         .map_or(0, |i| i + 1)
 }

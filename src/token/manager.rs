@@ -804,6 +804,10 @@ impl Inner {
     }
 }
 
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::{MAX_KEY_LEN, bounded_key};
@@ -818,8 +822,4 @@ mod tests {
         let multibyte = bounded_key("ключ".repeat(100));
         assert!(multibyte.len() <= MAX_KEY_LEN);
     }
-}
-
-fn duration_ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }

@@ -6,6 +6,7 @@ mod load;
 mod stack;
 mod token;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -67,10 +68,17 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Without RUST_LOG a command's own one-line error says what failed; the demo and the simulator narrate.
+    let default_filter = match cli.command {
+        Command::Demo => "paynet_auth=error",
+        Command::Simulate { .. } => "paynet_auth=info",
+        _ => "off",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
         )
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

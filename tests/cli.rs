@@ -1,0 +1,531 @@
+//! The `paynet-auth` binary end to end: the real executable, a YAML file in a temporary directory, a SQLite
+//! store next to it, secrets passed through environment variables, and the gateway simulator in this process.
+
+#![cfg(all(feature = "cli", feature = "sqlite"))]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use paynet_auth::sim::{
+    DEFAULT_PASSWORD, DEFAULT_TERMINAL_ID, DEFAULT_USERNAME, LoginFailure, Simulator,
+};
+use paynet_auth::token::fingerprint;
+use tempfile::TempDir;
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_paynet-auth");
+/// No run of the binary may take longer than this; it is killed when the test gives up on it.
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+/// Base64 of the 32 bytes `0123456789abcdef0123456789abcdef`, passed as `PAYNET_TOKEN_KEY`.
+const TOKEN_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+const TRACE: &str = "paynet_auth=trace";
+const CATEGORIES: [&str; 3] = ["call", "/v2/service", "getCategoriesList"];
+/// 200 calls, 16 at a time.
+const LOAD: [&str; 7] = [
+    "load",
+    "/v2/service",
+    "getCategoriesList",
+    "--requests",
+    "200",
+    "--concurrency",
+    "16",
+];
+
+/// What one run of the binary left behind.
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn assert_success(&self) -> &Self {
+        assert!(
+            self.status.success(),
+            "expected success, got {}\nstdout:\n{}\nstderr:\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// Asserts a failure that is not a panic and whose stderr is exactly one line; returns that line.
+    fn assert_one_line_failure(&self) -> &str {
+        assert!(
+            !self.status.success(),
+            "expected failure, got success\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        assert_ne!(self.status.code(), Some(101), "a panic: {}", self.stderr);
+        assert!(self.status.code().is_some(), "killed: {}", self.status);
+        for word in ["panicked", "backtrace", "RUST_BACKTRACE"] {
+            assert!(
+                !self.stderr.contains(word),
+                "`{word}` on stderr: {}",
+                self.stderr
+            );
+        }
+        let lines: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        assert_eq!(lines.len(), 1, "one line on stderr, got:\n{}", self.stderr);
+        lines[0]
+    }
+
+    /// Asserts that none of `secrets` appears on either stream.
+    fn assert_reveals_none(&self, secrets: &[String]) -> &Self {
+        for secret in secrets {
+            for (stream, text) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
+                assert!(
+                    !text.contains(secret.as_str()),
+                    "a secret ({}…) on {stream}:\n{text}",
+                    &secret[..4]
+                );
+            }
+        }
+        self
+    }
+
+    fn stdout_json(&self) -> serde_json::Value {
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("stdout is not one JSON value ({e}):\n{}", self.stdout))
+    }
+
+    /// The value after `label:` on the stdout line that starts with it.
+    fn field(&self, label: &str) -> &str {
+        let prefix = format!("{label}:");
+        self.stdout
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{}", self.stdout))
+    }
+}
+
+/// The binary with a clean environment of its own: no configuration inherited from the test, tracing off so
+/// that stderr holds only what the command itself says.
+fn paynet_auth(args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env_remove("PAYNET_CONFIG")
+        .env_remove("PAYNET_PASSWORD")
+        .env_remove("PAYNET_TOKEN_KEY")
+        .env("RUST_LOG", "off")
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+async fn run(mut command: Command) -> Run {
+    let output = tokio::time::timeout(RUN_TIMEOUT, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("paynet-auth did not finish within {RUN_TIMEOUT:?}"))
+        .expect("paynet-auth starts");
+    Run {
+        status: output.status,
+        stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
+        stderr: String::from_utf8(output.stderr).expect("stderr is UTF-8"),
+    }
+}
+
+/// A simulator and a directory holding `paynet.yaml` (pointing at it) and the SQLite store.
+struct Gateway {
+    sim: Simulator,
+    dir: TempDir,
+}
+
+impl Gateway {
+    async fn start() -> Self {
+        let sim = Simulator::builder()
+            .start()
+            .await
+            .expect("simulator starts");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let yaml = format!(
+            "paynet:\n  base_url: \"{base}\"\n  username: \"{DEFAULT_USERNAME}\"\n  \
+             password: \"${{PAYNET_PASSWORD}}\"\n  terminal_id: {DEFAULT_TERMINAL_ID}\n  login_timeout: \"5s\"\n  \
+             store:\n    url: \"sqlite://{db}\"\n    encryption_key: \"${{PAYNET_TOKEN_KEY}}\"\n",
+            base = sim.base_url(),
+            db = dir.path().join("tokens.db").display(),
+        );
+        std::fs::write(dir.path().join("paynet.yaml"), yaml).expect("the configuration is written");
+        Self { sim, dir }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("paynet.yaml")
+    }
+
+    fn login_url(&self) -> String {
+        format!("{}/v2/user", self.sim.base_url())
+    }
+
+    /// The binary with the secrets in its environment, not told where the configuration is.
+    fn unconfigured(&self, args: &[&str]) -> Command {
+        let mut command = paynet_auth(args);
+        command
+            .env("PAYNET_PASSWORD", DEFAULT_PASSWORD)
+            .env("PAYNET_TOKEN_KEY", TOKEN_KEY);
+        command
+    }
+
+    /// The binary run with `--config` pointing at this gateway's file.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = self.unconfigured(args);
+        command.arg("--config").arg(self.config());
+        command
+    }
+
+    async fn run(&self, args: &[&str]) -> Run {
+        run(self.command(args)).await
+    }
+
+    /// Runs with `RUST_LOG` set to `filter`, or unset (the binary's default filter) for `None`.
+    async fn run_logging(&self, args: &[&str], filter: Option<&str>) -> Run {
+        let mut command = self.command(args);
+        match filter {
+            Some(filter) => command.env("RUST_LOG", filter),
+            None => command.env_remove("RUST_LOG"),
+        };
+        run(command).await
+    }
+
+    async fn run_traced(&self, args: &[&str]) -> Run {
+        self.run_logging(args, Some(TRACE)).await
+    }
+
+    /// Makes every login answer HTTP 503, runs `call` with `RUST_LOG` as [`run_logging`](Self::run_logging)
+    /// sets it, and asserts a one-line failure naming the token endpoint and the status.
+    async fn call_while_login_unavailable(&self, filter: Option<&str>) -> Run {
+        self.sim
+            .set_login_failure(Some(LoginFailure::ServiceUnavailable));
+        let run = self.run_logging(&CATEGORIES, filter).await;
+        let line = run.assert_one_line_failure();
+        assert!(
+            line.contains(&self.login_url()),
+            "the token endpoint: {line}"
+        );
+        assert!(line.contains("503"), "the status: {line}");
+        run
+    }
+
+    /// The password, the encryption key and every token the simulator issued so far.
+    fn secrets(&self) -> Vec<String> {
+        let mut secrets = self.sim.issued_tokens();
+        secrets.extend([DEFAULT_PASSWORD.to_owned(), TOKEN_KEY.to_owned()]);
+        secrets
+    }
+
+    fn logins(&self) -> u64 {
+        self.sim.stats().logins
+    }
+}
+
+fn assert_no_token_stored(status: &Run) {
+    status.assert_success();
+    assert_eq!(status.field("token"), "none stored", "{}", status.stdout);
+}
+
+/// Asserts that `status` shows generation `generation` of the token `token`, by its fingerprint only.
+fn assert_stored(status: &Run, generation: u64, token: &str) {
+    status.assert_success();
+    assert_eq!(status.field("generation"), generation.to_string());
+    let shown = status.field("fingerprint");
+    assert!(
+        shown.len() == 8 && shown.bytes().all(|b| b.is_ascii_hexdigit()),
+        "an 8-hex fingerprint: `{shown}`"
+    );
+    assert_eq!(shown, fingerprint(token));
+    assert!(!status.field("obtained").is_empty());
+    assert!(!status.field("expires").is_empty());
+}
+
+impl Gateway {
+    /// Runs `load` of 200 calls, 16 at a time, with `extra` arguments; asserts that it succeeded, revealed no
+    /// secret, and that its last line holds exactly the documented figures with every call a success. Returns
+    /// the figures.
+    async fn load_all_ok(&self, extra: &[&str]) -> serde_json::Map<String, serde_json::Value> {
+        let args: Vec<&str> = LOAD.iter().chain(extra).copied().collect();
+        let run = self.run(&args).await;
+        run.assert_success().assert_reveals_none(&self.secrets());
+        let figures = load_figures(&run);
+        assert_eq!(figure(&figures, "requests"), 200);
+        assert_eq!(figure(&figures, "ok"), 200);
+        assert_eq!(figure(&figures, "errors"), 0);
+        for key in ["rps", "p50_ms", "p99_ms"] {
+            assert!(figures[key].as_f64().is_some_and(|v| v >= 0.0), "{key}");
+        }
+        assert_eq!(self.sim.stats().calls_to("getCategoriesList"), 200);
+        figures
+    }
+}
+
+fn load_figures(run: &Run) -> serde_json::Map<String, serde_json::Value> {
+    let last = run.stdout.lines().last().expect("load prints a line");
+    let figures: serde_json::Value = serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("the last line is not JSON ({e}): {last}"));
+    let figures = figures
+        .as_object()
+        .expect("the figures are an object")
+        .clone();
+    let keys: BTreeSet<&str> = figures.keys().map(String::as_str).collect();
+    let expected: BTreeSet<&str> = [
+        "requests",
+        "ok",
+        "errors",
+        "logins",
+        "elapsed_ms",
+        "rps",
+        "p50_ms",
+        "p99_ms",
+    ]
+    .into();
+    assert_eq!(keys, expected, "exactly the documented keys: {last}");
+    figures
+}
+
+fn figure(figures: &serde_json::Map<String, serde_json::Value>, key: &str) -> u64 {
+    figures[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("`{key}` is a whole number: {}", figures[key]))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn call_prints_the_result_json_and_exits_zero_after_one_login() {
+    let gateway = Gateway::start().await;
+    let run = gateway.run(&CATEGORIES).await;
+    run.assert_success().assert_reveals_none(&gateway.secrets());
+    let json = run.stdout_json();
+    assert!(
+        json["result"]["categories"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty()),
+        "{json}"
+    );
+    assert_eq!(gateway.logins(), 1);
+    assert_eq!(gateway.sim.stats().calls_to("getCategoriesList"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn call_answered_with_a_json_rpc_error_exits_non_zero_with_one_line_naming_it() {
+    let gateway = Gateway::start().await;
+    let run = gateway.run(&["call", "/v2/service", "noSuchMethod"]).await;
+    let line = run.assert_one_line_failure();
+    assert!(line.contains("-32601"), "{line}");
+    assert!(
+        line.contains(&format!("{}/v2/service", gateway.sim.base_url())),
+        "the endpoint is named: {line}"
+    );
+    assert_eq!(
+        run.stdout_json()["error"]["code"],
+        -32601,
+        "the response is printed"
+    );
+    run.assert_reveals_none(&gateway.secrets());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn call_when_login_answers_503_names_the_token_endpoint_and_the_status() {
+    let gateway = Gateway::start().await;
+    let run = gateway.call_while_login_unavailable(Some("off")).await;
+    run.assert_reveals_none(&gateway.secrets());
+    assert_eq!(gateway.sim.stats().calls_to("getCategoriesList"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_call_with_the_default_log_filter_states_its_cause_on_one_line() {
+    let gateway = Gateway::start().await;
+    gateway.call_while_login_unavailable(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn call_with_wrong_credentials_says_so_without_printing_the_password() {
+    let gateway = Gateway::start().await;
+    let wrong = "wrong-Passw0rd-31337";
+    let mut command = gateway.command(&CATEGORIES);
+    command.env("PAYNET_PASSWORD", wrong);
+    let run = run(command).await;
+    let line = run.assert_one_line_failure();
+    assert!(line.contains("Invalid login or password"), "{line}");
+    assert!(
+        line.contains(&gateway.login_url()),
+        "the token endpoint: {line}"
+    );
+    run.assert_reveals_none(&[wrong.to_owned(), DEFAULT_PASSWORD.to_owned()]);
+    assert_eq!(gateway.logins(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_status_before_any_call_shows_the_key_and_none_stored() {
+    let gateway = Gateway::start().await;
+    let status = gateway.run(&["token", "status"]).await;
+    assert_no_token_stored(&status);
+    let key = status.field("key");
+    assert!(key.contains(DEFAULT_USERNAME), "{key}");
+    assert!(key.contains(&gateway.login_url()), "{key}");
+    assert!(key.contains(&DEFAULT_TERMINAL_ID.to_string()), "{key}");
+    status.assert_reveals_none(&gateway.secrets());
+    assert_eq!(gateway.sim.stats().requests, 0, "status sends nothing");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_status_after_a_call_shows_generation_and_fingerprint_never_the_token() {
+    let gateway = Gateway::start().await;
+    gateway.run(&CATEGORIES).await.assert_success();
+    let status = gateway.run(&["token", "status"]).await;
+    let issued = gateway.sim.issued_tokens();
+    assert_eq!(issued.len(), 1);
+    assert_stored(&status, 1, &issued[0]);
+    status.assert_reveals_none(&gateway.secrets());
+    assert_eq!(gateway.logins(), 1, "status does not log in");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_refresh_logs_in_again_and_bumps_the_generation() {
+    let gateway = Gateway::start().await;
+    gateway.run(&CATEGORIES).await.assert_success();
+    let refresh = gateway.run(&["token", "refresh"]).await;
+    refresh.assert_success();
+    assert_eq!(gateway.logins(), 2, "one more login");
+    let issued = gateway.sim.issued_tokens();
+    assert_stored(&refresh, 2, &issued[1]);
+    assert_stored(&gateway.run(&["token", "status"]).await, 2, &issued[1]);
+    refresh.assert_reveals_none(&gateway.secrets());
+
+    // The next call uses the refreshed token without logging in.
+    gateway.run(&CATEGORIES).await.assert_success();
+    assert_eq!(gateway.logins(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_clear_removes_the_stored_token() {
+    let gateway = Gateway::start().await;
+    gateway.run(&CATEGORIES).await.assert_success();
+    gateway.run(&["token", "clear"]).await.assert_success();
+    assert_no_token_stored(&gateway.run(&["token", "status"]).await);
+
+    // The next call logs in again.
+    gateway.run(&CATEGORIES).await.assert_success();
+    assert_eq!(gateway.logins(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_succeeds_on_a_fresh_store_and_again_on_a_migrated_one() {
+    let gateway = Gateway::start().await;
+    for _ in 0..2 {
+        let run = gateway.run(&["migrate"]).await;
+        run.assert_success().assert_reveals_none(&gateway.secrets());
+    }
+    assert!(gateway.dir.path().join("tokens.db").exists());
+    assert_eq!(gateway.sim.stats().requests, 0, "migrate sends nothing");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn load_prints_figures_as_the_last_line_with_one_login() {
+    let gateway = Gateway::start().await;
+    let figures = gateway.load_all_ok(&[]).await;
+    assert_eq!(figure(&figures, "logins"), 1);
+    assert_eq!(gateway.logins(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn load_bare_sends_every_call_with_at_most_one_login() {
+    let gateway = Gateway::start().await;
+    let figures = gateway.load_all_ok(&["--bare"]).await;
+    assert!(figure(&figures, "logins") <= 1, "{figures:?}");
+    assert!(gateway.logins() <= 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trace_logs_never_reveal_the_password_the_key_or_any_token() {
+    let gateway = Gateway::start().await;
+    let runs = [
+        gateway.run_traced(&CATEGORIES).await,
+        gateway.run_traced(&["token", "status"]).await,
+        gateway.run_traced(&["token", "refresh"]).await,
+        gateway.run_traced(&LOAD).await,
+    ];
+    assert_eq!(gateway.logins(), 2);
+    assert!(
+        runs[0].stderr.contains("paynet_auth"),
+        "RUST_LOG turns tracing on: {}",
+        runs[0].stderr
+    );
+    for run in &runs {
+        run.assert_success().assert_reveals_none(&gateway.secrets());
+    }
+    gateway.sim.expire_all();
+    let rejected_then_renewed = gateway.run_traced(&CATEGORIES).await;
+    rejected_then_renewed
+        .assert_success()
+        .assert_reveals_none(&gateway.secrets());
+    assert_eq!(gateway.logins(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_config_file_is_a_failure_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let absent = dir.path().join("absent.yaml");
+    let mut command = paynet_auth(&CATEGORIES);
+    command.arg("--config").arg(&absent);
+    let run = run(command).await;
+    let line = run.assert_one_line_failure();
+    assert!(line.contains(&absent.display().to_string()), "{line}");
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_environment_variable_is_a_failure_naming_it() {
+    let gateway = Gateway::start().await;
+    let mut command = gateway.command(&CATEGORIES);
+    command.env_remove("PAYNET_PASSWORD");
+    let run = run(command).await;
+    let line = run.assert_one_line_failure();
+    assert!(line.contains("PAYNET_PASSWORD"), "{line}");
+    assert!(
+        line.contains(&gateway.config().display().to_string()),
+        "{line}"
+    );
+    assert_eq!(gateway.sim.stats().requests, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_params_json_is_a_clear_failure_before_anything_is_sent() {
+    let gateway = Gateway::start().await;
+    let run = gateway
+        .run(&["call", "/v2/service", "getProvidersList", "{categoryId: 1"])
+        .await;
+    let line = run.assert_one_line_failure();
+    assert!(line.contains("PARAMS_JSON"), "{line}");
+    assert!(line.contains("not valid JSON"), "{line}");
+    assert_eq!(gateway.sim.stats().requests, 0, "nothing was sent");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_comes_from_paynet_config_then_the_working_directory() {
+    let gateway = Gateway::start().await;
+    let elsewhere = tempfile::tempdir().unwrap();
+    let status_in = |cwd: &Path| {
+        let mut command = gateway.unconfigured(&["token", "status"]);
+        command.current_dir(cwd);
+        command
+    };
+
+    let mut from_env = status_in(elsewhere.path());
+    from_env.env("PAYNET_CONFIG", gateway.config());
+    assert_no_token_stored(&run(from_env).await);
+
+    assert_no_token_stored(&run(status_in(gateway.dir.path())).await);
+
+    let nowhere = run(status_in(elsewhere.path())).await;
+    let line = nowhere.assert_one_line_failure();
+    assert!(line.contains("paynet.yaml"), "{line}");
+}

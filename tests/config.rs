@@ -1,0 +1,453 @@
+//! Loading the YAML configuration: every key, `${VAR}` / `${VAR:-default}` expansion through an injected
+//! environment (the process environment is never touched), defaults, and errors that say where the problem is.
+
+#![cfg(feature = "yaml")]
+
+use std::time::Duration;
+
+use paynet_auth::config::{Config, DEFAULT_STORE_URL, PaynetConfig, TokenFieldConfig};
+use paynet_auth::error::ConfigError;
+use secrecy::ExposeSecret;
+
+const ORIGIN: &str = "paynet.yaml";
+const PASSWORD: &str = "s3cret-Pa55word";
+/// Base64 of the 32 bytes `0123456789abcdef0123456789abcdef`.
+const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+/// An environment that knows exactly `vars`.
+fn env_of<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+    move |name| {
+        vars.iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| (*value).to_owned())
+    }
+}
+
+fn load(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    Config::from_yaml_str(text, ORIGIN, &env_of(vars))
+}
+
+fn load_err(text: &str, vars: &[(&str, &str)]) -> ConfigError {
+    match load(text, vars) {
+        Ok(config) => panic!("expected an error, got {config:?}"),
+        Err(error) => error,
+    }
+}
+
+/// The 1-based line of `text` that contains `needle`.
+fn line_containing(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|line| line.contains(needle))
+        .map(|i| i + 1)
+        .unwrap_or_else(|| panic!("`{needle}` is not in the text"))
+}
+
+/// Asserts that `error` is a parse error of [`ORIGIN`] whose message says `line N column M` with N the line of
+/// `needle` in `text`, and mentions every word of `mentions`.
+fn assert_located(error: &ConfigError, text: &str, needle: &str, mentions: &[&str]) {
+    let message = error.to_string();
+    assert!(
+        matches!(error, ConfigError::Parse { path, .. } if path == ORIGIN),
+        "expected a parse error of {ORIGIN}: {error:?}"
+    );
+    assert!(
+        message.starts_with(ORIGIN),
+        "the message names the file: {message}"
+    );
+    let line = line_containing(text, needle);
+    assert!(
+        message.contains(&format!("line {line} column ")),
+        "the message points at line {line} (`{needle}`): {message}"
+    );
+    for word in mentions {
+        assert!(
+            message.contains(word),
+            "the message mentions `{word}`: {message}"
+        );
+    }
+}
+
+/// A minimal valid file with `line` inserted as the last key of `paynet`.
+fn minimal_with(line: &str) -> String {
+    format!(
+        "paynet:\n  base_url: \"http://127.0.0.1:8080/gw\"\n  username: agent\n  password: \"${{PASS}}\"\n  \
+         terminal_id: 4027096\n{line}\n"
+    )
+}
+
+const PASS_ENV: &[(&str, &str)] = &[("PASS", PASSWORD)];
+
+/// The text settings that variables usually fill (base URL, login path, username, password, store URL) and the
+/// encryption key as the store will use it, for comparing in one assertion.
+fn texts(paynet: &PaynetConfig) -> (Vec<&str>, Option<String>) {
+    let key = paynet
+        .store_options()
+        .encryption_key
+        .map(|key| key.expose_secret().to_owned());
+    let texts = vec![
+        paynet.base_url.as_str(),
+        &paynet.login_path,
+        &paynet.username,
+        paynet.password.expose_secret(),
+        &paynet.store.url,
+    ];
+    (texts, key)
+}
+
+#[test]
+fn full_example_with_every_key_is_loaded() {
+    let text = "\
+paynet:
+  base_url: \"https://gateway.example/gw\"
+  login_path: \"/v3/login\"
+  username: \"${PAYNET_USERNAME}\"
+  password: \"${PAYNET_PASSWORD}\"
+  terminal_id: 4027096
+  token_ttl: \"12h\"
+  expiry_skew: \"45s\"
+  login_timeout: \"10s\"
+  lease_ttl: \"1m 30s\"
+  token_field: top_level
+  rejection_code: -7777
+  max_request_body: 2048
+  inspect_limit: 512
+  store:
+    url: \"postgres://app:dbpass@db.example/paynet\"
+    encryption_key: \"${PAYNET_TOKEN_KEY}\"
+    pool_size: 3
+";
+    let config = load(
+        text,
+        &[
+            ("PAYNET_USERNAME", "username_17627_56530"),
+            ("PAYNET_PASSWORD", PASSWORD),
+            ("PAYNET_TOKEN_KEY", KEY),
+        ],
+    )
+    .unwrap();
+    let paynet = &config.paynet;
+    assert_eq!(
+        texts(paynet),
+        (
+            vec![
+                "https://gateway.example/gw",
+                "/v3/login",
+                "username_17627_56530",
+                PASSWORD,
+                "postgres://app:dbpass@db.example/paynet",
+            ],
+            Some(KEY.to_owned())
+        )
+    );
+    assert_eq!(paynet.terminal_id, 4_027_096);
+    assert_eq!(paynet.token_ttl, Some(Duration::from_secs(12 * 3600)));
+    assert_eq!(paynet.expiry_skew, Duration::from_secs(45));
+    assert_eq!(paynet.login_timeout, Duration::from_secs(10));
+    assert_eq!(paynet.lease_ttl, Duration::from_secs(90));
+    assert_eq!(paynet.token_field, TokenFieldConfig::TopLevel);
+    assert_eq!(paynet.rejection_code, -7777);
+    assert_eq!(paynet.max_request_body, 2048);
+    assert_eq!(paynet.inspect_limit, 512);
+    assert_eq!(paynet.store.pool_size, 3);
+    assert_eq!(
+        paynet.url("/v2/service"),
+        "https://gateway.example/gw/v2/service"
+    );
+}
+
+#[test]
+fn every_store_url_scheme_is_accepted_as_written() {
+    for url in [
+        "sqlite:///var/lib/paynet/tokens.db",
+        "postgres://app@db.example/paynet",
+        "mysql://app@db.example/paynet",
+        "memory:",
+    ] {
+        let config = load(
+            &minimal_with(&format!("  store:\n    url: \"{url}\"")),
+            PASS_ENV,
+        )
+        .unwrap();
+        assert_eq!(config.paynet.store.url, url);
+        assert!(config.paynet.store.encryption_key.is_none());
+    }
+}
+
+#[test]
+fn defaults_apply_to_keys_left_out() {
+    let config = load(&minimal_with(""), PASS_ENV).unwrap();
+    let paynet = &config.paynet;
+    assert_eq!(paynet.login_path, "/v2/user");
+    assert_eq!(paynet.store.url, DEFAULT_STORE_URL);
+    assert_eq!(DEFAULT_STORE_URL, "sqlite://paynet-tokens.db");
+    assert!(paynet.store.encryption_key.is_none());
+    assert_eq!(paynet.token_ttl, None);
+    assert_eq!(paynet.login_timeout, Duration::from_secs(10));
+    assert_eq!(paynet.token_field, TokenFieldConfig::Params);
+    assert_eq!(paynet.rejection_code, -9999);
+
+    // A `store` section without `url` still gets the default URL.
+    let config = load(
+        &minimal_with(&format!("  store:\n    encryption_key: \"{KEY}\"")),
+        PASS_ENV,
+    )
+    .unwrap();
+    assert_eq!(config.paynet.store.url, DEFAULT_STORE_URL);
+}
+
+#[test]
+fn variables_and_defaults_are_expanded_from_the_injected_environment() {
+    let text = "\
+paynet:
+  base_url: \"http://${GW_HOST:-127.0.0.1}:${GW_PORT:-8080}/gw\"
+  login_path: \"${LOGIN_PATH:-/v2/user}\"
+  username: \"${USER_NAME}\"
+  password: \"${PASS}\"
+  terminal_id: 1
+  login_timeout: \"${LOGIN_TIMEOUT:-10s}\"
+  store:
+    url: \"sqlite://${DATA_DIR:-/tmp}/tokens.db\"
+    encryption_key: \"${TOKEN_KEY:-}\"
+";
+    // Unset variables with a default take the default; an empty one does too.
+    let config = load(
+        text,
+        &[("USER_NAME", "agent"), ("PASS", PASSWORD), ("GW_PORT", "")],
+    )
+    .unwrap();
+    assert_eq!(
+        texts(&config.paynet),
+        (
+            vec![
+                "http://127.0.0.1:8080/gw",
+                "/v2/user",
+                "agent",
+                PASSWORD,
+                "sqlite:///tmp/tokens.db"
+            ],
+            None, // an empty key leaves encryption off
+        )
+    );
+    assert_eq!(config.paynet.login_timeout, Duration::from_secs(10));
+
+    // Set variables win over the defaults.
+    let config = load(
+        text,
+        &[
+            ("USER_NAME", "agent"),
+            ("PASS", PASSWORD),
+            ("GW_HOST", "gateway.example"),
+            ("GW_PORT", "9443"),
+            ("LOGIN_PATH", "/v3/login"),
+            ("LOGIN_TIMEOUT", "2m"),
+            ("DATA_DIR", "/var/lib/paynet"),
+            ("TOKEN_KEY", KEY),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        texts(&config.paynet),
+        (
+            vec![
+                "http://gateway.example:9443/gw",
+                "/v3/login",
+                "agent",
+                PASSWORD,
+                "sqlite:///var/lib/paynet/tokens.db"
+            ],
+            Some(KEY.to_owned())
+        )
+    );
+    assert_eq!(config.paynet.login_timeout, Duration::from_secs(120));
+}
+
+#[test]
+fn terminal_id_from_a_variable_is_a_number() {
+    let text = minimal_with("").replace("terminal_id: 4027096", "terminal_id: \"${TERMINAL}\"");
+    let config = load(&text, &[("PASS", PASSWORD), ("TERMINAL", "4027096")]).unwrap();
+    assert_eq!(config.paynet.terminal_id, 4_027_096);
+
+    // Unquoted, the reference is a YAML string all the same.
+    let text = minimal_with("").replace("terminal_id: 4027096", "terminal_id: ${TERMINAL}");
+    let config = load(&text, &[("PASS", PASSWORD), ("TERMINAL", "17")]).unwrap();
+    assert_eq!(config.paynet.terminal_id, 17);
+}
+
+#[test]
+fn missing_variable_is_named_with_its_line() {
+    let text = minimal_with("  store:\n    encryption_key: \"${PAYNET_TOKEN_KEY}\"");
+    let error = load_err(&text, PASS_ENV);
+    match &error {
+        ConfigError::MissingVar { path, line, var } => {
+            assert_eq!(path, ORIGIN);
+            assert_eq!(var, "PAYNET_TOKEN_KEY");
+            assert_eq!(*line, line_containing(&text, "${PAYNET_TOKEN_KEY}"));
+        }
+        other => panic!("expected MissingVar, got {other:?}"),
+    }
+    let message = error.to_string();
+    assert!(message.contains(ORIGIN), "{message}");
+    assert!(message.contains("PAYNET_TOKEN_KEY"), "{message}");
+    assert!(
+        message.contains(&format!(
+            "line {}",
+            line_containing(&text, "${PAYNET_TOKEN_KEY}")
+        )),
+        "{message}"
+    );
+}
+
+#[test]
+fn missing_variable_line_is_its_own_not_that_of_a_longer_name() {
+    // `${PASS}` is missing; `${PASSPHRASE}` on an earlier line is set and must not be blamed.
+    let text = "\
+paynet:
+  base_url: \"http://127.0.0.1:8080/gw\"
+  username: \"${PASSPHRASE}\"
+  password: \"${PASS}\"
+  terminal_id: 1
+";
+    match load_err(text, &[("PASSPHRASE", "agent")]) {
+        ConfigError::MissingVar { var, line, .. } => {
+            assert_eq!(var, "PASS");
+            assert_eq!(line, 4, "`${{PASS}}` is used on line 4");
+        }
+        other => panic!("expected MissingVar, got {other:?}"),
+    }
+}
+
+#[test]
+fn unknown_key_is_an_error_with_file_line_and_column() {
+    let text = "\
+paynet:
+  base_url: \"http://127.0.0.1:8080/gw\"
+  username: agent
+  pasword: \"${PASS}\"
+  terminal_id: 1
+";
+    let error = load_err(text, PASS_ENV);
+    assert_located(&error, text, "pasword", &["pasword"]);
+
+    // Also in the nested store section, and at the top level.
+    let text = minimal_with("  store:\n    url: \"memory:\"\n    encrytion_key: x");
+    assert_located(
+        &load_err(&text, PASS_ENV),
+        &text,
+        "encrytion_key",
+        &["encrytion_key"],
+    );
+    let text = format!("{}paynett: {{}}\n", minimal_with(""));
+    assert_located(&load_err(&text, PASS_ENV), &text, "paynett", &["paynett"]);
+}
+
+#[test]
+fn bad_duration_is_an_error_with_its_line() {
+    let text = minimal_with("  login_timeout: \"10 parsecs\"");
+    assert_located(&load_err(&text, PASS_ENV), &text, "parsecs", &[]);
+
+    let text = minimal_with("  token_ttl: twelve hours");
+    assert_located(&load_err(&text, PASS_ENV), &text, "twelve", &[]);
+}
+
+#[test]
+fn bad_terminal_id_is_an_error_with_its_line() {
+    let text = minimal_with("").replace("terminal_id: 4027096", "terminal_id: \"T-4027096\"");
+    assert_located(
+        &load_err(&text, PASS_ENV),
+        &text,
+        "terminal_id",
+        &["T-4027096"],
+    );
+
+    let text = minimal_with("").replace("terminal_id: 4027096", "terminal_id: -5");
+    assert_located(&load_err(&text, PASS_ENV), &text, "terminal_id", &[]);
+
+    // A variable that expands to something that is not a number is still blamed on its line.
+    let text = minimal_with("").replace("terminal_id: 4027096", "terminal_id: \"${TERMINAL}\"");
+    let error = load_err(&text, &[("PASS", PASSWORD), ("TERMINAL", "abc")]);
+    assert!(matches!(error, ConfigError::Parse { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.starts_with(ORIGIN), "{message}");
+    assert!(
+        message.contains(&format!("line {}", line_containing(&text, "terminal_id"))),
+        "{message}"
+    );
+}
+
+#[test]
+fn missing_required_key_is_an_error_naming_it() {
+    let text =
+        "paynet:\n  base_url: \"http://127.0.0.1:8080/gw\"\n  username: agent\n  password: p\n";
+    let message = load_err(text, &[]).to_string();
+    assert!(message.starts_with(ORIGIN), "{message}");
+    assert!(message.contains("terminal_id"), "{message}");
+}
+
+#[test]
+fn debug_never_shows_the_password_or_the_encryption_key() {
+    let text = minimal_with(&format!(
+        "  store:\n    url: \"postgres://app:dbpass@db.example/paynet\"\n    encryption_key: \"{KEY}\""
+    ));
+    let config = load(&text, PASS_ENV).unwrap();
+    for shown in [
+        format!("{config:?}"),
+        format!("{config:#?}"),
+        format!("{:?}", config.paynet),
+        format!("{:?}", config.paynet.store),
+    ] {
+        assert!(!shown.contains(PASSWORD), "password in {shown}");
+        assert!(!shown.contains(KEY), "encryption key in {shown}");
+        assert!(!shown.contains("dbpass"), "database password in {shown}");
+    }
+    let shown = format!("{config:?}");
+    assert!(
+        shown.contains("agent"),
+        "the non-secret fields are shown: {shown}"
+    );
+    assert!(shown.contains("4027096"), "{shown}");
+}
+
+#[test]
+fn from_yaml_file_reads_a_file_and_names_it_in_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("paynet.yaml");
+    std::fs::write(
+        &path,
+        "paynet:\n  base_url: \"http://127.0.0.1:8080/gw\"\n  username: agent\n  password: \"$$ecret\"\n  \
+         terminal_id: 1\n  login_timeout: \"10 parsecs\"\n",
+    )
+    .unwrap();
+    let message = Config::from_yaml_file(&path).unwrap_err().to_string();
+    assert!(
+        message.contains(&path.display().to_string()),
+        "the error names the file: {message}"
+    );
+    assert!(message.contains("line 6 column "), "{message}");
+
+    std::fs::write(
+        &path,
+        "paynet:\n  base_url: \"http://127.0.0.1:8080/gw\"\n  username: agent\n  password: \"$$ecret\"\n  \
+         terminal_id: 1\n",
+    )
+    .unwrap();
+    let config = Config::from_yaml_file(&path).unwrap();
+    assert_eq!(config.paynet.password.expose_secret(), "$ecret");
+}
+
+#[test]
+fn from_yaml_file_on_a_missing_file_is_a_read_error_naming_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("absent.yaml");
+    let error = Config::from_yaml_file(&path).unwrap_err();
+    match &error {
+        ConfigError::Read {
+            path: named,
+            source,
+        } => {
+            assert_eq!(named, &path.display().to_string());
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        }
+        other => panic!("expected a read error, got {other:?}"),
+    }
+    assert!(error.to_string().contains(&path.display().to_string()));
+}
