@@ -1028,6 +1028,24 @@ impl DieselStore {
         Ok(())
     }
 
+    async fn generation_inner(&self, key: String) -> Result<Option<Generation>, StoreError> {
+        use super::schema::paynet_tokens::dsl::{credential_key, generation, paynet_tokens};
+        use diesel::{ExpressionMethods, OptionalExtension, QueryDsl};
+        use diesel_async::RunQueryDsl;
+
+        let stored: Option<i64> = with_conn!(self, |conn| {
+            self.count_query();
+            paynet_tokens
+                .filter(credential_key.eq(&key))
+                .select(generation)
+                .get_result::<i64>(conn)
+                .await
+                .optional()
+                .map_err(self.query_error("load"))?
+        });
+        Ok(stored.map(|g| Generation(u64::try_from(g).unwrap_or(0))))
+    }
+
     async fn clear_inner(&self, key: String) -> Result<(), StoreError> {
         use super::schema::paynet_tokens::dsl::{credential_key, paynet_tokens};
         use diesel::{ExpressionMethods, QueryDsl};
@@ -1112,6 +1130,13 @@ impl TokenStore for DieselStore {
         check_length("credential key", key)?;
         let (this, key) = (self.clone(), key.to_owned());
         self.spawned("clear", async move { this.clear_inner(key).await })
+            .await
+    }
+
+    async fn stored_generation(&self, key: &str) -> Result<Option<Generation>, StoreError> {
+        check_length("credential key", key)?;
+        let (this, key) = (self.clone(), key.to_owned());
+        self.spawned("load", async move { this.generation_inner(key).await })
             .await
     }
 }

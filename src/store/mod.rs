@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::StoreError;
-use crate::token::TokenRecord;
+use crate::token::{Generation, TokenRecord};
 
 #[cfg(feature = "diesel-store")]
 mod cipher;
@@ -107,6 +107,13 @@ pub trait TokenStore: Send + Sync + 'static {
 
     /// Removes the stored token of `key` (the next request logs in).
     async fn clear(&self, key: &str) -> Result<(), StoreError>;
+
+    /// The generation of the stored row of `key`, whether or not [`load`](Self::load) can read it. A new token is
+    /// numbered after it, so that a row this process cannot read (one encrypted with another key) is still
+    /// replaced by the next save instead of refusing it as "not newer".
+    async fn stored_generation(&self, key: &str) -> Result<Option<Generation>, StoreError> {
+        Ok(self.load(key).await?.map(|record| record.generation))
+    }
 }
 
 #[async_trait]
@@ -128,6 +135,9 @@ impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
     }
     async fn clear(&self, key: &str) -> Result<(), StoreError> {
         (**self).clear(key).await
+    }
+    async fn stored_generation(&self, key: &str) -> Result<Option<Generation>, StoreError> {
+        (**self).stored_generation(key).await
     }
 }
 

@@ -670,8 +670,18 @@ impl Inner {
         // Re-read after taking the lease: the previous holder may have saved just before releasing it.
         let adopted = match self.store.load(&self.key).await {
             Ok(Some(record)) if self.adoptable(&record, stale) => Some(self.adopt(record)),
-            Ok(record) => {
-                newest = newest.max(record.map(|r| r.generation));
+            Ok(Some(record)) => {
+                newest = newest.max(Some(record.generation));
+                None
+            }
+            Ok(None) => {
+                // Absent, or present but unreadable here (another encryption key): number past it either way.
+                match self.store.stored_generation(&self.key).await {
+                    Ok(stored) => newest = newest.max(stored),
+                    Err(error) => {
+                        warn!(store = %self.store.describe(), error = %error, "token store read failed under the lease; logging in");
+                    }
+                }
                 None
             }
             Err(error) => {

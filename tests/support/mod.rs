@@ -11,6 +11,11 @@ use paynet_auth::TokenManager;
 use paynet_auth::clock::NoJitter;
 use paynet_auth::token::{PaynetLogin, TokenManagerBuilder};
 
+#[cfg(all(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub mod db;
+#[cfg(feature = "diesel-store")]
+pub mod proxy;
+
 pub const USERNAME: &str = "username_17627_56530";
 pub const PASSWORD: &str = "password_17627_56530";
 pub const TERMINAL: u64 = 4027096;
