@@ -88,33 +88,47 @@ async fn login_timeout_is_a_typed_error() {
     );
 }
 
-/// A dead endpoint under steady load sees one attempt per backoff step: with 1 s doubling to at most 8 s, over
-/// 20 s the attempts start at 0, 1, 3, 7, 15 s: five, however many callers there are.
+/// 200 callers keep calling for 10 s against a dead endpoint. With the default backoff (0.5 s, doubling, at most
+/// 30 s) the attempts start at 0, 0.5, 1.5, 3.5 and 7.5 s: five, however many callers there are; every caller
+/// gets a typed error at once, without waiting for a login.
 #[tokio::test(start_paused = true)]
 async fn backoff_bounds_login_attempts_against_a_dead_endpoint() {
+    use paynet_auth::token::defaults;
     let login = FakeLogin::default();
     login.set_mode(FakeMode::Unavailable);
-    let manager = manager_builder().build().unwrap();
-    let mut errors = 0;
-    let mut backoffs = 0;
-    for _tick in 0..200 {
-        let callers: Vec<_> = (0..10)
+    let manager = manager_builder()
+        .backoff(defaults::BACKOFF_INITIAL, defaults::BACKOFF_MAX)
+        .build()
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let mut calls = 0;
+    while started.elapsed() < Duration::from_secs(10) {
+        let callers: Vec<_> = (0..200)
             .map(|_| {
                 let (manager, sender) = (manager.clone(), login.sender());
-                tokio::spawn(async move { manager.token(sender).await })
+                tokio::spawn(async move {
+                    let asked = tokio::time::Instant::now();
+                    let outcome = manager.token(sender).await;
+                    (outcome, asked.elapsed())
+                })
             })
             .collect();
         for caller in callers {
-            match caller.await.unwrap() {
-                Err(TokenError::Backoff { .. }) => backoffs += 1,
-                Err(TokenError::Login(_)) => errors += 1,
-                other => panic!("unexpected {other:?}"),
-            }
+            let (outcome, waited) = caller.await.unwrap();
+            assert!(
+                matches!(
+                    outcome,
+                    Err(TokenError::Backoff { .. } | TokenError::Login(_))
+                ),
+                "{outcome:?}"
+            );
+            assert_eq!(waited, Duration::ZERO, "a caller waited for its error");
+            calls += 1;
         }
         tokio::time::advance(Duration::from_millis(100)).await;
     }
+    assert_eq!(calls, 200 * 100);
     assert_eq!(login.attempts(), 5);
-    assert_eq!(errors + backoffs, 2000);
     // The endpoint comes back: the next request after the pause succeeds.
     login.set_mode(FakeMode::Ok);
     tokio::time::advance(Duration::from_secs(8)).await;
@@ -122,6 +136,90 @@ async fn backoff_bounds_login_attempts_against_a_dead_endpoint() {
         manager.token(login.sender()).await.unwrap().generation(),
         Generation(1)
     );
+}
+
+/// A store whose every operation takes a while, so that a refresh has many points at which a caller can give up.
+#[derive(Clone)]
+struct SlowStore {
+    inner: MemoryStore,
+    delay: Duration,
+}
+
+#[async_trait::async_trait]
+impl TokenStore for SlowStore {
+    fn describe(&self) -> String {
+        "slow memory".into()
+    }
+    async fn load(
+        &self,
+        key: &str,
+    ) -> Result<Option<paynet_auth::token::TokenRecord>, paynet_auth::StoreError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.load(key).await
+    }
+    async fn save(
+        &self,
+        key: &str,
+        record: &paynet_auth::token::TokenRecord,
+    ) -> Result<bool, paynet_auth::StoreError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.save(key, record).await
+    }
+    async fn try_lease(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, paynet_auth::StoreError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.try_lease(key, owner, ttl).await
+    }
+    async fn release(&self, key: &str, owner: &str) -> Result<(), paynet_auth::StoreError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.release(key, owner).await
+    }
+    async fn clear(&self, key: &str) -> Result<(), paynet_auth::StoreError> {
+        self.inner.clear(key).await
+    }
+}
+
+/// The first caller gives up at every moment of a refresh (reading the store, taking the lease, re-reading, logging
+/// in, saving, releasing): the next caller still gets the token, nobody logs in twice, and the lease is free.
+#[tokio::test(start_paused = true)]
+async fn caller_cancelled_at_any_point_of_a_refresh_leaves_no_stuck_waiter_or_lease() {
+    // load 10 + lease 10 + re-read 10 + login 20 + save 10 + release 10 = 70 ms of refresh.
+    for cut_ms in (0..=75).step_by(5) {
+        let store = SlowStore {
+            inner: MemoryStore::new(),
+            delay: Duration::from_millis(10),
+        };
+        let login = FakeLogin::with_latency(Duration::from_millis(20));
+        let manager = manager_builder().store(store.clone()).build().unwrap();
+        let first = tokio::spawn({
+            let (manager, sender) = (manager.clone(), login.sender());
+            async move { manager.token(sender).await }
+        });
+        tokio::time::sleep(Duration::from_millis(cut_ms)).await;
+        first.abort();
+        let _ = first.await;
+
+        let token = tokio::time::timeout(Duration::from_secs(1), manager.token(login.sender()))
+            .await
+            .unwrap_or_else(|_| panic!("cut at {cut_ms} ms: the next caller is stuck"))
+            .unwrap();
+        assert_eq!(token.generation(), Generation(1), "cut at {cut_ms} ms");
+        assert_eq!(login.attempts(), 1, "cut at {cut_ms} ms: logged in twice");
+        // Let the refresh task finish releasing, then the lease must be free for anyone.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            store
+                .inner
+                .try_lease(manager.credential_key(), "another", Duration::from_secs(30))
+                .await
+                .unwrap(),
+            "cut at {cut_ms} ms: the lease was left held"
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]
