@@ -4,13 +4,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Buf;
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use futures_util::future::Either;
 use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use pin_project_lite::pin_project;
 use tower::ServiceExt;
 use tower_service::Service;
@@ -193,16 +194,20 @@ where
     if too_large {
         return Err(Error::RequestTooLarge { limit });
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) => {
-            if error.is::<http_body_util::LengthLimitError>() {
-                Err(Error::RequestTooLarge { limit })
-            } else {
-                Err(Error::RequestBody(error))
+    // Read frame by frame rather than through `collect()`, whose buffer list costs an allocation per call even
+    // for the usual single-chunk body.
+    let mut body = std::pin::pin!(body);
+    let mut buffer = Buffer::default();
+    while let Some(frame) = body.as_mut().frame().await {
+        let frame = frame.map_err(|e| Error::RequestBody(e.into()))?;
+        if let Ok(mut data) = frame.into_data() {
+            buffer.push(data.copy_to_bytes(data.remaining()));
+            if buffer.len() > limit {
+                return Err(Error::RequestTooLarge { limit });
             }
         }
     }
+    Ok(buffer.into_bytes())
 }
 
 fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
@@ -224,9 +229,9 @@ fn authorised_request(
     let body = match &settings.placement {
         Placement::JsonBody(field) => {
             let rewritten = Bytes::from(inject_token(body, *field, token.json_literal())?);
-            // The body changed length; a stale Content-Length would corrupt the request on the wire.
-            head.headers
-                .insert(CONTENT_LENGTH, HeaderValue::from(rewritten.len()));
+            // The body changed length, so a declared Content-Length would be stale. Removing it (instead of writing
+            // the new one, which allocates) is enough: the body's exact size hint gives the length on the wire.
+            head.headers.remove(CONTENT_LENGTH);
             rewritten
         }
         Placement::Header { name, prefix } => {

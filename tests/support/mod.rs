@@ -35,6 +35,7 @@ pub fn manager_builder() -> TokenManagerBuilder {
 pub fn json_request(path: &str, body: &str) -> Request<Full<Bytes>> {
     Request::post(format!("{BASE}{path}"))
         .header("content-type", "application/json")
+        .header("content-length", body.len())
         .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
         .unwrap()
 }

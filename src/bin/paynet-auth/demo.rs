@@ -70,6 +70,19 @@ impl Demo {
     }
 }
 
+/// The SQLite file and its write-ahead log, where a just-written row lives until a checkpoint.
+fn database_bytes(db: &std::path::Path) -> Vec<u8> {
+    let mut bytes = std::fs::read(db).unwrap_or_default();
+    bytes.extend(std::fs::read(db.with_extension("db-wal")).unwrap_or_default());
+    bytes
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
 fn check(what: &str, ok: bool) -> Result<(), String> {
     if ok {
         println!("   ✓ {what}");
@@ -90,14 +103,24 @@ pub(crate) async fn run() -> Result<ExitCode, String> {
         .await
         .map_err(|e| format!("cannot start the simulator: {e}"))?;
     let yaml = format!(
-        "paynet:\n  base_url: \"{}\"\n  username: \"username_17627_56530\"\n  password: \"${{DEMO_PASSWORD}}\"\n  terminal_id: 4027096\n  login_timeout: \"2s\"\n  lease_ttl: \"10s\"\n  store:\n    url: \"sqlite://{}\"\n",
+        "paynet:\n  base_url: \"{}\"\n  username: \"username_17627_56530\"\n  password: \"${{DEMO_PASSWORD}}\"\n  terminal_id: 4027096\n  login_timeout: \"2s\"\n  lease_ttl: \"10s\"\n  store:\n    url: \"sqlite://{}\"\n    encryption_key: \"${{DEMO_TOKEN_KEY}}\"\n",
         sim.base_url(),
         db.display()
     );
-    let config = paynet_auth::config::Config::from_yaml_str(&yaml, "demo.yaml", &|name| {
-        (name == "DEMO_PASSWORD").then(|| "password_17627_56530".to_owned())
-    })
-    .map_err(|e| e.to_string())?;
+    let token_key = {
+        use base64::Engine as _;
+        use rand::RngCore as _;
+        let mut key = [0u8; 32];
+        rand::rng().fill_bytes(&mut key);
+        base64::engine::general_purpose::STANDARD.encode(key)
+    };
+    let config =
+        paynet_auth::config::Config::from_yaml_str(&yaml, "demo.yaml", &|name| match name {
+            "DEMO_PASSWORD" => Some("password_17627_56530".to_owned()),
+            "DEMO_TOKEN_KEY" => Some(token_key.clone()),
+            _ => None,
+        })
+        .map_err(|e| e.to_string())?;
     let demo = Demo {
         config: config.paynet,
         sim,
@@ -136,6 +159,16 @@ pub(crate) async fn run() -> Result<ExitCode, String> {
             record.fingerprint()
         );
     }
+    let on_disk = database_bytes(&db);
+    check(
+        "the database holds it encrypted: the token's bytes appear nowhere in the file",
+        !on_disk.is_empty()
+            && demo
+                .sim
+                .issued_tokens()
+                .iter()
+                .all(|token| !contains(&on_disk, token.as_bytes())),
+    )?;
 
     println!("\n   … a restart: a new manager on the same database");
     let restarted = demo.manager().await?;
