@@ -28,7 +28,8 @@ pub(crate) struct LoadArgs {
     /// How many calls in flight at once.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
-    /// Sends the same calls without the layer, the token fetched once: the baseline.
+    /// Sends the same calls without the layer, the token fetched once (by one warm-up call through the layer):
+    /// the baseline.
     #[arg(long)]
     bare: bool,
 }
