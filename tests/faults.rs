@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,46 +14,12 @@ use hyper_util::rt::TokioExecutor;
 use paynet_auth::sim::{LoginFailure, Simulator};
 use paynet_auth::token::PaynetLogin;
 use paynet_auth::{Error, LoginError, PaynetAuth, PaynetAuthLayer, TokenError, TokenManager};
+use support::logs::Captured;
 use support::{PASSWORD, TERMINAL, USERNAME};
 use tower::{Layer, ServiceExt};
 
 const BACKOFF: Duration = Duration::from_millis(20);
 const LOGIN_TIMEOUT: Duration = Duration::from_millis(300);
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    /// Installs a subscriber for this thread; the tests run on a current-thread runtime, so it sees every task.
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let writer = self.clone();
-        tracing::subscriber::set_default(
-            tracing_subscriber::fmt()
-                .with_max_level(tracing::Level::INFO)
-                .with_ansi(false)
-                .with_writer(move || writer.clone())
-                .finish(),
-        )
-    }
-
-    fn error_lines(&self) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .filter(|line| line.contains(" ERROR "))
-            .map(str::to_owned)
-            .collect()
-    }
-}
 
 type Service = PaynetAuth<Client<HttpConnector, Full<Bytes>>>;
 
@@ -96,7 +60,7 @@ async fn categories(service: &Service, base_url: &str) -> Result<serde_json::Val
 /// `cause`, one ERROR line is logged, and once the endpoint is back the next request after the backoff succeeds.
 async fn login_failure_row(failure: LoginFailure, expected: fn(&LoginError) -> bool, cause: &str) {
     let logs = Captured::default();
-    let _guard = logs.install();
+    let _guard = logs.install(tracing::Level::INFO);
     let sim = Simulator::builder()
         .login_failure(Some(failure))
         .start()
@@ -209,7 +173,7 @@ async fn login_dropped_connection_is_a_typed_error_and_recovers() {
 #[tokio::test]
 async fn login_connection_refused_is_a_typed_error() {
     let logs = Captured::default();
-    let _guard = logs.install();
+    let _guard = logs.install(tracing::Level::INFO);
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()

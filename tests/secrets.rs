@@ -2,8 +2,7 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,30 +14,12 @@ use paynet_auth::sim::{LoginFailure, Simulator};
 use paynet_auth::store::{StoreOptions, TokenStore};
 use paynet_auth::token::PaynetLogin;
 use paynet_auth::{PaynetAuthLayer, TokenManager};
+use support::logs::Captured;
 use support::{PASSWORD, TERMINAL, USERNAME};
 use tower::{Layer, ServiceExt};
 
 /// base64 of 32 bytes of 0x2a.
 const ENCRYPTION_KEY: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 fn assert_free_of_secrets(what: &str, text: &str, tokens: &[String]) {
     assert!(!text.contains(PASSWORD), "{what} shows the password");
@@ -59,13 +40,7 @@ fn assert_free_of_secrets(what: &str, text: &str, tokens: &[String]) {
 #[tokio::test]
 async fn no_secret_in_trace_logs_through_logins_rejections_and_failures() {
     let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = logs.install(tracing::Level::TRACE);
 
     let sim = Simulator::builder()
         .single_session(true)
