@@ -8,7 +8,9 @@
 //!
 //! The scanner accepts exactly what `serde_json::from_slice::<serde_json::Value>` accepts, so a body is never
 //! sent that the caller's own serde_json-based tooling would have called broken, and never refused when it
-//! would have been accepted. The details that decide this:
+//! would have been accepted. (One exception, on purpose: with serde_json's `raw_value` feature, `Value` reads
+//! an object whose first key is `"$serde_json::private::RawValue"` as serde_json's private marker; the scanner
+//! reads it as the ordinary object it is in JSON, as the gateway does.) The details that decide this:
 //!
 //! * whitespace is only space, tab, line feed and carriage return; anything after the value but whitespace
 //!   is an error;
