@@ -14,21 +14,30 @@ const MARKER_ONLY: &[u8] = br#"{"$serde_json::private::RawValue":""}"#;
 fn raw_value_marker_object_is_an_ordinary_call_object() {
     // Minimised by `cargo fuzz tmin` from the first crash: Params mode, empty token.
     let out = inject_token(MARKER_ONLY, TokenField::Params, br#""""#).unwrap();
-    assert_eq!(out, br#"{"params":{"token":""},"$serde_json::private::RawValue":""}"#);
+    assert_eq!(
+        out,
+        br#"{"params":{"token":""},"$serde_json::private::RawValue":""}"#
+    );
 }
 
 #[test]
 fn raw_value_marker_holding_a_number_is_still_an_object() {
     let body = br#"{"$serde_json::private::RawValue":"1"}"#;
     let out = inject_token(body, TokenField::TopLevel, br#""t""#).unwrap();
-    assert_eq!(out, br#"{"token":"t","$serde_json::private::RawValue":"1"}"#);
+    assert_eq!(
+        out,
+        br#"{"token":"t","$serde_json::private::RawValue":"1"}"#
+    );
 }
 
 #[test]
 fn raw_value_marker_in_params_leaves_params_an_object() {
     let body = br#"{"params":{"$serde_json::private::RawValue":"[1]"}}"#;
     let out = inject_token(body, TokenField::Params, br#""t""#).unwrap();
-    assert_eq!(out, br#"{"params":{"token":"t","$serde_json::private::RawValue":"[1]"}}"#);
+    assert_eq!(
+        out,
+        br#"{"params":{"token":"t","$serde_json::private::RawValue":"[1]"}}"#
+    );
 }
 
 #[test]

@@ -347,6 +347,36 @@ async fn dead_lease_holder_is_taken_over_after_the_lease_ttl() {
     assert_eq!(login.attempts(), 1);
 }
 
+/// The lease left behind by this very process (its release failed while the database was away) does not make it
+/// wait for itself until the lease expires.
+#[tokio::test(start_paused = true)]
+async fn own_unreleased_lease_does_not_stall_the_next_refresh() {
+    let store = MemoryStore::new();
+    let login = FakeLogin::default();
+    let manager = manager_builder()
+        .store(store.clone())
+        .owner("this-process")
+        .build()
+        .unwrap();
+    assert!(
+        store
+            .try_lease(
+                manager.credential_key(),
+                "this-process",
+                Duration::from_secs(30)
+            )
+            .await
+            .unwrap()
+    );
+    let started = tokio::time::Instant::now();
+    assert_eq!(
+        manager.token(login.sender()).await.unwrap().generation(),
+        Generation(1)
+    );
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    assert_eq!(login.attempts(), 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn waiting_on_a_stuck_lease_gives_up_with_a_typed_error() {
     let store = MemoryStore::new();

@@ -240,6 +240,17 @@ mod cases {
         );
     }
 
+    /// A process that could not release its lease (the database went away mid-refresh) takes it again at once
+    /// instead of waiting for it to expire; others still cannot.
+    pub(super) async fn owner_retakes_its_own_unreleased_lease(db: Fixture) {
+        let store = db.plain_store().await;
+        let key = unique_key("retake");
+        let ttl = Duration::from_secs(30);
+        assert!(store.try_lease(&key, "a", ttl).await.unwrap());
+        assert!(store.try_lease(&key, "a", ttl).await.unwrap());
+        assert!(!store.try_lease(&key, "b", ttl).await.unwrap());
+    }
+
     pub(super) async fn release_lets_next_owner_in(db: Fixture) {
         let store = db.plain_store().await;
         let key = unique_key("release");
@@ -631,6 +642,11 @@ macro_rules! backend_tests {
             #[tokio::test]
             async fn release_lets_next_owner_in() {
                 cases::release_lets_next_owner_in($fixture).await;
+            }
+
+            #[tokio::test]
+            async fn owner_retakes_its_own_unreleased_lease() {
+                cases::owner_retakes_its_own_unreleased_lease($fixture).await;
             }
 
             #[tokio::test]

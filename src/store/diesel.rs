@@ -412,7 +412,10 @@ const MYSQL_SAVE_INSERT: &str = "\
 INSERT INTO paynet_tokens (token, nonce, generation, obtained_at, expires_at, agent_id, terminal_id, user_id, \
 user_login, written_by, credential_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
-/// Insert the lease, or take it over if it ran out; 1 row affected iff taken. Binds: name, ttl ms, owner.
+/// Insert the lease, or take it over if it ran out or is this owner's own; 1 row affected iff taken. Binds: name,
+/// ttl ms, owner. An owner may re-take its own lease: a process runs one refresh per key at a time, so a lease it
+/// still holds is one it failed to release (the database went away mid-refresh), and waiting for it to expire
+/// would stall every caller of that process for the whole TTL.
 #[cfg(feature = "postgres")]
 const PG_LEASE: &str = "\
 INSERT INTO paynet_lease AS lease (name, lock_until, locked_at, locked_by) \
@@ -420,7 +423,7 @@ SELECT $1, db.now_ms + $2, db.now_ms, $3 \
 FROM (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now_ms) AS db \
 ON CONFLICT (name) DO UPDATE SET lock_until = excluded.lock_until, locked_at = excluded.locked_at, \
 locked_by = excluded.locked_by \
-WHERE lease.lock_until <= excluded.locked_at";
+WHERE lease.lock_until <= excluded.locked_at OR lease.locked_by = excluded.locked_by";
 
 /// [`PG_LEASE`] for SQLite (`WHERE true` resolves the parsing ambiguity of `INSERT … SELECT … ON CONFLICT`).
 #[cfg(feature = "sqlite")]
@@ -430,9 +433,10 @@ SELECT ?, db.now_ms + ?, db.now_ms, ? \
 FROM (SELECT CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) AS now_ms) AS db WHERE true \
 ON CONFLICT (name) DO UPDATE SET lock_until = excluded.lock_until, locked_at = excluded.locked_at, \
 locked_by = excluded.locked_by \
-WHERE lease.lock_until <= excluded.locked_at";
+WHERE lease.lock_until <= excluded.locked_at OR lease.locked_by = excluded.locked_by";
 
-/// MySQL, step 1: take over a lease that ran out; 1 row matched iff taken. Binds: ttl ms, owner, name.
+/// MySQL, step 1: take over a lease that ran out or is this owner's own; 1 row matched iff taken. Binds: ttl ms,
+/// owner, name, owner.
 /// `TIMESTAMPDIFF` from the epoch in UTC avoids `UNIX_TIMESTAMP(NOW(3))`'s detour through the session time zone.
 #[cfg(feature = "mysql")]
 const MYSQL_LEASE_UPDATE: &str = "\
@@ -440,7 +444,8 @@ UPDATE paynet_lease SET \
 lock_until = TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000 + ?, \
 locked_at = TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000, \
 locked_by = ? \
-WHERE name = ? AND lock_until <= TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000";
+WHERE name = ? AND (lock_until <= TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000 \
+OR locked_by = ?)";
 
 /// MySQL, step 2 (when step 1 took nothing): create the lease; a duplicate key means someone holds it.
 /// Binds: name, ttl ms, owner.
@@ -983,6 +988,7 @@ impl DieselStore {
                     .bind::<BigInt, _>(ttl_ms)
                     .bind::<Text, _>(&owner)
                     .bind::<Text, _>(&key)
+                    .bind::<Text, _>(&owner)
                     .execute(&mut *conn)
                     .await
                     .map_err(&error)?;

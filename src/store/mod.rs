@@ -98,7 +98,8 @@ pub trait TokenStore: Send + Sync + 'static {
     /// whether it was written.
     async fn save(&self, key: &str, record: &TokenRecord) -> Result<bool, StoreError>;
 
-    /// Takes the refresh lease of `key` for `owner` for `ttl`, if nobody holds it (or the holder's lease ran out).
+    /// Takes the refresh lease of `key` for `owner` for `ttl`, if nobody holds it, the holder's lease ran out, or
+    /// `owner` holds it already (a lease it could not release, say because the database went away mid-refresh).
     /// Returns whether `owner` now holds it.
     async fn try_lease(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError>;
 
@@ -220,7 +221,7 @@ impl TokenStore for MemoryStore {
         let now = self.clock.now_ms();
         let until = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
         Ok(self.with_slot(key, |slot| match &slot.lease {
-            Some((_, lock_until)) if *lock_until > now => false,
+            Some((holder, lock_until)) if *lock_until > now && holder != owner => false,
             _ => {
                 slot.lease = Some((owner.to_owned(), until));
                 true

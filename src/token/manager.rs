@@ -274,8 +274,9 @@ impl TokenManagerBuilder {
         self
     }
 
-    /// How this process names itself as a lease holder. Defaults to host name, process id and a random suffix,
-    /// so that two processes on one host never share a name.
+    /// How this manager names itself as a lease holder. Defaults to host name, process id and a random suffix,
+    /// so that two processes on one host never share a name. It must be unique per manager: a holder may re-take
+    /// its own lease (one it could not release), so two managers sharing a name would not exclude each other.
     pub fn owner(mut self, owner: impl Into<String>) -> Self {
         self.owner = Some(owner.into());
         self
