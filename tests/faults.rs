@@ -278,7 +278,7 @@ async fn malformed_request_bodies_are_refused_unsent() {
 }
 
 #[tokio::test]
-async fn duplicate_token_keys_and_batches_are_authorised() {
+async fn duplicate_token_keys_are_all_replaced() {
     let sim = Simulator::builder().start().await.unwrap();
     let (service, _manager) = service_for(sim.base_url());
     let duplicate = r#"{"jsonrpc":"2.0","method":"getCategoriesList","id":1,"params":{"token":"stale","token":"older"}}"#;

@@ -450,3 +450,53 @@ async fn bearer_preset_passes_other_statuses_through() {
     assert_eq!(body_bytes(response.into_body()).await, "forbidden");
     assert_eq!(manager.logins(), 1);
 }
+
+const BATCH: &str = r#"[{"jsonrpc":"2.0","method":"getCategoriesList","id":1},{"jsonrpc":"2.0","method":"getProvidersList","id":2,"params":{}}]"#;
+
+#[tokio::test]
+async fn batch_gets_the_token_in_every_call_and_a_fully_rejected_batch_is_replayed() {
+    let manager = manager_builder().build().unwrap();
+    let (service, mut handle) = layer_over_mock(PaynetAuthLayer::new(manager.clone()));
+    let call = tokio::spawn(service.oneshot(json_request("/v2/service", BATCH)));
+    let (_login, reply) = handle.next_request().await.unwrap();
+    reply.send_response(login_ok("B1"));
+    let (sent, reply) = handle.next_request().await.unwrap();
+    assert_eq!(
+        body_bytes(sent.into_body()).await,
+        r#"[{"params":{"token":"B1"},"jsonrpc":"2.0","method":"getCategoriesList","id":1},{"jsonrpc":"2.0","method":"getProvidersList","id":2,"params":{"token":"B1"}}]"#
+    );
+    // Every call of the batch was rejected, so nothing executed: the batch is replayed.
+    reply.send_response(json_response(&format!("[{UNAUTHORIZED},{UNAUTHORIZED}]")));
+    let (_login, reply) = handle.next_request().await.unwrap();
+    reply.send_response(login_ok("B2"));
+    let (replay, reply) = handle.next_request().await.unwrap();
+    let replay = request_body(replay).await;
+    assert_eq!(replay[0]["params"]["token"], "B2");
+    assert_eq!(replay[1]["params"]["token"], "B2");
+    reply.send_response(json_response(
+        r#"[{"id":1,"result":[]},{"id":2,"result":[]}]"#,
+    ));
+    let response = call.await.unwrap().unwrap();
+    assert_eq!(
+        body_json(response.into_body()).await[1]["result"],
+        serde_json::json!([])
+    );
+    assert_eq!(manager.logins(), 2);
+}
+
+#[tokio::test]
+async fn partly_rejected_batch_is_returned_without_a_replay() {
+    let manager = manager_builder().build().unwrap();
+    let (service, mut handle) = layer_over_mock(PaynetAuthLayer::new(manager.clone()));
+    let call = tokio::spawn(service.oneshot(json_request("/v2/service", BATCH)));
+    let (_login, reply) = handle.next_request().await.unwrap();
+    reply.send_response(login_ok("B1"));
+    let (_sent, reply) = handle.next_request().await.unwrap();
+    // One call went through and may have executed; replaying the batch would execute it again.
+    let partial = format!(r#"[{{"id":1,"result":[]}},{UNAUTHORIZED}]"#);
+    reply.send_response(json_response(&partial));
+    let response = call.await.unwrap().unwrap();
+    assert_eq!(body_bytes(response.into_body()).await, partial.as_bytes());
+    assert_nothing_more_sent(&mut handle);
+    assert_eq!(manager.logins(), 1);
+}
