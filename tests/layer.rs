@@ -346,16 +346,20 @@ async fn failed_login_is_a_typed_error_and_nothing_is_sent() {
     assert_nothing_more_sent(&mut handle);
 }
 
-#[tokio::test]
-async fn bearer_preset_puts_the_token_in_the_header_and_replays_on_401() {
-    use paynet_auth::token::source::ClientCredentials;
-    let manager = paynet_auth::TokenManager::builder(ClientCredentials::new(
+/// A manager for a Bearer API with an OAuth client-credentials endpoint, like the Acquiring integration.
+fn acquiring_manager() -> paynet_auth::TokenManager {
+    paynet_auth::TokenManager::builder(paynet_auth::token::source::ClientCredentials::new(
         "http://auth.test/oauth/token",
         "acquiring",
         "client-secret".into(),
     ))
     .build()
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn bearer_preset_puts_the_token_in_the_header_and_replays_on_401() {
+    let manager = acquiring_manager();
     let (service, mut handle) = layer_over_mock(PaynetAuthLayer::bearer(manager.clone()));
     let payment = r#"{"amount":1000,"currency":"UZS"}"#;
     let call = tokio::spawn(
@@ -418,14 +422,7 @@ async fn bearer_preset_puts_the_token_in_the_header_and_replays_on_401() {
 
 #[tokio::test]
 async fn bearer_preset_passes_other_statuses_through() {
-    use paynet_auth::token::source::ClientCredentials;
-    let manager = paynet_auth::TokenManager::builder(ClientCredentials::new(
-        "http://auth.test/oauth/token",
-        "acquiring",
-        "client-secret".into(),
-    ))
-    .build()
-    .unwrap();
+    let manager = acquiring_manager();
     let (service, mut handle) = layer_over_mock(PaynetAuthLayer::bearer(manager.clone()));
     let call = tokio::spawn(
         service.oneshot(

@@ -8,8 +8,7 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -18,6 +17,7 @@ use paynet_auth::store::{self, Backend, DieselStore, StoreOptions, TokenStore};
 use paynet_auth::token::{Generation, LoginMeta, TokenRecord};
 use secrecy::ExposeSecret;
 use support::db::{Fixture, Raw, encryption_key, mysql_url, on_raw, postgres_url, unique_key};
+use support::logs::Captured;
 use support::proxy::{Proxy, host_port};
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -41,36 +41,6 @@ fn assert_same(loaded: &TokenRecord, expected: &TokenRecord) {
     assert_eq!(loaded.expires_at_ms, expected.expires_at_ms);
     assert_eq!(loaded.meta, expected.meta);
     assert_eq!(loaded.written_by, expected.written_by);
-}
-
-/// Collects what `tracing` logs on this thread (with a current-thread runtime, the store's tasks run here too).
-#[derive(Clone, Default)]
-struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
-
-impl CapturedLogs {
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let writer = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::WARN)
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl Write for CapturedLogs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -294,8 +264,8 @@ mod cases {
     }
 
     pub(super) async fn encryption_at_rest(db: Fixture) {
-        let logs = CapturedLogs::default();
-        let _guard = logs.install();
+        let logs = Captured::default();
+        let _guard = logs.install(tracing::Level::WARN);
         let secret_token = "S3cr3t-T0ken-Value-0123456789";
         let store = db.encrypted_store(1).await;
         let key = unique_key("encryption");
@@ -373,8 +343,8 @@ mod cases {
     }
 
     pub(super) async fn plaintext_without_key(db: Fixture) {
-        let logs = CapturedLogs::default();
-        let _guard = logs.install();
+        let logs = Captured::default();
+        let _guard = logs.install(tracing::Level::WARN);
         let store = db.plain_store().await;
         assert!(
             logs.text().contains("stored in plaintext"),

@@ -416,7 +416,6 @@ user_login, written_by, credential_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 /// ttl ms, owner. An owner may re-take its own lease: a process runs one refresh per key at a time, so a lease it
 /// still holds is one it failed to release (the database went away mid-refresh), and waiting for it to expire
 /// would stall every caller of that process for the whole TTL.
-#[cfg(feature = "postgres")]
 const PG_LEASE: &str = "\
 INSERT INTO paynet_lease AS lease (name, lock_until, locked_at, locked_by) \
 SELECT $1, db.now_ms + $2, db.now_ms, $3 \
@@ -426,7 +425,6 @@ locked_by = excluded.locked_by \
 WHERE lease.lock_until <= excluded.locked_at OR lease.locked_by = excluded.locked_by";
 
 /// [`PG_LEASE`] for SQLite (`WHERE true` resolves the parsing ambiguity of `INSERT … SELECT … ON CONFLICT`).
-#[cfg(feature = "sqlite")]
 const SQLITE_LEASE: &str = "\
 INSERT INTO paynet_lease AS lease (name, lock_until, locked_at, locked_by) \
 SELECT ?, db.now_ms + ?, db.now_ms, ? \
@@ -438,7 +436,6 @@ WHERE lease.lock_until <= excluded.locked_at OR lease.locked_by = excluded.locke
 /// MySQL, step 1: take over a lease that ran out or is this owner's own; 1 row matched iff taken. Binds: ttl ms,
 /// owner, name, owner.
 /// `TIMESTAMPDIFF` from the epoch in UTC avoids `UNIX_TIMESTAMP(NOW(3))`'s detour through the session time zone.
-#[cfg(feature = "mysql")]
 const MYSQL_LEASE_UPDATE: &str = "\
 UPDATE paynet_lease SET \
 lock_until = TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000 + ?, \
@@ -449,7 +446,6 @@ OR locked_by = ?)";
 
 /// MySQL, step 2 (when step 1 took nothing): create the lease; a duplicate key means someone holds it.
 /// Binds: name, ttl ms, owner.
-#[cfg(feature = "mysql")]
 const MYSQL_LEASE_INSERT: &str = "\
 INSERT INTO paynet_lease (name, lock_until, locked_at, locked_by) VALUES (?, \
 TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000 + ?, \
@@ -952,67 +948,54 @@ impl DieselStore {
     ) -> Result<bool, StoreError> {
         use diesel_async::RunQueryDsl;
         let error = self.query_error("lease");
-        match self.inner.pools {
-            #[cfg(feature = "postgres")]
-            Pools::Postgres(ref pool) => {
-                let mut conn = self.checkout(pool).await?;
-                self.count_query();
-                let taken = diesel::sql_query(PG_LEASE)
+        // PostgreSQL and SQLite take or create the lease in one statement. MySQL has no conditional upsert that
+        // says whether it wrote (diesel-async connects with CLIENT_FOUND_ROWS), so it updates, then inserts.
+        let upsert = match self.backend() {
+            Backend::Postgres => Some(PG_LEASE),
+            Backend::Sqlite => Some(SQLITE_LEASE),
+            Backend::Mysql => None,
+        };
+        with_conn!(self, |conn| {
+            self.count_query();
+            if let Some(sql) = upsert {
+                let taken = diesel::sql_query(sql)
                     .bind::<Text, _>(&key)
                     .bind::<BigInt, _>(ttl_ms)
-                    .bind::<Text, _>(&owner)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(error)?;
-                Ok(taken > 0)
-            }
-            #[cfg(feature = "sqlite")]
-            Pools::Sqlite(ref pool) => {
-                let mut conn = self.checkout(pool).await?;
-                self.count_query();
-                let taken = diesel::sql_query(SQLITE_LEASE)
-                    .bind::<Text, _>(&key)
-                    .bind::<BigInt, _>(ttl_ms)
-                    .bind::<Text, _>(&owner)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(error)?;
-                Ok(taken > 0)
-            }
-            #[cfg(feature = "mysql")]
-            Pools::Mysql(ref pool) => {
-                let mut conn = self.checkout(pool).await?;
-                self.count_query();
-                // The row exists after a key's first lease, so the UPDATE alone is the usual case.
-                let taken = diesel::sql_query(MYSQL_LEASE_UPDATE)
-                    .bind::<BigInt, _>(ttl_ms)
-                    .bind::<Text, _>(&owner)
-                    .bind::<Text, _>(&key)
                     .bind::<Text, _>(&owner)
                     .execute(&mut *conn)
                     .await
                     .map_err(&error)?;
-                if taken > 0 {
-                    return Ok(true);
-                }
-                self.count_query();
-                match diesel::sql_query(MYSQL_LEASE_INSERT)
-                    .bind::<Text, _>(&key)
-                    .bind::<BigInt, _>(ttl_ms)
-                    .bind::<Text, _>(&owner)
-                    .execute(&mut *conn)
-                    .await
-                {
-                    Ok(_) => Ok(true),
-                    // Held by someone (who may just have inserted it).
-                    Err(diesel::result::Error::DatabaseError(
-                        diesel::result::DatabaseErrorKind::UniqueViolation,
-                        _,
-                    )) => Ok(false),
-                    Err(other) => Err(error(other)),
-                }
+                return Ok(taken > 0);
             }
-        }
+            // The row exists after a key's first lease, so the UPDATE alone is the usual case.
+            let taken = diesel::sql_query(MYSQL_LEASE_UPDATE)
+                .bind::<BigInt, _>(ttl_ms)
+                .bind::<Text, _>(&owner)
+                .bind::<Text, _>(&key)
+                .bind::<Text, _>(&owner)
+                .execute(&mut *conn)
+                .await
+                .map_err(&error)?;
+            if taken > 0 {
+                return Ok(true);
+            }
+            self.count_query();
+            match diesel::sql_query(MYSQL_LEASE_INSERT)
+                .bind::<Text, _>(&key)
+                .bind::<BigInt, _>(ttl_ms)
+                .bind::<Text, _>(&owner)
+                .execute(&mut *conn)
+                .await
+            {
+                Ok(_) => Ok(true),
+                // Held by someone (who may just have inserted it).
+                Err(diesel::result::Error::DatabaseError(
+                    diesel::result::DatabaseErrorKind::UniqueViolation,
+                    _,
+                )) => Ok(false),
+                Err(other) => Err(error(other)),
+            }
+        })
     }
 
     async fn release_inner(&self, key: String, owner: String) -> Result<(), StoreError> {

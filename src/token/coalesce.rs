@@ -95,18 +95,44 @@ mod tests {
 
     use super::*;
 
-    fn start_counting(
-        runs: &Arc<AtomicUsize>,
-        gate: oneshot::Receiver<Result<u32, String>>,
-    ) -> impl FnOnce() -> Result<BoxFuture<'static, Result<u32, String>>, Result<u32, String>> {
-        let runs = Arc::clone(runs);
-        move || {
-            runs.fetch_add(1, Ordering::SeqCst);
-            Ok(async move { gate.await.unwrap_or(Err("gate dropped".into())) }.boxed())
+    type Answer = Result<u32, String>;
+
+    /// A coalescer whose flights finish when their gate is opened, counting how many flights were started.
+    struct Gated {
+        coalesce: Coalesce<u64, Answer>,
+        runs: Arc<AtomicUsize>,
+    }
+
+    impl Gated {
+        fn new() -> Self {
+            Self {
+                coalesce: Coalesce::new(),
+                runs: Arc::default(),
+            }
+        }
+
+        /// Asks for a result at least as new as `key`; the sender finishes the flight if this call started one.
+        fn join(&self, key: u64) -> (Join<Answer>, oneshot::Sender<Answer>) {
+            let (gate, opened) = oneshot::channel();
+            let runs = Arc::clone(&self.runs);
+            let join = self.coalesce.join_or_start(
+                key,
+                |started_for| *started_for >= key,
+                move || {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    Ok(async move { opened.await.unwrap_or(Err("gate dropped".into())) }.boxed())
+                },
+                Err("aborted".into()),
+            );
+            (join, gate)
+        }
+
+        fn runs(&self) -> usize {
+            self.runs.load(Ordering::SeqCst)
         }
     }
 
-    fn flight(join: Join<Result<u32, String>>) -> Flight<Result<u32, String>> {
+    fn flight(join: Join<Answer>) -> Flight<Answer> {
         match join {
             Join::Flight { flight, covers } => {
                 assert!(covers);
@@ -118,133 +144,68 @@ mod tests {
 
     #[tokio::test]
     async fn first_call_drives_subsequent_wait() {
-        let coalesce = Coalesce::new();
-        let runs = Arc::new(AtomicUsize::new(0));
-        let (tx, rx) = oneshot::channel();
-        let first = flight(coalesce.join_or_start(
-            1u64,
-            |_| true,
-            start_counting(&runs, rx),
-            Err("aborted".into()),
-        ));
-        let (_tx2, rx2) = oneshot::channel();
-        let second = flight(coalesce.join_or_start(
-            1u64,
-            |k| *k >= 1,
-            start_counting(&runs, rx2),
-            Err("aborted".into()),
-        ));
-        tx.send(Ok(7)).unwrap();
-        assert_eq!(first.await, Ok(7));
-        assert_eq!(second.await, Ok(7));
-        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        let gated = Gated::new();
+        let (first, gate) = gated.join(1);
+        let (second, _unused) = gated.join(1);
+        gate.send(Ok(7)).unwrap();
+        assert_eq!(flight(first).await, Ok(7));
+        assert_eq!(flight(second).await, Ok(7));
+        assert_eq!(gated.runs(), 1);
     }
 
     #[tokio::test]
     async fn cancel_waiter_does_not_affect_others() {
-        let coalesce = Coalesce::new();
-        let runs = Arc::new(AtomicUsize::new(0));
-        let (tx, rx) = oneshot::channel();
-        let first = flight(coalesce.join_or_start(
-            1u64,
-            |_| true,
-            start_counting(&runs, rx),
-            Err("aborted".into()),
-        ));
-        let (_tx2, rx2) = oneshot::channel();
-        let second = flight(coalesce.join_or_start(
-            1u64,
-            |_| true,
-            start_counting(&runs, rx2),
-            Err("aborted".into()),
-        ));
+        let gated = Gated::new();
+        let (first, gate) = gated.join(1);
+        let (second, _unused) = gated.join(1);
         // The caller that started the work goes away before it finishes.
-        drop(first);
-        tx.send(Ok(9)).unwrap();
-        assert_eq!(second.await, Ok(9));
-        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        drop(flight(first));
+        gate.send(Ok(9)).unwrap();
+        assert_eq!(flight(second).await, Ok(9));
+        assert_eq!(gated.runs(), 1);
     }
 
     #[tokio::test]
     async fn maker_error_is_shared_with_waiters() {
-        let coalesce = Coalesce::new();
-        let runs = Arc::new(AtomicUsize::new(0));
-        let (tx, rx) = oneshot::channel();
-        let waiters: Vec<_> = std::iter::once(flight(coalesce.join_or_start(
-            0u64,
-            |_| true,
-            start_counting(&runs, rx),
-            Err("aborted".into()),
-        )))
-        .chain((0..9).map(|_| {
-            let (_tx, rx) = oneshot::channel();
-            flight(coalesce.join_or_start(
-                0u64,
-                |_| true,
-                start_counting(&runs, rx),
-                Err("aborted".into()),
-            ))
-        }))
-        .collect();
-        tx.send(Err("login refused".into())).unwrap();
+        let gated = Gated::new();
+        let (first, gate) = gated.join(0);
+        let waiters: Vec<_> = std::iter::once(first)
+            .chain((0..9).map(|_| gated.join(0).0))
+            .map(flight)
+            .collect();
+        gate.send(Err("login refused".into())).unwrap();
         for waiter in waiters {
             assert_eq!(waiter.await, Err("login refused".to_owned()));
         }
-        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert_eq!(gated.runs(), 1);
     }
 
     #[tokio::test]
     async fn finished_flight_is_not_joined_again() {
-        let coalesce = Coalesce::new();
-        let runs = Arc::new(AtomicUsize::new(0));
-        let (tx, rx) = oneshot::channel();
-        let first = flight(coalesce.join_or_start(
-            1u64,
-            |_| true,
-            start_counting(&runs, rx),
-            Err("aborted".into()),
-        ));
-        tx.send(Ok(1)).unwrap();
-        assert_eq!(first.await, Ok(1));
-        let (tx2, rx2) = oneshot::channel();
-        let second = flight(coalesce.join_or_start(
-            2u64,
-            |_| true,
-            start_counting(&runs, rx2),
-            Err("aborted".into()),
-        ));
-        tx2.send(Ok(2)).unwrap();
-        assert_eq!(second.await, Ok(2));
-        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        let gated = Gated::new();
+        let (first, gate) = gated.join(1);
+        gate.send(Ok(1)).unwrap();
+        assert_eq!(flight(first).await, Ok(1));
+        let (second, gate) = gated.join(2);
+        gate.send(Ok(2)).unwrap();
+        assert_eq!(flight(second).await, Ok(2));
+        assert_eq!(gated.runs(), 2);
     }
 
     #[tokio::test]
     async fn older_flight_does_not_cover_newer_key() {
-        let coalesce = Coalesce::new();
-        let runs = Arc::new(AtomicUsize::new(0));
-        let (_tx, rx) = oneshot::channel();
-        let _first = coalesce.join_or_start(
-            1u64,
-            |_| true,
-            start_counting(&runs, rx),
-            Err("aborted".into()),
-        );
-        let (_tx2, rx2) = oneshot::channel();
-        match coalesce.join_or_start(
-            5u64,
-            |k| *k >= 5,
-            start_counting(&runs, rx2),
-            Err("aborted".into()),
-        ) {
+        let gated = Gated::new();
+        let (_first, _gate) = gated.join(1);
+        match gated.join(5).0 {
             Join::Flight { covers, .. } => assert!(!covers),
             Join::Answered(_) => panic!("expected the flight in progress"),
         }
-        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert_eq!(gated.runs(), 1);
     }
 
     #[tokio::test]
     async fn start_may_answer_without_a_flight() {
-        let coalesce: Coalesce<u64, Result<u32, String>> = Coalesce::new();
+        let coalesce: Coalesce<u64, Answer> = Coalesce::new();
         match coalesce.join_or_start(
             1,
             |_| true,
@@ -258,7 +219,7 @@ mod tests {
 
     #[tokio::test]
     async fn panicking_work_answers_aborted() {
-        let coalesce: Coalesce<u64, Result<u32, String>> = Coalesce::new();
+        let coalesce: Coalesce<u64, Answer> = Coalesce::new();
         let join = coalesce.join_or_start(
             1,
             |_| true,
