@@ -93,13 +93,25 @@ pub fn inject_token(
         is_string_literal(token_json),
         "token_json must be one JSON string literal"
     );
-    let mut scanner = Scanner::new(body, Some((field, token_json)));
+    let mut scanner = Scanner::new(body, Some(field));
     scanner.document()?;
     if let Some(shape) = scanner.shape {
         return Err(shape);
     }
-    scanner.out.extend_from_slice(&body[scanner.copied..]);
-    Ok(scanner.out)
+    // Sized exactly, so that `Bytes::from` takes the vector as it is instead of allocating a shared header.
+    let len = scanner.edits.iter().fold(body.len(), |len, edit| {
+        len - (edit.end() - edit.start()) + edit.inserted_len(token_json.len())
+    });
+    let mut out = Vec::with_capacity(len);
+    let mut copied = 0;
+    for edit in scanner.edits.iter() {
+        out.extend_from_slice(&body[copied..edit.start()]);
+        edit.write(&mut out, token_json);
+        copied = edit.end();
+    }
+    out.extend_from_slice(&body[copied..]);
+    debug_assert_eq!(out.len(), out.capacity());
+    Ok(out)
 }
 
 /// True when `serde_json::from_slice::<serde_json::Value>` would accept `body`, found without building one.
@@ -119,8 +131,8 @@ const MAX_DEPTH: u32 = 127;
 /// with it to the last digit.
 const LONG_NUMBER: usize = 300;
 
-/// One change to the body. The scan finds them in body order, so each is applied as soon as it is found:
-/// the output grows behind the scan and no list of edits is kept.
+/// One change to the body. The scan finds them in body order and records them; the output is written once the
+/// whole body is known to be valid, at its exact size.
 ///
 /// A missing member is inserted as the object's *first* member, right after its `{`: that place is known
 /// the moment the `{` is read and does not depend on how the object ends (trailing whitespace, the
@@ -136,6 +148,94 @@ enum Edit {
     InsertToken { at: usize, comma: bool },
     /// Insert `"params":{"token":…}` at `at` (just after a `{`), with a comma when the object has members.
     InsertParams { at: usize, comma: bool },
+}
+
+impl Edit {
+    fn start(&self) -> usize {
+        match *self {
+            Edit::Replace { start, .. } | Edit::NullParams { start, .. } => start,
+            Edit::InsertToken { at, .. } | Edit::InsertParams { at, .. } => at,
+        }
+    }
+
+    fn end(&self) -> usize {
+        match *self {
+            Edit::Replace { end, .. } | Edit::NullParams { end, .. } => end,
+            Edit::InsertToken { at, .. } | Edit::InsertParams { at, .. } => at,
+        }
+    }
+
+    /// How many bytes [`Edit::write`] writes for a token literal of `token` bytes.
+    fn inserted_len(&self, token: usize) -> usize {
+        match *self {
+            Edit::Replace { .. } => token,
+            Edit::NullParams { .. } => 1 + TOKEN_KEY.len() + token + 1,
+            Edit::InsertToken { comma, .. } => TOKEN_KEY.len() + token + usize::from(comma),
+            Edit::InsertParams { comma, .. } => {
+                PARAMS_KEY.len() + TOKEN_KEY.len() + token + 1 + usize::from(comma)
+            }
+        }
+    }
+
+    /// Writes what replaces `start..end`.
+    fn write(&self, out: &mut Vec<u8>, token: &[u8]) {
+        match *self {
+            Edit::Replace { .. } => out.extend_from_slice(token),
+            Edit::NullParams { .. } => {
+                out.push(b'{');
+                out.extend_from_slice(TOKEN_KEY);
+                out.extend_from_slice(token);
+                out.push(b'}');
+            }
+            Edit::InsertToken { comma, .. } => {
+                out.extend_from_slice(TOKEN_KEY);
+                out.extend_from_slice(token);
+                if comma {
+                    out.push(b',');
+                }
+            }
+            Edit::InsertParams { comma, .. } => {
+                out.extend_from_slice(PARAMS_KEY);
+                out.extend_from_slice(TOKEN_KEY);
+                out.extend_from_slice(token);
+                out.push(b'}');
+                if comma {
+                    out.push(b',');
+                }
+            }
+        }
+    }
+}
+
+/// Edits kept inline: a single call makes one, so only a batch of more calls than this spills to the heap.
+const INLINE_EDITS: usize = 4;
+
+#[derive(Default)]
+struct Edits {
+    inline: [Option<Edit>; INLINE_EDITS],
+    spilled: Vec<Edit>,
+}
+
+impl Edits {
+    fn push(&mut self, edit: Edit) {
+        debug_assert!(
+            self.iter()
+                .last()
+                .is_none_or(|last| last.end() <= edit.start()),
+            "edits out of order"
+        );
+        match self.inline.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) if self.spilled.is_empty() => *slot = Some(edit),
+            _ => self.spilled.push(edit),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Edit> {
+        self.inline
+            .iter()
+            .map_while(Option::as_ref)
+            .chain(&self.spilled)
+    }
 }
 
 const TOKEN_KEY: &[u8] = b"\"token\":";
@@ -159,73 +259,27 @@ struct Scanner<'a> {
     depth: u32,
     /// `None` only validates.
     field: Option<TokenField>,
-    /// The token literal.
-    token: &'a [u8],
-    /// The output so far: `b[..copied]` with the edits applied.
-    out: Vec<u8>,
-    copied: usize,
+    /// The edits found so far, in body order.
+    edits: Edits,
     /// The first shape error. Kept aside rather than returned so that the rest of the body is still checked:
     /// a body that is not JSON at all must be reported as such.
     shape: Option<InjectError>,
 }
 
 impl<'a> Scanner<'a> {
-    fn new(b: &'a [u8], inject: Option<(TokenField, &'a [u8])>) -> Self {
-        let (field, token, out) = match inject {
-            // Room for one insertion with some slack; a batch may grow it.
-            Some((field, token)) => (
-                Some(field),
-                token,
-                Vec::with_capacity(b.len() + token.len() + 32),
-            ),
-            None => (None, &[][..], Vec::new()),
-        };
+    fn new(b: &'a [u8], field: Option<TokenField>) -> Self {
         Scanner {
             b,
             pos: 0,
             depth: 0,
             field,
-            token,
-            out,
-            copied: 0,
+            edits: Edits::default(),
             shape: None,
         }
     }
 
     fn edit(&mut self, edit: Edit) {
-        let (start, end) = match edit {
-            Edit::Replace { start, end } | Edit::NullParams { start, end } => (start, end),
-            Edit::InsertToken { at, .. } | Edit::InsertParams { at, .. } => (at, at),
-        };
-        debug_assert!(self.copied <= start, "edits out of order");
-        let out = &mut self.out;
-        out.extend_from_slice(&self.b[self.copied..start]);
-        match edit {
-            Edit::Replace { .. } => out.extend_from_slice(self.token),
-            Edit::NullParams { .. } => {
-                out.push(b'{');
-                out.extend_from_slice(TOKEN_KEY);
-                out.extend_from_slice(self.token);
-                out.push(b'}');
-            }
-            Edit::InsertToken { comma, .. } => {
-                out.extend_from_slice(TOKEN_KEY);
-                out.extend_from_slice(self.token);
-                if comma {
-                    out.push(b',');
-                }
-            }
-            Edit::InsertParams { comma, .. } => {
-                out.extend_from_slice(PARAMS_KEY);
-                out.extend_from_slice(TOKEN_KEY);
-                out.extend_from_slice(self.token);
-                out.push(b'}');
-                if comma {
-                    out.push(b',');
-                }
-            }
-        }
-        self.copied = end;
+        self.edits.push(edit);
     }
 
     #[cold]
@@ -984,6 +1038,50 @@ mod tests {
             top(batch).unwrap(),
             r#"[{"token":"t0k","method":"a"},{"token":"t0k","method":"b","params":{"token":"old"}},{"token":"t0k","method":"c","params":null}]"#
         );
+    }
+
+    #[test]
+    fn batches_longer_than_the_inline_edits_are_spliced_whole() {
+        // Every shape of edit, cycled through more calls than fit inline, so that some edits spill to the heap.
+        let shapes = [
+            (r#"{"id":N}"#, r#"{"params":{"token":"t0k"},"id":N}"#),
+            (
+                r#"{"id":N,"params":{}}"#,
+                r#"{"id":N,"params":{"token":"t0k"}}"#,
+            ),
+            (
+                r#"{"id":N,"params":{"token":"a longer old token"}}"#,
+                r#"{"id":N,"params":{"token":"t0k"}}"#,
+            ),
+            (
+                r#"{"id":N,"params":null}"#,
+                r#"{"id":N,"params":{"token":"t0k"}}"#,
+            ),
+            (
+                r#"{"id":N,"params":{"x":1}}"#,
+                r#"{"id":N,"params":{"token":"t0k","x":1}}"#,
+            ),
+        ];
+        for calls in [1, INLINE_EDITS, INLINE_EDITS + 1, 3 * INLINE_EDITS + 2] {
+            let (body, expected): (Vec<_>, Vec<_>) = (0..calls)
+                .map(|n| {
+                    let (call, spliced) = shapes[n % shapes.len()];
+                    let n = n.to_string();
+                    (call.replace('N', &n), spliced.replace('N', &n))
+                })
+                .unzip();
+            let body = format!("[{}]", body.join(","));
+            let out = inject_token(body.as_bytes(), TokenField::Params, b"\"t0k\"").unwrap();
+            assert_eq!(
+                String::from_utf8(out.clone()).unwrap(),
+                format!("[{}]", expected.join(","))
+            );
+            assert_eq!(
+                out.len(),
+                out.capacity(),
+                "{calls} calls: the output is sized exactly"
+            );
+        }
     }
 
     #[test]
