@@ -1,38 +1,295 @@
 //! The response future of [`PaynetAuth`](crate::PaynetAuth).
+//!
+//! The hot path (body read, token cached, first answer accepted) is a state machine over the inner service's own
+//! future, so a call costs no allocation for the future itself. Anything that waits for a login or replays a
+//! rejected request is rare and switches to one boxed `async` block that shares its code with the
+//! reqwest-middleware adapter.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
+use http::{Request, Response};
+use http_body::Body;
+use http_body_util::Full;
+use pin_project_lite::pin_project;
+use tower::ServiceExt;
+use tower_service::Service;
 
-use crate::error::Error;
+use crate::error::{BoxError, Error};
+use crate::layer::Settings;
+use crate::service::{
+    Begun, HeadCopy, Inspected, Inspection, RequestReader, ResponseBody, authorise_buffered,
+    authorised_request, replay,
+};
+use crate::token::{ActiveToken, LoginSender};
 
-/// The future [`PaynetAuth`](crate::PaynetAuth) returns.
-///
-/// One boxed future per call: the request path awaits the body, possibly a refresh, the inner call and the
-/// response body in sequence, and a hand-written state machine over the inner service's future would save that
-/// one allocation at the cost of much subtler code.
-pub struct ResponseFuture<T> {
-    inner: BoxFuture<'static, Result<T, Error>>,
-}
+type Output<B> = Result<Response<ResponseBody<B>>, Error>;
 
-impl<T> ResponseFuture<T> {
-    pub(crate) fn new(inner: BoxFuture<'static, Result<T, Error>>) -> Self {
-        Self { inner }
+pin_project! {
+    /// The future [`PaynetAuth`](crate::PaynetAuth) returns.
+    pub struct ResponseFuture<S, ReqBody, ResBody>
+    where
+        S: Service<Request<Full<Bytes>>>,
+    {
+        #[pin]
+        state: State<S, ReqBody, ResBody>,
     }
 }
 
-impl<T> Future for ResponseFuture<T> {
-    type Output = Result<T, Error>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
+pin_project! {
+    #[project = StateProj]
+    enum State<S, ReqBody, ResBody>
+    where
+        S: Service<Request<Full<Bytes>>>,
+    {
+        /// Reading the caller's body; `call` holds what the send needs.
+        Reading {
+            #[pin]
+            reader: RequestReader<ReqBody>,
+            call: Option<Call<S>>,
+        },
+        /// The first request is with the inner service.
+        Sending {
+            #[pin]
+            future: S::Future,
+            sent: Option<Sent<S>>,
+        },
+        /// Reading the first answer's body to look for a rejection.
+        Inspecting {
+            inspection: Inspection<ResBody>,
+            sent: Option<Sent<S>>,
+        },
+        /// A login or a replay: rare, so boxed.
+        Slow {
+            future: BoxFuture<'static, Output<ResBody>>,
+        },
+        /// Failed before anything was sent.
+        Failed {
+            error: Option<Error>,
+        },
+        Done,
     }
 }
 
-impl<T> fmt::Debug for ResponseFuture<T> {
+/// What the first send needs besides the body.
+struct Call<S> {
+    ready: S,
+    settings: Arc<Settings>,
+    head: http::request::Parts,
+}
+
+/// What a replay needs once the first request is gone.
+struct Sent<S> {
+    template: S,
+    settings: Arc<Settings>,
+    head: HeadCopy,
+    body: Bytes,
+    token: Arc<ActiveToken>,
+}
+
+impl<S, ReqBody, ResBody> ResponseFuture<S, ReqBody, ResBody>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    ReqBody: Body,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: Body<Data = Bytes> + Send + Unpin + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    /// `ready` is the service that `poll_ready` readied.
+    pub(crate) fn new(ready: S, settings: Arc<Settings>, request: Request<ReqBody>) -> Self {
+        let (head, body) = request.into_parts();
+        let state = match RequestReader::new(body, &head.headers, settings.max_request_body) {
+            Ok(reader) => State::Reading {
+                reader,
+                call: Some(Call {
+                    ready,
+                    settings,
+                    head,
+                }),
+            },
+            Err(error) => State::Failed { error: Some(error) },
+        };
+        Self { state }
+    }
+}
+
+impl<S, ReqBody, ResBody> State<S, ReqBody, ResBody>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    ResBody: Body<Data = Bytes> + Send + Unpin + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    /// The state once the body is read: sending with the cached token, or the slow path when there is none.
+    fn send(call: Call<S>, body: Bytes) -> Self {
+        let Call {
+            mut ready,
+            settings,
+            head,
+        } = call;
+        let Some(token) = settings.manager.cached() else {
+            return State::Slow {
+                future: Box::pin(from_the_start(ready, settings, head, body)),
+            };
+        };
+        let copy = HeadCopy::of(&head);
+        match authorised_request(&settings, head, &body, &token) {
+            Ok(first) => {
+                let template = ready.clone();
+                State::Sending {
+                    future: ready.call(first.map(Full::new)),
+                    sent: Some(Sent {
+                        template,
+                        settings,
+                        head: copy,
+                        body,
+                        token,
+                    }),
+                }
+            }
+            Err(error) => State::Failed { error: Some(error) },
+        }
+    }
+}
+
+impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody, ResBody>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    ReqBody: Body,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: Body<Data = Bytes> + Send + Unpin + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    type Output = Output<ResBody>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.project().state;
+        loop {
+            let next = match state.as_mut().project() {
+                StateProj::Reading { reader, call } => match ready!(reader.poll_read(cx)) {
+                    Ok(body) => State::send(call.take().expect("read once"), body),
+                    Err(error) => State::Failed { error: Some(error) },
+                },
+                StateProj::Sending { future, sent } => match ready!(future.poll(cx)) {
+                    Ok(response) => {
+                        let sent = sent.take().expect("sent once");
+                        match Inspection::begin(&sent.settings, response) {
+                            Begun::Decided(Inspected::Accepted(response)) => {
+                                state.set(State::Done);
+                                return Poll::Ready(Ok(response));
+                            }
+                            Begun::Decided(Inspected::Rejected) => State::replay(sent),
+                            Begun::Reading(inspection) => State::Inspecting {
+                                inspection,
+                                sent: Some(sent),
+                            },
+                        }
+                    }
+                    Err(error) => State::Failed {
+                        error: Some(Error::Inner(error.into())),
+                    },
+                },
+                StateProj::Inspecting { inspection, sent } => {
+                    let settings = &sent.as_ref().expect("inspected once").settings;
+                    match ready!(inspection.poll_inspect(cx, settings)) {
+                        Ok(Inspected::Accepted(response)) => {
+                            state.set(State::Done);
+                            return Poll::Ready(Ok(response));
+                        }
+                        Ok(Inspected::Rejected) => {
+                            State::replay(sent.take().expect("inspected once"))
+                        }
+                        Err(error) => State::Failed { error: Some(error) },
+                    }
+                }
+                StateProj::Slow { future } => {
+                    let output = ready!(future.as_mut().poll(cx));
+                    state.set(State::Done);
+                    return Poll::Ready(output);
+                }
+                StateProj::Failed { error } => {
+                    let error = error.take().expect("failed once");
+                    state.set(State::Done);
+                    return Poll::Ready(Err(error));
+                }
+                StateProj::Done => panic!("ResponseFuture polled after it completed"),
+            };
+            state.set(next);
+        }
+    }
+}
+
+impl<S, ReqBody, ResBody> State<S, ReqBody, ResBody>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    ResBody: Body<Data = Bytes> + Send + Unpin + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    fn replay(sent: Sent<S>) -> Self {
+        let Sent {
+            template,
+            settings,
+            head,
+            body,
+            token,
+        } = sent;
+        State::Slow {
+            future: Box::pin(async move {
+                let login_template = template.clone();
+                let send =
+                    move |request: Request<Bytes>| template.clone().oneshot(request.map(Full::new));
+                let login = move || LoginSender::from_service(login_template.clone());
+                replay(&settings, head.into_parts(), &body, &token, send, login).await
+            }),
+        }
+    }
+}
+
+/// The whole request path, for a call that found no usable token.
+async fn from_the_start<S, ResBody>(
+    ready: S,
+    settings: Arc<Settings>,
+    head: http::request::Parts,
+    body: Bytes,
+) -> Output<ResBody>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    ResBody: Body<Data = Bytes> + Send + Unpin + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    let template = ready.clone();
+    let login_template = ready.clone();
+    // The service that poll_ready readied sends the first request; a replay goes through a fresh clone.
+    let mut ready = Some(ready);
+    let send = move |request: Request<Bytes>| {
+        let request = request.map(Full::new);
+        match ready.take() {
+            Some(mut ready) => futures_util::future::Either::Left(ready.call(request)),
+            None => futures_util::future::Either::Right(template.clone().oneshot(request)),
+        }
+    };
+    let login = move || LoginSender::from_service(login_template.clone());
+    authorise_buffered(&settings, head, body, send, login).await
+}
+
+impl<S, ReqBody, ResBody> fmt::Debug for ResponseFuture<S, ReqBody, ResBody>
+where
+    S: Service<Request<Full<Bytes>>>,
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ResponseFuture")
     }

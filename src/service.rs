@@ -2,18 +2,15 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::Buf;
 use bytes::{Bytes, BytesMut};
-use futures_util::FutureExt;
-use futures_util::future::Either;
 use http::header::CONTENT_LENGTH;
-use http::{HeaderMap, HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use pin_project_lite::pin_project;
-use tower::ServiceExt;
 use tower_service::Service;
 use tracing::warn;
 
@@ -80,7 +77,7 @@ where
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = Error;
-    type Future = ResponseFuture<Self::Response>;
+    type Future = ResponseFuture<S, ReqBody, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner
@@ -93,41 +90,8 @@ where
         // https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);
-        let settings = Arc::clone(&self.settings);
-        ResponseFuture::new(authorise(ready, settings, request).boxed())
+        ResponseFuture::new(ready, Arc::clone(&self.settings), request)
     }
-}
-
-async fn authorise<S, ReqBody, ResBody>(
-    ready: S,
-    settings: Arc<Settings>,
-    request: Request<ReqBody>,
-) -> Result<Response<ResponseBody<ResBody>>, Error>
-where
-    S: Service<Request<Full<Bytes>>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
-    ReqBody: Body + Send + 'static,
-    ReqBody::Data: Send,
-    ReqBody::Error: Into<BoxError>,
-    ResBody: Body<Data = Bytes> + Send + Unpin + 'static,
-    ResBody::Error: Into<BoxError>,
-{
-    let (parts, body) = request.into_parts();
-    let body = read_request_body(body, &parts.headers, settings.max_request_body).await?;
-    let template = ready.clone();
-    let login_template = ready.clone();
-    // The service that poll_ready readied sends the first request; a replay goes through a fresh clone.
-    let mut ready = Some(ready);
-    let send = move |request: Request<Bytes>| {
-        let request = request.map(Full::new);
-        match ready.take() {
-            Some(mut ready) => Either::Left(ready.call(request)),
-            None => Either::Right(template.clone().oneshot(request)),
-        }
-    };
-    let login = move || LoginSender::from_service(login_template.clone());
-    authorise_buffered(&settings, parts, body, send, login).await
 }
 
 /// The request path once the body is buffered: token, send, inspect, and at most one replay. Shared by the tower
@@ -145,19 +109,37 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    let manager = &settings.manager;
-    let token = match manager.cached() {
+    let token = match settings.manager.cached() {
         Some(token) => token,
-        None => manager.token(login()).await?,
+        None => settings.manager.token(login()).await?,
     };
-    // The first send consumes a copy of the head; the original stays for a replay.
-    let first = authorised_request(settings, clone_head(&parts), &body, &token)?;
+    let copy = HeadCopy::of(&parts);
+    let first = authorised_request(settings, parts, &body, &token)?;
     let response = send(first).await.map_err(|e| Error::Inner(e.into()))?;
     if let Inspected::Accepted(response) = inspect(settings, response).await? {
         return Ok(response);
     }
-    let fresh = manager.token_after(token.generation(), login()).await?;
-    let replay = authorised_request(settings, parts, &body, &fresh)?;
+    replay(settings, copy.into_parts(), &body, &token, send, login).await
+}
+
+/// After the gateway rejected `rejected`: a newer token, and the request sent once more with it.
+pub(crate) async fn replay<B, E, Fut>(
+    settings: &Settings,
+    parts: http::request::Parts,
+    body: &Bytes,
+    rejected: &ActiveToken,
+    mut send: impl FnMut(Request<Bytes>) -> Fut,
+    login: impl Fn() -> LoginSender,
+) -> Result<Response<ResponseBody<B>>, Error>
+where
+    Fut: std::future::Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let manager = &settings.manager;
+    let fresh = manager.token_after(rejected.generation(), login()).await?;
+    let replay = authorised_request(settings, parts, body, &fresh)?;
     let response = send(replay).await.map_err(|e| Error::Inner(e.into()))?;
     match inspect(settings, response).await? {
         Inspected::Accepted(response) => Ok(response),
@@ -183,44 +165,105 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let too_large = declared
-        .into_iter()
-        .chain(Some(body.size_hint().lower()))
-        .any(|len| len > limit as u64);
-    if too_large {
-        return Err(Error::RequestTooLarge { limit });
+    let mut reader = std::pin::pin!(RequestReader::new(body, headers, limit)?);
+    std::future::poll_fn(|cx| reader.as_mut().poll_read(cx)).await
+}
+
+pin_project! {
+    /// Reads a request body whole, frame by frame rather than through `collect()`, whose buffer list costs an
+    /// allocation per call even for the usual single-chunk body.
+    pub(crate) struct RequestReader<B> {
+        #[pin]
+        body: B,
+        buffer: Buffer,
+        limit: usize,
     }
-    // Read frame by frame rather than through `collect()`, whose buffer list costs an allocation per call even
-    // for the usual single-chunk body.
-    let mut body = std::pin::pin!(body);
-    let mut buffer = Buffer::default();
-    while let Some(frame) = body.as_mut().frame().await {
-        let frame = frame.map_err(|e| Error::RequestBody(e.into()))?;
-        if let Ok(mut data) = frame.into_data() {
-            buffer.push(data.copy_to_bytes(data.remaining()));
-            if buffer.len() > limit {
-                return Err(Error::RequestTooLarge { limit });
+}
+
+impl<B> RequestReader<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    /// Fails at once when the declared length or the body's own size hint is over `limit`.
+    pub(crate) fn new(body: B, headers: &HeaderMap, limit: usize) -> Result<Self, Error> {
+        let declared = headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let too_large = declared
+            .into_iter()
+            .chain(Some(body.size_hint().lower()))
+            .any(|len| len > limit as u64);
+        if too_large {
+            return Err(Error::RequestTooLarge { limit });
+        }
+        Ok(Self {
+            body,
+            buffer: Buffer::default(),
+            limit,
+        })
+    }
+
+    pub(crate) fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Bytes, Error>> {
+        let mut this = self.project();
+        while let Some(frame) = ready!(this.body.as_mut().poll_frame(cx)) {
+            let frame = frame.map_err(|e| Error::RequestBody(e.into()))?;
+            if let Ok(mut data) = frame.into_data() {
+                this.buffer.push(data.copy_to_bytes(data.remaining()));
+                if this.buffer.len() > *this.limit {
+                    return Poll::Ready(Err(Error::RequestTooLarge { limit: *this.limit }));
+                }
             }
         }
+        Poll::Ready(Ok(std::mem::take(this.buffer).into_bytes()))
     }
-    Ok(buffer.into_bytes())
 }
 
-fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
-    let (mut head, ()) = Request::new(()).into_parts();
-    head.method = parts.method.clone();
-    head.uri = parts.uri.clone();
-    head.version = parts.version;
-    head.headers = parts.headers.clone();
-    head.extensions = parts.extensions.clone();
-    head
+/// What a replay needs of the request head. The first send takes the head itself; this copy keeps the headers as
+/// a flat list, one allocation where a cloned header map costs two, and rebuilds the map only for a replay.
+pub(crate) struct HeadCopy {
+    method: http::Method,
+    uri: http::Uri,
+    version: http::Version,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    extensions: http::Extensions,
 }
 
-fn authorised_request(
+impl HeadCopy {
+    pub(crate) fn of(parts: &http::request::Parts) -> Self {
+        Self {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts
+                .headers
+                .iter()
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect(),
+            extensions: parts.extensions.clone(),
+        }
+    }
+
+    pub(crate) fn into_parts(self) -> http::request::Parts {
+        let (mut head, ()) = Request::new(()).into_parts();
+        head.method = self.method;
+        head.uri = self.uri;
+        head.version = self.version;
+        head.headers = HeaderMap::with_capacity(self.headers.len());
+        // `append`, so that repeated headers come back as they were, in order.
+        for (name, value) in self.headers {
+            head.headers.append(name, value);
+        }
+        head.extensions = self.extensions;
+        head
+    }
+}
+
+pub(crate) fn authorised_request(
     settings: &Settings,
     mut head: http::request::Parts,
     body: &Bytes,
@@ -252,7 +295,7 @@ fn authorised_request(
 
 // Lives on the stack for one call; boxing the response to shrink it would cost an allocation per call.
 #[allow(clippy::large_enum_variant)]
-enum Inspected<B> {
+pub(crate) enum Inspected<B> {
     Accepted(Response<ResponseBody<B>>),
     Rejected,
 }
@@ -262,58 +305,105 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    let detector = match (&settings.rejection, &settings.detector) {
-        (RejectionRule::HttpStatus(status), _) => {
-            if response.status() == *status {
-                return Ok(Inspected::Rejected);
-            }
-            return Ok(Inspected::Accepted(response.map(ResponseBody::streaming)));
+    match Inspection::begin(settings, response) {
+        Begun::Decided(inspected) => Ok(inspected),
+        Begun::Reading(mut inspection) => {
+            std::future::poll_fn(|cx| inspection.poll_inspect(cx, settings)).await
         }
-        (RejectionRule::JsonRpcError { .. }, Some(detector)) => detector,
-        (RejectionRule::JsonRpcError { code }, None) => {
-            unreachable!("a detector is built for every JSON-RPC rule (code {code})")
-        }
-    };
-    let limit = settings.inspect_limit as u64;
-    let declared = response
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit) || response.body().size_hint().lower() > limit {
-        return Ok(Inspected::Accepted(response.map(ResponseBody::streaming)));
     }
-    let (parts, mut body) = response.into_parts();
-    let mut buffer = Buffer::default();
-    let mut trailers = None;
-    loop {
-        let Some(frame) = body.frame().await else {
-            break;
-        };
-        let frame = frame.map_err(|e| Error::ResponseBody(e.into()))?;
-        match frame.into_data() {
-            Ok(data) => {
-                buffer.push(data);
-                if buffer.len() as u64 > limit {
-                    // Too long to be a rejection worth parsing: hand it on as it comes.
-                    let body = ResponseBody::resumed(buffer.into_bytes(), body);
-                    return Ok(Inspected::Accepted(Response::from_parts(parts, body)));
+}
+
+/// How an inspection starts: decided by the head alone, or with the body to read.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Begun<B> {
+    Decided(Inspected<B>),
+    Reading(Inspection<B>),
+}
+
+/// Reading a response body whole (up to the inspection limit) to look for a rejection.
+pub(crate) struct Inspection<B> {
+    /// Taken when the inspection ends.
+    response: Option<(http::response::Parts, B)>,
+    buffer: Buffer,
+    limit: u64,
+}
+
+impl<B> Inspection<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    pub(crate) fn begin(settings: &Settings, response: Response<B>) -> Begun<B> {
+        match &settings.rejection {
+            RejectionRule::HttpStatus(status) => {
+                return Begun::Decided(if response.status() == *status {
+                    Inspected::Rejected
+                } else {
+                    Inspected::Accepted(response.map(ResponseBody::streaming))
+                });
+            }
+            RejectionRule::JsonRpcError { .. } => {}
+        }
+        let limit = settings.inspect_limit as u64;
+        let declared = response
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > limit) || response.body().size_hint().lower() > limit {
+            return Begun::Decided(Inspected::Accepted(response.map(ResponseBody::streaming)));
+        }
+        Begun::Reading(Self {
+            response: Some(response.into_parts()),
+            buffer: Buffer::default(),
+            limit,
+        })
+    }
+
+    pub(crate) fn poll_inspect(
+        &mut self,
+        cx: &mut Context<'_>,
+        settings: &Settings,
+    ) -> Poll<Result<Inspected<B>, Error>> {
+        let (_, body) = self
+            .response
+            .as_mut()
+            .expect("inspection polled after it ended");
+        let mut trailers = None;
+        while let Some(frame) = ready!(Pin::new(&mut *body).poll_frame(cx)) {
+            let frame = frame.map_err(|e| Error::ResponseBody(e.into()))?;
+            match frame.into_data() {
+                Ok(data) => {
+                    self.buffer.push(data);
+                    if self.buffer.len() as u64 > self.limit {
+                        // Too long to be a rejection worth parsing: hand it on as it comes.
+                        let (parts, body) = self.response.take().expect("taken once");
+                        let head = std::mem::take(&mut self.buffer).into_bytes();
+                        let body = ResponseBody::resumed(head, body);
+                        return Poll::Ready(Ok(Inspected::Accepted(Response::from_parts(
+                            parts, body,
+                        ))));
+                    }
+                }
+                Err(frame) => {
+                    trailers = frame.into_trailers().ok();
+                    break;
                 }
             }
-            Err(frame) => {
-                trailers = frame.into_trailers().ok();
-                break;
-            }
         }
+        let (parts, _) = self.response.take().expect("taken once");
+        let bytes = std::mem::take(&mut self.buffer).into_bytes();
+        let Some(detector) = &settings.detector else {
+            unreachable!("only a JSON-RPC rule reads the body, and it always has a detector")
+        };
+        if detector.is_rejection(&bytes) {
+            return Poll::Ready(Ok(Inspected::Rejected));
+        }
+        Poll::Ready(Ok(Inspected::Accepted(Response::from_parts(
+            parts,
+            ResponseBody::buffered(bytes, trailers),
+        ))))
     }
-    let bytes = buffer.into_bytes();
-    if detector.is_rejection(&bytes) {
-        return Ok(Inspected::Rejected);
-    }
-    Ok(Inspected::Accepted(Response::from_parts(
-        parts,
-        ResponseBody::buffered(bytes, trailers),
-    )))
 }
 
 /// Collects data frames without copying when the body arrives in one chunk, as it usually does.

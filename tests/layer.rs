@@ -497,3 +497,103 @@ async fn partly_rejected_batch_is_returned_without_a_replay() {
     assert_nothing_more_sent(&mut handle);
     assert_eq!(manager.logins(), 1);
 }
+
+/// Something a caller put in the request's extensions, to see it reach the inner service on the replay too.
+#[derive(Debug, Clone, PartialEq)]
+struct Marker(u32);
+
+fn request_with_a_rich_head(body: &str) -> MockRequest {
+    let mut request = json_request("/v2/service?trace=1", body);
+    let headers = request.headers_mut();
+    headers.append("x-trace", "first".parse().unwrap());
+    headers.append("x-trace", "second".parse().unwrap());
+    headers.insert("x-request-id", "r-42".parse().unwrap());
+    request.extensions_mut().insert(Marker(7));
+    request
+}
+
+fn assert_rich_head(sent: &MockRequest) {
+    assert_eq!(sent.method(), "POST");
+    assert_eq!(sent.uri(), "http://gateway.test/gw/v2/service?trace=1");
+    assert_eq!(sent.version(), http::Version::HTTP_11);
+    let traces: Vec<_> = sent.headers().get_all("x-trace").iter().collect();
+    assert_eq!(traces, ["first", "second"]);
+    assert_eq!(sent.headers()["x-request-id"], "r-42");
+    assert_eq!(sent.headers()["content-type"], "application/json");
+    assert_eq!(sent.extensions().get::<Marker>(), Some(&Marker(7)));
+}
+
+#[tokio::test]
+async fn replay_with_a_cached_token_resends_the_callers_head_unchanged() {
+    let manager = manager_builder().build().unwrap();
+    let (service, mut handle) = layer_over_mock(PaynetAuthLayer::new(manager.clone()));
+    // Warm the cache, so the call below takes the path where the token is already there.
+    let warm = tokio::spawn(service.clone().oneshot(json_request("/v2/service", CALL)));
+    let (_login, reply) = handle.next_request().await.unwrap();
+    reply.send_response(login_ok("OLD"));
+    let (_sent, reply) = handle.next_request().await.unwrap();
+    reply.send_response(json_response(r#"{"result":[]}"#));
+    warm.await.unwrap().unwrap();
+
+    let call = tokio::spawn(service.oneshot(request_with_a_rich_head(CALL)));
+    let (first, reply) = handle.next_request().await.unwrap();
+    assert_rich_head(&first);
+    assert!(first.headers().get("content-length").is_none());
+    let first = body_bytes(first.into_body()).await;
+    reply.send_response(json_response(UNAUTHORIZED));
+    let (login, reply) = handle.next_request().await.unwrap();
+    assert!(is_login(&login));
+    reply.send_response(login_ok("NEW"));
+    let (replay, reply) = handle.next_request().await.unwrap();
+    assert_rich_head(&replay);
+    assert!(replay.headers().get("content-length").is_none());
+    assert_eq!(
+        body_bytes(replay.into_body()).await,
+        String::from_utf8_lossy(&first).replace("\"OLD\"", "\"NEW\"")
+    );
+    reply.send_response(json_response(r#"{"result":{"ok":true}}"#));
+
+    let response = call.await.unwrap().unwrap();
+    assert_eq!(body_json(response.into_body()).await["result"]["ok"], true);
+    assert_eq!(manager.logins(), 2);
+    assert_nothing_more_sent(&mut handle);
+}
+
+#[tokio::test]
+async fn bearer_replay_with_a_cached_token_resends_the_callers_head_unchanged() {
+    let manager = acquiring_manager();
+    let (service, mut handle) = layer_over_mock(PaynetAuthLayer::bearer(manager.clone()));
+    let warm = tokio::spawn(service.clone().oneshot(json_request("/v2/service", CALL)));
+    let (_login, reply) = handle.next_request().await.unwrap();
+    reply.send_response(json_response(
+        r#"{"access_token":"at-1","token_type":"Bearer","expires_in":3600}"#,
+    ));
+    let (_sent, reply) = handle.next_request().await.unwrap();
+    reply.send_response(json_response("{}"));
+    warm.await.unwrap().unwrap();
+
+    let call = tokio::spawn(service.oneshot(request_with_a_rich_head(CALL)));
+    let (first, reply) = handle.next_request().await.unwrap();
+    assert_rich_head(&first);
+    assert_eq!(first.headers()["authorization"], "Bearer at-1");
+    // The body is not touched, so the caller's Content-Length stays.
+    assert_eq!(first.headers()["content-length"], CALL.len().to_string());
+    let mut unauthorised = json_response("{}");
+    *unauthorised.status_mut() = StatusCode::UNAUTHORIZED;
+    reply.send_response(unauthorised);
+    let (_login, reply) = handle.next_request().await.unwrap();
+    reply.send_response(json_response(
+        r#"{"access_token":"at-2","token_type":"Bearer","expires_in":3600}"#,
+    ));
+    let (replay, reply) = handle.next_request().await.unwrap();
+    assert_rich_head(&replay);
+    assert_eq!(replay.headers()["authorization"], "Bearer at-2");
+    assert_eq!(replay.headers().get_all("authorization").iter().count(), 1);
+    assert_eq!(body_bytes(replay.into_body()).await, CALL);
+    reply.send_response(json_response(r#"{"ok":true}"#));
+
+    let response = call.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(manager.logins(), 2);
+    assert_nothing_more_sent(&mut handle);
+}
