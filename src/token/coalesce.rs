@@ -9,6 +9,15 @@ use std::sync::{Arc, Mutex};
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 
+/// Marks a flight finished when its task ends, by answering or by panicking.
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
 /// The shared handle on a flight's result.
 pub(crate) type Flight<T> = Shared<BoxFuture<'static, T>>;
 
@@ -52,8 +61,8 @@ impl<K: Clone, T: Clone + Send + Sync + 'static> Coalesce<K, T> {
         // Only the slow path takes this lock, and never across an await.
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(in_flight) = slot.as_ref() {
-            // A finished flight whose result nobody collected must not be joined: its answer is about an older
-            // state, and joining it forever would spin.
+            // A finished flight must not be joined: its answer is about an older state (joining it forever would
+            // spin), and a task that panicked would answer `aborted` to everyone after it.
             if !in_flight.done.load(Ordering::Acquire) {
                 return Join::Flight {
                     flight: in_flight.flight.clone(),
@@ -68,9 +77,9 @@ impl<K: Clone, T: Clone + Send + Sync + 'static> Coalesce<K, T> {
         let done = Arc::new(AtomicBool::new(false));
         let done_in_task = Arc::clone(&done);
         let handle = tokio::spawn(async move {
-            let result = work.await;
-            done_in_task.store(true, Ordering::Release);
-            result
+            // Set however the work ends: a task that panicked must not be joined by everyone after it either.
+            let _done = SetOnDrop(done_in_task);
+            work.await
         });
         let flight = async move { handle.await.unwrap_or(aborted) }
             .boxed()
@@ -227,5 +236,13 @@ mod tests {
             Err("aborted".into()),
         );
         assert_eq!(flight(join).await, Err("aborted".to_owned()));
+        // The dead flight is not joined again: the next caller starts a new one.
+        let next = coalesce.join_or_start(
+            1,
+            |_| true,
+            || Ok(async { Ok(3) }.boxed()),
+            Err("aborted".into()),
+        );
+        assert_eq!(flight(next).await, Ok(3));
     }
 }
