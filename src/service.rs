@@ -156,6 +156,7 @@ where
     }
 }
 
+#[cfg(feature = "reqwest")]
 pub(crate) async fn read_request_body<B>(
     body: B,
     headers: &HeaderMap,
