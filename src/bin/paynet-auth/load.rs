@@ -128,6 +128,8 @@ pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, 
     })
 }
 
+/// Runs `requests` calls, `concurrency` at a time, each in its own task as a service's request handlers would
+/// be: one task driving every call would put all of their work on one thread and make that thread the limit.
 async fn drive<F, Fut>(
     requests: u64,
     concurrency: usize,
@@ -136,16 +138,18 @@ async fn drive<F, Fut>(
 ) -> Vec<(bool, Duration)>
 where
     F: Fn(u64) -> Fut,
-    Fut: std::future::Future<Output = bool>,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
 {
     futures_util::stream::iter(0..requests)
         .map(|i| {
             let call = call(i);
-            async move {
+            let task = tokio::spawn(async move {
                 let started = Instant::now();
                 let ok = call.await;
                 (ok, started.elapsed())
-            }
+            });
+            // A call that panicked counts as failed.
+            async move { task.await.unwrap_or((false, Duration::ZERO)) }
         })
         .buffer_unordered(concurrency)
         .inspect(|_| progress.inc(1))

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# End-to-end throughput: `paynet-auth load` against `paynet-auth simulate` on loopback, through the layer and
+# `--bare`, in alternating pairs so that both modes see the same machine. Prints each pair and the median ratio.
+#
+#   bash benches/e2e.sh                       # SQLite store in a temp dir
+#   PAYNET_E2E_STORE_URL=postgres://postgres@127.0.0.1:5432/test bash benches/e2e.sh
+#   PAYNET_E2E_PAIRS=8 PAYNET_E2E_REQUESTS=60000 PAYNET_E2E_CONCURRENCY=64 bash benches/e2e.sh
+set -euo pipefail
+
+pairs=${PAYNET_E2E_PAIRS:-6}
+requests=${PAYNET_E2E_REQUESTS:-60000}
+concurrency=${PAYNET_E2E_CONCURRENCY:-64}
+port=${PAYNET_E2E_PORT:-18080}
+
+cd "$(dirname "$0")/.."
+cargo build --release --quiet --bin paynet-auth
+bin=target/release/paynet-auth
+dir=$(mktemp -d)
+store_url=${PAYNET_E2E_STORE_URL:-sqlite://$dir/tokens.db}
+
+"$bin" simulate --listen "127.0.0.1:$port" >"$dir/simulator.log" 2>&1 &
+simulator=$!
+trap 'kill $simulator 2>/dev/null || true; rm -rf "$dir"' EXIT
+for _ in $(seq 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.1
+done
+
+cat >"$dir/paynet.yaml" <<YAML
+paynet:
+  base_url: "http://127.0.0.1:$port/gw"
+  username: "username_17627_56530"
+  password: "password_17627_56530"
+  terminal_id: 4027096
+  store:
+    url: "$store_url"
+YAML
+
+run() {
+    "$bin" --config "$dir/paynet.yaml" load /v2/service getCategoriesList \
+        --requests "$requests" --concurrency "$concurrency" "$@"
+}
+
+field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+
+echo "store: ${store_url%%://*}, $pairs pairs of $requests calls, $concurrency in flight"
+ratios=()
+for pair in $(seq "$pairs"); do
+    bare=$(run --bare)
+    layer=$(run)
+    for figures in "$bare" "$layer"; do
+        if [ "$(field errors <<<"$figures")" != 0 ]; then
+            echo "a run had errors: $figures" >&2
+            exit 1
+        fi
+    done
+    bare_rps=$(field rps <<<"$bare")
+    layer_rps=$(field rps <<<"$layer")
+    ratio=$(python3 -c "print(round($layer_rps / $bare_rps, 3))")
+    ratios+=("$ratio")
+    echo "pair $pair: bare $bare_rps rps, layer $layer_rps rps, layer/bare $ratio"
+done
+python3 -c "import statistics,sys; r=[float(x) for x in sys.argv[1:]]; \
+print(f'median layer/bare {statistics.median(r):.3f} (min {min(r):.3f}, max {max(r):.3f})')" "${ratios[@]}"
