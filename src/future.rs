@@ -26,7 +26,7 @@ use crate::service::{
     Begun, HeadCopy, Inspected, Inspection, RequestReader, ResponseBody, authorise_buffered,
     authorised_request, replay,
 };
-use crate::token::{ActiveToken, LoginSender};
+use crate::token::{Generation, LoginSender};
 
 type Output<B> = Result<Response<ResponseBody<B>>, Error>;
 
@@ -89,7 +89,8 @@ struct Sent<S> {
     settings: Arc<Settings>,
     head: HeadCopy,
     body: Bytes,
-    token: Arc<ActiveToken>,
+    /// The generation the first request carried: a replay needs a newer one.
+    sent_with: Generation,
 }
 
 impl<S, ReqBody, ResBody> ResponseFuture<S, ReqBody, ResBody>
@@ -135,13 +136,16 @@ where
             settings,
             head,
         } = call;
-        let Some(token) = settings.manager.cached() else {
+        let Some(token) = settings.manager.fresh() else {
             return State::Slow {
                 future: Box::pin(from_the_start(ready, settings, head, body)),
             };
         };
         let copy = HeadCopy::of(&head);
-        match authorised_request(&settings, head, &body, &token) {
+        let sent_with = token.generation();
+        let first = authorised_request(&settings, head, &body, &token);
+        drop(token);
+        match first {
             Ok(first) => {
                 let template = ready.clone();
                 State::Sending {
@@ -151,7 +155,7 @@ where
                         settings,
                         head: copy,
                         body,
-                        token,
+                        sent_with,
                     }),
                 }
             }
@@ -243,7 +247,7 @@ where
             settings,
             head,
             body,
-            token,
+            sent_with,
         } = sent;
         State::Slow {
             future: Box::pin(async move {
@@ -251,7 +255,7 @@ where
                 let send =
                     move |request: Request<Bytes>| template.clone().oneshot(request.map(Full::new));
                 let login = move || LoginSender::from_service(login_template.clone());
-                replay(&settings, head.into_parts(), &body, &token, send, login).await
+                replay(&settings, head.into_parts(), &body, sent_with, send, login).await
             }),
         }
     }

@@ -19,7 +19,7 @@ use crate::body::inject_token;
 use crate::error::{BoxError, Error};
 use crate::future::ResponseFuture;
 use crate::layer::{Placement, RejectionRule, Settings};
-use crate::token::{ActiveToken, LoginSender, TokenManager};
+use crate::token::{ActiveToken, Generation, LoginSender, TokenManager};
 
 /// Authorises requests to the wrapped service with the manager's token. Made by [`PaynetAuthLayer`].
 #[derive(Debug, Clone)]
@@ -119,7 +119,15 @@ where
     if let Inspected::Accepted(response) = inspect(settings, response).await? {
         return Ok(response);
     }
-    replay(settings, copy.into_parts(), &body, &token, send, login).await
+    replay(
+        settings,
+        copy.into_parts(),
+        &body,
+        token.generation(),
+        send,
+        login,
+    )
+    .await
 }
 
 /// After the gateway rejected `rejected`: a newer token, and the request sent once more with it.
@@ -127,7 +135,7 @@ pub(crate) async fn replay<B, E, Fut>(
     settings: &Settings,
     parts: http::request::Parts,
     body: &Bytes,
-    rejected: &ActiveToken,
+    rejected: Generation,
     mut send: impl FnMut(Request<Bytes>) -> Fut,
     login: impl Fn() -> LoginSender,
 ) -> Result<Response<ResponseBody<B>>, Error>
@@ -138,7 +146,7 @@ where
     B::Error: Into<BoxError>,
 {
     let manager = &settings.manager;
-    let fresh = manager.token_after(rejected.generation(), login()).await?;
+    let fresh = manager.token_after(rejected, login()).await?;
     let replay = authorised_request(settings, parts, body, &fresh)?;
     let response = send(replay).await.map_err(|e| Error::Inner(e.into()))?;
     match inspect(settings, response).await? {

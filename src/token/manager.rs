@@ -394,6 +394,16 @@ impl TokenManager {
         self.inner.is_fresh(current.record()).then_some(current)
     }
 
+    /// The cached token while it is fresh, borrowed from the cache: unlike [`cached`](Self::cached) it touches
+    /// no reference count, which every call on every thread would otherwise contend on. Hold it briefly.
+    pub(crate) fn fresh(&self) -> Option<FreshToken> {
+        let guard = self.inner.current.load();
+        let fresh = guard
+            .as_ref()
+            .is_some_and(|token| self.inner.is_fresh(token.record()));
+        fresh.then_some(FreshToken(guard))
+    }
+
     /// A usable token: the cached one, or a refreshed one when there is none or it expired.
     pub async fn token(&self, login: LoginSender) -> Result<Arc<ActiveToken>, TokenError> {
         if let Some(token) = self.cached() {
@@ -503,6 +513,17 @@ impl TokenManager {
                 }
             }
         }
+    }
+}
+
+/// A fresh token borrowed from the cache; see [`TokenManager::fresh`].
+pub(crate) struct FreshToken(arc_swap::Guard<Option<Arc<ActiveToken>>>);
+
+impl std::ops::Deref for FreshToken {
+    type Target = ActiveToken;
+
+    fn deref(&self) -> &ActiveToken {
+        self.0.as_deref().expect("a FreshToken holds a token")
     }
 }
 
