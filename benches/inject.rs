@@ -61,9 +61,7 @@ fn injection(c: &mut Criterion) {
             BenchmarkId::new("serde_json_validate_only", label),
             &body,
             |b, body| {
-                b.iter(|| {
-                    serde_json::from_slice::<serde::de::IgnoredAny>(black_box(body)).unwrap()
-                })
+                b.iter(|| serde_json::from_slice::<serde::de::IgnoredAny>(black_box(body)).unwrap())
             },
         );
         group.bench_with_input(
