@@ -5,6 +5,10 @@
 #   bash benches/e2e.sh                       # SQLite store in a temp dir
 #   PAYNET_E2E_STORE_URL=postgres://postgres@127.0.0.1:5432/test bash benches/e2e.sh
 #   PAYNET_E2E_PAIRS=8 PAYNET_E2E_REQUESTS=60000 PAYNET_E2E_CONCURRENCY=64 bash benches/e2e.sh
+#   PAYNET_E2E_CALLGRIND=1 bash benches/e2e.sh   # instructions per call of the client instead (needs valgrind)
+#
+# Throughput on a shared two-core machine moves by several percent from run to run; the instruction counts of
+# the callgrind mode do not, so they are the figure to compare across changes of the hot path.
 set -euo pipefail
 
 pairs=${PAYNET_E2E_PAIRS:-6}
@@ -42,6 +46,25 @@ run() {
 }
 
 field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+
+if [ -n "${PAYNET_E2E_CALLGRIND:-}" ]; then
+    # Instructions of the whole client process at two call counts; their difference cancels start-up.
+    instructions() {
+        valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" "$bin" --config "$dir/paynet.yaml" \
+            load /v2/service getCategoriesList --requests "$1" --concurrency "$concurrency" "${@:2}" \
+            2>&1 >/dev/null | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
+    }
+    # A token in the store, so that neither mode logs in below.
+    "$bin" --config "$dir/paynet.yaml" load /v2/service getCategoriesList --requests 100 >/dev/null
+    for mode in --bare layer; do
+        flags=()
+        [ "$mode" = --bare ] && flags=(--bare)
+        low=$(instructions 2000 "${flags[@]}")
+        high=$(instructions 6000 "${flags[@]}")
+        echo "$mode: $(( (high - low) / 4000 )) instructions per call"
+    done
+    exit 0
+fi
 
 echo "store: ${store_url%%://*}, $pairs pairs of $requests calls, $concurrency in flight"
 ratios=()
