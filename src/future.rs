@@ -95,13 +95,9 @@ struct Sent<S> {
 
 impl<S, ReqBody, ResBody> ResponseFuture<S, ReqBody, ResBody>
 where
-    S: Service<Request<Full<Bytes>>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
+    S: Service<Request<Full<Bytes>>>,
     ReqBody: Body,
     ReqBody::Error: Into<BoxError>,
-    ResBody: Body<Data = Bytes> + Send + Unpin + 'static,
-    ResBody::Error: Into<BoxError>,
 {
     /// `ready` is the service that `poll_ready` readied.
     pub(crate) fn new(ready: S, settings: Arc<Settings>, request: Request<ReqBody>) -> Self {
@@ -160,6 +156,26 @@ where
                 }
             }
             Err(error) => State::Failed { error: Some(error) },
+        }
+    }
+
+    /// The state after a rejection: a refresh and the replay, boxed since they are rare.
+    fn replay(sent: Sent<S>) -> Self {
+        let Sent {
+            template,
+            settings,
+            head,
+            body,
+            sent_with,
+        } = sent;
+        State::Slow {
+            future: Box::pin(async move {
+                let login_template = template.clone();
+                let send =
+                    move |request: Request<Bytes>| template.clone().oneshot(request.map(Full::new));
+                let login = move || LoginSender::from_service(login_template.clone());
+                replay(&settings, head.into_parts(), &body, sent_with, send, login).await
+            }),
         }
     }
 }
@@ -229,34 +245,6 @@ where
                 StateProj::Done => panic!("ResponseFuture polled after it completed"),
             };
             state.set(next);
-        }
-    }
-}
-
-impl<S, ReqBody, ResBody> State<S, ReqBody, ResBody>
-where
-    S: Service<Request<Full<Bytes>>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
-    ResBody: Body<Data = Bytes> + Send + Unpin + 'static,
-    ResBody::Error: Into<BoxError>,
-{
-    fn replay(sent: Sent<S>) -> Self {
-        let Sent {
-            template,
-            settings,
-            head,
-            body,
-            sent_with,
-        } = sent;
-        State::Slow {
-            future: Box::pin(async move {
-                let login_template = template.clone();
-                let send =
-                    move |request: Request<Bytes>| template.clone().oneshot(request.map(Full::new));
-                let login = move || LoginSender::from_service(login_template.clone());
-                replay(&settings, head.into_parts(), &body, sent_with, send, login).await
-            }),
         }
     }
 }
