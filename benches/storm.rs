@@ -3,6 +3,9 @@
 //! ask. Reported: that time against L, the fan-out after the login answered, p50 and p99 of each caller's wait,
 //! and the number of logins.
 //!
+//! The same storm is also run as 10,000 requests through the whole layer, where a caller is done when it has its
+//! response.
+//!
 //! Each caller records when it asked and when it had its token; the harness collects those without joining the
 //! tasks one by one, which would wake the collecting thread once per caller and put that cost on the callers.
 
@@ -10,12 +13,17 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use std::convert::Infallible;
+
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
-use paynet_auth::TokenManager;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
 use paynet_auth::token::{LoginResponse, LoginSender, PaynetLogin};
+use paynet_auth::{PaynetAuthLayer, TokenManager};
 use tokio::sync::Notify;
+use tower::{Layer, ServiceExt};
 
 const CALLERS: usize = 10_000;
 const LATENCY: Duration = Duration::from_millis(50);
@@ -85,6 +93,59 @@ async fn storm() -> Storm {
         tokio::spawn(async move {
             let asked = Instant::now();
             manager.token(sender).await.unwrap();
+            callers.done(i, asked);
+        });
+    }
+    callers.finish(&logins).await
+}
+
+/// The storm as a service sees it: 10,000 requests through `PaynetAuth` over an in-memory gateway whose login
+/// takes L and whose other answers are immediate; a caller is done when it has its response.
+async fn layer_storm() -> Storm {
+    let logins = Arc::new(Logins::default());
+    let gateway = {
+        let logins = Arc::clone(&logins);
+        tower::service_fn(move |request: Request<Full<Bytes>>| {
+            let logins = Arc::clone(&logins);
+            async move {
+                let body = if request.uri().path().ends_with("/v2/user") {
+                    exactly(LATENCY).await;
+                    logins.count.fetch_add(1, Ordering::SeqCst);
+                    *logins.answered.lock().unwrap() = Some(Instant::now());
+                    Bytes::from_static(
+                        br#"{"jsonrpc":"2.0","id":1,"result":{"token":"RV5LwDHwB1ZJUBEFdbRNNaA64LynT5VG"}}"#,
+                    )
+                } else {
+                    Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"result":[]}"#)
+                };
+                Ok::<_, Infallible>(Response::new(Full::new(body)))
+            }
+        })
+    };
+    let manager = TokenManager::builder(PaynetLogin::new(
+        "http://gateway.test/gw",
+        "u",
+        "p".into(),
+        1,
+    ))
+    .build()
+    .unwrap();
+    let service = PaynetAuthLayer::new(manager).layer(gateway);
+    let body = Bytes::from_static(
+        br#"{"jsonrpc":"2.0","method":"getCategoriesList","id":1,"params":{"lang":"ru"}}"#,
+    );
+    let callers = Callers::new();
+    for i in 0..CALLERS {
+        let request = Request::post("http://gateway.test/gw/v2/service")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body.clone()))
+            .unwrap();
+        let service = service.clone();
+        let callers = callers.clone();
+        tokio::spawn(async move {
+            let asked = Instant::now();
+            let response = service.oneshot(request).await.unwrap();
+            response.into_body().collect().await.unwrap();
             callers.done(i, asked);
         });
     }
@@ -170,6 +231,7 @@ fn refresh_storm(c: &mut Criterion) {
     for (name, run) in [
         ("bare shared future", (|| bare_storm().boxed()) as fn() -> _),
         ("token manager", || storm().boxed()),
+        ("through the layer", || layer_storm().boxed()),
     ] {
         for _ in 0..5 {
             let storm: Storm = runtime.block_on(run());
@@ -197,6 +259,17 @@ fn refresh_storm(c: &mut Criterion) {
             let mut elapsed = Duration::ZERO;
             for _ in 0..iterations {
                 elapsed += bare_storm().await.all_done;
+            }
+            elapsed
+        })
+    });
+    group.bench_function("10k_requests_through_the_layer", |b| {
+        b.to_async(&runtime).iter_custom(|iterations| async move {
+            let mut elapsed = Duration::ZERO;
+            for _ in 0..iterations {
+                let storm = layer_storm().await;
+                assert_eq!(storm.logins, 1);
+                elapsed += storm.all_done;
             }
             elapsed
         })
