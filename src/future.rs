@@ -31,7 +31,8 @@ use crate::token::{Generation, LoginSender};
 type Output<B> = Result<Response<ResponseBody<B>>, Error>;
 
 pin_project! {
-    /// The future [`PaynetAuth`](crate::PaynetAuth) returns.
+    /// The future [`PaynetAuth`](crate::PaynetAuth) returns. Like most futures, it panics if polled again
+    /// after it completed.
     pub struct ResponseFuture<S, ReqBody, ResBody>
     where
         S: Service<Request<Full<Bytes>>>,
