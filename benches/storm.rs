@@ -35,6 +35,26 @@ struct Logins {
     answered: Mutex<Option<Instant>>,
 }
 
+impl Logins {
+    /// Counts a login that has just answered; returns its number.
+    fn answered_now(&self) -> u64 {
+        let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
+        *self.answered.lock().unwrap() = Some(Instant::now());
+        n
+    }
+}
+
+fn manager() -> TokenManager {
+    TokenManager::builder(PaynetLogin::new(
+        "http://gateway.test/gw",
+        "u",
+        "p".into(),
+        1,
+    ))
+    .build()
+    .unwrap()
+}
+
 /// Waits `latency` to within the OS's sleep precision; tokio's timer would round it up to its next 1 ms tick.
 async fn exactly(latency: Duration) {
     tokio::task::spawn_blocking(move || std::thread::sleep(latency))
@@ -48,8 +68,7 @@ fn sender(logins: &Arc<Logins>) -> LoginSender {
         let logins = Arc::clone(&logins);
         async move {
             exactly(LATENCY).await;
-            let n = logins.count.fetch_add(1, Ordering::SeqCst) + 1;
-            *logins.answered.lock().unwrap() = Some(Instant::now());
+            let n = logins.answered_now();
             Ok(LoginResponse {
                 status: http::StatusCode::OK,
                 headers: http::HeaderMap::new(),
@@ -77,23 +96,13 @@ struct Storm {
 /// One storm through the token manager.
 async fn storm() -> Storm {
     let logins = Arc::new(Logins::default());
-    let manager = TokenManager::builder(PaynetLogin::new(
-        "http://gateway.test/gw",
-        "u",
-        "p".into(),
-        1,
-    ))
-    .build()
-    .unwrap();
+    let manager = manager();
     let callers = Callers::new();
     for i in 0..CALLERS {
         let manager = manager.clone();
         let sender = sender(&logins);
-        let callers = callers.clone();
-        tokio::spawn(async move {
-            let asked = Instant::now();
+        callers.spawn(i, async move {
             manager.token(sender).await.unwrap();
-            callers.done(i, asked);
         });
     }
     callers.finish(&logins).await
@@ -110,8 +119,7 @@ async fn layer_storm() -> Storm {
             async move {
                 let body = if request.uri().path().ends_with("/v2/user") {
                     exactly(LATENCY).await;
-                    logins.count.fetch_add(1, Ordering::SeqCst);
-                    *logins.answered.lock().unwrap() = Some(Instant::now());
+                    logins.answered_now();
                     Bytes::from_static(
                         br#"{"jsonrpc":"2.0","id":1,"result":{"token":"RV5LwDHwB1ZJUBEFdbRNNaA64LynT5VG"}}"#,
                     )
@@ -122,14 +130,7 @@ async fn layer_storm() -> Storm {
             }
         })
     };
-    let manager = TokenManager::builder(PaynetLogin::new(
-        "http://gateway.test/gw",
-        "u",
-        "p".into(),
-        1,
-    ))
-    .build()
-    .unwrap();
+    let manager = manager();
     let service = PaynetAuthLayer::new(manager).layer(gateway);
     let body = Bytes::from_static(
         br#"{"jsonrpc":"2.0","method":"getCategoriesList","id":1,"params":{"lang":"ru"}}"#,
@@ -141,12 +142,9 @@ async fn layer_storm() -> Storm {
             .body(Full::new(body.clone()))
             .unwrap();
         let service = service.clone();
-        let callers = callers.clone();
-        tokio::spawn(async move {
-            let asked = Instant::now();
+        callers.spawn(i, async move {
             let response = service.oneshot(request).await.unwrap();
             response.into_body().collect().await.unwrap();
-            callers.done(i, asked);
         });
     }
     callers.finish(&logins).await
@@ -160,21 +158,14 @@ async fn bare_storm() -> Storm {
         let logins = Arc::clone(&logins);
         async move {
             exactly(LATENCY).await;
-            logins.count.fetch_add(1, Ordering::SeqCst);
-            *logins.answered.lock().unwrap() = Some(Instant::now());
+            logins.answered_now();
         }
         .boxed()
         .shared()
     };
     let callers = Callers::new();
     for i in 0..CALLERS {
-        let answer = answer.clone();
-        let callers = callers.clone();
-        tokio::spawn(async move {
-            let asked = Instant::now();
-            answer.await;
-            callers.done(i, asked);
-        });
+        callers.spawn(i, answer.clone());
     }
     callers.finish(&logins).await
 }
@@ -194,6 +185,16 @@ impl Callers {
             remaining: Arc::new(AtomicUsize::new(CALLERS)),
             finished: Arc::new(Notify::new()),
         }
+    }
+
+    /// Runs caller `i` in its own task, timing it from its first poll.
+    fn spawn(&self, i: usize, call: impl Future<Output = ()> + Send + 'static) {
+        let callers = self.clone();
+        tokio::spawn(async move {
+            let asked = Instant::now();
+            call.await;
+            callers.done(i, asked);
+        });
     }
 
     fn done(&self, i: usize, asked: Instant) {
