@@ -1,9 +1,9 @@
 //! The response future of [`PaynetAuth`](crate::PaynetAuth).
 //!
 //! The hot path (body read, token cached, first answer accepted) is a state machine over the inner service's own
-//! future, so a call costs no allocation for the future itself. Anything that waits for a login or replays a
-//! rejected request is rare and switches to one boxed `async` block that shares its code with the
-//! reqwest-middleware adapter.
+//! future, so a call costs no allocation for the future itself. Waiting for a token and replaying a rejected
+//! request are rare and each run as one boxed future; the replay shares its code with the reqwest-middleware
+//! adapter.
 
 use std::fmt;
 use std::future::Future;
@@ -20,13 +20,12 @@ use pin_project_lite::pin_project;
 use tower::ServiceExt;
 use tower_service::Service;
 
-use crate::error::{BoxError, Error};
+use crate::error::{BoxError, Error, TokenError};
 use crate::layer::Settings;
 use crate::service::{
-    Begun, HeadCopy, Inspected, Inspection, RequestReader, ResponseBody, authorise_buffered,
-    authorised_request, replay,
+    Begun, HeadCopy, Inspected, Inspection, RequestReader, ResponseBody, authorised_request, replay,
 };
-use crate::token::{Generation, LoginSender};
+use crate::token::{ActiveToken, Generation, LoginSender};
 
 type Output<B> = Result<Response<ResponseBody<B>>, Error>;
 
@@ -54,6 +53,11 @@ pin_project! {
             reader: RequestReader<ReqBody>,
             call: Option<Call<S>>,
         },
+        /// No usable token was cached: waiting for one (rare, so boxed).
+        Waiting {
+            token: BoxFuture<'static, Result<Arc<ActiveToken>, TokenError>>,
+            call: Option<(Call<S>, Bytes)>,
+        },
         /// The first request is with the inner service.
         Sending {
             #[pin]
@@ -65,8 +69,8 @@ pin_project! {
             inspection: Inspection<ResBody>,
             sent: Option<Sent<S>>,
         },
-        /// A login or a replay: rare, so boxed.
-        Slow {
+        /// A refresh and the replay after a rejection: rare, so boxed.
+        Replaying {
             future: BoxFuture<'static, Output<ResBody>>,
         },
         /// Failed before anything was sent.
@@ -126,23 +130,28 @@ where
     ResBody: Body<Data = Bytes> + Send + Unpin + 'static,
     ResBody::Error: Into<BoxError>,
 {
-    /// The state once the body is read: sending with the cached token, or the slow path when there is none.
+    /// The state once the body is read: sending with the cached token, or waiting for one when there is none.
     fn send(call: Call<S>, body: Bytes) -> Self {
+        if let Some(token) = call.settings.manager.fresh() {
+            return State::sending(call, body, &token);
+        }
+        let manager = call.settings.manager.clone();
+        let login = LoginSender::from_service(call.ready.clone());
+        State::Waiting {
+            token: Box::pin(async move { manager.token(login).await }),
+            call: Some((call, body)),
+        }
+    }
+
+    /// The first request, sent through the service that `poll_ready` readied.
+    fn sending(call: Call<S>, body: Bytes, token: &ActiveToken) -> Self {
         let Call {
             mut ready,
             settings,
             head,
         } = call;
-        let Some(token) = settings.manager.fresh() else {
-            return State::Slow {
-                future: Box::pin(from_the_start(ready, settings, head, body)),
-            };
-        };
         let copy = HeadCopy::of(&head);
-        let sent_with = token.generation();
-        let first = authorised_request(&settings, head, &body, &token);
-        drop(token);
-        match first {
+        match authorised_request(&settings, head, &body, token) {
             Ok(first) => {
                 let template = ready.clone();
                 State::Sending {
@@ -152,7 +161,7 @@ where
                         settings,
                         head: copy,
                         body,
-                        sent_with,
+                        sent_with: token.generation(),
                     }),
                 }
             }
@@ -169,7 +178,7 @@ where
             body,
             sent_with,
         } = sent;
-        State::Slow {
+        State::Replaying {
             future: Box::pin(async move {
                 let login_template = template.clone();
                 let send =
@@ -201,6 +210,16 @@ where
                     Ok(body) => State::send(call.take().expect("read once"), body),
                     Err(error) => State::Failed { error: Some(error) },
                 },
+                StateProj::Waiting { token, call } => {
+                    let token = ready!(token.as_mut().poll(cx));
+                    let (call, body) = call.take().expect("waited once");
+                    match token {
+                        Ok(token) => State::sending(call, body, &token),
+                        Err(error) => State::Failed {
+                            error: Some(error.into()),
+                        },
+                    }
+                }
                 StateProj::Sending { future, sent } => match ready!(future.poll(cx)) {
                     Ok(response) => {
                         let sent = sent.take().expect("sent once");
@@ -233,7 +252,7 @@ where
                         Err(error) => State::Failed { error: Some(error) },
                     }
                 }
-                StateProj::Slow { future } => {
+                StateProj::Replaying { future } => {
                     let output = ready!(future.as_mut().poll(cx));
                     state.set(State::Done);
                     return Poll::Ready(output);
@@ -248,35 +267,6 @@ where
             state.set(next);
         }
     }
-}
-
-/// The whole request path, for a call that found no usable token.
-async fn from_the_start<S, ResBody>(
-    ready: S,
-    settings: Arc<Settings>,
-    head: http::request::Parts,
-    body: Bytes,
-) -> Output<ResBody>
-where
-    S: Service<Request<Full<Bytes>>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
-    ResBody: Body<Data = Bytes> + Send + Unpin + 'static,
-    ResBody::Error: Into<BoxError>,
-{
-    let template = ready.clone();
-    let login_template = ready.clone();
-    // The service that poll_ready readied sends the first request; a replay goes through a fresh clone.
-    let mut ready = Some(ready);
-    let send = move |request: Request<Bytes>| {
-        let request = request.map(Full::new);
-        match ready.take() {
-            Some(mut ready) => futures_util::future::Either::Left(ready.call(request)),
-            None => futures_util::future::Either::Right(template.clone().oneshot(request)),
-        }
-    };
-    let login = move || LoginSender::from_service(login_template.clone());
-    authorise_buffered(&settings, head, body, send, login).await
 }
 
 impl<S, ReqBody, ResBody> fmt::Debug for ResponseFuture<S, ReqBody, ResBody>

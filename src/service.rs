@@ -94,8 +94,9 @@ where
     }
 }
 
-/// The request path once the body is buffered: token, send, inspect, and at most one replay. Shared by the tower
-/// service and the reqwest-middleware adapter.
+/// The request path once the body is buffered: token, send, inspect, and at most one replay. The tower service
+/// runs the same steps as a state machine ([`ResponseFuture`]) and shares [`replay`] with this.
+#[cfg(feature = "reqwest")]
 pub(crate) async fn authorise_buffered<B, E, Fut>(
     settings: &Settings,
     parts: http::request::Parts,

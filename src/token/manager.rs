@@ -390,8 +390,7 @@ impl TokenManager {
 
     /// The cached token, if there is one and it has not expired. No lock, no I/O.
     pub fn cached(&self) -> Option<Arc<ActiveToken>> {
-        let current = self.inner.current.load_full()?;
-        self.inner.is_fresh(current.record()).then_some(current)
+        self.fresh().map(FreshToken::into_shared)
     }
 
     /// The cached token while it is fresh, borrowed from the cache: unlike [`cached`](Self::cached) it touches
@@ -518,6 +517,12 @@ impl TokenManager {
 
 /// A fresh token borrowed from the cache; see [`TokenManager::fresh`].
 pub(crate) struct FreshToken(arc_swap::Guard<Option<Arc<ActiveToken>>>);
+
+impl FreshToken {
+    fn into_shared(self) -> Arc<ActiveToken> {
+        arc_swap::Guard::into_inner(self.0).expect("a FreshToken holds a token")
+    }
+}
 
 impl std::ops::Deref for FreshToken {
     type Target = ActiveToken;
