@@ -37,37 +37,39 @@ pin_project! {
         S: Service<Request<Full<Bytes>>>,
     {
         #[pin]
-        state: State<S, ReqBody, ResBody>,
+        state: State<S::Future, ReqBody, ResBody>,
+        // The service that `poll_ready` readied. It sends the first request and stays here for a replay, so
+        // that the hot path clones the inner service only the once tower requires (in `PaynetAuth::call`).
+        // Kept outside the state, like the settings, so that moving from state to state does not copy it.
+        service: S,
+        settings: Arc<Settings>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<S, ReqBody, ResBody>
-    where
-        S: Service<Request<Full<Bytes>>>,
-    {
-        /// Reading the caller's body; `call` holds what the send needs.
+    enum State<F, ReqBody, ResBody> {
+        /// Reading the caller's body.
         Reading {
             #[pin]
             reader: RequestReader<ReqBody>,
-            call: Option<Call<S>>,
+            head: Option<http::request::Parts>,
         },
         /// No usable token was cached: waiting for one (rare, so boxed).
         Waiting {
             token: BoxFuture<'static, Result<Arc<ActiveToken>, TokenError>>,
-            call: Option<(Call<S>, Bytes)>,
+            call: Option<(http::request::Parts, Bytes)>,
         },
         /// The first request is with the inner service.
         Sending {
             #[pin]
-            future: S::Future,
-            sent: Option<Sent<S>>,
+            future: F,
+            sent: Option<Sent>,
         },
         /// Reading the first answer's body to look for a rejection.
         Inspecting {
             inspection: Inspection<ResBody>,
-            sent: Option<Sent<S>>,
+            sent: Option<Sent>,
         },
         /// A refresh and the replay after a rejection: rare, so boxed.
         Replaying {
@@ -81,17 +83,8 @@ pin_project! {
     }
 }
 
-/// What the first send needs besides the body.
-struct Call<S> {
-    ready: S,
-    settings: Arc<Settings>,
-    head: http::request::Parts,
-}
-
-/// What a replay needs once the first request is gone.
-struct Sent<S> {
-    template: S,
-    settings: Arc<Settings>,
+/// What a replay needs of the request once the first one is gone.
+struct Sent {
     head: HeadCopy,
     body: Bytes,
     /// The generation the first request carried: a replay needs a newer one.
@@ -110,74 +103,91 @@ where
         let state = match RequestReader::new(body, &head.headers, settings.max_request_body) {
             Ok(reader) => State::Reading {
                 reader,
-                call: Some(Call {
-                    ready,
-                    settings,
-                    head,
-                }),
+                head: Some(head),
             },
             Err(error) => State::Failed { error: Some(error) },
         };
-        Self { state }
+        Self {
+            state,
+            service: ready,
+            settings,
+        }
     }
 }
 
-impl<S, ReqBody, ResBody> State<S, ReqBody, ResBody>
+impl<F, ReqBody, ResBody> State<F, ReqBody, ResBody>
 where
-    S: Service<Request<Full<Bytes>>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
     ResBody: Body<Data = Bytes> + Send + Unpin + 'static,
     ResBody::Error: Into<BoxError>,
 {
     /// The state once the body is read: sending with the cached token, or waiting for one when there is none.
-    fn send(call: Call<S>, body: Bytes) -> Self {
-        if let Some(token) = call.settings.manager.fresh() {
-            return State::sending(call, body, &token);
+    fn send<S>(
+        service: &mut S,
+        settings: &Arc<Settings>,
+        head: http::request::Parts,
+        body: Bytes,
+    ) -> Self
+    where
+        S: Service<Request<Full<Bytes>>, Future = F, Response = Response<ResBody>>
+            + Clone
+            + Send
+            + 'static,
+        S::Error: Into<BoxError>,
+        F: Send,
+    {
+        if let Some(token) = settings.manager.fresh() {
+            return State::sending(service, settings, head, body, &token);
         }
-        let manager = call.settings.manager.clone();
-        let login = LoginSender::from_service(call.ready.clone());
+        let manager = settings.manager.clone();
+        let login = LoginSender::from_service(service.clone());
         State::Waiting {
             token: Box::pin(async move { manager.token(login).await }),
-            call: Some((call, body)),
+            call: Some((head, body)),
         }
     }
 
     /// The first request, sent through the service that `poll_ready` readied.
-    fn sending(call: Call<S>, body: Bytes, token: &ActiveToken) -> Self {
-        let Call {
-            mut ready,
-            settings,
-            head,
-        } = call;
+    fn sending<S>(
+        service: &mut S,
+        settings: &Settings,
+        head: http::request::Parts,
+        body: Bytes,
+        token: &ActiveToken,
+    ) -> Self
+    where
+        S: Service<Request<Full<Bytes>>, Future = F>,
+    {
         let copy = HeadCopy::of(&head);
-        match authorised_request(&settings, head, &body, token) {
-            Ok(first) => {
-                let template = ready.clone();
-                State::Sending {
-                    future: ready.call(first.map(Full::new)),
-                    sent: Some(Sent {
-                        template,
-                        settings,
-                        head: copy,
-                        body,
-                        sent_with: token.generation(),
-                    }),
-                }
-            }
+        match authorised_request(settings, head, &body, token) {
+            Ok(first) => State::Sending {
+                future: service.call(first.map(Full::new)),
+                sent: Some(Sent {
+                    head: copy,
+                    body,
+                    sent_with: token.generation(),
+                }),
+            },
             Err(error) => State::Failed { error: Some(error) },
         }
     }
 
     /// The state after a rejection: a refresh and the replay, boxed since they are rare.
-    fn replay(sent: Sent<S>) -> Self {
+    fn replay<S>(service: &S, settings: &Arc<Settings>, sent: Sent) -> Self
+    where
+        S: Service<Request<Full<Bytes>>, Future = F, Response = Response<ResBody>>
+            + Clone
+            + Send
+            + 'static,
+        S::Error: Into<BoxError>,
+        F: Send,
+    {
         let Sent {
-            template,
-            settings,
             head,
             body,
             sent_with,
         } = sent;
+        let template = service.clone();
+        let settings = Arc::clone(settings);
         State::Replaying {
             future: Box::pin(async move {
                 let login_template = template.clone();
@@ -203,51 +213,54 @@ where
     type Output = Output<ResBody>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.project().state;
+        let this = self.project();
+        let mut state = this.state;
+        let service = this.service;
+        let settings = &*this.settings;
         loop {
             let next = match state.as_mut().project() {
-                StateProj::Reading { reader, call } => match ready!(reader.poll_read(cx)) {
-                    Ok(body) => State::send(call.take().expect("read once"), body),
+                StateProj::Reading { reader, head } => match ready!(reader.poll_read(cx)) {
+                    Ok(body) => {
+                        State::send(service, settings, head.take().expect("read once"), body)
+                    }
                     Err(error) => State::Failed { error: Some(error) },
                 },
                 StateProj::Waiting { token, call } => {
                     let token = ready!(token.as_mut().poll(cx));
-                    let (call, body) = call.take().expect("waited once");
+                    let (head, body) = call.take().expect("waited once");
                     match token {
-                        Ok(token) => State::sending(call, body, &token),
+                        Ok(token) => State::sending(service, settings, head, body, &token),
                         Err(error) => State::Failed {
                             error: Some(error.into()),
                         },
                     }
                 }
                 StateProj::Sending { future, sent } => match ready!(future.poll(cx)) {
-                    Ok(response) => {
-                        let sent = sent.take().expect("sent once");
-                        match Inspection::begin(&sent.settings, response) {
-                            Begun::Decided(Inspected::Accepted(response)) => {
-                                state.set(State::Done);
-                                return Poll::Ready(Ok(response));
-                            }
-                            Begun::Decided(Inspected::Rejected) => State::replay(sent),
-                            Begun::Reading(inspection) => State::Inspecting {
-                                inspection,
-                                sent: Some(sent),
-                            },
+                    Ok(response) => match Inspection::begin(settings, response) {
+                        Begun::Decided(Inspected::Accepted(response)) => {
+                            state.set(State::Done);
+                            return Poll::Ready(Ok(response));
                         }
-                    }
+                        Begun::Decided(Inspected::Rejected) => {
+                            State::replay(service, settings, sent.take().expect("sent once"))
+                        }
+                        Begun::Reading(inspection) => State::Inspecting {
+                            inspection,
+                            sent: sent.take(),
+                        },
+                    },
                     Err(error) => State::Failed {
                         error: Some(Error::Inner(error.into())),
                     },
                 },
                 StateProj::Inspecting { inspection, sent } => {
-                    let settings = &sent.as_ref().expect("inspected once").settings;
                     match ready!(inspection.poll_inspect(cx, settings)) {
                         Ok(Inspected::Accepted(response)) => {
                             state.set(State::Done);
                             return Poll::Ready(Ok(response));
                         }
                         Ok(Inspected::Rejected) => {
-                            State::replay(sent.take().expect("inspected once"))
+                            State::replay(service, settings, sent.take().expect("inspected once"))
                         }
                         Err(error) => State::Failed { error: Some(error) },
                     }

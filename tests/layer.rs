@@ -597,3 +597,77 @@ async fn bearer_replay_with_a_cached_token_resends_the_callers_head_unchanged() 
     assert_eq!(manager.logins(), 2);
     assert_nothing_more_sent(&mut handle);
 }
+
+/// Counts the clones of the service it wraps.
+struct Counted<S> {
+    inner: S,
+    clones: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl<S: Clone> Clone for Counted<S> {
+    fn clone(&self) -> Self {
+        self.clones
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self {
+            inner: self.inner.clone(),
+            clones: self.clones.clone(),
+        }
+    }
+}
+
+impl<S: tower::Service<R>, R> tower::Service<R> for Counted<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> S::Future {
+        self.inner.call(request)
+    }
+}
+
+#[tokio::test]
+async fn a_call_with_a_cached_token_clones_the_inner_service_once() {
+    use tower::Service as _;
+
+    let clones = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (mock, mut handle) = mock::pair::<MockRequest, MockResponse>();
+    let mut service = PaynetAuthLayer::new(manager_builder().build().unwrap()).layer(Counted {
+        inner: mock,
+        clones: clones.clone(),
+    });
+    let gateway = tokio::spawn(async move {
+        while let Some((request, reply)) = handle.next_request().await {
+            reply.send_response(if is_login(&request) {
+                login_ok("TOKEN-1")
+            } else {
+                json_response(r#"{"jsonrpc":"2.0","id":7,"result":[]}"#)
+            });
+        }
+    });
+    // The first call logs in; the clones the login takes are not the hot path's.
+    let first = ServiceExt::<MockRequest>::ready(&mut service)
+        .await
+        .unwrap();
+    first.call(json_request("/v2/service", CALL)).await.unwrap();
+
+    for _ in 0..3 {
+        clones.store(0, std::sync::atomic::Ordering::SeqCst);
+        let ready = ServiceExt::<MockRequest>::ready(&mut service)
+            .await
+            .unwrap();
+        let response = ready.call(json_request("/v2/service", CALL)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        // The one clone tower requires, so that the readied service sends the call; a replay clones
+        // only when it happens.
+        assert_eq!(clones.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+    drop(service);
+    gateway.await.unwrap();
+}
