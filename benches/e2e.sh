@@ -45,6 +45,20 @@ run() {
         --requests "$requests" --concurrency "$concurrency" "$@"
 }
 
+# A run's figures, with the client's own CPU time per call (user + system, from bash's `time`) added as
+# `cpu_us`: what the layer costs the client itself, apart from how the simulator and other jobs shared the cores.
+measured() {
+    local figures cpu
+    if ! figures=$( { TIMEFORMAT='%3U %3S'; time run "$@" 2>"$dir/load.log"; } 2>"$dir/cpu" ); then
+        echo "load failed: $figures" >&2
+        cat "$dir/load.log" >&2
+        exit 1
+    fi
+    cpu=$(python3 -c "import sys; u, s = map(float, open(sys.argv[1]).read().split()); \
+print(round((u + s) * 1e6 / $requests, 2))" "$dir/cpu")
+    python3 -c "import json,sys; f=json.loads(sys.argv[1]); f['cpu_us']=$cpu; print(json.dumps(f))" "$figures"
+}
+
 field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 
 if [ -n "${PAYNET_E2E_CALLGRIND:-}" ]; then
@@ -68,9 +82,10 @@ fi
 
 echo "store: ${store_url%%://*}, $pairs pairs of $requests calls, $concurrency in flight"
 ratios=()
+cpu_ratios=()
 for pair in $(seq "$pairs"); do
-    bare=$(run --bare)
-    layer=$(run)
+    bare=$(measured --bare)
+    layer=$(measured)
     for figures in "$bare" "$layer"; do
         if [ "$(field errors <<<"$figures")" != 0 ]; then
             echo "a run had errors: $figures" >&2
@@ -81,7 +96,14 @@ for pair in $(seq "$pairs"); do
     layer_rps=$(field rps <<<"$layer")
     ratio=$(python3 -c "print(round($layer_rps / $bare_rps, 3))")
     ratios+=("$ratio")
-    echo "pair $pair: bare $bare_rps rps, layer $layer_rps rps, layer/bare $ratio"
+    bare_cpu=$(field cpu_us <<<"$bare")
+    layer_cpu=$(field cpu_us <<<"$layer")
+    cpu_ratios+=("$(python3 -c "print(round($layer_cpu / $bare_cpu, 3))")")
+    echo "pair $pair: bare $bare_rps rps, layer $layer_rps rps, layer/bare $ratio;" \
+        "client CPU per call bare $bare_cpu us, layer $layer_cpu us"
 done
 python3 -c "import statistics,sys; r=[float(x) for x in sys.argv[1:]]; \
 print(f'median layer/bare {statistics.median(r):.3f} (min {min(r):.3f}, max {max(r):.3f})')" "${ratios[@]}"
+python3 -c "import statistics,sys; r=[float(x) for x in sys.argv[1:]]; \
+print(f'median client CPU per call, layer/bare {statistics.median(r):.3f} (min {min(r):.3f}, max {max(r):.3f})')" \
+    "${cpu_ratios[@]}"

@@ -63,8 +63,8 @@ pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, 
     let url = config.paynet.url(&args.path);
     let mut call =
         serde_json::json!({"jsonrpc": "2.0", "method": args.method, "id": 1, "params": params});
-    let request = |body: &Bytes| {
-        http::Request::post(url.as_str())
+    let request = move |url: &str, body: &Bytes| {
+        http::Request::post(url)
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(http_body_util::Full::new(body.clone()))
             .expect("a URL from the configuration makes a valid request")
@@ -76,7 +76,7 @@ pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, 
         // the layer first makes sure that token is one the gateway accepts (a stored one may be stale).
         let warm_up = stack::authorised(&config.paynet, manager.clone());
         warm_up
-            .oneshot(request(&Bytes::from(call.to_string())))
+            .oneshot(request(&url, &Bytes::from(call.to_string())))
             .await
             .map_err(|e| crate::one_line(&e))?;
         let token = manager
@@ -89,15 +89,15 @@ pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, 
         }
         let body = Bytes::from(call.to_string());
         let client = stack::client();
-        drive(args.requests, args.concurrency, &progress, |_| {
-            has_result(client.clone().oneshot(request(&body)))
+        drive(args.requests, args.concurrency, &progress, move |_| {
+            has_result(client.clone().oneshot(request(&url, &body)))
         })
         .await
     } else {
         let body = Bytes::from(call.to_string());
         let service = stack::authorised(&config.paynet, manager.clone());
-        drive(args.requests, args.concurrency, &progress, |_| {
-            has_result(service.clone().oneshot(request(&body)))
+        drive(args.requests, args.concurrency, &progress, move |_| {
+            has_result(service.clone().oneshot(request(&url, &body)))
         })
         .await
     };
@@ -130,6 +130,9 @@ pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, 
 
 /// Runs `requests` calls, `concurrency` at a time, each in its own task as a service's request handlers would
 /// be: one task driving every call would put all of their work on one thread and make that thread the limit.
+/// The loop that starts them is a task too, like a server's accept loop, so that the runtime's workers are the
+/// only busy threads; driven from the thread that started the runtime, it made a third one competing for the
+/// cores.
 async fn drive<F, Fut>(
     requests: u64,
     concurrency: usize,
@@ -137,24 +140,30 @@ async fn drive<F, Fut>(
     call: F,
 ) -> Vec<(bool, Duration)>
 where
-    F: Fn(u64) -> Fut,
+    F: Fn(u64) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = bool> + Send + 'static,
 {
-    futures_util::stream::iter(0..requests)
-        .map(|i| {
-            let call = call(i);
-            let task = tokio::spawn(async move {
-                let started = Instant::now();
-                let ok = call.await;
-                (ok, started.elapsed())
-            });
-            // A call that panicked counts as failed.
-            async move { task.await.unwrap_or((false, Duration::ZERO)) }
-        })
-        .buffer_unordered(concurrency)
-        .inspect(|_| progress.inc(1))
-        .collect()
+    let progress = progress.clone();
+    let driver = tokio::spawn(async move {
+        futures_util::stream::iter(0..requests)
+            .map(move |i| {
+                let call = call(i);
+                let task = tokio::spawn(async move {
+                    let started = Instant::now();
+                    let ok = call.await;
+                    (ok, started.elapsed())
+                });
+                // A call that panicked counts as failed.
+                async move { task.await.unwrap_or((false, Duration::ZERO)) }
+            })
+            .buffer_unordered(concurrency)
+            .inspect(move |_| progress.inc(1))
+            .collect::<Vec<_>>()
+            .await
+    });
+    driver
         .await
+        .expect("the loop that starts the calls does not panic")
 }
 
 /// Whether a call's answer carries a JSON-RPC `result`.
