@@ -123,7 +123,7 @@ where
     /// The state once the body is read: sending with the cached token, or waiting for one when there is none.
     fn send<S>(
         service: &mut S,
-        settings: &Arc<Settings>,
+        settings: &Settings,
         head: http::request::Parts,
         body: Bytes,
     ) -> Self
