@@ -22,6 +22,10 @@ use crate::layer::{Placement, RejectionRule, Settings};
 use crate::token::{ActiveToken, Generation, LoginSender, TokenManager};
 
 /// Authorises requests to the wrapped service with the manager's token. Made by [`PaynetAuthLayer`].
+///
+/// The wrapped service must be `Clone`. A call clones it once, as tower's services do, so that the instance
+/// `poll_ready` readied is the one that sends; a rejected call is replayed through a clone of that instance,
+/// which waits for readiness again.
 #[derive(Debug, Clone)]
 pub struct PaynetAuth<S> {
     inner: S,
