@@ -46,7 +46,8 @@ run() {
 }
 
 # A run's figures, with the client's own CPU time per call (user + system, from bash's `time`) added as
-# `cpu_us`: what the layer costs the client itself, apart from how the simulator and other jobs shared the cores.
+# `cpu_us`. It moves with throughput (a run the scheduler slows spends more on parking and waking threads), so
+# the instruction counts of PAYNET_E2E_CALLGRIND stay the figure to compare across changes of the hot path.
 measured() {
     local figures cpu
     if ! figures=$( { TIMEFORMAT='%3U %3S'; time run "$@" 2>"$dir/load.log"; } 2>"$dir/cpu" ); then

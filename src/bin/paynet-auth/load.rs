@@ -63,7 +63,7 @@ pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, 
     let url = config.paynet.url(&args.path);
     let mut call =
         serde_json::json!({"jsonrpc": "2.0", "method": args.method, "id": 1, "params": params});
-    let request = move |url: &str, body: &Bytes| {
+    let request = |url: &str, body: &Bytes| {
         http::Request::post(url)
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(http_body_util::Full::new(body.clone()))
