@@ -115,28 +115,25 @@ where
     }
 }
 
-impl<F, ReqBody, ResBody> State<F, ReqBody, ResBody>
+/// The steps from state to state. They take the service and the settings apart from the state, since those live
+/// beside it.
+impl<S, ReqBody, ResBody> ResponseFuture<S, ReqBody, ResBody>
 where
+    S: Service<Request<Full<Bytes>>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
     ResBody: Body<Data = Bytes> + Send + Unpin + 'static,
     ResBody::Error: Into<BoxError>,
 {
     /// The state once the body is read: sending with the cached token, or waiting for one when there is none.
-    fn send<S>(
+    fn send(
         service: &mut S,
         settings: &Settings,
         head: http::request::Parts,
         body: Bytes,
-    ) -> Self
-    where
-        S: Service<Request<Full<Bytes>>, Future = F, Response = Response<ResBody>>
-            + Clone
-            + Send
-            + 'static,
-        S::Error: Into<BoxError>,
-        F: Send,
-    {
+    ) -> State<S::Future, ReqBody, ResBody> {
         if let Some(token) = settings.manager.fresh() {
-            return State::sending(service, settings, head, body, &token);
+            return Self::sending(service, settings, head, body, &token);
         }
         let manager = settings.manager.clone();
         let login = LoginSender::from_service(service.clone());
@@ -147,16 +144,13 @@ where
     }
 
     /// The first request, sent through the service that `poll_ready` readied.
-    fn sending<S>(
+    fn sending(
         service: &mut S,
         settings: &Settings,
         head: http::request::Parts,
         body: Bytes,
         token: &ActiveToken,
-    ) -> Self
-    where
-        S: Service<Request<Full<Bytes>>, Future = F>,
-    {
+    ) -> State<S::Future, ReqBody, ResBody> {
         let copy = HeadCopy::of(&head);
         match authorised_request(settings, head, &body, token) {
             Ok(first) => State::Sending {
@@ -172,15 +166,11 @@ where
     }
 
     /// The state after a rejection: a refresh and the replay, boxed since they are rare.
-    fn replay<S>(service: &S, settings: &Arc<Settings>, sent: Sent) -> Self
-    where
-        S: Service<Request<Full<Bytes>>, Future = F, Response = Response<ResBody>>
-            + Clone
-            + Send
-            + 'static,
-        S::Error: Into<BoxError>,
-        F: Send,
-    {
+    fn replay(
+        service: &S,
+        settings: &Arc<Settings>,
+        sent: Sent,
+    ) -> State<S::Future, ReqBody, ResBody> {
         let Sent {
             head,
             body,
@@ -221,7 +211,7 @@ where
             let next = match state.as_mut().project() {
                 StateProj::Reading { reader, head } => match ready!(reader.poll_read(cx)) {
                     Ok(body) => {
-                        State::send(service, settings, head.take().expect("read once"), body)
+                        Self::send(service, settings, head.take().expect("read once"), body)
                     }
                     Err(error) => State::Failed { error: Some(error) },
                 },
@@ -229,7 +219,7 @@ where
                     let token = ready!(token.as_mut().poll(cx));
                     let (head, body) = call.take().expect("waited once");
                     match token {
-                        Ok(token) => State::sending(service, settings, head, body, &token),
+                        Ok(token) => Self::sending(service, settings, head, body, &token),
                         Err(error) => State::Failed {
                             error: Some(error.into()),
                         },
@@ -242,7 +232,7 @@ where
                             return Poll::Ready(Ok(response));
                         }
                         Begun::Decided(Inspected::Rejected) => {
-                            State::replay(service, settings, sent.take().expect("sent once"))
+                            Self::replay(service, settings, sent.take().expect("sent once"))
                         }
                         Begun::Reading(inspection) => State::Inspecting {
                             inspection,
@@ -260,7 +250,7 @@ where
                             return Poll::Ready(Ok(response));
                         }
                         Ok(Inspected::Rejected) => {
-                            State::replay(service, settings, sent.take().expect("inspected once"))
+                            Self::replay(service, settings, sent.take().expect("inspected once"))
                         }
                         Err(error) => State::Failed { error: Some(error) },
                     }
