@@ -55,10 +55,14 @@ pin_project! {
             reader: RequestReader<ReqBody>,
             head: Option<http::request::Parts>,
         },
-        /// No usable token was cached: waiting for one (rare, so boxed).
+        /// No usable token was cached: waiting for one (rare, so boxed). The readied service was let go first.
         Waiting {
             token: BoxFuture<'static, Result<Arc<ActiveToken>, TokenError>>,
             call: Option<(http::request::Parts, Bytes)>,
+        },
+        /// The token is here: readying the service again before sending.
+        Readying {
+            call: Option<(http::request::Parts, Bytes, Arc<ActiveToken>)>,
         },
         /// The first request is with the inner service.
         Sending {
@@ -135,6 +139,11 @@ where
         if let Some(token) = settings.manager.fresh() {
             return Self::sending(service, settings, head, body, &token);
         }
+        // Let the readied service go before waiting: its readiness may be a permit of a `ConcurrencyLimit` or a
+        // slot of a `Buffer` below, which the login (through a clone of the same stack) or other callers need.
+        // Holding it while waiting for a login deadlocks `concurrency_limit(1)` on a cold start. The token's
+        // arrival readies the fresh clone again (`State::Readying`).
+        *service = service.clone();
         let manager = settings.manager.clone();
         let login = LoginSender::from_service(service.clone());
         State::Waiting {
@@ -219,12 +228,23 @@ where
                     let token = ready!(token.as_mut().poll(cx));
                     let (head, body) = call.take().expect("waited once");
                     match token {
-                        Ok(token) => Self::sending(service, settings, head, body, &token),
+                        Ok(token) => State::Readying {
+                            call: Some((head, body, token)),
+                        },
                         Err(error) => State::Failed {
                             error: Some(error.into()),
                         },
                     }
                 }
+                StateProj::Readying { call } => match ready!(service.poll_ready(cx)) {
+                    Ok(()) => {
+                        let (head, body, token) = call.take().expect("readied once");
+                        Self::sending(service, settings, head, body, &token)
+                    }
+                    Err(error) => State::Failed {
+                        error: Some(Error::Inner(error.into())),
+                    },
+                },
                 StateProj::Sending { future, sent } => match ready!(future.poll(cx)) {
                     Ok(response) => match Inspection::begin(settings, response) {
                         Begun::Decided(Inspected::Accepted(response)) => {
