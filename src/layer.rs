@@ -64,6 +64,7 @@ pub(crate) struct Settings {
     pub(crate) detector: Option<RejectionDetector>,
     pub(crate) max_request_body: usize,
     pub(crate) inspect_limit: usize,
+    pub(crate) identity_encoding: bool,
 }
 
 /// Authorises every request with the manager's token and replays it once when the gateway rejects the token.
@@ -92,6 +93,7 @@ pub struct PaynetAuthLayer {
     rejection: RejectionRule,
     max_request_body: usize,
     inspect_limit: usize,
+    identity_encoding: bool,
 }
 
 impl PaynetAuthLayer {
@@ -105,6 +107,7 @@ impl PaynetAuthLayer {
             },
             max_request_body: DEFAULT_MAX_REQUEST_BODY,
             inspect_limit: DEFAULT_INSPECT_LIMIT,
+            identity_encoding: false,
         }
     }
 
@@ -151,6 +154,20 @@ impl PaynetAuthLayer {
         self
     }
 
+    /// Asks the gateway for uncompressed answers: every request the layer sends carries
+    /// `Accept-Encoding: identity`, replacing what the caller or a `DecompressionLayer` above set. Defaults to
+    /// `false`: the `Accept-Encoding` of the request is left alone, and gzip, deflate and br answers are decoded
+    /// (a copy, up to the inspection limit) to look for the rejection, then handed on still compressed.
+    ///
+    /// Turn it on when the build has no `decompression` feature, or to spare the decoding when the answers are
+    /// small anyway (a JSON-RPC answer rarely gains from compression). A gateway that compresses regardless is
+    /// still read, and an answer in a coding this build cannot read is handed on uninspected and counted in
+    /// [`TokenManager::uninspected_responses`].
+    pub fn identity_encoding(mut self, on: bool) -> Self {
+        self.identity_encoding = on;
+        self
+    }
+
     /// The manager.
     pub fn manager(&self) -> &TokenManager {
         &self.manager
@@ -168,6 +185,7 @@ impl PaynetAuthLayer {
             detector,
             max_request_body: self.max_request_body,
             inspect_limit: self.inspect_limit,
+            identity_encoding: self.identity_encoding,
         })
     }
 }

@@ -6,16 +6,16 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Buf;
 use bytes::{Bytes, BytesMut};
-use http::header::CONTENT_LENGTH;
+use http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use pin_project_lite::pin_project;
 use tower_service::Service;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::PaynetAuthLayer;
-use crate::body::inject_token;
+use crate::body::{ContentCoding, decode_bounded, inject_token};
 use crate::error::{BoxError, Error};
 use crate::future::ResponseFuture;
 use crate::layer::{Placement, RejectionRule, Settings};
@@ -283,6 +283,10 @@ pub(crate) fn authorised_request(
     body: &Bytes,
     token: &ActiveToken,
 ) -> Result<Request<Bytes>, Error> {
+    if settings.identity_encoding {
+        head.headers
+            .insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    }
     let body = match &settings.placement {
         Placement::JsonBody(field) => {
             let rewritten = Bytes::from(inject_token(body, *field, token.json_literal())?);
@@ -340,6 +344,8 @@ pub(crate) struct Inspection<B> {
     response: Option<(http::response::Parts, B)>,
     buffer: Buffer,
     limit: u64,
+    /// How the body is encoded: a compressed one is decoded (a bounded copy) before the detector reads it.
+    coding: ContentCoding,
 }
 
 impl<B> Inspection<B>
@@ -359,18 +365,33 @@ where
             RejectionRule::JsonRpcError { .. } => {}
         }
         let limit = settings.inspect_limit as u64;
+        let coding = ContentCoding::of(response.headers());
+        if !coding.is_readable() {
+            settings.manager.note_uninspected();
+            debug!(
+                content_encoding = ?response.headers().get(CONTENT_ENCODING),
+                "response in a content coding this build cannot read: passed on uninspected"
+            );
+            return Begun::Decided(Inspected::Accepted(response.map(ResponseBody::streaming)));
+        }
         let declared = response
             .headers()
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|len| len > limit) || response.body().size_hint().lower() > limit {
+            settings.manager.note_uninspected();
+            debug!(
+                limit,
+                "response declared longer than the inspection limit: passed on uninspected"
+            );
             return Begun::Decided(Inspected::Accepted(response.map(ResponseBody::streaming)));
         }
         Begun::Reading(Self {
             response: Some(response.into_parts()),
             buffer: Buffer::default(),
             limit,
+            coding,
         })
     }
 
@@ -391,6 +412,11 @@ where
                     self.buffer.push(data);
                     if self.buffer.len() as u64 > self.limit {
                         // Too long to be a rejection worth parsing: hand it on as it comes.
+                        settings.manager.note_uninspected();
+                        debug!(
+                            limit = self.limit,
+                            "response streamed past the inspection limit: passed on uninspected"
+                        );
                         let (parts, body) = self.response.take().expect("taken once");
                         let head = std::mem::take(&mut self.buffer).into_bytes();
                         let body = ResponseBody::resumed(head, body);
@@ -410,9 +436,25 @@ where
         let Some(detector) = &settings.detector else {
             unreachable!("only a JSON-RPC rule reads the body, and it always has a detector")
         };
-        if detector.is_rejection(&bytes) {
+        let rejected = match self.coding {
+            ContentCoding::Identity => detector.is_rejection(&bytes),
+            coding => match decode_bounded(coding, &bytes, self.limit as usize) {
+                Some(decoded) => detector.is_rejection(&decoded),
+                None => {
+                    settings.manager.note_uninspected();
+                    debug!(
+                        ?coding,
+                        limit = self.limit,
+                        "compressed response does not decode within the inspection limit: passed on uninspected"
+                    );
+                    false
+                }
+            },
+        };
+        if rejected {
             return Poll::Ready(Ok(Inspected::Rejected));
         }
+        // Handed on as it came: a compressed answer stays compressed, with its headers, for the decoder above.
         Poll::Ready(Ok(Inspected::Accepted(Response::from_parts(
             parts,
             ResponseBody::buffered(bytes, trailers),
@@ -495,6 +537,17 @@ impl<B> ResponseBody<B> {
     }
 }
 
+/// An empty body, for middleware that answers on its own (tower-http's `TimeoutLayer` answers `408` with one).
+impl<B> Default for ResponseBody<B> {
+    fn default() -> Self {
+        Self {
+            head: None,
+            trailers: None,
+            rest: None,
+        }
+    }
+}
+
 impl<B> std::fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseBody")
@@ -534,14 +587,185 @@ where
 
     fn size_hint(&self) -> SizeHint {
         let head = self.head.as_ref().map_or(0, |h| h.len() as u64);
-        let mut hint = self
+        let rest = self
             .rest
             .as_ref()
             .map_or_else(|| SizeHint::with_exact(0), Body::size_hint);
-        hint.set_lower(hint.lower() + head);
-        if let Some(upper) = hint.upper() {
-            hint.set_upper(upper + head);
+        // Built from an unbounded hint: `SizeHint` panics whenever lower would pass upper, so raising the lower
+        // bound of an exact hint before its upper one (as an in-place update would) panics for every buffered body.
+        let mut hint = SizeHint::new();
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper.saturating_add(head));
         }
+        hint.set_lower(rest.lower().saturating_add(head));
         hint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+    use http_body_util::{BodyExt, Empty, StreamBody};
+    use proptest::prelude::*;
+
+    /// A body whose size hint is whatever the test says, and whose frames add up to `len` bytes.
+    struct Hinted {
+        frames: Vec<Bytes>,
+        hint: SizeHint,
+    }
+
+    impl Body for Hinted {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            if self.frames.is_empty() {
+                return Poll::Ready(None);
+            }
+            let frame = self.frames.remove(0);
+            let len = frame.len() as u64;
+            let lower = self.hint.lower().saturating_sub(len);
+            let upper = self.hint.upper().map(|u| u.saturating_sub(len));
+            let mut hint = SizeHint::new();
+            if let Some(upper) = upper {
+                hint.set_upper(upper);
+            }
+            hint.set_lower(lower.min(upper.unwrap_or(u64::MAX)));
+            self.hint = hint;
+            Poll::Ready(Some(Ok(Frame::data(frame))))
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            self.hint
+        }
+    }
+
+    /// What the inner body says of itself: exact, a range, or only a lower bound.
+    #[derive(Debug, Clone, Copy)]
+    enum Kind {
+        Exact,
+        Range,
+        Unbounded,
+    }
+
+    fn hinted(len: usize, kind: Kind, chunks: usize) -> Hinted {
+        let data = Bytes::from(vec![b'x'; len]);
+        let step = len.div_ceil(chunks.max(1)).max(1);
+        let frames = (0..len)
+            .step_by(step)
+            .map(|at| data.slice(at..(at + step).min(len)))
+            .collect();
+        let mut hint = SizeHint::new();
+        match kind {
+            Kind::Exact => hint.set_exact(len as u64),
+            Kind::Range => {
+                hint.set_upper(len as u64 + 7);
+                hint.set_lower(len as u64 / 2);
+            }
+            Kind::Unbounded => hint.set_lower(len as u64 / 3),
+        }
+        Hinted { frames, hint }
+    }
+
+    /// Every state of a `ResponseBody` the crate hands out, built the way the inspection builds it.
+    fn every_state(
+        head: usize,
+        rest: usize,
+        kind: Kind,
+        chunks: usize,
+    ) -> Vec<ResponseBody<Hinted>> {
+        let head_bytes = Bytes::from(vec![b'h'; head]);
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-checksum", HeaderValue::from_static("1"));
+        vec![
+            ResponseBody::streaming(hinted(rest, kind, chunks)),
+            ResponseBody::resumed(head_bytes.clone(), hinted(rest, kind, chunks)),
+            ResponseBody::buffered(head_bytes.clone(), None),
+            ResponseBody::buffered(head_bytes, Some(trailers)),
+            ResponseBody::default(),
+        ]
+    }
+
+    /// Checks the hint against what the body really yields, at every frame: lower <= remaining <= upper, and
+    /// exact when both inner and outer know the length.
+    fn check_while_reading(mut body: ResponseBody<Hinted>) -> Result<(), TestCaseError> {
+        let mut remaining: Vec<u64> = Vec::new();
+        let mut hints = vec![body.size_hint()];
+        let mut total = 0u64;
+        let mut sizes = Vec::new();
+        while let Some(frame) = body.frame().now_or_never().expect("in memory") {
+            let frame = frame.expect("infallible");
+            if let Some(data) = frame.data_ref() {
+                total += data.len() as u64;
+            }
+            sizes.push(total);
+            hints.push(body.size_hint());
+        }
+        for seen in &sizes {
+            remaining.push(total - seen);
+        }
+        remaining.insert(0, total);
+        for (hint, left) in hints.iter().zip(&remaining) {
+            prop_assert!(
+                hint.lower() <= *left,
+                "lower {} > remaining {left}",
+                hint.lower()
+            );
+            if let Some(upper) = hint.upper() {
+                prop_assert!(upper >= *left, "upper {upper} < remaining {left}");
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn size_hint_is_consistent_in_every_state(
+            head in 0usize..300,
+            rest in 0usize..300,
+            chunks in 1usize..5,
+            kind in prop_oneof![Just(Kind::Exact), Just(Kind::Range), Just(Kind::Unbounded)],
+        ) {
+            for body in every_state(head, rest, kind, chunks) {
+                // `SizeHint` panics on an inconsistent update, so building the hint is half of the check.
+                let hint = body.size_hint();
+                if let Some(upper) = hint.upper() {
+                    prop_assert!(hint.lower() <= upper);
+                }
+                check_while_reading(body)?;
+            }
+        }
+    }
+
+    #[test]
+    fn a_buffered_body_reports_its_exact_length() {
+        let body: ResponseBody<Empty<Bytes>> =
+            ResponseBody::buffered(Bytes::from_static(b"{\"result\":1}"), None);
+        assert_eq!(body.size_hint().exact(), Some(12));
+        let empty: ResponseBody<Empty<Bytes>> = ResponseBody::buffered(Bytes::new(), None);
+        assert_eq!(empty.size_hint().exact(), Some(0));
+        assert_eq!(
+            ResponseBody::<Empty<Bytes>>::default().size_hint().exact(),
+            Some(0)
+        );
+        assert!(ResponseBody::<Empty<Bytes>>::default().is_end_stream());
+        let resumed = ResponseBody::resumed(
+            Bytes::from_static(b"abc"),
+            Full::new(Bytes::from_static(b"de")),
+        );
+        assert_eq!(resumed.size_hint().exact(), Some(5));
+        let stream = StreamBody::new(futures_util::stream::iter(vec![Ok::<
+            _,
+            std::convert::Infallible,
+        >(Frame::data(
+            Bytes::from_static(b"de"),
+        ))]));
+        let unknown = ResponseBody::resumed(Bytes::from_static(b"abc"), stream);
+        assert_eq!(unknown.size_hint().lower(), 3);
+        assert_eq!(unknown.size_hint().upper(), None);
     }
 }

@@ -131,6 +131,7 @@ struct Inner {
     failure: Mutex<Option<Failure>>,
     logins: AtomicU64,
     login_attempts: AtomicU64,
+    uninspected: AtomicU64,
 }
 
 /// Caches the token of one credential and refreshes it when it is missing, expired or rejected.
@@ -323,6 +324,7 @@ impl TokenManagerBuilder {
                 failure: Mutex::new(None),
                 logins: AtomicU64::new(0),
                 login_attempts: AtomicU64::new(0),
+                uninspected: AtomicU64::new(0),
             }),
         })
     }
@@ -470,6 +472,18 @@ impl TokenManager {
     /// How many logins this manager attempted, failed ones included.
     pub fn login_attempts(&self) -> u64 {
         self.inner.login_attempts.load(Ordering::Relaxed)
+    }
+
+    /// How many responses the layers and adapters on this manager handed on without looking for a rejection:
+    /// longer than the inspection limit (declared or as they streamed), or compressed in a coding that could not
+    /// be read. A rejection in such an answer would reach the caller as it is, so a count that grows is worth a
+    /// look at the limit or the encodings.
+    pub fn uninspected_responses(&self) -> u64 {
+        self.inner.uninspected.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn note_uninspected(&self) {
+        self.inner.uninspected.fetch_add(1, Ordering::Relaxed);
     }
 
     async fn refresh(
