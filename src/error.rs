@@ -220,6 +220,34 @@ pub enum Error {
     ResponseBody(#[source] BoxError),
 }
 
+impl Error {
+    /// Whether the gateway cannot have executed the request, so that sending it again is safe even for a
+    /// payment: it was never sent (no token, a body that cannot carry one, a body too large), or every send was
+    /// explicitly rejected for its token. `false` for [`Inner`](Self::Inner) and
+    /// [`ResponseBody`](Self::ResponseBody): the request may have reached the gateway and executed before the
+    /// transport failed.
+    ///
+    /// A retry policy above the layer (tower's `Retry`) should retry only when this is `true`.
+    ///
+    /// ```
+    /// use paynet_auth::Error;
+    ///
+    /// assert!(Error::RequestTooLarge { limit: 1024 }.is_safe_to_retry());
+    /// assert!(!Error::Inner("connection reset".into()).is_safe_to_retry());
+    /// ```
+    pub fn is_safe_to_retry(&self) -> bool {
+        match self {
+            Error::Inner(_) | Error::ResponseBody(_) => false,
+            Error::RequestBody(_)
+            | Error::RequestTooLarge { .. }
+            | Error::Inject(_)
+            | Error::Token(_)
+            | Error::RejectedAfterRefresh { .. }
+            | Error::TokenNotHeaderSafe { .. } => true,
+        }
+    }
+}
+
 /// A configuration value is wrong.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
