@@ -73,6 +73,94 @@ pub(crate) struct Settings {
 /// JSON-RPC error `-9999` as a rejection. [`bearer`](Self::bearer) is the preset for APIs that take
 /// `Authorization: Bearer` and answer `401`.
 ///
+/// # What the wrapped service must be
+///
+/// In plain words: an HTTP client service that
+/// - takes `http::Request<http_body_util::Full<bytes::Bytes>>` (the layer buffers the caller's body, whatever its
+///   type, and sends the rewritten bytes), and answers `http::Response<B>` where `B` is an `http_body::Body` of
+///   `Bytes` that is `Send + Unpin + 'static` (hyper's `Incoming`, tower-http's decompression body, a boxed body);
+/// - fails with an error that converts into `Box<dyn Error + Send + Sync>`;
+/// - is `Clone + Send + 'static`, with a `Send` future: each call clones it once (as tower's services do), and the
+///   login and a replay go through clones of it, so the user's TLS, proxies and timeouts apply to them too.
+///
+/// A service that is not `Clone` (tower's `RateLimit`, a client behind a `Mutex`) is made so with tower's
+/// `ServiceBuilder::buffer(n)` between it and the layer, as in the stack below. Without it the stack does not
+/// compile, and the error names `Clone`:
+///
+/// ```compile_fail,E0277
+/// # use std::time::Duration;
+/// # use bytes::Bytes;
+/// # use http_body_util::Full;
+/// # use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+/// # use paynet_auth::{PaynetAuthLayer, TokenManager, token::PaynetLogin};
+/// # let manager = TokenManager::builder(PaynetLogin::new("http://127.0.0.1:8080/gw", "u", "p".into(), 1))
+/// #     .build().unwrap();
+/// # let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+/// let service = tower::ServiceBuilder::new()
+///     .layer(PaynetAuthLayer::new(manager))
+///     .rate_limit(100, Duration::from_secs(1)) // RateLimit is not Clone: add `.buffer(64)` above it
+///     .service(client);
+/// ```
+///
+/// While a call waits for a token, a lease or a login, it holds nothing of the service below it: no
+/// `ConcurrencyLimit` permit, no `Buffer` slot, no readiness. A limit below the layer counts logins as requests.
+///
+/// # Where it goes in a stack
+///
+/// From the outside in:
+/// 1. Observation and safety nets: tower-http's `TraceLayer`, `SetSensitiveRequestHeadersLayer` (the Bearer
+///    header is marked sensitive anyway), `CatchPanicLayer`. Above the layer they see its errors.
+/// 2. A timeout for the whole call, token wait and replay included: tower-http's `TimeoutLayer` (answers 408 with
+///    an empty body) or tower's `timeout` (an error).
+/// 3. A retry policy, if any: tower's `retry`, retrying only errors for which
+///    [`Error::is_safe_to_retry`](crate::Error::is_safe_to_retry) holds, so that a payment whose connection
+///    dropped is never sent twice. The layer replays after `-9999` by itself.
+/// 4. **`PaynetAuthLayer`.**
+/// 5. tower-http's `DecompressionLayer`, so the layer reads plain answers. Above the layer works too: the layer
+///    then decodes a copy of each compressed answer to look for the rejection (feature `decompression`), or asks
+///    for none with [`identity_encoding`](Self::identity_encoding).
+/// 6. Limits and a timeout per send (`concurrency_limit`, `buffer` + `rate_limit`, `timeout`): they apply to the
+///    login as well.
+/// 7. The client.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use bytes::Bytes;
+/// use http::StatusCode;
+/// use http_body_util::Full;
+/// use hyper_util::client::legacy::Client;
+/// use hyper_util::rt::TokioExecutor;
+/// use paynet_auth::{PaynetAuthLayer, TokenManager};
+/// use paynet_auth::token::PaynetLogin;
+/// use tower::ServiceBuilder;
+/// use tower_http::decompression::DecompressionLayer;
+/// use tower_http::timeout::TimeoutLayer;
+/// use tower_http::trace::TraceLayer;
+///
+/// # tokio_test::block_on(async {
+/// let manager = TokenManager::builder(PaynetLogin::new(
+///     "http://127.0.0.1:8080/gw", "username_17627_56530", "password_17627_56530".into(), 4027096,
+/// ))
+/// .build()
+/// .unwrap();
+/// let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+/// let service = ServiceBuilder::new()
+///     .layer(TraceLayer::new_for_http())
+///     .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))
+///     .layer(PaynetAuthLayer::new(manager))
+///     .layer(DecompressionLayer::new())
+///     .buffer(64)
+///     .rate_limit(100, Duration::from_secs(1))
+///     .timeout(Duration::from_secs(10))
+///     .service(client);
+/// # fn takes_requests<S: tower::Service<http::Request<Full<Bytes>>>>(_: &S) {}
+/// # takes_requests(&service);
+/// # });
+/// ```
+///
+/// The JSON field of the token can be changed, as can the rejection code, the limits and the encoding asked for:
+///
 /// ```
 /// use paynet_auth::{PaynetAuthLayer, TokenManager};
 /// use paynet_auth::body::TokenField;
@@ -190,7 +278,9 @@ impl PaynetAuthLayer {
     }
 }
 
-impl<S> Layer<S> for PaynetAuthLayer {
+// `S: Clone` here as well as on the service: a stack whose inner service is not `Clone` then fails where the layer is
+// applied, naming `Clone`, instead of at the first call with "method cannot be called".
+impl<S: Clone> Layer<S> for PaynetAuthLayer {
     type Service = PaynetAuth<S>;
 
     fn layer(&self, inner: S) -> Self::Service {

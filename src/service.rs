@@ -23,9 +23,10 @@ use crate::token::{ActiveToken, Generation, LoginSender, TokenManager};
 
 /// Authorises requests to the wrapped service with the manager's token. Made by [`PaynetAuthLayer`].
 ///
-/// The wrapped service must be `Clone`. A call clones it once, as tower's services do, so that the instance
-/// `poll_ready` readied is the one that sends; a rejected call is replayed through a clone of that instance,
-/// which waits for readiness again.
+/// The wrapped service must be `Clone` (see [`PaynetAuthLayer`] for every bound, in plain words). A call clones it
+/// once, as tower's services do, so that the instance `poll_ready` readied is the one that sends. A call that has
+/// to wait for a token first lets that readied instance go (with any permit or buffer slot it holds) and readies a
+/// clone once the token is there; a rejected call is replayed through a clone, which waits for readiness again.
 #[derive(Debug, Clone)]
 pub struct PaynetAuth<S> {
     inner: S,
