@@ -190,7 +190,9 @@ async fn tower_http_timeout_above_the_layer_answers_408_with_an_empty_body() {
 }
 
 #[tokio::test]
-async fn tower_http_trace_sensitive_headers_timeout_and_decompression_below_the_layer() {
+async fn tower_http_trace_sensitive_headers_catch_panic_timeout_and_decompression_below_the_layer()
+{
+    use tower_http::catch_panic::CatchPanicLayer;
     use tower_http::map_response_body::MapResponseBodyLayer;
     use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
     use tower_http::timeout::TimeoutLayer;
@@ -207,6 +209,7 @@ async fn tower_http_trace_sensitive_headers_timeout_and_decompression_below_the_
         .layer(PaynetAuthLayer::new(manager(sim.base_url())))
         .layer(TraceLayer::new_for_http())
         .layer(SetSensitiveRequestHeadersLayer::new([AUTHORIZATION]))
+        .layer(CatchPanicLayer::new())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(10),
