@@ -254,4 +254,16 @@ pub enum ConfigError {
         /// The variable.
         var: String,
     },
+    /// Settings that each parse but cannot work: alone (an encryption key that is not 32 bytes) or together (a
+    /// token that expires before it may be used, a lease shorter than the login it guards).
+    #[error("{origin}: {reason}")]
+    Refused {
+        /// Where the settings came from: the configuration file, or `TokenManagerBuilder`.
+        origin: String,
+        /// The settings refused, named as `origin` spells them (`paynet.token_ttl` in a file, `token_ttl` in
+        /// the builder).
+        fields: Vec<String>,
+        /// Why, naming the fields and their values (never a secret).
+        reason: String,
+    },
 }

@@ -103,7 +103,7 @@ pub(crate) async fn run() -> Result<ExitCode, String> {
         .await
         .map_err(|e| format!("cannot start the simulator: {e}"))?;
     let yaml = format!(
-        "paynet:\n  base_url: \"{}\"\n  username: \"username_17627_56530\"\n  password: \"${{DEMO_PASSWORD}}\"\n  terminal_id: 4027096\n  login_timeout: \"2s\"\n  lease_ttl: \"10s\"\n  store:\n    url: \"sqlite://{}\"\n    encryption_key: \"${{DEMO_TOKEN_KEY}}\"\n",
+        "paynet:\n  base_url: \"{}\"\n  username: \"username_17627_56530\"\n  password: \"${{DEMO_PASSWORD}}\"\n  terminal_id: 4027096\n  login_timeout: \"2s\"\n  lease_ttl: \"10s\"\n  store:\n    url: \"sqlite://{}\"\n    connect_timeout: \"2s\"\n    encryption_key: \"${{DEMO_TOKEN_KEY}}\"\n",
         sim.base_url(),
         db.display()
     );
