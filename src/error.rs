@@ -152,13 +152,14 @@ pub enum StoreError {
 pub enum TokenError {
     /// The login failed.
     #[error("token refresh failed: {0}")]
-    Login(Arc<LoginError>),
+    Login(#[source] Arc<LoginError>),
     /// A recent login failed and the manager is backing off before it tries again.
     #[error("token refresh is backing off for {retry_in:?} after a failed login: {cause}")]
     Backoff {
         /// How long until the next login attempt is allowed.
         retry_in: Duration,
         /// The failure that started the backoff.
+        #[source]
         cause: Arc<LoginError>,
     },
     /// Another instance held the refresh lease and no new token appeared in the store in time.

@@ -58,7 +58,8 @@ impl Demo {
             CALL_METHOD,
             &serde_json::json!({}),
             1,
-        );
+        )
+        .expect("the simulator's URL and a fixed path make a valid request");
         let response = service.oneshot(request).await?;
         let body = response
             .into_body()
@@ -120,7 +121,7 @@ pub(crate) async fn run() -> Result<ExitCode, String> {
             "DEMO_TOKEN_KEY" => Some(token_key.clone()),
             _ => None,
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| crate::one_line(&e))?;
     let demo = Demo {
         config: config.paynet,
         sim,
@@ -135,7 +136,11 @@ pub(crate) async fn run() -> Result<ExitCode, String> {
     let manager = demo.manager().await?;
     check(
         "no token stored yet",
-        manager.stored().await.map_err(|e| e.to_string())?.is_none(),
+        manager
+            .stored()
+            .await
+            .map_err(|e| crate::one_line(&e))?
+            .is_none(),
     )?;
     let answer = demo.call(&manager).await.map_err(|e| crate::one_line(&e))?;
     let stats = demo.sim.stats();
@@ -147,7 +152,7 @@ pub(crate) async fn run() -> Result<ExitCode, String> {
     );
     check("the call got a result", answer.get("result").is_some())?;
     check("exactly one login", stats.logins == 1)?;
-    let stored = manager.stored().await.map_err(|e| e.to_string())?;
+    let stored = manager.stored().await.map_err(|e| crate::one_line(&e))?;
     check(
         "the token is stored (generation 1)",
         stored.as_ref().is_some_and(|r| r.generation.0 == 1),
@@ -241,7 +246,8 @@ pub(crate) async fn run() -> Result<ExitCode, String> {
                     CALL_METHOD,
                     &serde_json::json!({}),
                     1,
-                );
+                )
+                .expect("the simulator's URL and a fixed path make a valid request");
                 match service.oneshot(request).await {
                     Ok(response) => response.into_body().collect().await.is_ok(),
                     Err(_) => false,
