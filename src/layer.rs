@@ -1,6 +1,7 @@
 //! [`PaynetAuthLayer`]: what the layer does, and how it is configured.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::{HeaderName, StatusCode, header};
 use tower_layer::Layer;
@@ -64,6 +65,20 @@ pub(crate) struct Settings {
     pub(crate) detector: Option<RejectionDetector>,
     pub(crate) max_request_body: usize,
     pub(crate) inspect_limit: usize,
+    /// Responses passed on without inspection because they were longer than `inspect_limit`; shared with the
+    /// layer that made these settings.
+    pub(crate) uninspected: Arc<AtomicU64>,
+}
+
+impl Settings {
+    /// Counts a response passed on without inspection; off the hot path (only long responses get here).
+    pub(crate) fn count_uninspected(&self) {
+        self.uninspected.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            inspect_limit = self.inspect_limit,
+            "response longer than the inspect limit: passed on without looking for a rejection"
+        );
+    }
 }
 
 /// Authorises every request with the manager's token and replays it once when the gateway rejects the token.
@@ -92,6 +107,7 @@ pub struct PaynetAuthLayer {
     rejection: RejectionRule,
     max_request_body: usize,
     inspect_limit: usize,
+    uninspected: Arc<AtomicU64>,
 }
 
 impl PaynetAuthLayer {
@@ -105,6 +121,7 @@ impl PaynetAuthLayer {
             },
             max_request_body: DEFAULT_MAX_REQUEST_BODY,
             inspect_limit: DEFAULT_INSPECT_LIMIT,
+            uninspected: Arc::default(),
         }
     }
 
@@ -156,6 +173,14 @@ impl PaynetAuthLayer {
         &self.manager
     }
 
+    /// How many responses the services this layer (and its clones) made passed on without looking for a
+    /// rejection, because they were longer than [`inspect_limit`](Self::inspect_limit), by `Content-Length` or
+    /// as they streamed. A rejection in such a response is not recognised; a count that grows says the limit is
+    /// too low for the gateway's answers.
+    pub fn uninspected_responses(&self) -> u64 {
+        self.uninspected.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn settings(&self) -> Arc<Settings> {
         let detector = match &self.rejection {
             RejectionRule::JsonRpcError { code } => Some(RejectionDetector::new(*code)),
@@ -168,6 +193,7 @@ impl PaynetAuthLayer {
             detector,
             max_request_body: self.max_request_body,
             inspect_limit: self.inspect_limit,
+            uninspected: Arc::clone(&self.uninspected),
         })
     }
 }

@@ -52,6 +52,14 @@ impl<S> PaynetAuth<S> {
         &self.settings.manager
     }
 
+    /// How many responses were passed on uninspected for their length; see
+    /// [`PaynetAuthLayer::uninspected_responses`], whose count this is.
+    pub fn uninspected_responses(&self) -> u64 {
+        self.settings
+            .uninspected
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -365,6 +373,7 @@ where
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|len| len > limit) || response.body().size_hint().lower() > limit {
+            settings.count_uninspected();
             return Begun::Decided(Inspected::Accepted(response.map(ResponseBody::streaming)));
         }
         Begun::Reading(Self {
@@ -391,6 +400,7 @@ where
                     self.buffer.push(data);
                     if self.buffer.len() as u64 > self.limit {
                         // Too long to be a rejection worth parsing: hand it on as it comes.
+                        settings.count_uninspected();
                         let (parts, body) = self.response.take().expect("taken once");
                         let head = std::mem::take(&mut self.buffer).into_bytes();
                         let body = ResponseBody::resumed(head, body);
