@@ -650,3 +650,54 @@ async fn load_names_the_top_error_causes_with_their_counts() {
     assert_eq!(counted, 200, "{top:?}");
     run.assert_reveals_none(&gateway.secrets());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn simulate_logs_each_request_it_answers_at_debug_by_default() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut command = paynet_auth(&["simulate", "--listen", "127.0.0.1:0"]);
+    command
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("paynet-auth starts");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stderr = child.stderr.take().unwrap();
+    let first = tokio::time::timeout(RUN_TIMEOUT, stdout.next_line())
+        .await
+        .expect("the simulator says where it listens")
+        .unwrap()
+        .expect("a line");
+    let base = first
+        .split_whitespace()
+        .find(|word| word.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in: {first}"))
+        .to_owned();
+    assert!(!base.contains(":0/"), "the bound port, not 0: {base}");
+
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let login = serde_json::json!({"jsonrpc": "2.0", "method": "login", "id": 1, "params": {
+        "username": DEFAULT_USERNAME, "password": DEFAULT_PASSWORD, "terminal_id": DEFAULT_TERMINAL_ID}});
+    let request = http::Request::post(format!("{base}/v2/user"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            login.to_string(),
+        )))
+        .unwrap();
+    assert!(client.request(request).await.unwrap().status().is_success());
+
+    // The simulator logs a request before it answers it: once the answer is here, so is the line.
+    child.kill().await.unwrap();
+    let mut logged = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut logged)
+        .await
+        .unwrap();
+    let lines: Vec<&str> = logged
+        .lines()
+        .filter(|line| line.contains("gateway simulator request"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one request line: {logged}");
+    assert!(lines[0].contains("DEBUG"), "{}", lines[0]);
+    assert!(lines[0].contains("login"), "{}", lines[0]);
+    assert!(!logged.contains(DEFAULT_PASSWORD), "{logged}");
+}

@@ -27,7 +27,11 @@ pub(crate) async fn simulate(
     if let Some(latency) = login_latency {
         builder = builder.login_latency(latency);
     }
-    println!("Paynet gateway simulator on http://{listen}/gw (Ctrl-C stops it)");
+    // The bound address, not the requested one: `--listen 127.0.0.1:0` picks a free port.
+    let bound = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the address bound for {listen}: {e}"))?;
+    println!("Paynet gateway simulator on http://{bound}/gw (Ctrl-C stops it)");
     builder
         .serve(listener, async {
             let _ = tokio::signal::ctrl_c().await;
