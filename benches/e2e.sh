@@ -22,7 +22,8 @@ bin=target/release/paynet-auth
 dir=$(mktemp -d)
 store_url=${PAYNET_E2E_STORE_URL:-sqlite://$dir/tokens.db}
 
-"$bin" simulate --listen "127.0.0.1:$port" >"$dir/simulator.log" 2>&1 &
+# Quiet: by default the simulator logs every request it answers, which would cost it CPU the client competes for.
+RUST_LOG=paynet_auth=warn "$bin" simulate --listen "127.0.0.1:$port" >"$dir/simulator.log" 2>&1 &
 simulator=$!
 trap 'kill $simulator 2>/dev/null || true; rm -rf "$dir"' EXIT
 for _ in $(seq 50); do

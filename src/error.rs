@@ -152,13 +152,14 @@ pub enum StoreError {
 pub enum TokenError {
     /// The login failed.
     #[error("token refresh failed: {0}")]
-    Login(Arc<LoginError>),
+    Login(#[source] Arc<LoginError>),
     /// A recent login failed and the manager is backing off before it tries again.
     #[error("token refresh is backing off for {retry_in:?} after a failed login: {cause}")]
     Backoff {
         /// How long until the next login attempt is allowed.
         retry_in: Duration,
         /// The failure that started the backoff.
+        #[source]
         cause: Arc<LoginError>,
     },
     /// Another instance held the refresh lease and no new token appeared in the store in time.
@@ -281,5 +282,17 @@ pub enum ConfigError {
         line: usize,
         /// The variable.
         var: String,
+    },
+    /// Settings that each parse but cannot work: alone (an encryption key that is not 32 bytes) or together (a
+    /// token that expires before it may be used, a lease shorter than the login it guards).
+    #[error("{origin}: {reason}")]
+    Refused {
+        /// Where the settings came from: the configuration file, or `TokenManagerBuilder`.
+        origin: String,
+        /// The settings refused, named as `origin` spells them (`paynet.token_ttl` in a file, `token_ttl` in
+        /// the builder).
+        fields: Vec<String>,
+        /// Why, naming the fields and their values (never a secret).
+        reason: String,
     },
 }

@@ -263,6 +263,7 @@ impl Gateway {
         for key in ["rps", "p50_ms", "p99_ms"] {
             assert!(figures[key].as_f64().is_some_and(|v| v >= 0.0), "{key}");
         }
+        assert_eq!(figures["top_errors"], serde_json::json!([]));
         // --bare first makes one call through the layer, so that the token it reuses is one the gateway accepts.
         let warm_up = u64::from(extra.contains(&"--bare"));
         assert_eq!(
@@ -291,6 +292,7 @@ fn load_figures(run: &Run) -> serde_json::Map<String, serde_json::Value> {
         "rps",
         "p50_ms",
         "p99_ms",
+        "top_errors",
     ]
     .into();
     assert_eq!(keys, expected, "exactly the documented keys: {last}");
@@ -533,4 +535,169 @@ async fn config_comes_from_paynet_config_then_the_working_directory() {
     let nowhere = run(status_in(elsewhere.path())).await;
     let line = nowhere.assert_one_line_failure();
     assert!(line.contains("paynet.yaml"), "{line}");
+}
+
+/// A directory holding `paynet.yaml` with `base_url` and `extra` lines, and a SQLite store.
+fn config_dir(base_url: &str, extra: &str) -> (TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("paynet.yaml");
+    let yaml = format!(
+        "paynet:\n  base_url: \"{base_url}\"\n  username: \"{DEFAULT_USERNAME}\"\n  password: \"${{PAYNET_PASSWORD}}\"\n  \
+         terminal_id: {DEFAULT_TERMINAL_ID}\n  store:\n    url: \"sqlite://{db}\"\n{extra}",
+        db = dir.path().join("tokens.db").display(),
+    );
+    std::fs::write(&path, yaml).expect("the configuration is written");
+    (dir, path)
+}
+
+fn configured(args: &[&str], config: &Path) -> Command {
+    let mut command = paynet_auth(args);
+    command
+        .env("PAYNET_PASSWORD", DEFAULT_PASSWORD)
+        .arg("--config")
+        .arg(config);
+    command
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn base_url_without_scheme_or_host_is_a_config_error_with_line_and_column_not_a_panic() {
+    for url in ["gateway.example/gw", "http:///gw"] {
+        let (_dir, config) = config_dir(url, "");
+        for args in [&CATEGORIES[..], &LOAD[..]] {
+            let run = run(configured(args, &config)).await;
+            let line = run.assert_one_line_failure();
+            assert!(line.contains(&config.display().to_string()), "{line}");
+            assert!(line.contains("`paynet.base_url`"), "{line}");
+            assert!(line.contains(url), "{line}");
+            assert!(line.contains("line 2 column "), "{line}");
+        }
+    }
+}
+
+/// A port nothing listens on: bound, then closed.
+async fn closed_port() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    port
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_refused_reaches_the_operator_through_the_whole_error_chain() {
+    let base = format!("http://127.0.0.1:{}/gw", closed_port().await);
+    let (_dir, config) = config_dir(&base, "");
+    let run = run(configured(&CATEGORIES, &config)).await;
+    let line = run.assert_one_line_failure();
+    assert!(
+        line.contains(&format!("{base}/v2/user")),
+        "the endpoint: {line}"
+    );
+    assert!(
+        line.to_lowercase().contains("connection refused"),
+        "the root cause: {line}"
+    );
+    // Each cause once: a message that already shows its source is not followed by that source again.
+    let causes: Vec<&str> = line.split(": ").collect();
+    let distinct: BTreeSet<&str> = causes.iter().copied().collect();
+    assert_eq!(distinct.len(), causes.len(), "a cause repeated: {line}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_encryption_key_names_the_key_field_the_file_and_how_to_make_one() {
+    let gateway = Gateway::start().await;
+    for key in ["c2hvcnQ=", "not base64!"] {
+        let mut command = gateway.command(&CATEGORIES);
+        command.env("PAYNET_TOKEN_KEY", key);
+        let run = run(command).await;
+        let line = run.assert_one_line_failure();
+        assert!(line.contains("`paynet.store.encryption_key`"), "{line}");
+        assert!(
+            line.contains(&gateway.config().display().to_string()),
+            "{line}"
+        );
+        assert!(line.contains("openssl rand -base64 32"), "{line}");
+        assert!(!line.contains(key), "the key is not shown: {line}");
+    }
+    assert_eq!(gateway.sim.stats().requests, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn load_names_the_top_error_causes_with_their_counts() {
+    let gateway = Gateway::start().await;
+    gateway
+        .sim
+        .set_login_failure(Some(LoginFailure::ServiceUnavailable));
+    let run = gateway.run(&LOAD).await;
+    assert!(!run.status.success());
+    let figures = load_figures(&run);
+    assert_eq!(figure(&figures, "errors"), 200);
+    let top = figures["top_errors"]
+        .as_array()
+        .expect("top_errors is a list");
+    assert!(!top.is_empty() && top.len() <= 5, "{top:?}");
+    let mut counted = 0;
+    let mut previous = u64::MAX;
+    for entry in top {
+        let error = entry["error"].as_str().expect("a text");
+        let count = entry["count"].as_u64().expect("a count");
+        assert!(error.contains(&gateway.login_url()), "{error}");
+        assert!(error.contains("503"), "{error}");
+        assert!(count <= previous, "most frequent first: {top:?}");
+        previous = count;
+        counted += count;
+    }
+    // Every failure had the same root (the login answers 503): the causes account for all 200.
+    assert_eq!(counted, 200, "{top:?}");
+    run.assert_reveals_none(&gateway.secrets());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn simulate_logs_each_request_it_answers_at_debug_by_default() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut command = paynet_auth(&["simulate", "--listen", "127.0.0.1:0"]);
+    command
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("paynet-auth starts");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stderr = child.stderr.take().unwrap();
+    let first = tokio::time::timeout(RUN_TIMEOUT, stdout.next_line())
+        .await
+        .expect("the simulator says where it listens")
+        .unwrap()
+        .expect("a line");
+    let base = first
+        .split_whitespace()
+        .find(|word| word.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in: {first}"))
+        .to_owned();
+    assert!(!base.contains(":0/"), "the bound port, not 0: {base}");
+
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let login = serde_json::json!({"jsonrpc": "2.0", "method": "login", "id": 1, "params": {
+        "username": DEFAULT_USERNAME, "password": DEFAULT_PASSWORD, "terminal_id": DEFAULT_TERMINAL_ID}});
+    let request = http::Request::post(format!("{base}/v2/user"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            login.to_string(),
+        )))
+        .unwrap();
+    assert!(client.request(request).await.unwrap().status().is_success());
+
+    // The simulator logs a request before it answers it: once the answer is here, so is the line.
+    child.kill().await.unwrap();
+    let mut logged = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut logged)
+        .await
+        .unwrap();
+    let lines: Vec<&str> = logged
+        .lines()
+        .filter(|line| line.contains("gateway simulator request"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one request line: {logged}");
+    assert!(lines[0].contains("DEBUG"), "{}", lines[0]);
+    assert!(lines[0].contains("login"), "{}", lines[0]);
+    assert!(!logged.contains(DEFAULT_PASSWORD), "{logged}");
 }

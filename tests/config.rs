@@ -115,6 +115,7 @@ paynet:
     url: \"postgres://app:dbpass@db.example/paynet\"
     encryption_key: \"${PAYNET_TOKEN_KEY}\"
     pool_size: 3
+    connect_timeout: \"2s\"
 ";
     let config = load(
         text,
@@ -149,6 +150,7 @@ paynet:
     assert_eq!(paynet.max_request_body, 2048);
     assert_eq!(paynet.inspect_limit, 512);
     assert_eq!(paynet.store.pool_size, 3);
+    assert_eq!(paynet.store.connect_timeout, Duration::from_secs(2));
     assert_eq!(
         paynet.url("/v2/service"),
         "https://gateway.example/gw/v2/service"
@@ -239,7 +241,7 @@ paynet:
             ("GW_HOST", "gateway.example"),
             ("GW_PORT", "9443"),
             ("LOGIN_PATH", "/v3/login"),
-            ("LOGIN_TIMEOUT", "2m"),
+            ("LOGIN_TIMEOUT", "15s"),
             ("DATA_DIR", "/var/lib/paynet"),
             ("TOKEN_KEY", KEY),
         ],
@@ -258,7 +260,7 @@ paynet:
             Some(KEY.to_owned())
         )
     );
-    assert_eq!(config.paynet.login_timeout, Duration::from_secs(120));
+    assert_eq!(config.paynet.login_timeout, Duration::from_secs(15));
 }
 
 #[test]
@@ -450,4 +452,168 @@ fn from_yaml_file_on_a_missing_file_is_a_read_error_naming_the_path() {
         other => panic!("expected a read error, got {other:?}"),
     }
     assert!(error.to_string().contains(&path.display().to_string()));
+}
+
+/// Asserts that `error` refuses exactly `fields` of [`ORIGIN`], at the line of `needle` in `text`, with a message
+/// naming each field; returns the message.
+fn assert_refused(error: &ConfigError, text: &str, needle: &str, fields: &[&str]) -> String {
+    let message = error.to_string();
+    match error {
+        ConfigError::Refused {
+            origin,
+            fields: named,
+            ..
+        } => {
+            assert_eq!(origin, ORIGIN, "{message}");
+            assert_eq!(named, fields, "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let line = line_containing(text, needle);
+    assert!(
+        message.starts_with(&format!("{ORIGIN}: line {line}: ")),
+        "the message names the file and line {line} (`{needle}`): {message}"
+    );
+    for field in fields {
+        assert!(
+            message.contains(&format!("`{field}`")),
+            "the message names `{field}`: {message}"
+        );
+    }
+    message
+}
+
+#[test]
+fn token_ttl_not_longer_than_expiry_skew_is_refused_naming_both() {
+    let text = minimal_with("  token_ttl: \"30s\"\n  expiry_skew: \"30s\"");
+    let message = assert_refused(
+        &load_err(&text, PASS_ENV),
+        &text,
+        "token_ttl",
+        &["paynet.token_ttl", "paynet.expiry_skew"],
+    );
+    assert!(message.contains("(30s)"), "the values are shown: {message}");
+
+    // The default skew (30 s) counts as well.
+    let text = minimal_with("  token_ttl: \"20s\"");
+    assert_refused(
+        &load_err(&text, PASS_ENV),
+        &text,
+        "token_ttl",
+        &["paynet.token_ttl", "paynet.expiry_skew"],
+    );
+
+    let config = load(&minimal_with("  token_ttl: \"31s\""), PASS_ENV).unwrap();
+    assert_eq!(config.paynet.token_ttl, Some(Duration::from_secs(31)));
+}
+
+#[test]
+fn lease_ttl_not_covering_the_login_and_the_store_timeout_is_refused_naming_them() {
+    // 10 s login + 2 × 5 s store timeout = 20 s.
+    let text = minimal_with(
+        "  login_timeout: \"10s\"\n  lease_ttl: \"20s\"\n  store:\n    url: \"sqlite://t.db\"\n    \
+         connect_timeout: \"5s\"",
+    );
+    let message = assert_refused(
+        &load_err(&text, PASS_ENV),
+        &text,
+        "lease_ttl",
+        &[
+            "paynet.lease_ttl",
+            "paynet.login_timeout",
+            "paynet.store.connect_timeout",
+        ],
+    );
+    assert!(message.contains("(20s)") && message.contains("(10s)") && message.contains("(5s"));
+
+    let config = load(
+        &text.replace("lease_ttl: \"20s\"", "lease_ttl: \"21s\""),
+        PASS_ENV,
+    )
+    .unwrap();
+    assert_eq!(config.paynet.lease_ttl, Duration::from_secs(21));
+    assert_eq!(
+        config.paynet.store_options().connect_timeout,
+        Duration::from_secs(5)
+    );
+
+    // The default store timeout applies when the file leaves it out.
+    let text = minimal_with("  login_timeout: \"10s\"\n  lease_ttl: \"15s\"");
+    assert_refused(
+        &load_err(&text, PASS_ENV),
+        &text,
+        "lease_ttl",
+        &[
+            "paynet.lease_ttl",
+            "paynet.login_timeout",
+            "paynet.store.connect_timeout",
+        ],
+    );
+}
+
+#[test]
+fn lease_ttl_of_a_memory_store_only_has_to_cover_the_login() {
+    let text = minimal_with(
+        "  login_timeout: \"10s\"\n  lease_ttl: \"10s\"\n  store:\n    url: \"memory:\"",
+    );
+    assert_refused(
+        &load_err(&text, PASS_ENV),
+        &text,
+        "lease_ttl",
+        &["paynet.lease_ttl", "paynet.login_timeout"],
+    );
+    load(
+        &text.replace("lease_ttl: \"10s\"", "lease_ttl: \"11s\""),
+        PASS_ENV,
+    )
+    .unwrap();
+}
+
+#[test]
+fn bad_encryption_key_names_the_field_the_file_and_how_to_make_one_never_the_key() {
+    let short = "c2hvcnQ="; // base64 of "short", 5 bytes
+    for (key, problem) in [
+        (short, "got 5 bytes"),
+        ("not base64!", "got invalid base64"),
+    ] {
+        let text = minimal_with("  store:\n    encryption_key: \"${PAYNET_TOKEN_KEY}\"");
+        let message = assert_refused(
+            &load_err(&text, &[("PASS", PASSWORD), ("PAYNET_TOKEN_KEY", key)]),
+            &text,
+            "encryption_key",
+            &["paynet.store.encryption_key"],
+        );
+        assert!(message.contains(problem), "{message}");
+        assert!(
+            message.contains("openssl rand -base64 32"),
+            "says how to make a key: {message}"
+        );
+        assert!(!message.contains(key), "the key is not shown: {message}");
+    }
+}
+
+#[test]
+fn base_url_without_scheme_or_host_is_an_error_with_its_line_and_column() {
+    for url in [
+        "gateway.example/gw",
+        "/gw",
+        "ftp://gateway.example/gw",
+        "http:///gw",
+    ] {
+        let text = minimal_with("").replace("http://127.0.0.1:8080/gw", url);
+        assert_located(
+            &load_err(&text, PASS_ENV),
+            &text,
+            "base_url",
+            &["`paynet.base_url`", url, "https://gateway.example/gw"],
+        );
+    }
+    // From a variable, the line is that of the key that uses it.
+    let text = minimal_with("").replace("http://127.0.0.1:8080/gw", "${GATEWAY}");
+    assert_located(
+        &load_err(&text, &[("PASS", PASSWORD), ("GATEWAY", "gateway.example")]),
+        &text,
+        "base_url",
+        &["`paynet.base_url`", "gateway.example"],
+    );
 }

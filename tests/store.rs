@@ -181,6 +181,7 @@ mod cases {
 
     pub(super) async fn lease_expires(db: Fixture) {
         let store = db.plain_store().await;
+        let mut raw = db.raw().await;
         let key = unique_key("lease_expires");
         assert!(
             store
@@ -194,8 +195,9 @@ mod cases {
                 .await
                 .unwrap()
         );
-        // The lease runs on the database's clock; wait a little longer than it.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(raw.lease_span_ms(&key).await, 200, "taken for its TTL");
+        // The lease runs on the database's clock: instead of waiting for it, move it 200 ms into the past.
+        raw.age_lease(&key, 200).await;
         assert!(
             store
                 .try_lease(&key, "b", Duration::from_secs(30))
@@ -420,11 +422,34 @@ mod cases {
             let store = store.clone();
             async move { store.migrate().await }
         });
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        assert!(
-            !migrating.is_finished(),
-            "migrate did not wait for the migration lock"
-        );
+        if let Raw::Sqlite(_) = raw {
+            // SQLite shows no one waiting for a lock; what shows that the migrator waited is that it gives up,
+            // after the connection's busy timeout, while the lock is still held. One that did not wait would find
+            // every migration applied and succeed.
+            let error = tokio::time::timeout(Duration::from_secs(30), migrating)
+                .await
+                .expect("migrate gives up after the busy timeout")
+                .unwrap()
+                .expect_err("migrate cannot succeed while another migrator holds the lock");
+            assert!(error.to_string().contains("locked"), "{error}");
+            on_raw!(&mut raw, |conn| conn.batch_execute(unlock).await.unwrap());
+            store.migrate().await.unwrap();
+            return;
+        }
+        // The server shows the migrator waiting for the lock: poll its lock table until it does.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while raw.migration_lock_waiters().await == 0 {
+            assert!(
+                !migrating.is_finished(),
+                "migrate finished without waiting for the migration lock"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "migrate never waited for the lock"
+            );
+            tokio::task::yield_now().await;
+        }
+        assert!(!migrating.is_finished());
         on_raw!(&mut raw, |conn| conn.batch_execute(unlock).await.unwrap());
         tokio::time::timeout(Duration::from_secs(10), migrating)
             .await

@@ -248,7 +248,13 @@ mod cases {
     pub(super) async fn dead_lease_holder_is_taken_over(db: Fixture) {
         let lease_ttl = Duration::from_secs(2);
         let sim = Simulator::start().await.unwrap();
-        let store = db.plain_store().await;
+        // The lease must cover the 1 s login and two store operations; 400 ms each keeps this test short.
+        let store = db
+            .store(StoreOptions {
+                connect_timeout: Duration::from_millis(400),
+                ..StoreOptions::default()
+            })
+            .await;
         let key = unique_key("dead_lease");
         // Taken before the lease, so that `waited` is at least what the database counts.
         let started = Instant::now();

@@ -23,6 +23,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::PaynetAuthLayer;
 use crate::body::TokenField;
+use crate::error::ConfigError;
 use crate::layer::{DEFAULT_INSPECT_LIMIT, DEFAULT_MAX_REQUEST_BODY, PAYNET_REJECTION_CODE};
 use crate::token::defaults;
 use crate::token::source::DEFAULT_LOGIN_PATH;
@@ -43,7 +44,9 @@ pub const DEFAULT_STORE_URL: &str = "sqlite://paynet-tokens.db";
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PaynetConfig {
-    /// The gateway root; request paths are relative to it (`https://gateway.example/gw`).
+    /// The gateway root; request paths are relative to it (`https://gateway.example/gw`). An `http` or `https`
+    /// URL with a host: anything else is refused where it is read, with its line and column.
+    #[serde(deserialize_with = "gateway_url")]
     pub base_url: String,
     /// The login method's path below the root. Defaults to `/v2/user`.
     #[serde(default = "default_login_path")]
@@ -64,7 +67,9 @@ pub struct PaynetConfig {
     /// How long a login may take. Defaults to 10 s.
     #[serde(default = "default_login_timeout", with = "humantime_serde")]
     pub login_timeout: Duration,
-    /// How long a refresh lease lasts if its holder dies; must exceed `login_timeout`. Defaults to 30 s.
+    /// How long a refresh lease lasts if its holder dies. Must exceed `login_timeout` plus twice
+    /// `store.connect_timeout` (a database store re-reads before and saves after the login under the lease).
+    /// Defaults to 30 s.
     #[serde(default = "default_lease_ttl", with = "humantime_serde")]
     pub lease_ttl: Duration,
     /// Where the token goes: `params` (`params.token`, default) or `top_level` (a top-level `token`).
@@ -119,6 +124,10 @@ pub struct StoreConfig {
     /// Connections in the pool. Defaults to 8.
     #[serde(default = "default_pool_size")]
     pub pool_size: u32,
+    /// How long an operation waits for a database connection before it fails. Defaults to 5 s. The refresh
+    /// lease must cover a login plus two of these (see [`PaynetConfig::lease_ttl`]).
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
 }
 
 impl Default for StoreConfig {
@@ -127,6 +136,7 @@ impl Default for StoreConfig {
             url: default_store_url(),
             encryption_key: None,
             pool_size: default_pool_size(),
+            connect_timeout: default_connect_timeout(),
         }
     }
 }
@@ -140,6 +150,7 @@ impl fmt::Debug for StoreConfig {
                 &self.encryption_key.as_ref().map(|_| "****"),
             )
             .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
             .finish()
     }
 }
@@ -205,6 +216,37 @@ fn default_store_url() -> String {
 fn default_pool_size() -> u32 {
     8
 }
+fn default_connect_timeout() -> Duration {
+    crate::store::StoreOptions::default().connect_timeout
+}
+
+// A URL without a scheme or host would only fail when the first request is built; refusing it where it is read
+// gives the operator its line and column.
+fn gateway_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let url = String::deserialize(deserializer)?;
+    check_gateway_url(&url)
+        .map_err(|reason| serde::de::Error::custom(format!("`paynet.base_url` {reason}")))?;
+    Ok(url)
+}
+
+fn check_gateway_url(url: &str) -> Result<(), String> {
+    let expected = "must be an http(s) URL with a host, such as \"https://gateway.example/gw\"";
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("{expected}, found \"{url}\" ({e})"))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(host)) if !host.is_empty() => Ok(()),
+        (None, _) => Err(format!("{expected}, found \"{url}\" (no scheme)")),
+        (Some("http" | "https"), _) => Err(format!("{expected}, found \"{url}\" (no host)")),
+        (Some(scheme), _) => Err(format!("{expected}, found \"{url}\" (scheme `{scheme}`)")),
+    }
+}
+
+/// One refused setting or combination: the fields by their names in the file, and why.
+pub(crate) struct Refusal {
+    pub(crate) fields: Vec<&'static str>,
+    pub(crate) reason: String,
+}
 
 // An expanded `${VAR}` is always a string, so numbers must be accepted in either form. A visitor (rather than an
 // untagged enum) keeps the YAML parser's position in the error.
@@ -243,6 +285,108 @@ fn number_or_numeric_string<'de, D: Deserializer<'de>>(deserializer: D) -> Resul
 }
 
 impl PaynetConfig {
+    /// Checks the settings that each parse but cannot work, alone or together, and names them as a YAML file
+    /// does (`paynet.token_ttl`). [`Config::from_yaml_str`] runs it; call it for a configuration built in code.
+    ///
+    /// Refused: a `base_url` that is not an http(s) URL with a host; a `token_ttl` not longer than
+    /// `expiry_skew`; a `lease_ttl` not longer than `login_timeout` plus twice `store.connect_timeout` (a
+    /// `memory:` store has no connection to wait for); a `store.encryption_key` that is not base64 of 32 bytes.
+    ///
+    /// ```
+    /// use paynet_auth::config::Config;
+    /// use paynet_auth::error::ConfigError;
+    /// let yaml = "paynet:\n  base_url: http://127.0.0.1:8080/gw\n  username: u\n  password: p\n  terminal_id: 1\n  \
+    ///             token_ttl: 20s\n";
+    /// let error = Config::from_yaml_str(yaml, "paynet.yaml", &|_| None).unwrap_err();
+    /// assert!(matches!(&error, ConfigError::Refused { fields, .. }
+    ///     if fields == &["paynet.token_ttl", "paynet.expiry_skew"]));
+    /// ```
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        match self.refusal() {
+            None => Ok(()),
+            Some(refusal) => Err(ConfigError::Refused {
+                origin: origin.to_owned(),
+                fields: refusal.fields.iter().map(|f| (*f).to_owned()).collect(),
+                reason: refusal.reason,
+            }),
+        }
+    }
+
+    /// The first setting (or combination) that cannot work.
+    pub(crate) fn refusal(&self) -> Option<Refusal> {
+        if let Err(reason) = check_gateway_url(&self.base_url) {
+            return Some(Refusal {
+                fields: vec!["paynet.base_url"],
+                reason: format!("`paynet.base_url` {reason}"),
+            });
+        }
+        if let Some(ttl) = self.token_ttl
+            && ttl <= self.expiry_skew
+        {
+            return Some(Refusal {
+                fields: vec!["paynet.token_ttl", "paynet.expiry_skew"],
+                reason: format!(
+                    "`paynet.token_ttl` ({}) must be longer than `paynet.expiry_skew` ({}): a token is not used \
+                     during its last expiry_skew, so it would never be used and every call would log in",
+                    humantime::format_duration(ttl),
+                    humantime::format_duration(self.expiry_skew),
+                ),
+            });
+        }
+        let in_memory = matches!(self.store.url.trim(), "memory:" | "memory://");
+        let store_timeout = if in_memory {
+            Duration::ZERO
+        } else {
+            self.store.connect_timeout
+        };
+        if self.lease_ttl
+            <= self
+                .login_timeout
+                .saturating_add(store_timeout.saturating_mul(2))
+        {
+            let (fields, store_part) = if in_memory {
+                (
+                    vec!["paynet.lease_ttl", "paynet.login_timeout"],
+                    String::new(),
+                )
+            } else {
+                (
+                    vec![
+                        "paynet.lease_ttl",
+                        "paynet.login_timeout",
+                        "paynet.store.connect_timeout",
+                    ],
+                    format!(
+                        " plus twice `paynet.store.connect_timeout` ({}: the re-read before and the save after \
+                         the login are made under the lease too)",
+                        humantime::format_duration(store_timeout)
+                    ),
+                )
+            };
+            return Some(Refusal {
+                fields,
+                reason: format!(
+                    "`paynet.lease_ttl` ({}) must be longer than `paynet.login_timeout` ({}){store_part}, or a \
+                     second instance could log in while the first is still logging in",
+                    humantime::format_duration(self.lease_ttl),
+                    humantime::format_duration(self.login_timeout),
+                ),
+            });
+        }
+        if let Some(key) = &self.store.encryption_key
+            && let Err(problem) = check_encryption_key(key)
+        {
+            return Some(Refusal {
+                fields: vec!["paynet.store.encryption_key"],
+                reason: format!(
+                    "`paynet.store.encryption_key` must be base64 of 32 bytes, got {problem}; make one with \
+                     `openssl rand -base64 32`"
+                ),
+            });
+        }
+        None
+    }
+
     /// The `login` token source of these settings.
     pub fn login(&self) -> PaynetLogin {
         PaynetLogin::new(
@@ -282,13 +426,32 @@ impl PaynetConfig {
                 .clone()
                 .filter(|key| !secrecy::ExposeSecret::expose_secret(key).trim().is_empty()),
             pool_size: self.store.pool_size,
-            ..Default::default()
+            connect_timeout: self.store.connect_timeout,
         }
     }
 
     /// The full URL of a request path below the gateway root.
     pub fn url(&self, path: &str) -> String {
         crate::token::source::join_url(&self.base_url, path)
+    }
+}
+
+/// What is wrong with an encryption key, without a byte of it. An empty key counts as none.
+fn check_encryption_key(key: &SecretString) -> Result<(), String> {
+    use base64::Engine as _;
+    let text = secrecy::ExposeSecret::expose_secret(key).trim();
+    if text.is_empty() {
+        return Ok(());
+    }
+    // The decoder's message names the offending byte, which is part of the key: leave it out.
+    let bytes = secrecy::zeroize::Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|_| "invalid base64".to_owned())?,
+    );
+    match bytes.len() {
+        32 => Ok(()),
+        n => Err(format!("{n} bytes")),
     }
 }
 

@@ -57,7 +57,23 @@ impl Config {
             },
         })?;
         match Config::deserialize(value) {
-            Ok(config) => Ok(config),
+            Ok(config) => match config.paynet.refusal() {
+                None => Ok(config),
+                Some(refusal) => {
+                    let line = refusal
+                        .fields
+                        .iter()
+                        .find_map(|field| line_of_key(text, field));
+                    Err(ConfigError::Refused {
+                        origin: origin.to_owned(),
+                        fields: refusal.fields.iter().map(|f| (*f).to_owned()).collect(),
+                        reason: match line {
+                            Some(line) => format!("line {line}: {}", refusal.reason),
+                            None => refusal.reason,
+                        },
+                    })
+                }
+            },
             // The expanded tree has no positions; the text itself, parsed again, says where the problem is. The
             // message stays the expanded one, which shows the value that was actually wrong.
             Err(expanded_error) => Err(ConfigError::Parse {
@@ -105,6 +121,19 @@ fn expand_values(value: &mut Value, env: &dyn Fn(&str) -> Option<String>) -> Res
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
     Ok(())
+}
+
+/// The line where the last segment of a dotted field (`paynet.store.encryption_key`) is written as a key, if
+/// the file sets it rather than leaving it to its default.
+fn line_of_key(text: &str, field: &str) -> Option<usize> {
+    let key = field.rsplit('.').next().unwrap_or(field);
+    text.lines()
+        .position(|line| {
+            line.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with(':'))
+        })
+        .map(|i| i + 1)
 }
 
 /// The first line that uses `${var}` or `${var:-…}` outside a comment.

@@ -1078,6 +1078,10 @@ impl TokenStore for DieselStore {
         self.inner.describe.clone()
     }
 
+    fn operation_timeout(&self) -> Option<Duration> {
+        Some(self.inner.connect_timeout)
+    }
+
     async fn load(&self, key: &str) -> Result<Option<TokenRecord>, StoreError> {
         check_length("credential key", key)?;
         let (this, key) = (self.clone(), key.to_owned());

@@ -90,6 +90,14 @@ pub trait TokenStore: Send + Sync + 'static {
     /// A description for messages and logs (a URL without its password).
     fn describe(&self) -> String;
 
+    /// How long one operation may wait for the store before it fails, if it is bounded (for a database, the
+    /// time to get a connection: [`StoreOptions::connect_timeout`]). The manager refuses a `lease_ttl` that does
+    /// not cover a login plus the re-read and the save made under the lease. Defaults to `None`: operations take
+    /// no noticeable time (an in-memory store).
+    fn operation_timeout(&self) -> Option<Duration> {
+        None
+    }
+
     /// The stored token of `key`, if any. A row that cannot be read back (for instance one that does not decrypt
     /// with the configured key) is reported as absent.
     async fn load(&self, key: &str) -> Result<Option<TokenRecord>, StoreError>;
@@ -121,6 +129,9 @@ pub trait TokenStore: Send + Sync + 'static {
 impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
     fn describe(&self) -> String {
         (**self).describe()
+    }
+    fn operation_timeout(&self) -> Option<Duration> {
+        (**self).operation_timeout()
     }
     async fn load(&self, key: &str) -> Result<Option<TokenRecord>, StoreError> {
         (**self).load(key).await

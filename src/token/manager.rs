@@ -2,7 +2,7 @@
 //! process, and the store's lease across processes.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -132,6 +132,8 @@ struct Inner {
     logins: AtomicU64,
     login_attempts: AtomicU64,
     uninspected: AtomicU64,
+    /// Whether the expiry skew was said to be scaled down for a short `expires_in`, so that it is said once.
+    skew_scaled_logged: AtomicBool,
 }
 
 /// Caches the token of one credential and refreshes it when it is missing, expired or rejected.
@@ -284,14 +286,63 @@ impl TokenManagerBuilder {
     }
 
     /// Checks the settings and builds the manager.
+    ///
+    /// Refused with [`ConfigError::Refused`], naming the settings by their builder names:
+    /// - a `token_ttl` not longer than `expiry_skew` (the token would expire before it may be used, and every
+    ///   call would log in);
+    /// - a `lease_ttl` not longer than `login_timeout` plus twice the store's
+    ///   [`operation_timeout`](TokenStore::operation_timeout) (the re-read before and the save after the login
+    ///   happen under the lease too; a shorter lease lets a second instance log in while the first still
+    ///   holds a login in flight).
     pub fn build(self) -> Result<TokenManager, ConfigError> {
+        let clock = self
+            .clock
+            .unwrap_or_else(|| Arc::new(SystemClock::new()) as Arc<dyn Clock>);
+        let store = self
+            .store
+            .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(Arc::clone(&clock))));
         let s = &self.settings;
-        if s.lease_ttl <= s.login_timeout {
-            return Err(ConfigError::Invalid(format!(
-                "lease_ttl ({:?}) must be longer than login_timeout ({:?}), or a second instance could log in \
-                 while the first is still logging in",
-                s.lease_ttl, s.login_timeout
-            )));
+        if let Some(ttl) = s.token_ttl
+            && ttl <= s.expiry_skew
+        {
+            return Err(refused(
+                &["token_ttl", "expiry_skew"],
+                format!(
+                    "token_ttl ({ttl:?}) must be longer than expiry_skew ({:?}): a token is not used during its \
+                     last expiry_skew, so it would never be used and every call would log in",
+                    s.expiry_skew
+                ),
+            ));
+        }
+        let store_timeout = store.operation_timeout().unwrap_or(Duration::ZERO);
+        let lease_needs = s
+            .login_timeout
+            .saturating_add(store_timeout.saturating_mul(2));
+        if s.lease_ttl <= lease_needs {
+            let (fields, store_part): (&[&str], String) = if store_timeout.is_zero() {
+                (&["lease_ttl", "login_timeout"], String::new())
+            } else {
+                (
+                    &[
+                        "lease_ttl",
+                        "login_timeout",
+                        "StoreOptions::connect_timeout",
+                    ],
+                    format!(
+                        " plus twice the operation timeout of {} ({store_timeout:?}, StoreOptions::connect_timeout: \
+                         the re-read before and the save after the login are made under the lease too)",
+                        store.describe()
+                    ),
+                )
+            };
+            return Err(refused(
+                fields,
+                format!(
+                    "lease_ttl ({:?}) must be longer than login_timeout ({:?}){store_part}, or a second instance \
+                     could log in while the first is still logging in",
+                    s.lease_ttl, s.login_timeout
+                ),
+            ));
         }
         if s.login_timeout.is_zero() || s.poll_interval.is_zero() {
             return Err(ConfigError::Invalid(
@@ -304,12 +355,6 @@ impl TokenManagerBuilder {
                 s.backoff_initial, s.backoff_max
             )));
         }
-        let clock = self
-            .clock
-            .unwrap_or_else(|| Arc::new(SystemClock::new()) as Arc<dyn Clock>);
-        let store = self
-            .store
-            .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(Arc::clone(&clock))));
         Ok(TokenManager {
             inner: Arc::new(Inner {
                 key: bounded_key(self.key.unwrap_or_else(|| self.source.credential_key())),
@@ -325,8 +370,17 @@ impl TokenManagerBuilder {
                 logins: AtomicU64::new(0),
                 login_attempts: AtomicU64::new(0),
                 uninspected: AtomicU64::new(0),
+                skew_scaled_logged: AtomicBool::new(false),
             }),
         })
+    }
+}
+
+fn refused(fields: &[&str], reason: String) -> ConfigError {
+    ConfigError::Refused {
+        origin: "TokenManagerBuilder".to_owned(),
+        fields: fields.iter().map(|f| (*f).to_owned()).collect(),
+        reason,
     }
 }
 
@@ -568,7 +622,18 @@ impl Inner {
     }
 
     fn is_fresh(&self, record: &TokenRecord) -> bool {
-        record.is_fresh(self.now_ms(), duration_ms(self.settings.expiry_skew))
+        record.is_fresh(self.now_ms(), self.skew_ms(record))
+    }
+
+    /// The margin before `record`'s expiry: `expiry_skew`, but never more than half the token's lifetime. A
+    /// source's `expires_in` shorter than the skew would otherwise make every token stale on arrival, and every
+    /// call would log in. Integer arithmetic only: this runs on the hot path.
+    fn skew_ms(&self, record: &TokenRecord) -> i64 {
+        let skew = duration_ms(self.settings.expiry_skew);
+        match record.expires_at_ms {
+            Some(expires) => skew.min(expires.saturating_sub(record.obtained_at_ms) / 2),
+            None => skew,
+        }
     }
 
     fn adoptable(&self, record: &TokenRecord, stale: Option<Generation>) -> bool {
@@ -814,6 +879,18 @@ impl Inner {
 
     fn new_record(&self, newest: Option<Generation>, grant: Grant) -> TokenRecord {
         let now = self.now_ms();
+        if let Some(expires_in) = grant.expires_in
+            && expires_in / 2 < self.settings.expiry_skew
+            && !self.skew_scaled_logged.swap(true, Ordering::Relaxed)
+        {
+            warn!(
+                endpoint = %self.source.endpoint(),
+                expires_in_ms = expires_in.as_millis() as u64,
+                expiry_skew_ms = self.settings.expiry_skew.as_millis() as u64,
+                "the token endpoint's expires_in leaves less than twice expiry_skew: a token is used until half \
+                 its lifetime is left instead (said once)"
+            );
+        }
         let ttl = match (self.settings.token_ttl, grant.expires_in) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

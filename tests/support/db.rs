@@ -191,7 +191,74 @@ type FullRow = (
     String,
 );
 
+diesel::table! {
+    paynet_lease (name) {
+        name -> Text,
+        lock_until -> BigInt,
+        locked_at -> BigInt,
+        locked_by -> Text,
+    }
+}
+
 impl Raw {
+    /// The lease row's `lock_until - locked_at`: the TTL it was taken for, in milliseconds.
+    pub async fn lease_span_ms(&mut self, key: &str) -> i64 {
+        // Scoped: diesel's `load`/`first` would shadow the store's methods where this is used.
+        use diesel_async::RunQueryDsl;
+        use paynet_lease::dsl as l;
+        let (until, at) = on_raw!(self, |conn| l::paynet_lease
+            .filter(l::name.eq(key))
+            .select((l::lock_until, l::locked_at))
+            .get_result::<(i64, i64)>(conn)
+            .await
+            .expect("raw lease row"));
+        until - at
+    }
+
+    /// Moves the lease of `key` `by_ms` into the past: on the database's clock, as if that much time had passed.
+    pub async fn age_lease(&mut self, key: &str, by_ms: i64) {
+        // Scoped: diesel's `load`/`first` would shadow the store's methods where this is used.
+        use diesel_async::RunQueryDsl;
+        use paynet_lease::dsl as l;
+        let updated = on_raw!(self, |conn| diesel::update(
+            l::paynet_lease.filter(l::name.eq(key))
+        )
+        .set((
+            l::lock_until.eq(l::lock_until - by_ms),
+            l::locked_at.eq(l::locked_at - by_ms),
+        ))
+        .execute(conn)
+        .await
+        .expect("raw lease update"));
+        assert_eq!(updated, 1, "one lease row for {key}");
+    }
+
+    /// How many sessions other than this one wait for the migration lock: PostgreSQL's advisory lock
+    /// `b"paynetmg"` in this database, MySQL's `paynet_auth_migrations`. SQLite has no such view.
+    pub async fn migration_lock_waiters(&mut self) -> i64 {
+        use diesel::sql_types::BigInt;
+        use diesel_async::RunQueryDsl;
+        let count = match self {
+            // The 64-bit key is split into classid (high half) and objid (low half).
+            Raw::Postgres(_) => {
+                "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+                 AND classid = 1885436270 AND objid = 1702128999 \
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            }
+            Raw::Mysql(_) => {
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+                 WHERE ID <> CONNECTION_ID() AND DB = DATABASE() AND INFO LIKE '%GET_LOCK(''paynet_auth_migrations''%'"
+            }
+            Raw::Sqlite(_) => panic!("SQLite has no view of who waits for a lock"),
+        };
+        on_raw!(self, |conn| diesel::select(diesel::dsl::sql::<BigInt>(
+            &format!("({count})")
+        ))
+        .get_result::<i64>(conn)
+        .await
+        .expect("lock waiters"))
+    }
+
     /// The `token` and `nonce` columns.
     pub async fn token_columns(&mut self, key: &str) -> (String, Option<String>) {
         // Scoped: diesel's `load`/`first` would shadow the store's methods where this is used.

@@ -18,7 +18,7 @@ pub(crate) async fn run(
     let params = stack::parse_params(params)?;
     let manager = stack::manager(&config.paynet).await?;
     let service = stack::authorised(&config.paynet, manager);
-    let request = stack::rpc_request(&config.paynet, path, method, &params, 1);
+    let request = stack::rpc_request(&config.paynet, path, method, &params, 1)?;
     let response = service
         .oneshot(request)
         .await
@@ -30,8 +30,9 @@ pub(crate) async fn run(
         .await
         .map_err(|e| {
             format!(
-                "reading the response from {} failed: {e}",
-                config.paynet.url(path)
+                "reading the response from {} failed: {}",
+                config.paynet.url(path),
+                crate::one_line(&*e)
             )
         })?
         .to_bytes();

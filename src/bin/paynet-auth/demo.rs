@@ -27,7 +27,11 @@ pub(crate) async fn simulate(
     if let Some(latency) = login_latency {
         builder = builder.login_latency(latency);
     }
-    println!("Paynet gateway simulator on http://{listen}/gw (Ctrl-C stops it)");
+    // The bound address, not the requested one: `--listen 127.0.0.1:0` picks a free port.
+    let bound = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the address bound for {listen}: {e}"))?;
+    println!("Paynet gateway simulator on http://{bound}/gw (Ctrl-C stops it)");
     builder
         .serve(listener, async {
             let _ = tokio::signal::ctrl_c().await;
@@ -58,7 +62,8 @@ impl Demo {
             CALL_METHOD,
             &serde_json::json!({}),
             1,
-        );
+        )
+        .expect("the simulator's URL and a fixed path make a valid request");
         let response = service.oneshot(request).await?;
         let body = response
             .into_body()
@@ -103,7 +108,7 @@ pub(crate) async fn run() -> Result<ExitCode, String> {
         .await
         .map_err(|e| format!("cannot start the simulator: {e}"))?;
     let yaml = format!(
-        "paynet:\n  base_url: \"{}\"\n  username: \"username_17627_56530\"\n  password: \"${{DEMO_PASSWORD}}\"\n  terminal_id: 4027096\n  login_timeout: \"2s\"\n  lease_ttl: \"10s\"\n  store:\n    url: \"sqlite://{}\"\n    encryption_key: \"${{DEMO_TOKEN_KEY}}\"\n",
+        "paynet:\n  base_url: \"{}\"\n  username: \"username_17627_56530\"\n  password: \"${{DEMO_PASSWORD}}\"\n  terminal_id: 4027096\n  login_timeout: \"2s\"\n  lease_ttl: \"10s\"\n  store:\n    url: \"sqlite://{}\"\n    connect_timeout: \"2s\"\n    encryption_key: \"${{DEMO_TOKEN_KEY}}\"\n",
         sim.base_url(),
         db.display()
     );
@@ -120,7 +125,7 @@ pub(crate) async fn run() -> Result<ExitCode, String> {
             "DEMO_TOKEN_KEY" => Some(token_key.clone()),
             _ => None,
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| crate::one_line(&e))?;
     let demo = Demo {
         config: config.paynet,
         sim,
@@ -135,7 +140,11 @@ pub(crate) async fn run() -> Result<ExitCode, String> {
     let manager = demo.manager().await?;
     check(
         "no token stored yet",
-        manager.stored().await.map_err(|e| e.to_string())?.is_none(),
+        manager
+            .stored()
+            .await
+            .map_err(|e| crate::one_line(&e))?
+            .is_none(),
     )?;
     let answer = demo.call(&manager).await.map_err(|e| crate::one_line(&e))?;
     let stats = demo.sim.stats();
@@ -147,7 +156,7 @@ pub(crate) async fn run() -> Result<ExitCode, String> {
     );
     check("the call got a result", answer.get("result").is_some())?;
     check("exactly one login", stats.logins == 1)?;
-    let stored = manager.stored().await.map_err(|e| e.to_string())?;
+    let stored = manager.stored().await.map_err(|e| crate::one_line(&e))?;
     check(
         "the token is stored (generation 1)",
         stored.as_ref().is_some_and(|r| r.generation.0 == 1),
@@ -241,7 +250,8 @@ pub(crate) async fn run() -> Result<ExitCode, String> {
                     CALL_METHOD,
                     &serde_json::json!({}),
                     1,
-                );
+                )
+                .expect("the simulator's URL and a fixed path make a valid request");
                 match service.oneshot(request).await {
                     Ok(response) => response.into_body().collect().await.is_ok(),
                     Err(_) => false,

@@ -34,6 +34,9 @@ pub(crate) struct LoadArgs {
     bare: bool,
 }
 
+/// How many of the failed calls [`Figures::top_errors`] names.
+const TOP_ERRORS: usize = 5;
+
 #[derive(serde::Serialize)]
 struct Figures {
     requests: u64,
@@ -44,6 +47,35 @@ struct Figures {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// The most frequent causes of the failed calls, most frequent first (ties by text).
+    top_errors: Vec<ErrorCount>,
+}
+
+#[derive(serde::Serialize)]
+struct ErrorCount {
+    error: String,
+    count: u64,
+}
+
+/// What one call came to: `None` for an answer with a `result`, else the cause on one line.
+type Outcome = Option<String>;
+
+/// The [`TOP_ERRORS`] most frequent causes among `outcomes`.
+fn top_errors<'a>(outcomes: impl Iterator<Item = &'a Outcome>) -> Vec<ErrorCount> {
+    let mut counts = std::collections::HashMap::<&str, u64>::new();
+    for cause in outcomes.flatten() {
+        *counts.entry(cause.as_str()).or_default() += 1;
+    }
+    let mut counts: Vec<ErrorCount> = counts
+        .into_iter()
+        .map(|(error, count)| ErrorCount {
+            error: error.to_owned(),
+            count,
+        })
+        .collect();
+    counts.sort_unstable_by(|a, b| b.count.cmp(&a.count).then_with(|| a.error.cmp(&b.error)));
+    counts.truncate(TOP_ERRORS);
+    counts
 }
 
 pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, String> {
@@ -63,15 +95,14 @@ pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, 
     let url = config.paynet.url(&args.path);
     let mut call =
         serde_json::json!({"jsonrpc": "2.0", "method": args.method, "id": 1, "params": params});
+    // Checked once here, so that building each call's request below cannot fail.
+    stack::post(&url, Bytes::new())?;
     let request = |url: &str, body: &Bytes| {
-        http::Request::post(url)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(http_body_util::Full::new(body.clone()))
-            .expect("a URL from the configuration makes a valid request")
+        stack::post(url, body.clone()).expect("the URL was checked before the first call")
     };
 
     let started = Instant::now();
-    let outcomes: Vec<(bool, Duration)> = if args.bare {
+    let outcomes: Vec<(Outcome, Duration)> = if args.bare {
         // The baseline: the token written in once, the calls sent straight through the client. One call through
         // the layer first makes sure that token is one the gateway accepts (a stored one may be stale).
         let warm_up = stack::authorised(&config.paynet, manager.clone());
@@ -90,14 +121,14 @@ pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, 
         let body = Bytes::from(call.to_string());
         let client = stack::client();
         drive(args.requests, args.concurrency, &progress, move |_| {
-            has_result(client.clone().oneshot(request(&url, &body)))
+            result_or_cause(client.clone().oneshot(request(&url, &body)))
         })
         .await
     } else {
         let body = Bytes::from(call.to_string());
         let service = stack::authorised(&config.paynet, manager.clone());
         drive(args.requests, args.concurrency, &progress, move |_| {
-            has_result(service.clone().oneshot(request(&url, &body)))
+            result_or_cause(service.clone().oneshot(request(&url, &body)))
         })
         .await
     };
@@ -106,7 +137,7 @@ pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, 
 
     let mut latencies: Vec<Duration> = outcomes.iter().map(|(_, d)| *d).collect();
     latencies.sort_unstable();
-    let ok = outcomes.iter().filter(|(ok, _)| *ok).count() as u64;
+    let ok = outcomes.iter().filter(|(cause, _)| cause.is_none()).count() as u64;
     let figures = Figures {
         requests: args.requests,
         ok,
@@ -116,6 +147,7 @@ pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, 
         rps: round2(args.requests as f64 / elapsed.as_secs_f64().max(1e-9)),
         p50_ms: round2(percentile(&latencies, 0.50)),
         p99_ms: round2(percentile(&latencies, 0.99)),
+        top_errors: top_errors(outcomes.iter().map(|(cause, _)| cause)),
     };
     println!(
         "{}",
@@ -138,10 +170,10 @@ async fn drive<F, Fut>(
     concurrency: usize,
     progress: &ProgressBar,
     call: F,
-) -> Vec<(bool, Duration)>
+) -> Vec<(Outcome, Duration)>
 where
     F: Fn(u64) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = bool> + Send + 'static,
+    Fut: std::future::Future<Output = Outcome> + Send + 'static,
 {
     let progress = progress.clone();
     let driver = tokio::spawn(async move {
@@ -150,11 +182,15 @@ where
                 let call = call(i);
                 let task = tokio::spawn(async move {
                     let started = Instant::now();
-                    let ok = call.await;
-                    (ok, started.elapsed())
+                    let outcome = call.await;
+                    (outcome, started.elapsed())
                 });
                 // A call that panicked counts as failed.
-                async move { task.await.unwrap_or((false, Duration::ZERO)) }
+                async move {
+                    task.await.unwrap_or_else(|e| {
+                        (Some(format!("the call's task failed: {e}")), Duration::ZERO)
+                    })
+                }
             })
             .buffer_unordered(concurrency)
             .inspect(move |_| progress.inc(1))
@@ -166,21 +202,57 @@ where
         .expect("the loop that starts the calls does not panic")
 }
 
-/// Whether a call's answer carries a JSON-RPC `result`.
-async fn has_result<B, E>(
+/// `None` when a call's answer carries a JSON-RPC `result`; else what it came to, on one line. The texts are
+/// counted for `top_errors`, so they name the cause without what differs from call to call (the `id`).
+async fn result_or_cause<B, E>(
     response: impl std::future::Future<Output = Result<http::Response<B>, E>>,
-) -> bool
+) -> Outcome
 where
     B: http_body::Body,
+    B::Error: Into<paynet_auth::BoxError>,
+    E: Into<paynet_auth::BoxError>,
 {
-    let Ok(response) = response.await else {
-        return false;
+    let response = match response.await {
+        Ok(response) => response,
+        Err(error) => return Some(cause(&*error.into())),
     };
-    let Ok(collected) = response.into_body().collect().await else {
-        return false;
+    let status = response.status();
+    let body = match response.into_body().collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            return Some(format!(
+                "reading the response failed: {}",
+                crate::one_line(&*error.into())
+            ));
+        }
     };
-    serde_json::from_slice::<serde_json::Value>(&collected.to_bytes())
-        .is_ok_and(|json| json.get("result").is_some())
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return Some(format!("HTTP {status} with a body that is not JSON"));
+    };
+    if json.get("result").is_some() {
+        return None;
+    }
+    Some(match json.get("error") {
+        Some(error) => format!(
+            "JSON-RPC error {} \"{}\"",
+            error
+                .get("code")
+                .map_or("?".to_owned(), ToString::to_string),
+            error.get("message").and_then(|m| m.as_str()).unwrap_or("")
+        ),
+        None => format!("HTTP {status} without a result"),
+    })
+}
+
+/// An error's causes on one line, without the time left of a backoff, which differs from call to call.
+fn cause(error: &(dyn std::error::Error + 'static)) -> String {
+    match error.downcast_ref::<paynet_auth::Error>() {
+        Some(paynet_auth::Error::Token(paynet_auth::TokenError::Backoff { cause, .. })) => format!(
+            "token refresh is backing off after a failed login: {}",
+            crate::one_line(&**cause)
+        ),
+        _ => crate::one_line(error),
+    }
 }
 
 fn percentile(sorted: &[Duration], q: f64) -> f64 {

@@ -68,10 +68,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Without RUST_LOG a command's own one-line error says what failed; the demo and the simulator narrate.
+    // Without RUST_LOG a command's own one-line error says what failed; the demo shows errors, and the simulator
+    // narrates the requests it answers (logged at DEBUG, since a library user's simulator should stay quiet).
     let default_filter = match cli.command {
         Command::Demo => "paynet_auth=error",
-        Command::Simulate { .. } => "paynet_auth=info",
+        Command::Simulate { .. } => "paynet_auth::sim=debug",
         _ => "off",
     };
     tracing_subscriber::fmt()

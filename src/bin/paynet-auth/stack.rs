@@ -32,37 +32,42 @@ fn box_error(error: hyper_util::client::legacy::Error) -> BoxError {
 }
 
 pub(crate) fn load_config(path: &Path) -> Result<Config, String> {
-    Config::from_yaml_file(path).map_err(|e| e.to_string())
+    Config::from_yaml_file(path).map_err(|e| crate::one_line(&e))
 }
 
 pub(crate) async fn manager(config: &PaynetConfig) -> Result<TokenManager, String> {
     let store = paynet_auth::store::connect(&config.store.url, config.store_options())
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| crate::one_line(&e))?;
     config
         .manager_builder()
         .shared_store(store)
         .build()
-        .map_err(|e| e.to_string())
+        .map_err(|e| crate::one_line(&e))
 }
 
 pub(crate) fn authorised(config: &PaynetConfig, manager: TokenManager) -> PaynetAuth<Inner> {
     tower::Layer::layer(&config.layer(manager), client())
 }
 
-/// A JSON-RPC call to `path` below the gateway root.
+/// A JSON-RPC call to `path` below the gateway root; an error naming the URL when the path makes it invalid.
 pub(crate) fn rpc_request(
     config: &PaynetConfig,
     path: &str,
     method: &str,
     params: &serde_json::Value,
     id: u64,
-) -> Request<Full<Bytes>> {
+) -> Result<Request<Full<Bytes>>, String> {
     let body = serde_json::json!({"jsonrpc": "2.0", "method": method, "id": id, "params": params});
-    Request::post(config.url(path))
+    post(&config.url(path), Bytes::from(body.to_string()))
+}
+
+/// A JSON POST of `body` to `url`; an error naming the URL when it is not a valid request URI.
+pub(crate) fn post(url: &str, body: Bytes) -> Result<Request<Full<Bytes>>, String> {
+    Request::post(url)
         .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("a URL from the configuration and a JSON body make a valid request")
+        .body(Full::new(body))
+        .map_err(|e| format!("cannot send a request to \"{url}\": {e}"))
 }
 
 pub(crate) fn parse_params(params: Option<&str>) -> Result<serde_json::Value, String> {

@@ -25,7 +25,7 @@ pub(crate) async fn run(config_path: &Path, action: TokenAction) -> Result<ExitC
         TokenAction::Status => {
             println!("key:        {}", manager.credential_key());
             println!("store:      {}", manager.store_description());
-            match manager.stored().await.map_err(|e| e.to_string())? {
+            match manager.stored().await.map_err(|e| crate::one_line(&e))? {
                 None => println!("token:      none stored"),
                 Some(record) => print_record(&record),
             }
@@ -39,7 +39,7 @@ pub(crate) async fn run(config_path: &Path, action: TokenAction) -> Result<ExitC
             print_record(token.record());
         }
         TokenAction::Clear => {
-            manager.clear().await.map_err(|e| e.to_string())?;
+            manager.clear().await.map_err(|e| crate::one_line(&e))?;
             println!("cleared the stored token of {}", manager.credential_key());
         }
     }
@@ -70,7 +70,7 @@ pub(crate) async fn migrate(config_path: &Path) -> Result<ExitCode, String> {
     let store =
         paynet_auth::store::connect(&config.paynet.store.url, config.paynet.store_options())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| crate::one_line(&e))?;
     println!("migrations applied to {}", store.describe());
     Ok(ExitCode::SUCCESS)
 }

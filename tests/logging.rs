@@ -1,0 +1,119 @@
+//! What the README promises the logs say: WARN when a freshly refreshed token is rejected again, ERROR when
+//! waiting for another instance's lease runs out, WARN when the store is unavailable and the refresh logs in
+//! without it.
+
+mod support;
+
+use std::time::Duration;
+
+use paynet_auth::store::{MemoryStore, TokenStore};
+use paynet_auth::{Error, PaynetAuthLayer, TokenError};
+use support::logs::Captured;
+use support::*;
+use tower::{Layer, ServiceExt};
+use tower_test::mock;
+
+const CALL: &str = r#"{"jsonrpc":"2.0","method":"getCategoriesList","id":7,"params":{}}"#;
+
+/// The captured lines at `level` (`"WARN"`, `"ERROR"`) that contain `text`.
+fn lines(logs: &Captured, level: &str, text: &str) -> Vec<String> {
+    let marker = format!(" {level} ");
+    logs.text()
+        .lines()
+        .filter(|line| line.contains(&marker) && line.contains(text))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn fresh_token_rejected_again_is_a_warning() {
+    let logs = Captured::default();
+    let _guard = logs.install(tracing::Level::WARN);
+    let manager = manager_builder().build().unwrap();
+    let (inner, mut handle) = mock::pair::<MockRequest, MockResponse>();
+    let service = PaynetAuthLayer::new(manager).layer(inner);
+    let call = tokio::spawn(service.oneshot(json_request("/v2/service", CALL)));
+    for token in ["T1", "T2"] {
+        let (_login, reply) = handle.next_request().await.unwrap();
+        reply.send_response(login_ok(token));
+        let (_sent, reply) = handle.next_request().await.unwrap();
+        reply.send_response(json_response(UNAUTHORIZED));
+    }
+    let error = call.await.unwrap().unwrap_err();
+    assert!(
+        matches!(error, Error::RejectedAfterRefresh { generation: 2 }),
+        "{error}"
+    );
+    let warnings = lines(&logs, "WARN", "rejected a freshly refreshed token");
+    assert_eq!(warnings.len(), 1, "{}", logs.text());
+    assert!(warnings[0].contains("generation=2"), "{}", warnings[0]);
+    assert!(!logs.text().contains("T2"), "no token in the log");
+}
+
+#[tokio::test(start_paused = true)]
+async fn lease_wait_that_runs_out_is_an_error() {
+    let logs = Captured::default();
+    let _guard = logs.install(tracing::Level::WARN);
+    let store = MemoryStore::new();
+    let login = FakeLogin::default();
+    let manager = manager_builder()
+        .store(store.clone())
+        .wait_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    // Another instance holds the lease and never saves a token.
+    assert!(
+        store
+            .try_lease(
+                manager.credential_key(),
+                "other-instance",
+                Duration::from_secs(3600)
+            )
+            .await
+            .unwrap()
+    );
+    let error = manager.token(login.sender()).await.unwrap_err();
+    assert!(matches!(error, TokenError::LeaseWait { .. }), "{error}");
+    assert_eq!(login.attempts(), 0);
+    let errors = lines(&logs, "ERROR", "token refresh failed");
+    assert_eq!(errors.len(), 1, "{}", logs.text());
+    assert!(
+        errors[0].contains("another instance held the refresh lease"),
+        "{}",
+        errors[0]
+    );
+}
+
+/// A real outage: a PostgreSQL store on a port nothing listens on.
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn store_outage_is_a_warning_and_the_refresh_logs_in_without_it() {
+    use paynet_auth::store::{DieselStore, StoreOptions};
+    let logs = Captured::default();
+    let _guard = logs.install(tracing::Level::WARN);
+    let port = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let store = DieselStore::connect(
+        &format!("postgres://postgres@127.0.0.1:{port}/paynet"),
+        StoreOptions {
+            connect_timeout: Duration::from_millis(300),
+            ..StoreOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let login = FakeLogin::default();
+    let manager = manager_builder().store(store).build().unwrap();
+    let token = manager.token(login.sender()).await.unwrap();
+    assert_eq!(login.attempts(), 1);
+    assert_eq!(manager.cached().unwrap().generation(), token.generation());
+    let warnings = lines(&logs, "WARN", "token store unavailable");
+    assert_eq!(warnings.len(), 1, "{}", logs.text());
+    assert!(
+        warnings[0].contains(&format!("127.0.0.1:{port}")),
+        "names the store: {}",
+        warnings[0]
+    );
+}
