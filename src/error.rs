@@ -2,7 +2,7 @@
 //! secret: tokens and passwords are not part of any variant.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// A boxed error from an inner service or a transport.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -153,11 +153,17 @@ pub enum TokenError {
     /// The login failed.
     #[error("token refresh failed: {0}")]
     Login(Arc<LoginError>),
-    /// A recent login failed and the manager is backing off before it tries again.
-    #[error("token refresh is backing off for {retry_in:?} after a failed login: {cause}")]
+    /// A recent login failed and the manager is backing off before it tries again. Callers fail with this at
+    /// once, without sending anything: a token the gateway rejected is not sent again meanwhile.
+    #[error(
+        "token refresh is backing off until {} (in {retry_in:?}) after a failed login: {cause}",
+        humantime::format_rfc3339_millis(*retry_at)
+    )]
     Backoff {
         /// How long until the next login attempt is allowed.
         retry_in: Duration,
+        /// When the next login attempt is allowed, on the manager's clock (UTC).
+        retry_at: SystemTime,
         /// The failure that started the backoff.
         cause: Arc<LoginError>,
     },

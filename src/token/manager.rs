@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
@@ -115,6 +115,8 @@ struct Settings {
 struct Failure {
     cause: Arc<LoginError>,
     until: Instant,
+    /// `until` on the injected wall clock, for the error's `retry_at`.
+    retry_at: SystemTime,
     consecutive: u32,
 }
 
@@ -129,6 +131,10 @@ struct Inner {
     current: ArcSwapOption<ActiveToken>,
     flights: Coalesce<Option<Generation>, FlightResult>,
     failure: Mutex<Option<Failure>>,
+    /// One more than the newest generation the gateway rejected (0: none). The hot path reads it with the cache, so
+    /// that a token known to be dead is never sent again, even while a failed login backs off; an atomic rather
+    /// than a field of the cached token so that marking it needs no lock and no new `ActiveToken`.
+    rejected: AtomicU64,
     logins: AtomicU64,
     login_attempts: AtomicU64,
 }
@@ -321,6 +327,7 @@ impl TokenManagerBuilder {
                 current: ArcSwapOption::empty(),
                 flights: Coalesce::new(),
                 failure: Mutex::new(None),
+                rejected: AtomicU64::new(0),
                 logins: AtomicU64::new(0),
                 login_attempts: AtomicU64::new(0),
             }),
@@ -393,13 +400,17 @@ impl TokenManager {
         self.fresh().map(FreshToken::into_shared)
     }
 
-    /// The cached token while it is fresh, borrowed from the cache: unlike [`cached`](Self::cached) it touches
-    /// no reference count, which every call on every thread would otherwise contend on. Hold it briefly.
+    /// The cached token while it is fresh and not rejected, borrowed from the cache: unlike
+    /// [`cached`](Self::cached) it touches no reference count, which every call on every thread would otherwise
+    /// contend on. Hold it briefly.
     pub(crate) fn fresh(&self) -> Option<FreshToken> {
         let guard = self.inner.current.load();
-        let fresh = guard
-            .as_ref()
-            .is_some_and(|token| self.inner.is_fresh(token.record()));
+        // Relaxed: a request that reads a stale value sends the rejected token once more, which the gateway
+        // rejects again; no ordering with other memory is needed.
+        let rejected = self.inner.rejected.load(Ordering::Relaxed);
+        let fresh = guard.as_ref().is_some_and(|token| {
+            token.generation().0 >= rejected && self.inner.is_fresh(token.record())
+        });
         fresh.then_some(FreshToken(guard))
     }
 
@@ -419,6 +430,11 @@ impl TokenManager {
         rejected: Generation,
         login: LoginSender,
     ) -> Result<Arc<ActiveToken>, TokenError> {
+        // From now on the cache does not hand out `rejected` or anything older: callers wait for the refresh, or
+        // fail fast while a failed login backs off, instead of sending a token known to be dead.
+        self.inner
+            .rejected
+            .fetch_max(rejected.0.saturating_add(1), Ordering::Relaxed);
         self.refresh(Some(rejected), login).await
     }
 
@@ -568,6 +584,7 @@ impl Inner {
             if now < failure.until {
                 return Err(Err(TokenError::Backoff {
                     retry_in: failure.until - now,
+                    retry_at: failure.retry_at,
                     cause: Arc::clone(&failure.cause),
                 }));
             }
@@ -575,7 +592,7 @@ impl Inner {
         Ok(())
     }
 
-    fn record_failure(&self, cause: &Arc<LoginError>) -> Duration {
+    fn record_failure(&self, cause: &Arc<LoginError>) -> (Duration, SystemTime) {
         let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
         let consecutive = failure.as_ref().map_or(1, |f| f.consecutive + 1);
         let factor = 2u32.saturating_pow(consecutive - 1);
@@ -584,12 +601,14 @@ impl Inner {
             .backoff_initial
             .saturating_mul(factor)
             .min(self.settings.backoff_max);
+        let retry_at = wall_time(self.now_ms().saturating_add(duration_ms(pause)));
         *failure = Some(Failure {
             cause: Arc::clone(cause),
             until: Instant::now() + pause,
+            retry_at,
             consecutive,
         });
-        pause
+        (pause, retry_at)
     }
 
     fn clear_failure(&self) {
@@ -633,11 +652,12 @@ impl Inner {
             Err(error) => {
                 span.record("outcome", "failed");
                 if let TokenError::Login(cause) = &error {
-                    let pause = self.record_failure(cause);
+                    let (pause, retry_at) = self.record_failure(cause);
                     error!(
                         endpoint = %self.source.endpoint(),
                         error = %cause,
                         retry_in_ms = pause.as_millis() as u64,
+                        retry_at = %humantime::format_rfc3339_millis(retry_at),
                         "token refresh failed"
                     );
                 } else {
@@ -839,6 +859,11 @@ impl Inner {
         info!(endpoint = %endpoint, fingerprint = %crate::token::fingerprint(secrecy::ExposeSecret::expose_secret(&grant.token)), "logged in");
         Ok(grant)
     }
+}
+
+/// Epoch milliseconds of the injected clock as a `SystemTime`.
+fn wall_time(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
 fn duration_ms(d: Duration) -> i64 {
