@@ -81,8 +81,17 @@ mod cases {
 
         store.clear(&key).await.unwrap();
         assert!(store.load(&key).await.unwrap().is_none());
-        // After a clear, any generation may be written again.
-        assert!(store.save(&key, &first).await.unwrap());
+        assert!(other.load(&key).await.unwrap().is_none());
+        // The cleared row stays as a tombstone that keeps its generation: numbering goes on after it.
+        assert_eq!(
+            store.stored_generation(&key).await.unwrap(),
+            Some(Generation(2))
+        );
+        assert!(!store.save(&key, &first).await.unwrap());
+        assert!(!store.save(&key, &record(2, "same")).await.unwrap());
+        let third = record(3, "after the clear");
+        assert!(store.save(&key, &third).await.unwrap());
+        assert_same(&other.load(&key).await.unwrap().unwrap(), &third);
         store.clear(&key).await.unwrap();
     }
 

@@ -43,6 +43,10 @@ const MYSQL_MIGRATIONS: diesel_migrations::EmbeddedMigrations =
 /// would let two keys share a row).
 const MAX_KEY_BYTES: usize = 255;
 
+/// The `token` column of a cleared row. No login hands out an empty token (the sources refuse one), and with
+/// encryption a real row holds base64 of at least the 16-byte tag.
+const TOMBSTONE: &str = "";
+
 /// Longest lease the store records: keeps `now + ttl` far from overflowing a `BIGINT` on every backend.
 const MAX_TTL_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
 
@@ -797,6 +801,9 @@ impl DieselStore {
 
     /// Turns a row into a record, or `None` (with a warning) for a row that cannot be used.
     fn decode(&self, key: &str, row: StoredRow) -> Option<TokenRecord> {
+        if row.token == TOMBSTONE {
+            return None;
+        }
         let store = self.describe();
         let token = match (&row.nonce, &self.inner.cipher) {
             (Some(nonce), Some(cipher)) => match cipher.open(key, &row.token, nonce) {
@@ -1036,13 +1043,23 @@ impl DieselStore {
     }
 
     async fn clear_inner(&self, key: String) -> Result<(), StoreError> {
-        use super::schema::paynet_tokens::dsl::{credential_key, paynet_tokens};
+        use super::schema::paynet_tokens::dsl::{
+            credential_key, expires_at, nonce, paynet_tokens, token,
+        };
         use diesel::{ExpressionMethods, QueryDsl};
         use diesel_async::RunQueryDsl;
 
+        // A tombstone rather than a delete: the row keeps its generation, so the next token is numbered after the
+        // cleared one (see `TokenStore::clear`). The empty token marks it; `expires_at = 0` makes older versions of
+        // this library, which do not know the mark, see an expired token they never use.
         with_conn!(self, |conn| {
             self.count_query();
-            diesel::delete(paynet_tokens.filter(credential_key.eq(&key)))
+            diesel::update(paynet_tokens.filter(credential_key.eq(&key)))
+                .set((
+                    token.eq(TOMBSTONE),
+                    nonce.eq(None::<String>),
+                    expires_at.eq(Some(0_i64)),
+                ))
                 .execute(conn)
                 .await
                 .map_err(self.query_error("clear"))?;

@@ -106,7 +106,10 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Gives the lease back, if `owner` still holds it.
     async fn release(&self, key: &str, owner: &str) -> Result<(), StoreError>;
 
-    /// Removes the stored token of `key` (the next request logs in).
+    /// Removes the stored token of `key` (the next request logs in), keeping its generation as a tombstone: after
+    /// a clear, [`load`](Self::load) reports nothing, [`stored_generation`](Self::stored_generation) still reports
+    /// the cleared generation, and [`save`](Self::save) still refuses a generation that is not newer. Numbering
+    /// never restarts, so an instance that still holds the cleared token can never mistake a new token for it.
     async fn clear(&self, key: &str) -> Result<(), StoreError>;
 
     /// The generation of the stored row of `key`, whether or not [`load`](Self::load) can read it. A new token is
@@ -163,7 +166,15 @@ pub struct MemoryStore {
 #[derive(Default)]
 struct Slot {
     record: Option<TokenRecord>,
+    /// The generation of the record a clear removed: the tombstone a database row keeps.
+    cleared: Option<Generation>,
     lease: Option<(String, i64)>,
+}
+
+impl Slot {
+    fn generation(&self) -> Option<Generation> {
+        self.record.as_ref().map(|r| r.generation).max(self.cleared)
+    }
 }
 
 impl Default for MemoryStore {
@@ -206,9 +217,8 @@ impl TokenStore for MemoryStore {
     async fn save(&self, key: &str, record: &TokenRecord) -> Result<bool, StoreError> {
         Ok(self.with_slot(key, |slot| {
             if slot
-                .record
-                .as_ref()
-                .is_some_and(|old| old.generation >= record.generation)
+                .generation()
+                .is_some_and(|old| old >= record.generation)
             {
                 return false;
             }
@@ -239,7 +249,14 @@ impl TokenStore for MemoryStore {
     }
 
     async fn clear(&self, key: &str) -> Result<(), StoreError> {
-        self.with_slot(key, |slot| slot.record = None);
+        self.with_slot(key, |slot| {
+            slot.cleared = slot.generation();
+            slot.record = None;
+        });
         Ok(())
+    }
+
+    async fn stored_generation(&self, key: &str) -> Result<Option<Generation>, StoreError> {
+        Ok(self.with_slot(key, |slot| slot.generation()))
     }
 }

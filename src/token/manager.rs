@@ -135,6 +135,8 @@ struct Inner {
     /// that a token known to be dead is never sent again, even while a failed login backs off; an atomic rather
     /// than a field of the cached token so that marking it needs no lock and no new `ActiveToken`.
     rejected: AtomicU64,
+    /// A hash of `owner`, mixed into generations numbered without the store (see [`Numbering`]).
+    owner_salt: u64,
     logins: AtomicU64,
     login_attempts: AtomicU64,
 }
@@ -315,10 +317,12 @@ impl TokenManagerBuilder {
         let store = self
             .store
             .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(Arc::clone(&clock))));
+        let owner = self.owner.unwrap_or_else(default_owner);
         Ok(TokenManager {
             inner: Arc::new(Inner {
                 key: bounded_key(self.key.unwrap_or_else(|| self.source.credential_key())),
-                owner: self.owner.unwrap_or_else(default_owner),
+                owner_salt: owner_salt(&owner),
+                owner,
                 source: self.source,
                 store,
                 clock,
@@ -715,6 +719,7 @@ impl Inner {
         login: LoginSender,
     ) -> Result<(Arc<ActiveToken>, Outcome), TokenError> {
         // Re-read after taking the lease: the previous holder may have saved just before releasing it.
+        let mut numbering = Numbering::AfterStored;
         let adopted = match self.store.load(&self.key).await {
             Ok(Some(record)) if self.adoptable(&record, stale) => Some(self.adopt(record)),
             Ok(Some(record)) => {
@@ -722,16 +727,19 @@ impl Inner {
                 None
             }
             Ok(None) => {
-                // Absent, or present but unreadable here (another encryption key): number past it either way.
+                // Absent, cleared, or present but unusable here (another encryption key, no valid authentication):
+                // number past it either way.
                 match self.store.stored_generation(&self.key).await {
                     Ok(stored) => newest = newest.max(stored),
                     Err(error) => {
+                        numbering = Numbering::Unordered;
                         warn!(store = %self.store.describe(), error = %error, "token store read failed under the lease; logging in");
                     }
                 }
                 None
             }
             Err(error) => {
+                numbering = Numbering::Unordered;
                 warn!(store = %self.store.describe(), error = %error, "token store read failed under the lease; logging in");
                 None
             }
@@ -740,7 +748,7 @@ impl Inner {
             Some(adopted) => Ok(adopted),
             None => match self.login(login).await {
                 Ok(grant) => {
-                    let record = self.new_record(newest, grant);
+                    let record = self.new_record(newest, grant, numbering);
                     let outcome = match self.store.save(&self.key, &record).await {
                         Ok(true) => Outcome::LoggedIn,
                         Ok(false) => {
@@ -778,7 +786,7 @@ impl Inner {
             .login(login)
             .await
             .map_err(|e| TokenError::Login(Arc::new(e)))?;
-        let record = self.new_record(newest, grant);
+        let record = self.new_record(newest, grant, Numbering::Unordered);
         self.persist_later(record.clone());
         Ok((Arc::new(ActiveToken::new(record)), Outcome::LoggedInUnsaved))
     }
@@ -818,7 +826,12 @@ impl Inner {
         (Arc::new(ActiveToken::new(record)), Outcome::Adopted)
     }
 
-    fn new_record(&self, newest: Option<Generation>, grant: Grant) -> TokenRecord {
+    fn new_record(
+        &self,
+        newest: Option<Generation>,
+        grant: Grant,
+        numbering: Numbering,
+    ) -> TokenRecord {
         let now = self.now_ms();
         let ttl = match (self.settings.token_ttl, grant.expires_in) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -826,11 +839,31 @@ impl Inner {
         };
         TokenRecord {
             token: grant.token,
-            generation: Generation(newest.map_or(0, |g| g.0) + 1),
+            generation: self.next_generation(newest, numbering),
             obtained_at_ms: now,
             expires_at_ms: ttl.map(|ttl| now.saturating_add(duration_ms(ttl))),
             meta: grant.meta,
             written_by: self.owner.clone(),
+        }
+    }
+
+    /// The generation of a token this instance just obtained; see [`Numbering`].
+    fn next_generation(&self, newest: Option<Generation>, numbering: Numbering) -> Generation {
+        let after = newest.map_or(0, |g| g.0).saturating_add(1);
+        match numbering {
+            Numbering::AfterStored => Generation(after),
+            Numbering::Unordered => {
+                let ms = u64::try_from(self.now_ms()).unwrap_or(0);
+                let random = u64::try_from(
+                    self.jitter
+                        .jitter(Duration::from_micros(SALT_MASK))
+                        .as_micros(),
+                )
+                .unwrap_or(0);
+                let salt = (random ^ self.owner_salt) & SALT_MASK;
+                let timed = ms.min(MAX_TIMED_MS) << SALT_BITS | salt;
+                Generation(after.max(timed))
+            }
         }
     }
 
@@ -864,6 +897,48 @@ impl Inner {
 /// Epoch milliseconds of the injected clock as a `SystemTime`.
 fn wall_time(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+/// How a new token is numbered.
+///
+/// Generations must be unique across the fleet (a waiter adopts, and a rejection invalidates, by generation) and
+/// monotone: a later token gets a higher number, across `token clear` and across logins made while the store was
+/// unreachable.
+///
+/// - Under the lease, with the stored generation known, a token is numbered right after it. That is unique: one
+///   holder at a time writes, and the store refuses a generation that is not newer than its row. A cleared row
+///   stays as a tombstone that keeps its generation ([`TokenStore::clear`]), so numbering never restarts.
+/// - Without the store (it is unreachable, or could not be read under the lease), nothing orders two instances.
+///   The number then comes from time: the clock's milliseconds shifted left by [`SALT_BITS`], with that many low
+///   bits of the injected randomness mixed with a hash of the owner's name, and never below the newest
+///   generation this instance knows plus one. Two instances logging in during one outage collide only in the same
+///   millisecond *and* with the same 20 bits; the later login gets the higher number, which is the token a
+///   single-session gateway keeps alive, so the store converges on it when it returns; and the number is far
+///   above any sequential one handed out before (those count logins; these count milliseconds times 2^20).
+///
+/// Time alone is not used under the lease, so that an instance whose clock runs behind still numbers after the
+/// stored row; counting alone is not used without the store, since two instances that knew the same row would
+/// pick the same next number.
+#[derive(Debug, Clone, Copy)]
+enum Numbering {
+    AfterStored,
+    Unordered,
+}
+
+/// Low bits of an unordered generation that tell instances apart within one millisecond.
+const SALT_BITS: u32 = 20;
+const SALT_MASK: u64 = (1 << SALT_BITS) - 1;
+/// Keeps `ms << SALT_BITS` within a `BIGINT` column (until the year 2248).
+const MAX_TIMED_MS: u64 = (i64::MAX as u64) >> SALT_BITS;
+
+fn owner_salt(owner: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(owner.as_bytes());
+    u64::from_le_bytes(
+        digest[..8]
+            .try_into()
+            .expect("a SHA-256 digest has 32 bytes"),
+    )
 }
 
 fn duration_ms(d: Duration) -> i64 {
