@@ -36,8 +36,14 @@ pub use self::diesel::{Backend, DieselStore};
 pub struct StoreOptions {
     /// Key to encrypt tokens at rest with (AES-256-GCM): standard base64 of exactly 32 bytes, for instance from
     /// `openssl rand -base64 32`. Without one, tokens are stored in plaintext (and a warning says so). Every instance
-    /// sharing a database needs the same key; rows written under another key read as absent.
+    /// sharing a database needs the same key; rows written under another key read as absent. With a key, a row
+    /// that does not authenticate under it (or under a previous key) is never used: a plaintext row, a tampered
+    /// one or one under an unknown key reads as absent (logged at WARN), and the next refresh replaces it.
     pub encryption_key: Option<secrecy::SecretString>,
+    /// Keys that tokens were encrypted with before `encryption_key` (same format), for a key rotation: rows under
+    /// them are read, and written again under `encryption_key` with the same generation. Defaults to none.
+    /// Needs `encryption_key`.
+    pub previous_encryption_keys: Vec<secrecy::SecretString>,
     /// Most connections the pool opens (default 8). An in-memory SQLite database always uses one.
     pub pool_size: u32,
     /// How long an operation waits for a connection before failing with [`StoreError::Unavailable`] (default 5 s).
@@ -48,6 +54,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             encryption_key: None,
+            previous_encryption_keys: Vec::new(),
             pool_size: 8,
             connect_timeout: Duration::from_secs(5),
         }
