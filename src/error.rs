@@ -2,7 +2,7 @@
 //! secret: tokens and passwords are not part of any variant.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// A boxed error from an inner service or a transport.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -92,6 +92,33 @@ pub enum LoginError {
         /// The JSON-RPC error message.
         message: String,
     },
+    /// An OAuth 2.0 token endpoint (the Bearer preset, [`ClientCredentials`](crate::token::source::ClientCredentials))
+    /// answered with an `error` member, in a 2xx or a 4xx answer (RFC 6749 section 5.2): `invalid_client`,
+    /// `invalid_grant`, `unauthorized_client` …. The code and description are the server's, with the client secret
+    /// and any token in them replaced by `****` and their length bounded.
+    #[error("token endpoint {endpoint} refused the login (HTTP {status}): OAuth error `{error}`{}",
+        description.as_deref().map(|d| format!(" \"{d}\"")).unwrap_or_default())]
+    OAuthRefused {
+        /// The token endpoint's URL.
+        endpoint: String,
+        /// The HTTP status of the answer.
+        status: http::StatusCode,
+        /// The OAuth `error` code.
+        error: String,
+        /// The OAuth `error_description`, if any.
+        description: Option<String>,
+    },
+    /// The token endpoint issued a token of a type other than Bearer (compared without case), which the Bearer
+    /// preset cannot send.
+    #[error(
+        "token endpoint {endpoint} issued a `{token_type}` token; only Bearer tokens can be sent"
+    )]
+    UnsupportedTokenType {
+        /// The token endpoint's URL.
+        endpoint: String,
+        /// The `token_type` it answered (bounded in length).
+        token_type: String,
+    },
     /// The answer was a success but carried no token.
     #[error("token endpoint {endpoint} answered without a token")]
     MissingToken {
@@ -106,6 +133,15 @@ pub enum LoginError {
         /// What is wrong.
         reason: String,
     },
+}
+
+impl LoginError {
+    /// Whether the endpoint refused the credentials ([`Refused`](Self::Refused) from a JSON-RPC login,
+    /// [`OAuthRefused`](Self::OAuthRefused) from an OAuth token endpoint): retrying will not help until the
+    /// configuration changes.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, Self::Refused { .. } | Self::OAuthRefused { .. })
+    }
 }
 
 /// Why the token store failed.
@@ -153,11 +189,17 @@ pub enum TokenError {
     /// The login failed.
     #[error("token refresh failed: {0}")]
     Login(#[source] Arc<LoginError>),
-    /// A recent login failed and the manager is backing off before it tries again.
-    #[error("token refresh is backing off for {retry_in:?} after a failed login: {cause}")]
+    /// A recent login failed and the manager is backing off before it tries again. Callers fail with this at
+    /// once, without sending anything: a token the gateway rejected is not sent again meanwhile.
+    #[error(
+        "token refresh is backing off until {} (in {retry_in:?}) after a failed login: {cause}",
+        humantime::format_rfc3339_millis(*retry_at)
+    )]
     Backoff {
         /// How long until the next login attempt is allowed.
         retry_in: Duration,
+        /// When the next login attempt is allowed, on the manager's clock (UTC).
+        retry_at: SystemTime,
         /// The failure that started the backoff.
         #[source]
         cause: Arc<LoginError>,

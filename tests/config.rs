@@ -617,3 +617,36 @@ fn base_url_without_scheme_or_host_is_an_error_with_its_line_and_column() {
         &["`paynet.base_url`", "gateway.example"],
     );
 }
+
+#[test]
+fn previous_encryption_keys_reach_the_store_options_and_are_never_shown() {
+    const OLD: &str = "b2xkLWtleS1vbGQta2V5LW9sZC1rZXktb2xkLWtleS0=";
+    let text = minimal_with(&format!(
+        "  store:\n    encryption_key: \"{KEY}\"\n    previous_encryption_keys: [\"${{OLD_KEY}}\", \"${{OLDER_KEY:-}}\"]"
+    ));
+    let config = load(&text, &[PASS_ENV, &[("OLD_KEY", OLD)]].concat()).unwrap();
+    let options = config.paynet.store_options();
+    // The unset, empty entry is left out.
+    let previous: Vec<&str> = options
+        .previous_encryption_keys
+        .iter()
+        .map(|k| k.expose_secret())
+        .collect();
+    assert_eq!(previous, [OLD]);
+    let shown = format!("{config:?}");
+    assert!(!shown.contains(OLD) && !shown.contains(KEY), "{shown}");
+    assert!(
+        shown.contains("previous_encryption_keys: [2 keys]"),
+        "{shown}"
+    );
+
+    // Without the key, none.
+    let config = load(&minimal_with(""), PASS_ENV).unwrap();
+    assert!(
+        config
+            .paynet
+            .store_options()
+            .previous_encryption_keys
+            .is_empty()
+    );
+}

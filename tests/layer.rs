@@ -346,6 +346,81 @@ async fn failed_login_is_a_typed_error_and_nothing_is_sent() {
     assert_nothing_more_sent(&mut handle);
 }
 
+#[tokio::test(start_paused = true)]
+async fn rejected_token_is_not_sent_again_while_login_backs_off() {
+    let clock = paynet_auth::clock::ManualClock::new(1_800_000_000_000);
+    let manager = manager_builder()
+        .clock(std::sync::Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    let (service, mut handle) = layer_over_mock(PaynetAuthLayer::new(manager.clone()));
+
+    // A token that works, then is rejected; the login that should replace it is refused.
+    let call = tokio::spawn(service.clone().oneshot(json_request("/v2/service", CALL)));
+    let (_login, reply) = handle.next_request().await.unwrap();
+    reply.send_response(login_ok("DEAD"));
+    let (_sent, reply) = handle.next_request().await.unwrap();
+    reply.send_response(json_response(UNAUTHORIZED));
+    let (login, reply) = handle.next_request().await.unwrap();
+    assert!(is_login(&login));
+    reply.send_response(json_response(
+        r#"{"jsonrpc":"2.0","id":1,"error":{"code":-1001,"message":"Invalid login or password"}}"#,
+    ));
+    let error = call.await.unwrap().unwrap_err();
+    assert!(
+        matches!(error, Error::Token(TokenError::Login(_))),
+        "{error}"
+    );
+
+    // During the backoff (1 s) a new call fails at once, naming when the next login may happen, and the dead
+    // token is not sent.
+    tokio::time::advance(Duration::from_millis(400)).await;
+    // The timeout only fires if the call waits for the gateway, that is if something was sent.
+    let error = tokio::time::timeout(
+        Duration::from_millis(100),
+        service.clone().oneshot(json_request("/v2/service", CALL)),
+    )
+    .await
+    .expect("the call fails at once instead of waiting for the gateway")
+    .unwrap_err();
+    match &error {
+        Error::Token(TokenError::Backoff {
+            retry_in, retry_at, ..
+        }) => {
+            assert_eq!(*retry_in, Duration::from_millis(600));
+            assert_eq!(
+                *retry_at,
+                std::time::UNIX_EPOCH + Duration::from_millis(1_800_000_001_000)
+            );
+        }
+        other => panic!("unexpected {other}"),
+    }
+    assert!(
+        error
+            .to_string()
+            .contains("backing off until 2027-01-15T08:00:01.000Z (in 600ms)"),
+        "{error}"
+    );
+    assert_nothing_more_sent(&mut handle);
+    assert_eq!(manager.login_attempts(), 2);
+    assert!(
+        manager.cached().is_none(),
+        "the rejected token is not handed out"
+    );
+
+    // After the backoff the next call logs in and sends the new token.
+    tokio::time::advance(Duration::from_millis(600)).await;
+    let call = tokio::spawn(service.oneshot(json_request("/v2/service", CALL)));
+    let (login, reply) = handle.next_request().await.unwrap();
+    assert!(is_login(&login));
+    reply.send_response(login_ok("ALIVE"));
+    let (sent, reply) = handle.next_request().await.unwrap();
+    assert_eq!(request_body(sent).await["params"]["token"], "ALIVE");
+    reply.send_response(json_response(r#"{"jsonrpc":"2.0","id":7,"result":[]}"#));
+    call.await.unwrap().unwrap();
+    assert_eq!(manager.cached().unwrap().generation(), Generation(2));
+}
+
 /// A manager for a Bearer API with an OAuth client-credentials endpoint, like the Acquiring integration.
 fn acquiring_manager() -> paynet_auth::TokenManager {
     paynet_auth::TokenManager::builder(paynet_auth::token::source::ClientCredentials::new(

@@ -81,8 +81,17 @@ mod cases {
 
         store.clear(&key).await.unwrap();
         assert!(store.load(&key).await.unwrap().is_none());
-        // After a clear, any generation may be written again.
-        assert!(store.save(&key, &first).await.unwrap());
+        assert!(other.load(&key).await.unwrap().is_none());
+        // The cleared row stays as a tombstone that keeps its generation: numbering goes on after it.
+        assert_eq!(
+            store.stored_generation(&key).await.unwrap(),
+            Some(Generation(2))
+        );
+        assert!(!store.save(&key, &first).await.unwrap());
+        assert!(!store.save(&key, &record(2, "same")).await.unwrap());
+        let third = record(3, "after the clear");
+        assert!(store.save(&key, &third).await.unwrap());
+        assert_same(&other.load(&key).await.unwrap().unwrap(), &third);
         store.clear(&key).await.unwrap();
     }
 
@@ -361,15 +370,25 @@ mod cases {
             ("plain-token".to_owned(), None)
         );
 
-        // A key configured later reads the plaintext row (with a warning) and encrypts on the next save.
+        // With a key configured, a plaintext row has no authentication: anyone who can write the table could have
+        // planted it. It is never used (absent, with a warning giving the reason), and the next save replaces it.
         let encrypted = db.encrypted_store(3).await;
-        let loaded = encrypted.load(&key).await.unwrap().unwrap();
-        assert_eq!(loaded.token.expose_secret(), "plain-token");
+        assert!(encrypted.load(&key).await.unwrap().is_none());
+        let warning = logs
+            .text()
+            .lines()
+            .find(|line| line.contains("is not used"))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no warning: {}", logs.text()));
+        assert!(warning.contains(" WARN "), "{warning}");
         assert!(
-            logs.text()
-                .contains("in plaintext although an encryption key"),
-            "{}",
-            logs.text()
+            warning.contains("in plaintext (no nonce) although an encryption key is configured"),
+            "{warning}"
+        );
+        assert!(!warning.contains("plain-token"), "{warning}");
+        assert_eq!(
+            encrypted.stored_generation(&key).await.unwrap(),
+            Some(Generation(1))
         );
         assert!(
             encrypted
@@ -380,6 +399,54 @@ mod cases {
         let (column, nonce) = raw.token_columns(&key).await;
         assert!(nonce.is_some());
         assert!(!column.contains("plain-token"));
+    }
+
+    pub(super) async fn rotation_reads_previous_keys_and_reseals_in_place(db: Fixture) {
+        let logs = Captured::default();
+        let _guard = logs.install(tracing::Level::INFO);
+        let key = unique_key("rotation");
+        let old = db.encrypted_store(1).await;
+        let mut saved = record(5, "Rotated-T0ken");
+        saved.expires_at_ms = Some(1_900_000_000_000);
+        assert!(old.save(&key, &saved).await.unwrap());
+        let mut raw = db.raw().await;
+        let (column, nonce) = raw.token_columns(&key).await;
+
+        // The new key with the old one as previous reads the row, and seals it again under the new key in place:
+        // same generation, same everything but the ciphertext and nonce.
+        let rotated = db
+            .store(StoreOptions {
+                encryption_key: Some(encryption_key(2)),
+                previous_encryption_keys: vec![encryption_key(7), encryption_key(1)],
+                ..StoreOptions::default()
+            })
+            .await;
+        assert_same(&rotated.load(&key).await.unwrap().unwrap(), &saved);
+        let (column_2, nonce_2) = raw.token_columns(&key).await;
+        assert_ne!(column, column_2);
+        assert_ne!(nonce, nonce_2);
+        assert_same(
+            &db.encrypted_store(2)
+                .await
+                .load(&key)
+                .await
+                .unwrap()
+                .unwrap(),
+            &saved,
+        );
+        assert!(old.load(&key).await.unwrap().is_none());
+        // Read again: already under the current key, nothing more is written.
+        assert_same(&rotated.load(&key).await.unwrap().unwrap(), &saved);
+        assert_eq!(raw.token_columns(&key).await, (column_2, nonce_2));
+
+        let logs = logs.text();
+        assert_eq!(
+            logs.matches("encrypted it again with the current one")
+                .count(),
+            1,
+            "{logs}"
+        );
+        assert!(!logs.contains("Rotated-T0ken"), "{logs}");
     }
 
     pub(super) async fn migrations_idempotent(db: Fixture) {
@@ -654,6 +721,11 @@ macro_rules! backend_tests {
                 cases::plaintext_without_key($fixture).await;
             }
 
+            #[tokio::test]
+            async fn rotation_reads_previous_keys_and_reseals_in_place() {
+                cases::rotation_reads_previous_keys_and_reseals_in_place($fixture).await;
+            }
+
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn migrations_idempotent_on_empty_database() {
                 cases::migrations_idempotent($fixture).await;
@@ -789,6 +861,38 @@ async fn sqlite_in_memory() {
             .await
             .unwrap()
     );
+}
+
+#[tokio::test]
+async fn previous_keys_need_a_current_key_and_are_validated_by_position() {
+    let error = DieselStore::connect(
+        "sqlite::memory:",
+        StoreOptions {
+            previous_encryption_keys: vec![encryption_key(1)],
+            ..StoreOptions::default()
+        },
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(
+        matches!(&error, StoreError::Config(m) if m.contains("encryption_key is not")),
+        "{error}"
+    );
+    let error = DieselStore::connect(
+        "sqlite::memory:",
+        StoreOptions {
+            encryption_key: Some(encryption_key(1)),
+            previous_encryption_keys: vec![encryption_key(2), "not-a-key".into()],
+            ..StoreOptions::default()
+        },
+    )
+    .await
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(error.contains("previous_encryption_keys[1]"), "{error}");
+    assert!(!error.contains("not-a-key"), "{error}");
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@
 //!   store:
 //!     url: "sqlite://paynet-tokens.db"
 //!     encryption_key: "${PAYNET_TOKEN_KEY}"
+//!     previous_encryption_keys: ["${PAYNET_TOKEN_KEY_OLD:-}"]
 //! ```
 
 use std::fmt;
@@ -121,6 +122,11 @@ pub struct StoreConfig {
     /// warning at start-up). An empty value counts as none.
     #[serde(default)]
     pub encryption_key: Option<SecretString>,
+    /// Keys tokens were encrypted with before `encryption_key`, during a key rotation (see the README's "Rotating
+    /// the encryption key"): rows under them are read and written again under `encryption_key`. Defaults to none.
+    /// Empty entries are ignored.
+    #[serde(default)]
+    pub previous_encryption_keys: Vec<SecretString>,
     /// Connections in the pool. Defaults to 8.
     #[serde(default = "default_pool_size")]
     pub pool_size: u32,
@@ -135,6 +141,7 @@ impl Default for StoreConfig {
         Self {
             url: default_store_url(),
             encryption_key: None,
+            previous_encryption_keys: Vec::new(),
             pool_size: default_pool_size(),
             connect_timeout: default_connect_timeout(),
         }
@@ -148,6 +155,10 @@ impl fmt::Debug for StoreConfig {
             .field(
                 "encryption_key",
                 &self.encryption_key.as_ref().map(|_| "****"),
+            )
+            .field(
+                "previous_encryption_keys",
+                &format_args!("[{} keys]", self.previous_encryption_keys.len()),
             )
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
@@ -425,6 +436,13 @@ impl PaynetConfig {
                 .encryption_key
                 .clone()
                 .filter(|key| !secrecy::ExposeSecret::expose_secret(key).trim().is_empty()),
+            previous_encryption_keys: self
+                .store
+                .previous_encryption_keys
+                .iter()
+                .filter(|key| !secrecy::ExposeSecret::expose_secret(*key).trim().is_empty())
+                .cloned()
+                .collect(),
             pool_size: self.store.pool_size,
             connect_timeout: self.store.connect_timeout,
         }

@@ -1,4 +1,5 @@
-//! Encryption of tokens at rest: AES-256-GCM with the credential key as associated data.
+//! Encryption of tokens at rest: AES-256-GCM with the credential key as associated data, under a key ring of one
+//! current key (that every save uses) and previous keys (that still open rows, during a key rotation).
 
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -91,6 +92,61 @@ impl Cipher {
     }
 }
 
+/// What [`KeyRing::open`] found.
+pub(super) enum Opened {
+    /// The row authenticates under the current key.
+    Current(SecretString),
+    /// The row authenticates under a previous key: usable, and to be sealed again under the current one.
+    Previous(SecretString),
+    /// The row authenticates under no key of the ring (another key, a tampered row, a row copied from another
+    /// credential key, malformed base64).
+    Unauthenticated,
+}
+
+/// The current key and the previous ones. Deliberately not `Debug`.
+#[derive(Clone)]
+pub(super) struct KeyRing {
+    current: Cipher,
+    previous: Vec<Cipher>,
+}
+
+impl KeyRing {
+    /// Parses the current key and the previous ones (each standard base64 of 32 bytes).
+    pub(super) fn from_base64(
+        current: &SecretString,
+        previous: &[SecretString],
+    ) -> Result<Self, StoreError> {
+        let current = Cipher::from_base64(current)?;
+        let previous = previous
+            .iter()
+            .enumerate()
+            .map(|(index, key)| {
+                // Which entry, never its value.
+                Cipher::from_base64(key).map_err(|error| {
+                    StoreError::Config(format!("previous_encryption_keys[{index}]: {error}"))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { current, previous })
+    }
+
+    /// Encrypts under the current key.
+    pub(super) fn seal(&self, credential_key: &str, token: &str) -> Result<Sealed, aes_gcm::Error> {
+        self.current.seal(credential_key, token)
+    }
+
+    /// Decrypts under the current key, else under the first previous key that authenticates the row.
+    pub(super) fn open(&self, credential_key: &str, ciphertext: &str, nonce: &str) -> Opened {
+        if let Some(token) = self.current.open(credential_key, ciphertext, nonce) {
+            return Opened::Current(token);
+        }
+        self.previous
+            .iter()
+            .find_map(|cipher| cipher.open(credential_key, ciphertext, nonce))
+            .map_or(Opened::Unauthenticated, Opened::Previous)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +170,42 @@ mod tests {
         assert!(other.open("a", &sealed.ciphertext, &sealed.nonce).is_none());
         assert!(cipher.open("a", "not base64!", &sealed.nonce).is_none());
         assert!(cipher.open("a", &sealed.ciphertext, "AAAA").is_none());
+    }
+
+    #[test]
+    fn key_ring_opens_under_previous_keys_and_seals_under_the_current_one() {
+        let old = Cipher::from_base64(&key(1)).unwrap();
+        let ring = KeyRing::from_base64(&key(2), &[key(3), key(1)]).unwrap();
+        let under_old = old.seal("a", "token").unwrap();
+        assert!(matches!(
+            ring.open("a", &under_old.ciphertext, &under_old.nonce),
+            Opened::Previous(t) if t.expose_secret() == "token"
+        ));
+        let under_new = ring.seal("a", "token").unwrap();
+        assert!(matches!(
+            ring.open("a", &under_new.ciphertext, &under_new.nonce),
+            Opened::Current(t) if t.expose_secret() == "token"
+        ));
+        assert!(
+            old.open("a", &under_new.ciphertext, &under_new.nonce)
+                .is_none()
+        );
+        let stranger = Cipher::from_base64(&key(4))
+            .unwrap()
+            .seal("a", "token")
+            .unwrap();
+        assert!(matches!(
+            ring.open("a", &stranger.ciphertext, &stranger.nonce),
+            Opened::Unauthenticated
+        ));
+        let error = KeyRing::from_base64(&key(2), &[key(3), STANDARD.encode([0u8; 8]).into()])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            error.contains("previous_encryption_keys[1]") && error.contains("got 8 bytes"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfi
 use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::cipher::Cipher;
+use super::cipher::{KeyRing, Opened};
 use super::{StoreOptions, TokenStore};
 use crate::error::{BoxError, StoreError};
 use crate::token::{Generation, LoginMeta, TokenRecord};
@@ -42,6 +42,10 @@ const MYSQL_MIGRATIONS: diesel_migrations::EmbeddedMigrations =
 /// refuses the same keys, rather than PostgreSQL failing, SQLite accepting and a non-strict MySQL truncating (which
 /// would let two keys share a row).
 const MAX_KEY_BYTES: usize = 255;
+
+/// The `token` column of a cleared row. No login hands out an empty token (the sources refuse one), and with
+/// encryption a real row holds base64 of at least the 16-byte tag.
+const TOMBSTONE: &str = "";
 
 /// Longest lease the store records: keeps `now + ttl` far from overflowing a `BIGINT` on every backend.
 const MAX_TTL_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
@@ -121,7 +125,7 @@ pub struct DieselStore {
 struct Inner {
     pools: Pools,
     describe: String,
-    cipher: Option<Cipher>,
+    cipher: Option<KeyRing>,
     queries: AtomicU64,
     connect_timeout: Duration,
     last_connect_error: LastError,
@@ -451,6 +455,13 @@ INSERT INTO paynet_lease (name, lock_until, locked_at, locked_by) VALUES (?, \
 TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000 + ?, \
 TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000, ?)";
 
+/// Seal one exact row (same generation, same nonce) again under the current key, keeping its generation.
+/// Binds: token, nonce, credential key, generation, old nonce.
+const PG_RESEAL: &str = "UPDATE paynet_tokens SET token = $1, nonce = $2 \
+WHERE credential_key = $3 AND generation = $4 AND nonce = $5";
+/// [`PG_RESEAL`] with `?` placeholders (SQLite, MySQL).
+const RESEAL: &str = "UPDATE paynet_tokens SET token = ?, nonce = ? WHERE credential_key = ? AND generation = ? AND nonce = ?";
+
 /// End the lease now if `owner` holds it. Binds: name, owner.
 const PG_RELEASE: &str = "\
 UPDATE paynet_lease SET lock_until = (extract(epoch FROM clock_timestamp()) * 1000)::bigint \
@@ -487,11 +498,20 @@ impl DieselStore {
                 "token store connect_timeout must be more than zero".into(),
             ));
         }
-        let cipher = options
-            .encryption_key
-            .as_ref()
-            .map(Cipher::from_base64)
-            .transpose()?;
+        let cipher = match &options.encryption_key {
+            Some(current) => Some(KeyRing::from_base64(
+                current,
+                &options.previous_encryption_keys,
+            )?),
+            None if !options.previous_encryption_keys.is_empty() => {
+                return Err(StoreError::Config(
+                    "previous_encryption_keys are set but encryption_key is not: rows under a previous key \
+                     would be read and new ones written in plaintext"
+                        .into(),
+                ));
+            }
+            None => None,
+        };
         let describe = redact(url);
         let sink = LastError::default();
 
@@ -777,59 +797,93 @@ impl DieselStore {
         }
     }
 
-    async fn load_inner(&self, key: String) -> Result<Option<TokenRecord>, StoreError> {
+    async fn read_row(&self, key: &str) -> Result<Option<StoredRow>, StoreError> {
         use super::schema::paynet_tokens::dsl::{credential_key, paynet_tokens};
         use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
         use diesel_async::RunQueryDsl;
 
-        let row: Option<StoredRow> = with_conn!(self, |conn| {
+        Ok(with_conn!(self, |conn| {
             self.count_query();
             paynet_tokens
-                .filter(credential_key.eq(&key))
+                .filter(credential_key.eq(key))
                 .select(StoredRow::as_select())
                 .get_result::<StoredRow>(conn)
                 .await
                 .optional()
                 .map_err(self.query_error("load"))?
-        });
-        Ok(row.and_then(|row| self.decode(&key, row)))
+        }))
     }
 
-    /// Turns a row into a record, or `None` (with a warning) for a row that cannot be used.
-    fn decode(&self, key: &str, row: StoredRow) -> Option<TokenRecord> {
+    async fn load_inner(&self, key: String) -> Result<Option<TokenRecord>, StoreError> {
+        let Some(row) = self.read_row(&key).await? else {
+            return Ok(None);
+        };
+        let (record, reseal) = self.decode(&key, row);
+        if let (Some(record), Some(old_nonce)) = (&record, reseal) {
+            match self.reseal(&key, record, &old_nonce).await {
+                Ok(true) => tracing::info!(
+                    store = %self.describe(),
+                    credential_key = %key,
+                    generation = record.generation.0,
+                    "stored token was encrypted with a previous key; encrypted it again with the current one"
+                ),
+                // A newer token, or the same one re-sealed by another instance, replaced the row meanwhile.
+                Ok(false) => {}
+                // The token read is still good; the next read tries again.
+                Err(error) => tracing::warn!(
+                    store = %self.describe(),
+                    credential_key = %key,
+                    error = %error,
+                    "could not encrypt the stored token again with the current key"
+                ),
+            }
+        }
+        Ok(record)
+    }
+
+    /// Turns a row into a record, or `None` (with a warning) for a row that cannot be used. The second value is
+    /// the row's nonce when it opened only under a previous key, so that it is sealed again under the current one.
+    fn decode(&self, key: &str, row: StoredRow) -> (Option<TokenRecord>, Option<String>) {
+        if row.token == TOMBSTONE {
+            return (None, None);
+        }
         let store = self.describe();
-        let token = match (&row.nonce, &self.inner.cipher) {
-            (Some(nonce), Some(cipher)) => match cipher.open(key, &row.token, nonce) {
-                Some(token) => token,
-                None => {
-                    tracing::warn!(
-                        store = %store,
-                        credential_key = %key,
-                        "stored token does not decrypt with the configured encryption key (another key, a tampered \
-                         row, or a row copied from another credential key); treating it as absent"
+        // Why a row is not used. Never the token, the nonce or a key.
+        let unusable = |reason: &str| {
+            tracing::warn!(
+                store = %store,
+                credential_key = %key,
+                generation = row.generation,
+                reason,
+                "stored token is not used; treating it as absent, the next refresh replaces it"
+            );
+        };
+        let (token, reseal) = match (&row.nonce, &self.inner.cipher) {
+            (Some(nonce), Some(ring)) => match ring.open(key, &row.token, nonce) {
+                Opened::Current(token) => (token, None),
+                Opened::Previous(token) => (token, Some(nonce.clone())),
+                Opened::Unauthenticated => {
+                    unusable(
+                        "it does not decrypt with the encryption key or a previous one (another key, a tampered \
+                         row, or a row copied from another credential key)",
                     );
-                    return None;
+                    return (None, None);
                 }
             },
             (Some(_), None) => {
-                tracing::warn!(
-                    store = %store,
-                    credential_key = %key,
-                    "stored token is encrypted but no encryption key is configured; treating it as absent"
+                unusable("it is encrypted but no encryption key is configured");
+                return (None, None);
+            }
+            // With a key configured, a row without a nonce has no authentication at all: anyone able to write the
+            // table could plant a token this way, so it is never trusted.
+            (None, Some(_)) => {
+                unusable(
+                    "it is in plaintext (no nonce) although an encryption key is configured, so nothing \
+                     authenticates it",
                 );
-                return None;
+                return (None, None);
             }
-            (None, cipher) => {
-                if cipher.is_some() {
-                    tracing::warn!(
-                        store = %store,
-                        credential_key = %key,
-                        "stored token is in plaintext although an encryption key is configured; using it, the \
-                         next refresh stores it encrypted"
-                    );
-                }
-                SecretString::from(row.token)
-            }
+            (None, None) => (SecretString::from(row.token), None),
         };
         let Ok(generation) = u64::try_from(row.generation) else {
             tracing::warn!(
@@ -838,9 +892,9 @@ impl DieselStore {
                 generation = row.generation,
                 "stored token has a negative generation; treating it as absent"
             );
-            return None;
+            return (None, None);
         };
-        Some(TokenRecord {
+        let record = TokenRecord {
             token,
             generation: Generation(generation),
             obtained_at_ms: row.obtained_at,
@@ -852,7 +906,41 @@ impl DieselStore {
                 user_login: row.user_login,
             },
             written_by: row.written_by,
-        })
+        };
+        (Some(record), reseal)
+    }
+
+    /// Seals a row read under a previous key again under the current one. Only that exact row is replaced (same
+    /// generation, same nonce), and its generation is kept: a re-write never competes with a login, and a
+    /// concurrent save of a newer token is never overwritten by it.
+    async fn reseal(
+        &self,
+        key: &str,
+        record: &TokenRecord,
+        old_nonce: &str,
+    ) -> Result<bool, StoreError> {
+        use diesel_async::RunQueryDsl;
+        let mut row = self.encode(key, record)?;
+        let Some(nonce) = row.nonce.take() else {
+            return Ok(false);
+        };
+        let sql = match self.backend() {
+            Backend::Postgres => PG_RESEAL,
+            Backend::Sqlite | Backend::Mysql => RESEAL,
+        };
+        let written = with_conn!(self, |conn| {
+            self.count_query();
+            diesel::sql_query(sql)
+                .bind::<Text, _>(&*row.token)
+                .bind::<Text, _>(&nonce)
+                .bind::<Text, _>(key)
+                .bind::<BigInt, _>(row.generation)
+                .bind::<Text, _>(old_nonce)
+                .execute(conn)
+                .await
+                .map_err(self.query_error("re-encrypt"))?
+        });
+        Ok(written > 0)
     }
 
     fn encode(&self, key: &str, record: &TokenRecord) -> Result<NewRow, StoreError> {
@@ -1036,13 +1124,23 @@ impl DieselStore {
     }
 
     async fn clear_inner(&self, key: String) -> Result<(), StoreError> {
-        use super::schema::paynet_tokens::dsl::{credential_key, paynet_tokens};
+        use super::schema::paynet_tokens::dsl::{
+            credential_key, expires_at, nonce, paynet_tokens, token,
+        };
         use diesel::{ExpressionMethods, QueryDsl};
         use diesel_async::RunQueryDsl;
 
+        // A tombstone rather than a delete: the row keeps its generation, so the next token is numbered after the
+        // cleared one (see `TokenStore::clear`). The empty token marks it; `expires_at = 0` makes older versions of
+        // this library, which do not know the mark, see an expired token they never use.
         with_conn!(self, |conn| {
             self.count_query();
-            diesel::delete(paynet_tokens.filter(credential_key.eq(&key)))
+            diesel::update(paynet_tokens.filter(credential_key.eq(&key)))
+                .set((
+                    token.eq(TOMBSTONE),
+                    nonce.eq(None::<String>),
+                    expires_at.eq(Some(0_i64)),
+                ))
                 .execute(conn)
                 .await
                 .map_err(self.query_error("clear"))?;
@@ -1137,6 +1235,84 @@ impl TokenStore for DieselStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A row read under a previous key is sealed again only if it is still the row that was read: a newer token
+    /// saved meanwhile (a concurrent login) is neither overwritten nor refused, and the generation never moves.
+    #[cfg(feature = "sqlite")]
+    #[tokio::test]
+    async fn reseal_keeps_the_generation_and_never_overwrites_a_newer_token() {
+        use base64::Engine as _;
+        let key = |byte: u8| -> SecretString {
+            base64::engine::general_purpose::STANDARD
+                .encode([byte; 32])
+                .into()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let options = |current: u8, previous: Vec<SecretString>| StoreOptions {
+            encryption_key: Some(key(current)),
+            previous_encryption_keys: previous,
+            ..StoreOptions::default()
+        };
+        let old = DieselStore::connect(&url, options(1, vec![]))
+            .await
+            .unwrap();
+        old.migrate().await.unwrap();
+        let new = DieselStore::connect(&url, options(2, vec![key(1)]))
+            .await
+            .unwrap();
+        let record = |generation: u64, token: &str| TokenRecord {
+            token: token.into(),
+            generation: Generation(generation),
+            obtained_at_ms: 1,
+            expires_at_ms: None,
+            meta: LoginMeta::default(),
+            written_by: "test".into(),
+        };
+
+        // Read under the previous key; a concurrent login saves generation 6 before the re-seal.
+        assert!(old.save("k", &record(5, "old-token")).await.unwrap());
+        let row = new.read_row("k").await.unwrap().unwrap();
+        let (read, old_nonce) = new.decode("k", row);
+        let (read, old_nonce) = (
+            read.unwrap(),
+            old_nonce.expect("opened under a previous key"),
+        );
+        assert!(new.save("k", &record(6, "new-token")).await.unwrap());
+        assert!(!new.reseal("k", &read, &old_nonce).await.unwrap());
+        let stored = new.load("k").await.unwrap().unwrap();
+        assert_eq!(
+            (stored.generation, stored.token.expose_secret()),
+            (Generation(6), "new-token")
+        );
+
+        // Without a concurrent save, the re-seal keeps generation 7, and a login numbered 8 is still accepted.
+        assert!(old.save("k", &record(7, "seven")).await.unwrap());
+        let stored = new.load("k").await.unwrap().unwrap();
+        assert_eq!(stored.generation, Generation(7));
+        assert_eq!(
+            new.stored_generation("k").await.unwrap(),
+            Some(Generation(7))
+        );
+        assert!(
+            old.load("k").await.unwrap().is_none(),
+            "sealed under the new key now"
+        );
+        let new_only = DieselStore::connect(&url, options(2, vec![]))
+            .await
+            .unwrap();
+        assert_eq!(
+            new_only
+                .load("k")
+                .await
+                .unwrap()
+                .unwrap()
+                .token
+                .expose_secret(),
+            "seven"
+        );
+        assert!(new.save("k", &record(8, "eight")).await.unwrap());
+    }
 
     #[test]
     fn redacts_passwords() {

@@ -36,8 +36,14 @@ pub use self::diesel::{Backend, DieselStore};
 pub struct StoreOptions {
     /// Key to encrypt tokens at rest with (AES-256-GCM): standard base64 of exactly 32 bytes, for instance from
     /// `openssl rand -base64 32`. Without one, tokens are stored in plaintext (and a warning says so). Every instance
-    /// sharing a database needs the same key; rows written under another key read as absent.
+    /// sharing a database needs the same key; rows written under another key read as absent. With a key, a row
+    /// that does not authenticate under it (or under a previous key) is never used: a plaintext row, a tampered
+    /// one or one under an unknown key reads as absent (logged at WARN), and the next refresh replaces it.
     pub encryption_key: Option<secrecy::SecretString>,
+    /// Keys that tokens were encrypted with before `encryption_key` (same format), for a key rotation: rows under
+    /// them are read, and written again under `encryption_key` with the same generation. Defaults to none.
+    /// Needs `encryption_key`.
+    pub previous_encryption_keys: Vec<secrecy::SecretString>,
     /// Most connections the pool opens (default 8). An in-memory SQLite database always uses one.
     pub pool_size: u32,
     /// How long an operation waits for a connection before failing with [`StoreError::Unavailable`] (default 5 s).
@@ -48,6 +54,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             encryption_key: None,
+            previous_encryption_keys: Vec::new(),
             pool_size: 8,
             connect_timeout: Duration::from_secs(5),
         }
@@ -114,7 +121,10 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Gives the lease back, if `owner` still holds it.
     async fn release(&self, key: &str, owner: &str) -> Result<(), StoreError>;
 
-    /// Removes the stored token of `key` (the next request logs in).
+    /// Removes the stored token of `key` (the next request logs in), keeping its generation as a tombstone: after
+    /// a clear, [`load`](Self::load) reports nothing, [`stored_generation`](Self::stored_generation) still reports
+    /// the cleared generation, and [`save`](Self::save) still refuses a generation that is not newer. Numbering
+    /// never restarts, so an instance that still holds the cleared token can never mistake a new token for it.
     async fn clear(&self, key: &str) -> Result<(), StoreError>;
 
     /// The generation of the stored row of `key`, whether or not [`load`](Self::load) can read it. A new token is
@@ -174,7 +184,15 @@ pub struct MemoryStore {
 #[derive(Default)]
 struct Slot {
     record: Option<TokenRecord>,
+    /// The generation of the record a clear removed: the tombstone a database row keeps.
+    cleared: Option<Generation>,
     lease: Option<(String, i64)>,
+}
+
+impl Slot {
+    fn generation(&self) -> Option<Generation> {
+        self.record.as_ref().map(|r| r.generation).max(self.cleared)
+    }
 }
 
 impl Default for MemoryStore {
@@ -217,9 +235,8 @@ impl TokenStore for MemoryStore {
     async fn save(&self, key: &str, record: &TokenRecord) -> Result<bool, StoreError> {
         Ok(self.with_slot(key, |slot| {
             if slot
-                .record
-                .as_ref()
-                .is_some_and(|old| old.generation >= record.generation)
+                .generation()
+                .is_some_and(|old| old >= record.generation)
             {
                 return false;
             }
@@ -250,7 +267,14 @@ impl TokenStore for MemoryStore {
     }
 
     async fn clear(&self, key: &str) -> Result<(), StoreError> {
-        self.with_slot(key, |slot| slot.record = None);
+        self.with_slot(key, |slot| {
+            slot.cleared = slot.generation();
+            slot.record = None;
+        });
         Ok(())
+    }
+
+    async fn stored_generation(&self, key: &str) -> Result<Option<Generation>, StoreError> {
+        Ok(self.with_slot(key, |slot| slot.generation()))
     }
 }

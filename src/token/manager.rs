@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
@@ -115,6 +115,8 @@ struct Settings {
 struct Failure {
     cause: Arc<LoginError>,
     until: Instant,
+    /// `until` on the injected wall clock, for the error's `retry_at`.
+    retry_at: SystemTime,
     consecutive: u32,
 }
 
@@ -129,6 +131,12 @@ struct Inner {
     current: ArcSwapOption<ActiveToken>,
     flights: Coalesce<Option<Generation>, FlightResult>,
     failure: Mutex<Option<Failure>>,
+    /// One more than the newest generation the gateway rejected (0: none). The hot path reads it with the cache, so
+    /// that a token known to be dead is never sent again, even while a failed login backs off; an atomic rather
+    /// than a field of the cached token so that marking it needs no lock and no new `ActiveToken`.
+    rejected: AtomicU64,
+    /// A hash of `owner`, mixed into generations numbered without the store (see [`Numbering`]).
+    owner_salt: u64,
     logins: AtomicU64,
     login_attempts: AtomicU64,
     uninspected: AtomicU64,
@@ -355,10 +363,12 @@ impl TokenManagerBuilder {
                 s.backoff_initial, s.backoff_max
             )));
         }
+        let owner = self.owner.unwrap_or_else(default_owner);
         Ok(TokenManager {
             inner: Arc::new(Inner {
                 key: bounded_key(self.key.unwrap_or_else(|| self.source.credential_key())),
-                owner: self.owner.unwrap_or_else(default_owner),
+                owner_salt: owner_salt(&owner),
+                owner,
                 source: self.source,
                 store,
                 clock,
@@ -367,6 +377,7 @@ impl TokenManagerBuilder {
                 current: ArcSwapOption::empty(),
                 flights: Coalesce::new(),
                 failure: Mutex::new(None),
+                rejected: AtomicU64::new(0),
                 logins: AtomicU64::new(0),
                 login_attempts: AtomicU64::new(0),
                 uninspected: AtomicU64::new(0),
@@ -449,13 +460,17 @@ impl TokenManager {
         self.fresh().map(FreshToken::into_shared)
     }
 
-    /// The cached token while it is fresh, borrowed from the cache: unlike [`cached`](Self::cached) it touches
-    /// no reference count, which every call on every thread would otherwise contend on. Hold it briefly.
+    /// The cached token while it is fresh and not rejected, borrowed from the cache: unlike
+    /// [`cached`](Self::cached) it touches no reference count, which every call on every thread would otherwise
+    /// contend on. Hold it briefly.
     pub(crate) fn fresh(&self) -> Option<FreshToken> {
         let guard = self.inner.current.load();
-        let fresh = guard
-            .as_ref()
-            .is_some_and(|token| self.inner.is_fresh(token.record()));
+        // Relaxed: a request that reads a stale value sends the rejected token once more, which the gateway
+        // rejects again; no ordering with other memory is needed.
+        let rejected = self.inner.rejected.load(Ordering::Relaxed);
+        let fresh = guard.as_ref().is_some_and(|token| {
+            token.generation().0 >= rejected && self.inner.is_fresh(token.record())
+        });
         fresh.then_some(FreshToken(guard))
     }
 
@@ -475,6 +490,11 @@ impl TokenManager {
         rejected: Generation,
         login: LoginSender,
     ) -> Result<Arc<ActiveToken>, TokenError> {
+        // From now on the cache does not hand out `rejected` or anything older: callers wait for the refresh, or
+        // fail fast while a failed login backs off, instead of sending a token known to be dead.
+        self.inner
+            .rejected
+            .fetch_max(rejected.0.saturating_add(1), Ordering::Relaxed);
         self.refresh(Some(rejected), login).await
     }
 
@@ -647,6 +667,7 @@ impl Inner {
             if now < failure.until {
                 return Err(Err(TokenError::Backoff {
                     retry_in: failure.until - now,
+                    retry_at: failure.retry_at,
                     cause: Arc::clone(&failure.cause),
                 }));
             }
@@ -654,7 +675,7 @@ impl Inner {
         Ok(())
     }
 
-    fn record_failure(&self, cause: &Arc<LoginError>) -> Duration {
+    fn record_failure(&self, cause: &Arc<LoginError>) -> (Duration, SystemTime) {
         let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
         let consecutive = failure.as_ref().map_or(1, |f| f.consecutive + 1);
         let factor = 2u32.saturating_pow(consecutive - 1);
@@ -663,12 +684,14 @@ impl Inner {
             .backoff_initial
             .saturating_mul(factor)
             .min(self.settings.backoff_max);
+        let retry_at = wall_time(self.now_ms().saturating_add(duration_ms(pause)));
         *failure = Some(Failure {
             cause: Arc::clone(cause),
             until: Instant::now() + pause,
+            retry_at,
             consecutive,
         });
-        pause
+        (pause, retry_at)
     }
 
     fn clear_failure(&self) {
@@ -712,11 +735,12 @@ impl Inner {
             Err(error) => {
                 span.record("outcome", "failed");
                 if let TokenError::Login(cause) = &error {
-                    let pause = self.record_failure(cause);
+                    let (pause, retry_at) = self.record_failure(cause);
                     error!(
                         endpoint = %self.source.endpoint(),
                         error = %cause,
                         retry_in_ms = pause.as_millis() as u64,
+                        retry_at = %humantime::format_rfc3339_millis(retry_at),
                         "token refresh failed"
                     );
                 } else {
@@ -774,6 +798,7 @@ impl Inner {
         login: LoginSender,
     ) -> Result<(Arc<ActiveToken>, Outcome), TokenError> {
         // Re-read after taking the lease: the previous holder may have saved just before releasing it.
+        let mut numbering = Numbering::AfterStored;
         let adopted = match self.store.load(&self.key).await {
             Ok(Some(record)) if self.adoptable(&record, stale) => Some(self.adopt(record)),
             Ok(Some(record)) => {
@@ -781,16 +806,19 @@ impl Inner {
                 None
             }
             Ok(None) => {
-                // Absent, or present but unreadable here (another encryption key): number past it either way.
+                // Absent, cleared, or present but unusable here (another encryption key, no valid authentication):
+                // number past it either way.
                 match self.store.stored_generation(&self.key).await {
                     Ok(stored) => newest = newest.max(stored),
                     Err(error) => {
+                        numbering = Numbering::Unordered;
                         warn!(store = %self.store.describe(), error = %error, "token store read failed under the lease; logging in");
                     }
                 }
                 None
             }
             Err(error) => {
+                numbering = Numbering::Unordered;
                 warn!(store = %self.store.describe(), error = %error, "token store read failed under the lease; logging in");
                 None
             }
@@ -799,7 +827,7 @@ impl Inner {
             Some(adopted) => Ok(adopted),
             None => match self.login(login).await {
                 Ok(grant) => {
-                    let record = self.new_record(newest, grant);
+                    let record = self.new_record(newest, grant, numbering);
                     let outcome = match self.store.save(&self.key, &record).await {
                         Ok(true) => Outcome::LoggedIn,
                         Ok(false) => {
@@ -837,7 +865,7 @@ impl Inner {
             .login(login)
             .await
             .map_err(|e| TokenError::Login(Arc::new(e)))?;
-        let record = self.new_record(newest, grant);
+        let record = self.new_record(newest, grant, Numbering::Unordered);
         self.persist_later(record.clone());
         Ok((Arc::new(ActiveToken::new(record)), Outcome::LoggedInUnsaved))
     }
@@ -877,7 +905,12 @@ impl Inner {
         (Arc::new(ActiveToken::new(record)), Outcome::Adopted)
     }
 
-    fn new_record(&self, newest: Option<Generation>, grant: Grant) -> TokenRecord {
+    fn new_record(
+        &self,
+        newest: Option<Generation>,
+        grant: Grant,
+        numbering: Numbering,
+    ) -> TokenRecord {
         let now = self.now_ms();
         if let Some(expires_in) = grant.expires_in
             && expires_in / 2 < self.settings.expiry_skew
@@ -897,11 +930,31 @@ impl Inner {
         };
         TokenRecord {
             token: grant.token,
-            generation: Generation(newest.map_or(0, |g| g.0) + 1),
+            generation: self.next_generation(newest, numbering),
             obtained_at_ms: now,
             expires_at_ms: ttl.map(|ttl| now.saturating_add(duration_ms(ttl))),
             meta: grant.meta,
             written_by: self.owner.clone(),
+        }
+    }
+
+    /// The generation of a token this instance just obtained; see [`Numbering`].
+    fn next_generation(&self, newest: Option<Generation>, numbering: Numbering) -> Generation {
+        let after = newest.map_or(0, |g| g.0).saturating_add(1);
+        match numbering {
+            Numbering::AfterStored => Generation(after),
+            Numbering::Unordered => {
+                let ms = u64::try_from(self.now_ms()).unwrap_or(0);
+                let random = u64::try_from(
+                    self.jitter
+                        .jitter(Duration::from_micros(SALT_MASK))
+                        .as_micros(),
+                )
+                .unwrap_or(0);
+                let salt = (random ^ self.owner_salt) & SALT_MASK;
+                let timed = ms.min(MAX_TIMED_MS) << SALT_BITS | salt;
+                Generation(after.max(timed))
+            }
         }
     }
 
@@ -930,6 +983,53 @@ impl Inner {
         info!(endpoint = %endpoint, fingerprint = %crate::token::fingerprint(secrecy::ExposeSecret::expose_secret(&grant.token)), "logged in");
         Ok(grant)
     }
+}
+
+/// Epoch milliseconds of the injected clock as a `SystemTime`.
+fn wall_time(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+/// How a new token is numbered.
+///
+/// Generations must be unique across the fleet (a waiter adopts, and a rejection invalidates, by generation) and
+/// monotone: a later token gets a higher number, across `token clear` and across logins made while the store was
+/// unreachable.
+///
+/// - Under the lease, with the stored generation known, a token is numbered right after it. That is unique: one
+///   holder at a time writes, and the store refuses a generation that is not newer than its row. A cleared row
+///   stays as a tombstone that keeps its generation ([`TokenStore::clear`]), so numbering never restarts.
+/// - Without the store (it is unreachable, or could not be read under the lease), nothing orders two instances.
+///   The number then comes from time: the clock's milliseconds shifted left by [`SALT_BITS`], with that many low
+///   bits of the injected randomness mixed with a hash of the owner's name, and never below the newest
+///   generation this instance knows plus one. Two instances logging in during one outage collide only in the same
+///   millisecond *and* with the same 20 bits; the later login gets the higher number, which is the token a
+///   single-session gateway keeps alive, so the store converges on it when it returns; and the number is far
+///   above any sequential one handed out before (those count logins; these count milliseconds times 2^20).
+///
+/// Time alone is not used under the lease, so that an instance whose clock runs behind still numbers after the
+/// stored row; counting alone is not used without the store, since two instances that knew the same row would
+/// pick the same next number.
+#[derive(Debug, Clone, Copy)]
+enum Numbering {
+    AfterStored,
+    Unordered,
+}
+
+/// Low bits of an unordered generation that tell instances apart within one millisecond.
+const SALT_BITS: u32 = 20;
+const SALT_MASK: u64 = (1 << SALT_BITS) - 1;
+/// Keeps `ms << SALT_BITS` within a `BIGINT` column (until the year 2248).
+const MAX_TIMED_MS: u64 = (i64::MAX as u64) >> SALT_BITS;
+
+fn owner_salt(owner: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(owner.as_bytes());
+    u64::from_le_bytes(
+        digest[..8]
+            .try_into()
+            .expect("a SHA-256 digest has 32 bytes"),
+    )
 }
 
 fn duration_ms(d: Duration) -> i64 {

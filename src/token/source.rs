@@ -294,10 +294,50 @@ impl fmt::Debug for ClientCredentials {
 struct OAuthAnswer {
     #[serde(default)]
     access_token: Option<String>,
+    /// A number, or (as some servers send it, and golang.org/x/oauth2 accepts) a string holding one.
     #[serde(default)]
-    expires_in: Option<u64>,
+    expires_in: Option<serde_json::Value>,
+    #[serde(default)]
+    token_type: Option<String>,
     #[serde(default)]
     error: Option<String>,
+    #[serde(default)]
+    error_description: Option<String>,
+}
+
+/// `expires_in` as a lifetime: whole seconds, as a JSON number or a string holding one.
+fn expires_in(value: Option<serde_json::Value>) -> Result<Option<std::time::Duration>, String> {
+    let seconds = match value {
+        None | Some(serde_json::Value::Null) => return Ok(None),
+        Some(serde_json::Value::Number(n)) => n.as_u64(),
+        Some(serde_json::Value::String(s)) => s.trim().parse::<u64>().ok(),
+        Some(_) => None,
+    };
+    seconds
+        .map(|s| Some(std::time::Duration::from_secs(s)))
+        .ok_or_else(|| "`expires_in` is not a whole number of seconds".to_owned())
+}
+
+/// The longest OAuth error code, description or token type an error carries: they are the server's text, shown
+/// in logs.
+const MAX_ECHO: usize = 200;
+
+/// The server's text made fit for an error message: every secret replaced by `****` (an OAuth server may echo
+/// the client secret or the token it issued), control characters replaced, the length bounded.
+fn redacted(text: &str, secrets: &[&str]) -> String {
+    let mut text = text.to_owned();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        text = text.replace(secret, "****");
+    }
+    let mut out: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_ECHO)
+        .collect();
+    if text.chars().count() > MAX_ECHO {
+        out.push('…');
+    }
+    out
 }
 
 impl TokenSource for ClientCredentials {
@@ -345,17 +385,30 @@ impl TokenSource for ClientCredentials {
     fn parse_response(&self, response: LoginResponse) -> Result<Grant, LoginError> {
         let endpoint = || self.endpoint.clone();
         let answer: Result<OAuthAnswer, _> = serde_json::from_slice(&response.body);
+        // RFC 6749 puts errors in a 400 (401 for client authentication), but servers also send them with 200: an
+        // `error` member means a refusal either way.
+        if (response.status.is_success() || response.status.is_client_error())
+            && let Ok(OAuthAnswer {
+                error: Some(error),
+                error_description,
+                access_token,
+                ..
+            }) = &answer
+        {
+            let secrets = [
+                self.client_secret.expose_secret(),
+                access_token.as_deref().unwrap_or_default(),
+            ];
+            return Err(LoginError::OAuthRefused {
+                endpoint: endpoint(),
+                status: response.status,
+                error: redacted(error, &secrets),
+                description: error_description
+                    .as_deref()
+                    .map(|description| redacted(description, &secrets)),
+            });
+        }
         if !response.status.is_success() {
-            if let Ok(OAuthAnswer {
-                error: Some(error), ..
-            }) = answer
-            {
-                return Err(LoginError::Refused {
-                    endpoint: endpoint(),
-                    code: i64::from(response.status.as_u16()),
-                    message: error,
-                });
-            }
             return Err(LoginError::HttpStatus {
                 endpoint: endpoint(),
                 status: response.status,
@@ -371,10 +424,150 @@ impl TokenSource for ClientCredentials {
             .ok_or_else(|| LoginError::MissingToken {
                 endpoint: endpoint(),
             })?;
+        // RFC 6749 section 5.1: the type is case-insensitive ("Bearer", "bearer" and "BEARER" are all met).
+        if let Some(token_type) = &answer.token_type
+            && !token_type.eq_ignore_ascii_case("bearer")
+        {
+            return Err(LoginError::UnsupportedTokenType {
+                endpoint: endpoint(),
+                token_type: redacted(token_type, &[self.client_secret.expose_secret(), &token]),
+            });
+        }
+        let expires_in = expires_in(answer.expires_in).map_err(|reason| LoginError::NotJson {
+            endpoint: endpoint(),
+            reason,
+        })?;
         Ok(Grant {
             token: token.into(),
             meta: LoginMeta::default(),
-            expires_in: answer.expires_in.map(std::time::Duration::from_secs),
+            expires_in,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const SECRET: &str = "s3cret-Client-Pa55";
+
+    fn source() -> ClientCredentials {
+        ClientCredentials::new("https://auth.test/oauth/token", "client", SECRET.into())
+    }
+
+    fn answer(status: u16, body: &str) -> Result<Grant, LoginError> {
+        source().parse_response(LoginResponse {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers: HeaderMap::new(),
+            body: Bytes::copy_from_slice(body.as_bytes()),
+        })
+    }
+
+    #[test]
+    fn expires_in_is_read_as_a_number_or_a_numeric_string() {
+        for body in [
+            r#"{"access_token":"T","token_type":"Bearer","expires_in":3600}"#,
+            r#"{"access_token":"T","token_type":"Bearer","expires_in":"3600"}"#,
+            r#"{"access_token":"T","token_type":"Bearer","expires_in":" 3600 "}"#,
+        ] {
+            let grant = answer(200, body).unwrap();
+            assert_eq!(grant.expires_in, Some(Duration::from_secs(3600)), "{body}");
+        }
+        let grant = answer(200, r#"{"access_token":"T","expires_in":null}"#).unwrap();
+        assert_eq!(grant.expires_in, None);
+        for bad in [r#""soon""#, "-5", "1.5", "[]"] {
+            let body = format!(r#"{{"access_token":"T","expires_in":{bad}}}"#);
+            let error = answer(200, &body).unwrap_err();
+            assert!(
+                matches!(&error, LoginError::NotJson { reason, .. } if reason.contains("expires_in")),
+                "{bad}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_error_member_is_an_oauth_refusal_in_a_2xx_or_4xx_answer() {
+        let body = r#"{"error":"invalid_grant","error_description":"The grant expired"}"#;
+        for status in [200, 400, 401] {
+            match answer(status, body).unwrap_err() {
+                LoginError::OAuthRefused {
+                    endpoint,
+                    status: got,
+                    error,
+                    description,
+                } => {
+                    assert_eq!(endpoint, "https://auth.test/oauth/token");
+                    assert_eq!(got.as_u16(), status);
+                    assert_eq!(error, "invalid_grant");
+                    assert_eq!(description.as_deref(), Some("The grant expired"));
+                }
+                other => panic!("{status}: unexpected {other}"),
+            }
+        }
+        let error = answer(200, body).unwrap_err();
+        assert!(error.is_refused());
+        assert_eq!(
+            error.to_string(),
+            "token endpoint https://auth.test/oauth/token refused the login (HTTP 200 OK): OAuth error \
+             `invalid_grant` \"The grant expired\""
+        );
+        // Without a description; and a 5xx stays an HTTP error.
+        let error = answer(401, r#"{"error":"invalid_client"}"#).unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                LoginError::OAuthRefused {
+                    description: None,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(matches!(
+            answer(503, body).unwrap_err(),
+            LoginError::HttpStatus { .. }
+        ));
+    }
+
+    #[test]
+    fn a_refusal_never_echoes_the_client_secret_or_a_token() {
+        let body = format!(
+            r#"{{"error":"invalid_client {SECRET}","error_description":"client secret {SECRET} is wrong; token LEAKED-TOKEN revoked\n{}","access_token":"LEAKED-TOKEN"}}"#,
+            "x".repeat(500)
+        );
+        let error = answer(400, &body).unwrap_err();
+        let LoginError::OAuthRefused {
+            error: code,
+            description: Some(description),
+            ..
+        } = &error
+        else {
+            panic!("unexpected {error}");
+        };
+        assert_eq!(code, "invalid_client ****");
+        assert!(description.starts_with("client secret **** is wrong; token **** revoked x"));
+        assert!(description.chars().count() <= MAX_ECHO + 1, "{description}");
+        let message = error.to_string();
+        assert!(
+            !message.contains(SECRET) && !message.contains("LEAKED"),
+            "{message}"
+        );
+        assert!(!message.contains('\n'), "{message}");
+    }
+
+    #[test]
+    fn token_type_is_compared_without_case() {
+        for token_type in ["Bearer", "bearer", "BEARER"] {
+            let body = format!(r#"{{"access_token":"T","token_type":"{token_type}"}}"#);
+            assert!(answer(200, &body).is_ok(), "{token_type}");
+        }
+        assert!(answer(200, r#"{"access_token":"T"}"#).is_ok());
+        let error = answer(200, r#"{"access_token":"T","token_type":"mac"}"#).unwrap_err();
+        assert!(
+            matches!(&error, LoginError::UnsupportedTokenType { token_type, .. } if token_type == "mac"),
+            "{error}"
+        );
     }
 }

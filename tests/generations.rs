@@ -1,0 +1,204 @@
+//! Generations: unique across instances that log in while the store is unreachable, and monotone across
+//! `token clear`.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use paynet_auth::clock::ManualClock;
+use paynet_auth::store::{MemoryStore, TokenStore};
+use paynet_auth::token::{Generation, TokenRecord};
+use paynet_auth::{StoreError, TokenManager};
+use secrecy::ExposeSecret;
+use support::*;
+
+/// A shared store that can be made unreachable, like a database behind a cut network.
+#[derive(Clone)]
+struct SwitchedStore {
+    inner: MemoryStore,
+    down: Arc<AtomicBool>,
+}
+
+impl SwitchedStore {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable {
+                store: "switched memory".into(),
+                source: "connection refused".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenStore for SwitchedStore {
+    fn describe(&self) -> String {
+        "switched memory".into()
+    }
+    async fn load(&self, key: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.check()?;
+        self.inner.load(key).await
+    }
+    async fn save(&self, key: &str, record: &TokenRecord) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.save(key, record).await
+    }
+    async fn try_lease(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.try_lease(key, owner, ttl).await
+    }
+    async fn release(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.release(key, owner).await
+    }
+    async fn clear(&self, key: &str) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.clear(key).await
+    }
+    async fn stored_generation(&self, key: &str) -> Result<Option<Generation>, StoreError> {
+        self.check()?;
+        self.inner.stored_generation(key).await
+    }
+}
+
+fn instance(store: &SwitchedStore, clock: &ManualClock, owner: &str) -> TokenManager {
+    manager_builder()
+        .shared_store(Arc::new(store.clone()))
+        .clock(Arc::new(clock.clone()))
+        .owner(owner)
+        .build()
+        .unwrap()
+}
+
+fn secret(manager: &TokenManager) -> String {
+    manager
+        .cached()
+        .unwrap()
+        .secret()
+        .expose_secret()
+        .to_owned()
+}
+
+/// Two instances log in while the store is unreachable, from the same known generation: their tokens get distinct
+/// generations, the later login the higher one. When the store returns it converges on the later token; the
+/// instance whose token the later login killed adopts it without a login, and a late rejection of the old token
+/// evicts nothing.
+#[tokio::test(start_paused = true)]
+async fn logins_during_an_outage_get_distinct_generations_and_converge() {
+    let clock = ManualClock::new(1_800_000_000_000);
+    let store = SwitchedStore {
+        inner: MemoryStore::with_clock(Arc::new(clock.clone())),
+        down: Arc::default(),
+    };
+    let login = FakeLogin::default();
+    let a = instance(&store, &clock, "host-a:1:0001");
+    let b = instance(&store, &clock, "host-b:1:0002");
+    let first = a.token(login.sender()).await.unwrap().generation();
+    assert_eq!(b.token(login.sender()).await.unwrap().generation(), first);
+    assert_eq!(login.attempts(), 1);
+
+    // The store goes away and the gateway rejects the token; both log in on their own, in the same millisecond.
+    store.down.store(true, Ordering::SeqCst);
+    let in_a = a.token_after(first, login.sender()).await.unwrap();
+    let in_b = b.token_after(first, login.sender()).await.unwrap();
+    assert_eq!(login.attempts(), 3);
+    assert_ne!(in_a.generation(), in_b.generation());
+    assert!(in_a.generation() > first && in_b.generation() > first);
+
+    // And again a millisecond later: the later login is numbered higher.
+    clock.advance(Duration::from_millis(1));
+    let later_a = a
+        .token_after(in_a.generation(), login.sender())
+        .await
+        .unwrap();
+    assert!(later_a.generation() > in_b.generation());
+    clock.advance(Duration::from_millis(1));
+    let later_b = b
+        .token_after(in_b.generation(), login.sender())
+        .await
+        .unwrap();
+    assert!(later_b.generation() > later_a.generation());
+    assert_eq!(login.attempts(), 5);
+    assert_eq!(secret(&b), "token-5");
+
+    // The store returns; both instances write what they obtained, and the store keeps the later login.
+    store.down.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let stored = store.inner.load(a.credential_key()).await.unwrap().unwrap();
+    assert_eq!(stored.generation, later_b.generation());
+    assert_eq!(stored.token.expose_secret(), "token-5");
+
+    // On a single-session gateway b's login killed a's token: a's refresh adopts b's token, no login.
+    let adopted = a
+        .token_after(later_a.generation(), login.sender())
+        .await
+        .unwrap();
+    assert_eq!(adopted.generation(), later_b.generation());
+    assert_eq!(secret(&a), "token-5");
+    // A late rejection of a token b no longer uses does not evict b's token.
+    for old in [first, in_b.generation(), later_a.generation()] {
+        let kept = b.token_after(old, login.sender()).await.unwrap();
+        assert_eq!(kept.generation(), later_b.generation());
+    }
+    assert_eq!(login.attempts(), 5);
+}
+
+/// `token clear` keeps the generation: the next login is numbered after the cleared token, on the memory store and
+/// on a database.
+#[tokio::test(start_paused = true)]
+async fn clear_then_login_gives_a_higher_generation() {
+    let mut stores: Vec<(&str, Arc<dyn TokenStore>)> =
+        vec![("memory", Arc::new(MemoryStore::new()))];
+    #[cfg(feature = "sqlite")]
+    stores.push((
+        "sqlite",
+        paynet_auth::store::connect(
+            "sqlite::memory:",
+            paynet_auth::store::StoreOptions::default(),
+        )
+        .await
+        .unwrap(),
+    ));
+    for (name, store) in stores {
+        let login = FakeLogin::default();
+        let manager = manager_builder()
+            .shared_store(Arc::clone(&store))
+            .build()
+            .unwrap();
+        let first = manager.token(login.sender()).await.unwrap().generation();
+        let second = manager
+            .force_refresh(login.sender())
+            .await
+            .unwrap()
+            .generation();
+        assert!(second > first, "{name}");
+
+        manager.clear().await.unwrap();
+        assert!(manager.stored().await.unwrap().is_none(), "{name}");
+        let after_clear = manager.token(login.sender()).await.unwrap();
+        assert!(
+            after_clear.generation() > second,
+            "{name}: {} after clearing {second}",
+            after_clear.generation()
+        );
+        assert_eq!(login.attempts(), 3, "{name}");
+        // Another instance still holding the cleared token adopts the new one when that is rejected.
+        let other = manager_builder()
+            .shared_store(Arc::clone(&store))
+            .build()
+            .unwrap();
+        assert_eq!(
+            other
+                .token_after(second, login.sender())
+                .await
+                .unwrap()
+                .generation(),
+            after_clear.generation(),
+            "{name}"
+        );
+        assert_eq!(login.attempts(), 3, "{name}");
+    }
+}
