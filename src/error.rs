@@ -270,7 +270,11 @@ impl Error {
     /// [`ResponseBody`](Self::ResponseBody): the request may have reached the gateway and executed before the
     /// transport failed.
     ///
-    /// A retry policy above the layer (tower's `Retry`) should retry only when this is `true`.
+    /// A retry policy above the layer (tower's `Retry`) should retry only when this is `true`. Safe is not the
+    /// same as useful: [`RequestTooLarge`](Self::RequestTooLarge), [`Inject`](Self::Inject) and
+    /// [`TokenNotHeaderSafe`](Self::TokenNotHeaderSafe) fail the same way on every attempt, and
+    /// [`TokenError::Backoff`] says when the next one can succeed. An error from the inner service's readiness is
+    /// an [`Inner`](Self::Inner) error too, so it counts as unsafe although nothing was sent: the conservative side.
     ///
     /// ```
     /// use paynet_auth::Error;

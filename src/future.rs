@@ -54,6 +54,8 @@ pin_project! {
             #[pin]
             reader: RequestReader<ReqBody>,
             head: Option<http::request::Parts>,
+            // Whether the readied service was let go because the body kept the call waiting.
+            released: bool,
         },
         /// No usable token was cached: waiting for one (rare, so boxed). The readied service was let go first.
         Waiting {
@@ -108,6 +110,7 @@ where
             Ok(reader) => State::Reading {
                 reader,
                 head: Some(head),
+                released: false,
             },
             Err(error) => State::Failed { error: Some(error) },
         };
@@ -135,8 +138,16 @@ where
         settings: &Settings,
         head: http::request::Parts,
         body: Bytes,
+        readied: bool,
     ) -> State<S::Future, ReqBody, ResBody> {
-        if let Some(token) = settings.manager.fresh() {
+        if !readied {
+            // The readied service was let go while the body arrived: ready a clone before sending.
+            if let Some(token) = settings.manager.cached() {
+                return State::Readying {
+                    call: Some((head, body, token)),
+                };
+            }
+        } else if let Some(token) = settings.manager.fresh() {
             return Self::sending(service, settings, head, body, &token);
         }
         // Let the readied service go before waiting: its readiness may be a permit of a `ConcurrencyLimit` or a
@@ -218,11 +229,27 @@ where
         let settings = &*this.settings;
         loop {
             let next = match state.as_mut().project() {
-                StateProj::Reading { reader, head } => match ready!(reader.poll_read(cx)) {
-                    Ok(body) => {
-                        Self::send(service, settings, head.take().expect("read once"), body)
+                StateProj::Reading {
+                    reader,
+                    head,
+                    released,
+                } => match reader.poll_read(cx) {
+                    Poll::Pending => {
+                        // The body is still arriving (a slow upload, a client forwarding its own caller's
+                        // body): nothing is sent meanwhile, so let the readied service go rather than hold its
+                        // permit or buffer slot for as long as the upload takes. A body already in memory is read
+                        // on the first poll and never gets here.
+                        if !*released {
+                            *service = service.clone();
+                            *released = true;
+                        }
+                        return Poll::Pending;
                     }
-                    Err(error) => State::Failed { error: Some(error) },
+                    Poll::Ready(Ok(body)) => {
+                        let head = head.take().expect("read once");
+                        Self::send(service, settings, head, body, !*released)
+                    }
+                    Poll::Ready(Err(error)) => State::Failed { error: Some(error) },
                 },
                 StateProj::Waiting { token, call } => {
                     let token = ready!(token.as_mut().poll(cx));

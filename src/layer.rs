@@ -102,8 +102,9 @@ pub(crate) struct Settings {
 ///     .service(client);
 /// ```
 ///
-/// While a call waits for a token, a lease or a login, it holds nothing of the service below it: no
-/// `ConcurrencyLimit` permit, no `Buffer` slot, no readiness. A limit below the layer counts logins as requests.
+/// While a call waits for a token, a lease, a login or the rest of its caller's body, it holds nothing of the
+/// service below it: no `ConcurrencyLimit` permit, no `Buffer` slot, no readiness. A limit below the layer counts
+/// logins as requests.
 ///
 /// # Where it goes in a stack
 ///
@@ -152,7 +153,7 @@ pub(crate) struct Settings {
 ///     .layer(DecompressionLayer::new())
 ///     .buffer(64)
 ///     .rate_limit(100, Duration::from_secs(1))
-///     .timeout(Duration::from_secs(10))
+///     .timeout(Duration::from_secs(15)) // per send; longer than the login timeout (10 s by default)
 ///     .service(client);
 /// # fn takes_requests<S: tower::Service<http::Request<Full<Bytes>>>>(_: &S) {}
 /// # takes_requests(&service);
@@ -249,8 +250,8 @@ impl PaynetAuthLayer {
     ///
     /// Turn it on when the build has no `decompression` feature, or to spare the decoding when the answers are
     /// small anyway (a JSON-RPC answer rarely gains from compression). A gateway that compresses regardless is
-    /// still read, and an answer in a coding this build cannot read is handed on uninspected and counted in
-    /// [`TokenManager::uninspected_responses`].
+    /// still read, calls and logins alike; an answer in a coding this build cannot read is handed on uninspected,
+    /// counted in [`TokenManager::uninspected_responses`], and said once at WARN.
     pub fn identity_encoding(mut self, on: bool) -> Self {
         self.identity_encoding = on;
         self

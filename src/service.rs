@@ -369,10 +369,14 @@ where
         let coding = ContentCoding::of(response.headers());
         if !coding.is_readable() {
             settings.manager.note_uninspected();
-            debug!(
-                content_encoding = ?response.headers().get(CONTENT_ENCODING),
-                "response in a content coding this build cannot read: passed on uninspected"
-            );
+            if settings.manager.first_unreadable_coding() {
+                // Once per manager: every answer may come this way, and each is counted anyway.
+                warn!(
+                    content_encoding = ?response.headers().get(CONTENT_ENCODING),
+                    "gateway answered in a content coding this build cannot read: such answers are passed on \
+                     without looking for a rejection (ask for identity encoding, or decode them below the layer)"
+                );
+            }
             return Begun::Decided(Inspected::Accepted(response.map(ResponseBody::streaming)));
         }
         let declared = response
@@ -439,6 +443,8 @@ where
         };
         let rejected = match self.coding {
             ContentCoding::Identity => detector.is_rejection(&bytes),
+            // An empty body holds no rejection, whatever its label says.
+            _ if bytes.is_empty() => false,
             coding => match decode_bounded(coding, &bytes, self.limit as usize) {
                 Some(decoded) => detector.is_rejection(&decoded),
                 None => {

@@ -32,6 +32,7 @@ use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::SizeAbove;
 use tower_http::decompression::DecompressionLayer;
+use tower_http::set_header::SetRequestHeaderLayer;
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -232,6 +233,16 @@ struct CompressingProxy {
 }
 
 async fn compressing_proxy(sim: &Simulator, coding: &'static str) -> CompressingProxy {
+    proxy_compressing(sim, coding, false).await
+}
+
+/// Like [`compressing_proxy`]; with `always`, it compresses every answer, logins included, whatever the request
+/// asked for (as some gateways and proxies do).
+async fn proxy_compressing(
+    sim: &Simulator,
+    coding: &'static str,
+    always: bool,
+) -> CompressingProxy {
     let upstream = sim.addr();
     let client: Client<HttpConnector, axum::body::Body> =
         Client::builder(TokioExecutor::new()).build_http();
@@ -283,7 +294,11 @@ async fn compressing_proxy(sim: &Simulator, coding: &'static str) -> Compressing
                     response
                 }
             },
-        ));
+        ))
+        // Outermost: a proxy that compresses whatever the request asked for.
+        .layer(tower::util::option_layer(always.then(|| {
+            SetRequestHeaderLayer::overriding(ACCEPT_ENCODING, HeaderValue::from_static(coding))
+        })));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -360,6 +375,24 @@ async fn compressed_rejection_is_found_without_any_decompressor() {
 }
 
 #[tokio::test]
+async fn a_proxy_compressing_every_answer_logins_included() {
+    for coding in CODINGS {
+        let sim = Simulator::builder()
+            .single_session(true)
+            .start()
+            .await
+            .unwrap();
+        let proxy = proxy_compressing(&sim, coding, true).await;
+        let service = ServiceBuilder::new()
+            .layer(DecompressionLayer::new())
+            .layer(PaynetAuthLayer::new(manager(&proxy.base_url)))
+            .service(http_client());
+        through_an_expiry(service, &sim, || categories(&proxy.base_url)).await;
+        assert_eq!(proxy.compressed.load(Ordering::SeqCst), 5, "{coding}");
+    }
+}
+
+#[tokio::test]
 async fn identity_encoding_asks_the_gateway_not_to_compress() {
     let sim = Simulator::builder()
         .single_session(true)
@@ -404,11 +437,17 @@ fn frames(first: Bytes, rest: tokio::sync::mpsc::UnboundedReceiver<Bytes>) -> Fr
 #[tokio::test]
 async fn an_answer_in_a_coding_the_layer_cannot_read_is_handed_on_at_once_and_counted() {
     // A gateway answering in a coding nobody asked for: handed on untouched and uninspected, as soon as its
-    // head arrives (not buffered first), and counted.
+    // head arrives (not buffered first), counted, and said once at WARN.
+    let logs = support::logs::Captured::default();
+    let _logging = logs.install(tracing::Level::WARN);
     let manager = manager("http://gateway.test/gw");
     let (mock, mut handle) = tower_test::mock::pair::<Request<Full<Bytes>>, Response<Frames>>();
     let service = PaynetAuthLayer::new(manager.clone()).layer(mock);
-    let call = tokio::spawn(service.oneshot(categories("http://gateway.test/gw")));
+    let call = tokio::spawn(
+        service
+            .clone()
+            .oneshot(categories("http://gateway.test/gw")),
+    );
     let (_, reply) = handle.next_request().await.unwrap();
     let (_, no_more) = tokio::sync::mpsc::unbounded_channel();
     let login = support::login_ok("TOKEN-1")
@@ -435,6 +474,25 @@ async fn an_answer_in_a_coding_the_layer_cannot_read_is_handed_on_at_once_and_co
         &b"\x28\xb5\x2f\xfd-opaque"[..]
     );
     assert_eq!(manager.uninspected_responses(), 1);
+
+    // A second one is counted, not said again.
+    let call = tokio::spawn(service.oneshot(categories("http://gateway.test/gw")));
+    let (_, reply) = handle.next_request().await.unwrap();
+    let (_, rest) = tokio::sync::mpsc::unbounded_channel();
+    let mut answer = Response::new(frames(Bytes::from_static(b"\x28\xb5\x2f\xfd"), rest));
+    answer
+        .headers_mut()
+        .insert(CONTENT_ENCODING, HeaderValue::from_static("zstd"));
+    reply.send_response(answer);
+    within("call", call).await.unwrap().unwrap();
+    assert_eq!(manager.uninspected_responses(), 2);
+    let warnings: Vec<_> = logs
+        .text()
+        .lines()
+        .filter(|line| line.contains(" WARN ") && line.contains("content coding"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -485,6 +543,69 @@ where
         answers.push(answer_json(within("readied call", call).await.unwrap()).await);
     }
     answers
+}
+
+/// A request whose body arrives only when the test sends it: an upload still in progress.
+fn uploading(base_url: &str, rest: tokio::sync::mpsc::UnboundedReceiver<Bytes>) -> Request<Frames> {
+    use futures_util::StreamExt;
+    let chunks = futures_util::stream::unfold(rest, |mut rest| async move {
+        rest.recv().await.map(|chunk| (chunk, rest))
+    })
+    .map(|chunk| Ok(http_body::Frame::data(chunk)));
+    Request::post(format!("{base_url}/v2/service"))
+        .header("content-type", "application/json")
+        .body(http_body_util::StreamBody::new(chunks.boxed()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_slow_upload_holds_no_permit_of_a_limit_below_the_layer() {
+    for warm in [false, true] {
+        let sim = Simulator::builder()
+            .single_session(true)
+            .start()
+            .await
+            .unwrap();
+        let service = ServiceBuilder::new()
+            .layer(PaynetAuthLayer::new(manager(sim.base_url())))
+            .concurrency_limit(1)
+            .service(http_client());
+        if warm {
+            within(
+                "warm-up",
+                service.clone().oneshot(categories(sim.base_url())),
+            )
+            .await
+            .unwrap();
+        }
+        // The upload takes the only permit when it is readied, then waits for its body.
+        let (more, rest) = tokio::sync::mpsc::unbounded_channel();
+        let mut upload =
+            tokio_test::task::spawn(service.clone().oneshot(uploading(sim.base_url(), rest)));
+        assert!(upload.poll().is_pending());
+
+        // Meanwhile another call (and, on a cold start, the login) gets through.
+        let other = within(
+            "call beside the upload",
+            service.clone().oneshot(categories(sim.base_url())),
+        )
+        .await
+        .unwrap();
+        assert!(answer_json(other).await["result"]["categories"].is_array());
+
+        more.send(Bytes::from_static(
+            br#"{"jsonrpc":"2.0","method":"getCategoriesList","id":5,"params":{}}"#,
+        ))
+        .unwrap();
+        drop(more);
+        let uploaded = within("upload", upload).await.unwrap();
+        assert!(answer_json(uploaded).await["result"]["categories"].is_array());
+        assert_eq!(sim.stats().logins, 1, "warm: {warm}");
+        assert_eq!(
+            sim.stats().calls_to("getCategoriesList"),
+            2 + u64::from(warm)
+        );
+    }
 }
 
 #[tokio::test]

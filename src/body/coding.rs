@@ -127,7 +127,12 @@ mod decompress {
         let read = bounded.read_to_end(&mut out).now_or_never()?;
         match read {
             Ok(n) if n <= limit => Some(out),
-            _ => None,
+            Ok(_) => None,
+            // Bytes after the compressed stream (a newline a proxy appended, padding) fail the decoder once the
+            // stream is done; what it decoded up to there is the answer, as a streaming decoder above would
+            // deliver it. A stream cut short decodes to a prefix, which the detector does not take for JSON.
+            Err(_) if !out.is_empty() && out.len() <= limit => Some(out),
+            Err(_) => None,
         }
     }
 }
@@ -192,6 +197,25 @@ mod tests {
         assert_eq!(
             decode_bounded(ContentCoding::Gzip, &compressed, 64 << 10),
             None
+        );
+    }
+
+    #[test]
+    fn bytes_after_the_compressed_stream_do_not_hide_the_answer() {
+        for trailer in [&b"\n"[..], b"garbage"] {
+            let mut body = compress(ContentCoding::Gzip, ANSWER);
+            body.extend_from_slice(trailer);
+            assert_eq!(
+                decode_bounded(ContentCoding::Gzip, &body, 1 << 16).as_deref(),
+                Some(ANSWER)
+            );
+        }
+        let mut two = compress(ContentCoding::Gzip, &ANSWER[..10]);
+        two.extend(compress(ContentCoding::Gzip, &ANSWER[10..]));
+        assert_eq!(
+            decode_bounded(ContentCoding::Gzip, &two, 1 << 16).as_deref(),
+            Some(ANSWER),
+            "several gzip members are one answer"
         );
     }
 

@@ -140,6 +140,7 @@ struct Inner {
     logins: AtomicU64,
     login_attempts: AtomicU64,
     uninspected: AtomicU64,
+    unreadable_coding_seen: AtomicBool,
     /// Whether the expiry skew was said to be scaled down for a short `expires_in`, so that it is said once.
     skew_scaled_logged: AtomicBool,
 }
@@ -381,6 +382,7 @@ impl TokenManagerBuilder {
                 logins: AtomicU64::new(0),
                 login_attempts: AtomicU64::new(0),
                 uninspected: AtomicU64::new(0),
+                unreadable_coding_seen: AtomicBool::new(false),
                 skew_scaled_logged: AtomicBool::new(false),
             }),
         })
@@ -558,6 +560,15 @@ impl TokenManager {
 
     pub(crate) fn note_uninspected(&self) {
         self.inner.uninspected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// True the first time it is asked: an answer in an unreadable content coding is worth one WARN, not one per
+    /// answer.
+    pub(crate) fn first_unreadable_coding(&self) -> bool {
+        !self
+            .inner
+            .unreadable_coding_seen
+            .swap(true, Ordering::Relaxed)
     }
 
     async fn refresh(
@@ -978,11 +989,40 @@ impl Inner {
                 }
                 Ok(Ok(response)) => response,
             };
+        let response = decoded(response, endpoint)?;
         let grant = self.source.parse_response(response)?;
         self.logins.fetch_add(1, Ordering::Relaxed);
         info!(endpoint = %endpoint, fingerprint = %crate::token::fingerprint(secrecy::ExposeSecret::expose_secret(&grant.token)), "logged in");
         Ok(grant)
     }
+}
+
+/// The login answer with its body decoded, when a gateway or a proxy compressed it (some compress whatever the
+/// request asked for). The sources then read plain JSON.
+fn decoded(mut response: LoginResponse, endpoint: &str) -> Result<LoginResponse, LoginError> {
+    use crate::body::{ContentCoding, decode_bounded};
+    let coding = ContentCoding::of(&response.headers);
+    if coding == ContentCoding::Identity || response.body.is_empty() {
+        return Ok(response);
+    }
+    let Some(plain) = decode_bounded(coding, &response.body, defaults::MAX_LOGIN_RESPONSE) else {
+        let encoding = response
+            .headers
+            .get(http::header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("?")
+            .to_owned();
+        return Err(LoginError::NotJson {
+            endpoint: endpoint.to_owned(),
+            reason: format!(
+                "the answer is `Content-Encoding: {encoding}` and could not be decoded (this build reads gzip,                  deflate and br with the `decompression` feature; or put tower-http's DecompressionLayer below the                  layer)"
+            ),
+        });
+    };
+    response.body = Bytes::from(plain);
+    response.headers.remove(http::header::CONTENT_ENCODING);
+    response.headers.remove(http::header::CONTENT_LENGTH);
+    Ok(response)
 }
 
 /// Epoch milliseconds of the injected clock as a `SystemTime`.
