@@ -203,6 +203,34 @@ async fn load_conflict_is_retried_and_adopts_without_a_login() {
     assert_eq!(started.elapsed(), Duration::from_millis(30));
 }
 
+/// Reads keep colliding past the retries: that is still "nothing new yet", and the instance takes the lease and
+/// reads again under it, where it finds the stored token. No login.
+#[tokio::test(start_paused = true)]
+async fn load_conflicts_past_the_retries_never_log_in_without_the_lease() {
+    let faulty = FaultyStore::default();
+    let login = FakeLogin::default();
+    let writer = manager_builder()
+        .store(faulty.inner.clone())
+        .owner("writer")
+        .build()
+        .unwrap();
+    writer.token(login.sender()).await.unwrap();
+    let reader = manager_builder()
+        .store(faulty.clone())
+        .owner("reader")
+        .build()
+        .unwrap();
+    // Five for the first read (all its attempts), one for the read under the lease.
+    faulty.fail_next("load", &[Fault::Conflict; 6]);
+
+    let token = reader.token(login.sender()).await.unwrap();
+
+    assert_eq!(token.record().written_by, "writer");
+    assert_eq!(login.attempts(), 1, "only the writer logged in");
+    assert_eq!(faulty.calls("load"), 7);
+    assert_eq!(faulty.calls("lease"), 1);
+}
+
 /// A save that collides is retried at once: the token is in the store when the refresh ends, not seconds later.
 #[tokio::test(start_paused = true)]
 async fn save_conflict_is_retried_before_the_refresh_ends() {
