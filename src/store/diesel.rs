@@ -1295,6 +1295,43 @@ mod tests {
         assert_eq!(redact("sqlite:///tmp/a.db"), "sqlite:///tmp/a.db");
     }
 
+    /// The messages the servers send for each kind (MySQL/MariaDB errors arrive without their number).
+    #[test]
+    fn classifies_server_messages() {
+        for conflict in [
+            "deadlock detected",
+            "could not serialize access due to read/write dependencies among transactions",
+            "Deadlock found when trying to get lock; try restarting transaction",
+            "Lock wait timeout exceeded; try restarting transaction",
+            "Record has changed since last read in table 'paynet_lease'",
+            "database is locked",
+            "database table is locked: paynet_lease",
+        ] {
+            assert_eq!(classify_message(conflict), Kind::Conflict, "{conflict}");
+        }
+        for unavailable in [
+            "canceling statement due to statement timeout",
+            "terminating connection due to administrator command",
+            "Query execution was interrupted, maximum statement execution time exceeded",
+            "Query execution was interrupted (max_statement_time exceeded)",
+            "Input/output error: Connection reset by peer (os error 104)",
+            "Driver error: `Connection to the server is closed.'",
+        ] {
+            assert_eq!(
+                classify_message(unavailable),
+                Kind::Unavailable,
+                "{unavailable}"
+            );
+        }
+        for query in [
+            "relation \"paynet_lease\" does not exist",
+            "Table 'test.paynet_lease' doesn't exist",
+            "no such table: paynet_lease",
+        ] {
+            assert_eq!(classify_message(query), Kind::Query, "{query}");
+        }
+    }
+
     #[test]
     fn parses_targets() {
         assert!(
