@@ -359,3 +359,105 @@ async fn sqlite_file_shared_by_processes_logs_in_once_per_expiry() {
     assert_eq!(by_processes, logins, "logins counted by the processes");
     assert_verdict("sqlite-processes", logins, n, &tally);
 }
+
+/// A lease holder killed with SIGKILL in the middle of its login (the gateway takes 3 s to answer): the other
+/// processes wait for the lease TTL (6 s) to run out on the database's clock, one of them logs in, and none of
+/// their callers fails; their longest wait is the documented one, lease TTL plus one login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_holder_killed_mid_login_is_taken_over_after_the_lease_ttl() {
+    use paynet_auth::store::TokenStore;
+    const PROCESSES: usize = 3;
+    let login_latency = Duration::from_secs(3);
+    let lease_ttl = Duration::from_secs(6);
+    let sim = single_session_sim()
+        .login_latency(login_latency)
+        .start()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &sim, "6s");
+    let mut processes: Vec<_> = (0..PROCESSES)
+        .map(|_| load_process(&config, Duration::from_secs(14)))
+        .collect();
+
+    // Wait for the first login to reach the gateway, then find the lease holder by its process id.
+    sim.wait_for(|stats| stats.login_attempts == 1).await;
+    let observer = DieselStore::connect(
+        &format!("sqlite://{}", dir.path().join("tokens.db").display()),
+        StoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    // The key the CLI's manager stores under: the default one of the configured credential.
+    let key = TokenManager::builder(PaynetLogin::new(
+        sim.base_url(),
+        DEFAULT_USERNAME,
+        DEFAULT_PASSWORD.into(),
+        DEFAULT_TERMINAL_ID,
+    ))
+    .build()
+    .unwrap()
+    .credential_key()
+    .to_owned();
+    let lease = observer
+        .lease(&key)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no lease under {key}"));
+    assert!(lease.is_held());
+    let holder_pid: u32 = lease.holder.split(':').nth(1).unwrap().parse().unwrap();
+    let holder = processes
+        .iter()
+        .position(|p| p.id() == Some(holder_pid))
+        .unwrap_or_else(|| panic!("the lease holder {} is none of the processes", lease.holder));
+    let mut killed = processes.remove(holder);
+    let killed_at = Instant::now();
+    killed.start_kill().unwrap();
+    let status = killed.wait().await.unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+    assert_eq!(sim.stats().logins, 0, "killed before its login answered");
+
+    let mut by_survivors = 0;
+    let mut longest_wait_ms = 0.0f64;
+    for process in processes {
+        let figures = figures_of(process).await;
+        assert_eq!(figures["errors"], 0, "a survivor's call failed: {figures}");
+        by_survivors += figures["logins"].as_u64().unwrap();
+        longest_wait_ms = longest_wait_ms.max(figures["p99_ms"].as_f64().unwrap());
+    }
+    let took_over = observer.lease(&key).await.unwrap().unwrap();
+    let stats = sim.stats();
+    println!(
+        "holder killed: {}",
+        serde_json::json!({
+            "logins": stats.logins,
+            "login_attempts": stats.login_attempts,
+            "by_survivors": by_survivors,
+            "new_holder": took_over.holder,
+            "took_over_after_ms": took_over.acquired_at_ms - lease.acquired_at_ms,
+            "p99_wait_ms": longest_wait_ms,
+            "since_kill_ms": killed_at.elapsed().as_millis() as u64,
+        })
+    );
+    assert_eq!(by_survivors, 1, "one survivor logged in");
+    // The killed process's login may still have been answered by the gateway: at most one extra login.
+    assert!(stats.logins <= 2, "{stats:?}");
+    assert_eq!(stats.login_attempts, 2, "{stats:?}");
+    assert_ne!(took_over.holder, lease.holder);
+    let after = Duration::from_millis(
+        u64::try_from(took_over.acquired_at_ms - lease.acquired_at_ms).unwrap(),
+    );
+    assert!(
+        after >= lease_ttl && after < lease_ttl + Duration::from_secs(1),
+        "taken over {after:?} after the first holder took it"
+    );
+    let stored = observer.load(&key).await.unwrap().expect("a stored token");
+    assert_eq!(stored.written_by, took_over.holder);
+    assert_eq!(
+        secrecy::ExposeSecret::expose_secret(&stored.token),
+        sim.issued_tokens().last().unwrap().as_str()
+    );
+}
