@@ -706,10 +706,11 @@ impl Inner {
                 let Some(wait) = self.degraded_wait() else {
                     return self.login_without_store(newest, login, &error).await;
                 };
-                // A login without the lease was made recently: wait out the pause, then ask the store again (it
-                // may be back, and then the lease decides).
+                // A login without the lease was made recently: no other before the pause ends. Meanwhile ask the
+                // store again every poll interval, so that once it is back the lease decides at once rather than
+                // after the rest of a pause that may be long.
                 debug!(wait_ms = wait.as_millis() as u64, error = %error, "token store unavailable; spacing out logins without the lease");
-                tokio::time::sleep(wait).await;
+                tokio::time::sleep(wait.min(self.settings.poll_interval)).await;
                 waited_since = Instant::now();
             } else {
                 match self.take_lease().await {
