@@ -145,6 +145,7 @@ async fn in_process_fleet(url: &str, variant: &str) {
     let stop = Arc::new(AtomicBool::new(false));
     let mut callers = Vec::new();
     let mut managers = Vec::new();
+    let mut stores = Vec::new();
     for i in 0..INSTANCES {
         let store = DieselStore::connect(
             url,
@@ -162,7 +163,7 @@ async fn in_process_fleet(url: &str, variant: &str) {
             DEFAULT_PASSWORD.into(),
             DEFAULT_TERMINAL_ID,
         ))
-        .store(store)
+        .store(store.clone())
         .credential_key(&key)
         .owner(format!("{variant}-instance-{i}"))
         .login_timeout(Duration::from_secs(5))
@@ -178,9 +179,28 @@ async fn in_process_fleet(url: &str, variant: &str) {
             )));
         }
         managers.push(manager);
+        stores.push(store);
     }
 
     expire_every_second(&sim, n).await;
+    // The hot path: once every instance holds the last token, calls cost no query at all.
+    let live = sim.issued_tokens().last().cloned().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !managers.iter().all(|m| {
+        m.cached()
+            .is_some_and(|t| secrecy::ExposeSecret::expose_secret(t.secret()) == live.as_str())
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "{variant}: the fleet never converged on the last token"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let queries: Vec<u64> = stores.iter().map(DieselStore::query_count).collect();
+    let served = sim.stats().calls_to(METHOD);
+    sim.wait_for(|stats| stats.calls_to(METHOD) >= served + 2000)
+        .await;
+    let after: Vec<u64> = stores.iter().map(DieselStore::query_count).collect();
     stop.store(true, Ordering::Relaxed);
     let mut tally = Tally::default();
     for caller in callers {
@@ -190,6 +210,10 @@ async fn in_process_fleet(url: &str, variant: &str) {
     report(variant, logins, n, &mut tally);
     let by_managers: u64 = managers.iter().map(TokenManager::logins).sum();
     assert_eq!(by_managers, logins, "logins counted by the managers");
+    assert_eq!(
+        after, queries,
+        "{variant}: 2,000 calls on a cached token queried the store"
+    );
     assert_verdict(variant, logins, n, &tally);
 }
 
