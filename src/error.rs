@@ -151,7 +151,9 @@ pub enum StoreError {
     /// The store URL or options are wrong.
     #[error("token store configuration: {0}")]
     Config(String),
-    /// The database could not be reached or a connection could not be had from the pool.
+    /// The database could not be reached, a connection could not be had from the pool, the connection broke
+    /// mid-statement, or the statement ran into the database's statement timeout. The manager serves from memory
+    /// and logs in without the lease, spaced out (see the README, "When the database is down").
     #[error("token store {store} is unreachable: {source}")]
     Unavailable {
         /// Which store (URL without password).
@@ -160,7 +162,22 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
-    /// A query failed.
+    /// The database refused the statement because of a concurrent one: a serialization failure or deadlock
+    /// (PostgreSQL SQLSTATE 40001, 40P01), a deadlock or lock wait timeout (MySQL/MariaDB 1213, 1205), or a busy or
+    /// locked SQLite database. Nothing is wrong with the store: retry after a jittered pause. For a lease it means
+    /// "not acquired", never "log in without the lease".
+    #[error("token store {store}: {operation} collided with a concurrent transaction: {source}")]
+    Conflict {
+        /// Which store (URL without password).
+        store: String,
+        /// What was being done (`load`, `save`, `lease` …).
+        operation: &'static str,
+        /// The database's error.
+        #[source]
+        source: BoxError,
+    },
+    /// A query failed for a reason retrying will not cure: a missing table or column, a constraint, a bug. Logged
+    /// at ERROR.
     #[error("token store {store}: {operation} failed: {source}")]
     Query {
         /// Which store (URL without password).
@@ -180,6 +197,19 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
+}
+
+impl StoreError {
+    /// Whether the database refused the statement only because of a concurrent one ([`StoreError::Conflict`]):
+    /// retry after a pause.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::Conflict { .. })
+    }
+
+    /// Whether the database could not be reached ([`StoreError::Unavailable`]).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
 }
 
 /// Why no token could be had. Cheap to clone: every caller waiting on one refresh gets the same error.

@@ -395,6 +395,52 @@ async fn token_status_after_a_call_shows_generation_and_fingerprint_never_the_to
     assert_eq!(gateway.logins(), 1, "status does not log in");
 }
 
+/// On call can see who holds the refresh lease and until when: never taken, taken and released by the
+/// process that logged in, and held by another process.
+#[tokio::test(flavor = "multi_thread")]
+async fn token_status_shows_the_lease_holder_and_until_when() {
+    use paynet_auth::store::{DieselStore, StoreOptions, TokenStore};
+    let gateway = Gateway::start().await;
+    let status = gateway.run(&["token", "status"]).await;
+    status.assert_success();
+    assert_eq!(status.field("lease"), "never taken");
+
+    gateway.run(&CATEGORIES).await.assert_success();
+    let status = gateway.run(&["token", "status"]).await;
+    status.assert_success();
+    let lease = status.field("lease");
+    // The process that logged in: host:pid:suffix, released when it had saved the token.
+    assert!(lease.starts_with("free, last taken by "), "{lease}");
+    assert_eq!(lease.matches(':').count(), 2, "{lease}");
+
+    let key = status.field("key").to_owned();
+    let store = DieselStore::connect(
+        &format!(
+            "sqlite://{}",
+            gateway.dir.path().join("tokens.db").display()
+        ),
+        StoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        store
+            .try_lease(&key, "host-b:4242:0badcafe", Duration::from_secs(600))
+            .await
+            .unwrap()
+    );
+    let status = gateway.run(&["token", "status"]).await;
+    status.assert_success();
+    assert_eq!(
+        status.field("lease"),
+        "held, last taken by host-b:4242:0badcafe"
+    );
+    let from = humantime::parse_rfc3339(status.field("lease from")).unwrap();
+    let until = humantime::parse_rfc3339(status.field("lease until")).unwrap();
+    let held_for = until.duration_since(from).unwrap();
+    assert_eq!(held_for, Duration::from_secs(600));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn token_refresh_logs_in_again_and_bumps_the_generation() {
     let gateway = Gateway::start().await;

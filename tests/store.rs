@@ -232,6 +232,31 @@ mod cases {
         assert!(!store.try_lease(&key, "b", ttl).await.unwrap());
     }
 
+    /// The lease as on call sees it: holder, taken at and runs out at, on the database's clock.
+    pub(super) async fn lease_status_reports_holder_and_times(db: Fixture) {
+        let store = db.plain_store().await;
+        let key = unique_key("lease-status");
+        assert_eq!(store.lease(&key).await.unwrap(), None);
+        assert!(
+            store
+                .try_lease(&key, "host-a:1:x", Duration::from_secs(30))
+                .await
+                .unwrap()
+        );
+        let held = store.lease(&key).await.unwrap().expect("a lease row");
+        assert_eq!(held.holder, "host-a:1:x");
+        assert_eq!(held.expires_at_ms - held.acquired_at_ms, 30_000);
+        assert!(held.is_held());
+        assert!(held.now_ms >= held.acquired_at_ms && held.now_ms < held.expires_at_ms);
+
+        store.release(&key, "host-a:1:x").await.unwrap();
+        let released = store.lease(&key).await.unwrap().expect("a lease row");
+        assert_eq!(released.holder, "host-a:1:x");
+        assert_eq!(released.acquired_at_ms, held.acquired_at_ms);
+        assert!(!released.is_held());
+        assert!(released.expires_at_ms < held.expires_at_ms);
+    }
+
     pub(super) async fn release_lets_next_owner_in(db: Fixture) {
         let store = db.plain_store().await;
         let key = unique_key("release");
@@ -702,6 +727,11 @@ macro_rules! backend_tests {
             }
 
             #[tokio::test]
+            async fn lease_status_reports_holder_and_times() {
+                cases::lease_status_reports_holder_and_times($fixture).await;
+            }
+
+            #[tokio::test]
             async fn release_lets_next_owner_in() {
                 cases::release_lets_next_owner_in($fixture).await;
             }
@@ -782,6 +812,107 @@ backend_tests!(
     Fixture::sqlite(),
     "sqlite:///nonexistent-paynet-dir/sub/tokens.db"
 );
+
+/// A session defaulting to SERIALIZABLE whose lease statement waited for a concurrent update of the same row
+/// gets SQLSTATE 40001: that is a `Conflict` (for a lease: not acquired), not a broken store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_serialization_failure_is_a_conflict() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+    let url = format!(
+        "{}{}options=-c%20default_transaction_isolation%3Dserializable",
+        postgres_url(),
+        if postgres_url().contains('?') {
+            "&"
+        } else {
+            "?"
+        }
+    );
+    let store = DieselStore::connect(&url, StoreOptions::default())
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let key = unique_key("serialization");
+    assert!(
+        store
+            .try_lease(&key, "a", Duration::from_secs(30))
+            .await
+            .unwrap()
+    );
+    store.release(&key, "a").await.unwrap();
+
+    // Another transaction updates the lease row and keeps it locked until it commits.
+    let mut other = AsyncPgConnection::establish(&postgres_url()).await.unwrap();
+    other
+        .batch_execute(&format!(
+            "BEGIN; UPDATE paynet_lease SET locked_at = locked_at WHERE name = '{key}'"
+        ))
+        .await
+        .unwrap();
+    let lease = tokio::spawn({
+        let (store, key) = (store.clone(), key.clone());
+        async move { store.try_lease(&key, "b", Duration::from_secs(30)).await }
+    });
+    // Commit only once the store's statement waits for the row lock, so that it sees the update as concurrent.
+    let mut observer = AsyncPgConnection::establish(&postgres_url()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        use diesel_async::RunQueryDsl;
+        #[derive(diesel::QueryableByName)]
+        struct Waiting {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let waiting = diesel::sql_query(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%paynet_lease%'",
+        )
+        .get_result::<Waiting>(&mut observer)
+        .await
+        .unwrap();
+        if waiting.n > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the lease statement never waited for the row lock"
+        );
+        tokio::task::yield_now().await;
+    }
+    other.batch_execute("COMMIT").await.unwrap();
+
+    let error = lease.await.unwrap().unwrap_err();
+    assert!(error.is_conflict(), "{error:?}");
+    assert!(matches!(
+        error,
+        StoreError::Conflict {
+            operation: "lease",
+            ..
+        }
+    ));
+    let message = error.to_string();
+    assert!(message.contains("collided"), "{message}");
+}
+
+/// A SQLite file another connection holds exclusively: after the busy timeout, `database is locked` is a
+/// `Conflict`, not a query error.
+#[tokio::test]
+async fn sqlite_busy_database_is_a_conflict() {
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+    let db = Fixture::sqlite();
+    let store = db.plain_store().await;
+    let path = db.url.strip_prefix("sqlite://").unwrap().to_owned();
+    let mut other = support::db::SqliteConnection::establish(&path)
+        .await
+        .unwrap();
+    other.batch_execute("BEGIN EXCLUSIVE").await.unwrap();
+
+    let error = store
+        .try_lease(&unique_key("busy"), "a", Duration::from_secs(30))
+        .await
+        .unwrap_err();
+
+    assert!(error.is_conflict(), "{error:?}");
+    other.batch_execute("ROLLBACK").await.unwrap();
+}
 
 #[tokio::test]
 async fn postgres_recovers_after_outage() {

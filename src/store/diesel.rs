@@ -18,7 +18,7 @@ use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::cipher::{KeyRing, Opened};
-use super::{StoreOptions, TokenStore};
+use super::{LeaseInfo, StoreOptions, TokenStore};
 use crate::error::{BoxError, StoreError};
 use crate::token::{Generation, LoginMeta, TokenRecord};
 
@@ -473,6 +473,31 @@ const MYSQL_RELEASE: &str = "\
 UPDATE paynet_lease SET lock_until = TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000 \
 WHERE name = ? AND locked_by = ?";
 
+/// The lease row of a name and the database's clock. Binds: name.
+const PG_LEASE_INFO: &str = "\
+SELECT locked_by, locked_at, lock_until, (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now_ms \
+FROM paynet_lease WHERE name = $1";
+const SQLITE_LEASE_INFO: &str = "\
+SELECT locked_by, locked_at, lock_until, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) AS now_ms \
+FROM paynet_lease WHERE name = ?";
+const MYSQL_LEASE_INFO: &str = "\
+SELECT locked_by, locked_at, lock_until, \
+CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000 AS SIGNED) AS now_ms \
+FROM paynet_lease WHERE name = ?";
+
+/// A row of [`PG_LEASE_INFO`] and its siblings.
+#[derive(diesel::QueryableByName)]
+struct LeaseRow {
+    #[diesel(sql_type = Text)]
+    locked_by: String,
+    #[diesel(sql_type = BigInt)]
+    locked_at: i64,
+    #[diesel(sql_type = BigInt)]
+    lock_until: i64,
+    #[diesel(sql_type = BigInt)]
+    now_ms: i64,
+}
+
 /// Serialises concurrent `migrate()` calls of a fleet that starts at once (PostgreSQL advisory lock key,
 /// MySQL named lock).
 #[cfg(feature = "postgres")]
@@ -771,10 +796,22 @@ impl DieselStore {
         &self,
         operation: &'static str,
     ) -> impl Fn(diesel::result::Error) -> StoreError + '_ {
-        move |source| StoreError::Query {
-            store: self.describe(),
-            operation,
-            source: Box::new(source),
+        move |source| {
+            let store = self.describe();
+            let source: BoxError = Box::new(source);
+            match classify(&*source) {
+                Kind::Conflict => StoreError::Conflict {
+                    store,
+                    operation,
+                    source,
+                },
+                Kind::Unavailable => StoreError::Unavailable { store, source },
+                Kind::Query => StoreError::Query {
+                    store,
+                    operation,
+                    source,
+                },
+            }
         }
     }
 
@@ -1123,6 +1160,27 @@ impl DieselStore {
         Ok(stored.map(|g| Generation(u64::try_from(g).unwrap_or(0))))
     }
 
+    async fn lease_info_inner(&self, key: String) -> Result<Option<LeaseInfo>, StoreError> {
+        use diesel::OptionalExtension;
+        use diesel_async::RunQueryDsl;
+
+        let sql = match self.backend() {
+            Backend::Postgres => PG_LEASE_INFO,
+            Backend::Sqlite => SQLITE_LEASE_INFO,
+            Backend::Mysql => MYSQL_LEASE_INFO,
+        };
+        let row: Option<LeaseRow> = with_conn!(self, |conn| {
+            self.count_query();
+            diesel::sql_query(sql)
+                .bind::<Text, _>(&key)
+                .get_result::<LeaseRow>(conn)
+                .await
+                .optional()
+                .map_err(self.query_error("lease status"))?
+        });
+        Ok(row.map(|row| LeaseInfo::new(row.locked_by, row.locked_at, row.lock_until, row.now_ms)))
+    }
+
     async fn clear_inner(&self, key: String) -> Result<(), StoreError> {
         use super::schema::paynet_tokens::dsl::{
             credential_key, expires_at, nonce, paynet_tokens, token,
@@ -1146,6 +1204,85 @@ impl DieselStore {
                 .map_err(self.query_error("clear"))?;
         });
         Ok(())
+    }
+}
+
+/// What a failed statement means for the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A concurrent statement won: retry.
+    Conflict,
+    /// The database or the connection to it is gone, or the statement timed out: degraded mode.
+    Unavailable,
+    /// Retrying will not help: schema or bug.
+    Query,
+}
+
+/// Sorts a diesel error by what the caller should do.
+///
+/// diesel gives PostgreSQL's 40001 its own kind, but neither diesel nor diesel-async keep the SQLSTATE of
+/// 40P01, MySQL's error number or SQLite's result code: those errors arrive as `Unknown` with the server's
+/// message, so they are recognised by the message the server sends (the English one; PostgreSQL's
+/// `lc_messages` and MariaDB's `lc_messages` default to it, and a translated message falls back to `Query`,
+/// the loud side).
+fn classify(error: &(dyn std::error::Error + 'static)) -> Kind {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match error.downcast_ref::<Error>() {
+        Some(Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _)) => Kind::Conflict,
+        // diesel-async's PostgreSQL backend reports a connection that broke mid-statement this way.
+        Some(Error::DatabaseError(DatabaseErrorKind::UnableToSendCommand, _)) => Kind::Unavailable,
+        Some(Error::DatabaseError(_, info)) => classify_message(info.message()),
+        Some(Error::BrokenTransactionManager) => Kind::Unavailable,
+        _ => Kind::Query,
+    }
+}
+
+/// The part of [`classify`] that reads the server's message.
+fn classify_message(message: &str) -> Kind {
+    let message = message.to_ascii_lowercase();
+    const CONFLICT: &[&str] = &[
+        // PostgreSQL 40P01; 40001 when it comes without its code.
+        "deadlock detected",
+        "could not serialize access",
+        // MySQL/MariaDB 1213 and 1205.
+        "deadlock found when trying to get lock",
+        "lock wait timeout exceeded",
+        // MariaDB 1020 (innodb_snapshot_isolation): a row changed under a REPEATABLE READ snapshot.
+        "record has changed since last read",
+        // SQLite BUSY and LOCKED (after busy_timeout ran out).
+        "database is locked",
+        "database table is locked",
+        "database schema is locked",
+    ];
+    const UNAVAILABLE: &[&str] = &[
+        // PostgreSQL 57014 (statement_timeout) and 55P03 (lock_timeout), 57P01 (server shutting down).
+        "canceling statement due to statement timeout",
+        "canceling statement due to lock timeout",
+        "terminating connection",
+        // MySQL 3024, MariaDB 1969: max_execution_time / max_statement_time.
+        "maximum statement execution time exceeded",
+        "max_statement_time exceeded",
+        // mysql_async's I/O and driver errors (connection lost, server gone away).
+        "input/output error",
+        "driver error",
+        "connection to the server is closed",
+        "connection reset",
+        "broken pipe",
+        "server has gone away",
+        "lost connection",
+        "connection closed",
+        "connection refused",
+        // SQLite: the file cannot be opened or written (disk full, permissions, a vanished directory).
+        "unable to open database file",
+        "disk i/o error",
+        "database or disk is full",
+    ];
+    if CONFLICT.iter().any(|needle| message.contains(needle)) {
+        Kind::Conflict
+    } else if UNAVAILABLE.iter().any(|needle| message.contains(needle)) {
+        Kind::Unavailable
+    } else {
+        Kind::Query
     }
 }
 
@@ -1222,6 +1359,16 @@ impl TokenStore for DieselStore {
         let (this, key) = (self.clone(), key.to_owned());
         self.spawned("clear", async move { this.clear_inner(key).await })
             .await
+    }
+
+    async fn lease(&self, key: &str) -> Result<Option<LeaseInfo>, StoreError> {
+        check_length("credential key", key)?;
+        let (this, key) = (self.clone(), key.to_owned());
+        self.spawned(
+            "lease status",
+            async move { this.lease_info_inner(key).await },
+        )
+        .await
     }
 
     async fn stored_generation(&self, key: &str) -> Result<Option<Generation>, StoreError> {
@@ -1326,6 +1473,43 @@ mod tests {
         assert!(redacted.contains("sslmode=disable"), "{redacted}");
         assert_eq!(redact("sqlite::memory:"), "sqlite::memory:");
         assert_eq!(redact("sqlite:///tmp/a.db"), "sqlite:///tmp/a.db");
+    }
+
+    /// The messages the servers send for each kind (MySQL/MariaDB errors arrive without their number).
+    #[test]
+    fn classifies_server_messages() {
+        for conflict in [
+            "deadlock detected",
+            "could not serialize access due to read/write dependencies among transactions",
+            "Deadlock found when trying to get lock; try restarting transaction",
+            "Lock wait timeout exceeded; try restarting transaction",
+            "Record has changed since last read in table 'paynet_lease'",
+            "database is locked",
+            "database table is locked: paynet_lease",
+        ] {
+            assert_eq!(classify_message(conflict), Kind::Conflict, "{conflict}");
+        }
+        for unavailable in [
+            "canceling statement due to statement timeout",
+            "terminating connection due to administrator command",
+            "Query execution was interrupted, maximum statement execution time exceeded",
+            "Query execution was interrupted (max_statement_time exceeded)",
+            "Input/output error: Connection reset by peer (os error 104)",
+            "Driver error: `Connection to the server is closed.'",
+        ] {
+            assert_eq!(
+                classify_message(unavailable),
+                Kind::Unavailable,
+                "{unavailable}"
+            );
+        }
+        for query in [
+            "relation \"paynet_lease\" does not exist",
+            "Table 'test.paynet_lease' doesn't exist",
+            "no such table: paynet_lease",
+        ] {
+            assert_eq!(classify_message(query), Kind::Query, "{query}");
+        }
     }
 
     #[test]

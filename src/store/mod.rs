@@ -87,6 +87,38 @@ pub async fn connect(url: &str, options: StoreOptions) -> Result<Arc<dyn TokenSt
     }
 }
 
+/// The refresh lease of a credential key as the store records it, for people on call: who took it, when, and
+/// until when. Times are UTC epoch milliseconds on the store's clock (the database's, for a database store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LeaseInfo {
+    /// The lease owner that last took it (host, process id and a random suffix, unless configured otherwise).
+    pub holder: String,
+    /// When it was taken.
+    pub acquired_at_ms: i64,
+    /// When it runs out, or ran out (a released lease ends at the moment of its release).
+    pub expires_at_ms: i64,
+    /// The store's clock when it was read: the lease is held while `expires_at_ms > now_ms`.
+    pub now_ms: i64,
+}
+
+impl LeaseInfo {
+    /// A lease record.
+    pub fn new(holder: String, acquired_at_ms: i64, expires_at_ms: i64, now_ms: i64) -> Self {
+        Self {
+            holder,
+            acquired_at_ms,
+            expires_at_ms,
+            now_ms,
+        }
+    }
+
+    /// Whether the holder still held it when it was read.
+    pub fn is_held(&self) -> bool {
+        self.expires_at_ms > self.now_ms
+    }
+}
+
 /// Persistence of one token per credential key, and a ShedLock-style lease that lets one process of a fleet
 /// refresh while the others wait for its token.
 ///
@@ -127,6 +159,13 @@ pub trait TokenStore: Send + Sync + 'static {
     /// never restarts, so an instance that still holds the cleared token can never mistake a new token for it.
     async fn clear(&self, key: &str) -> Result<(), StoreError>;
 
+    /// The refresh lease of `key` as last taken (held or not), or `None` if it was never taken. Stores that keep
+    /// no lease report `None`; [`MemoryStore`] and `DieselStore` report theirs.
+    async fn lease(&self, key: &str) -> Result<Option<LeaseInfo>, StoreError> {
+        let _ = key;
+        Ok(None)
+    }
+
     /// The generation of the stored row of `key`, whether or not [`load`](Self::load) can read it. A new token is
     /// numbered after it, so that a row this process cannot read (one encrypted with another key) is still
     /// replaced by the next save instead of refusing it as "not newer".
@@ -161,6 +200,9 @@ impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
     async fn stored_generation(&self, key: &str) -> Result<Option<Generation>, StoreError> {
         (**self).stored_generation(key).await
     }
+    async fn lease(&self, key: &str) -> Result<Option<LeaseInfo>, StoreError> {
+        (**self).lease(key).await
+    }
 }
 
 /// A store in this process's memory: for tests, and for services that need no persistence. Several managers
@@ -186,7 +228,8 @@ struct Slot {
     record: Option<TokenRecord>,
     /// The generation of the record a clear removed: the tombstone a database row keeps.
     cleared: Option<Generation>,
-    lease: Option<(String, i64)>,
+    /// Holder, taken at, runs out at.
+    lease: Option<(String, i64, i64)>,
 }
 
 impl Slot {
@@ -249,21 +292,34 @@ impl TokenStore for MemoryStore {
         let now = self.clock.now_ms();
         let until = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
         Ok(self.with_slot(key, |slot| match &slot.lease {
-            Some((holder, lock_until)) if *lock_until > now && holder != owner => false,
+            Some((holder, _, lock_until)) if *lock_until > now && holder != owner => false,
             _ => {
-                slot.lease = Some((owner.to_owned(), until));
+                slot.lease = Some((owner.to_owned(), now, until));
                 true
             }
         }))
     }
 
     async fn release(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        let now = self.clock.now_ms();
         self.with_slot(key, |slot| {
-            if slot.lease.as_ref().is_some_and(|(o, _)| o == owner) {
-                slot.lease = None;
+            // Kept, ended now, like a database row: the last holder stays visible to `lease`.
+            if let Some((holder, _, lock_until)) = slot.lease.as_mut()
+                && holder == owner
+            {
+                *lock_until = (*lock_until).min(now);
             }
         });
         Ok(())
+    }
+
+    async fn lease(&self, key: &str) -> Result<Option<LeaseInfo>, StoreError> {
+        let now = self.clock.now_ms();
+        Ok(self.with_slot(key, |slot| {
+            slot.lease
+                .as_ref()
+                .map(|(holder, at, until)| LeaseInfo::new(holder.clone(), *at, *until, now))
+        }))
     }
 
     async fn clear(&self, key: &str) -> Result<(), StoreError> {

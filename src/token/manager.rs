@@ -120,6 +120,29 @@ struct Failure {
     consecutive: u32,
 }
 
+/// Logins without the lease since the store last answered.
+struct Degraded {
+    /// No further login without the lease before this.
+    next_login: Instant,
+    consecutive: u32,
+}
+
+/// How often a statement refused because of a concurrent one ([`StoreError::Conflict`]) is tried in all.
+const CONFLICT_ATTEMPTS: u32 = 5;
+/// The pause after the first conflict, doubled after each further one, plus up to as much jitter: 10, 20, 40 and
+/// 80 ms, at most 300 ms in all.
+const CONFLICT_PAUSE: Duration = Duration::from_millis(10);
+
+/// What a read of the store said.
+enum Read {
+    /// A token newer than the stale one: adopt it.
+    Adopt(TokenRecord),
+    /// Nothing to adopt; the newest generation seen, if any.
+    Nothing(Option<Generation>),
+    /// The store did not answer (unreachable, or a query error): degraded mode.
+    Down(StoreError),
+}
+
 struct Inner {
     key: String,
     owner: String,
@@ -137,6 +160,11 @@ struct Inner {
     rejected: AtomicU64,
     /// A hash of `owner`, mixed into generations numbered without the store (see [`Numbering`]).
     owner_salt: u64,
+    /// Spacing of logins made without the lease while the store is unreachable.
+    degraded: Mutex<Option<Degraded>>,
+    /// Serialises taking the lease with a late release of an earlier one, and numbers the leases taken, so that
+    /// a release retried after the store came back never gives up a lease taken since.
+    lease_gate: Arc<tokio::sync::Mutex<u64>>,
     logins: AtomicU64,
     login_attempts: AtomicU64,
     uninspected: AtomicU64,
@@ -379,6 +407,8 @@ impl TokenManagerBuilder {
                 flights: Coalesce::new(),
                 failure: Mutex::new(None),
                 rejected: AtomicU64::new(0),
+                degraded: Mutex::new(None),
+                lease_gate: Arc::default(),
                 logins: AtomicU64::new(0),
                 login_attempts: AtomicU64::new(0),
                 uninspected: AtomicU64::new(0),
@@ -517,6 +547,11 @@ impl TokenManager {
     /// The token row of this credential in the store.
     pub async fn stored(&self) -> Result<Option<TokenRecord>, StoreError> {
         self.inner.store.load(&self.inner.key).await
+    }
+
+    /// The refresh lease of this credential in the store: who took it last, when, until when.
+    pub async fn lease(&self) -> Result<Option<crate::store::LeaseInfo>, StoreError> {
+        self.inner.store.lease(&self.inner.key).await
     }
 
     /// Forgets the token, in this process and in the store: the next request logs in.
@@ -763,41 +798,119 @@ impl Inner {
     }
 
     /// The refresh protocol of one stale generation (see the crate's README, "How the refresh works").
+    ///
+    /// A [`StoreError::Conflict`] never leads to a login without the lease: on a read it is retried and then
+    /// counts as "nothing new yet", on the lease it means "not acquired". Only a store that does not answer
+    /// (unreachable, or a query error) leads to a login without the lease, spaced out by [`Inner::degraded_wait`].
     async fn refresh_protocol(
         self: &Arc<Self>,
         stale: Option<Generation>,
         login: LoginSender,
     ) -> Result<(Arc<ActiveToken>, Outcome), TokenError> {
         let mut newest = stale.max(self.current.load().as_ref().map(|t| t.generation()));
-        match self.store.load(&self.key).await {
-            Ok(Some(record)) if self.adoptable(&record, stale) => return Ok(self.adopt(record)),
-            Ok(record) => newest = newest.max(record.map(|r| r.generation)),
-            Err(error) => return self.login_without_store(newest, login, &error).await,
+        let mut waited_since = Instant::now();
+        let mut down = None;
+        match self.read(stale).await {
+            Read::Adopt(record) => return Ok(self.adopt(record)),
+            Read::Nothing(generation) => newest = newest.max(generation),
+            Read::Down(error) => down = Some(error),
         }
-        let waited_since = Instant::now();
         loop {
-            match self
-                .store
-                .try_lease(&self.key, &self.owner, self.settings.lease_ttl)
-                .await
-            {
-                Ok(true) => return self.refresh_holding_lease(stale, newest, login).await,
-                Ok(false) => {}
-                Err(error) => return self.login_without_store(newest, login, &error).await,
+            if let Some(error) = down.take() {
+                let Some(wait) = self.degraded_wait() else {
+                    return self.login_without_store(newest, login, &error).await;
+                };
+                // A login without the lease was made recently: no other before the pause ends. Meanwhile ask the
+                // store again every poll interval, so that once it is back the lease decides at once rather than
+                // after the rest of a pause that may be long.
+                debug!(wait_ms = wait.as_millis() as u64, error = %error, "token store unavailable; spacing out logins without the lease");
+                tokio::time::sleep(wait.min(self.settings.poll_interval)).await;
+                waited_since = Instant::now();
+            } else {
+                match self.take_lease().await {
+                    Ok(true) => return self.refresh_holding_lease(stale, newest, login).await,
+                    Ok(false) => {}
+                    Err(error) if error.is_conflict() => {
+                        debug!(error = %error, "refresh lease contended: not acquired");
+                    }
+                    Err(error) => {
+                        down = Some(error);
+                        continue;
+                    }
+                }
+                if waited_since.elapsed() >= self.settings.wait_timeout {
+                    return Err(TokenError::LeaseWait {
+                        store: self.store.describe(),
+                        waited: waited_since.elapsed(),
+                    });
+                }
+                let pause =
+                    self.settings.poll_interval + self.jitter.jitter(self.settings.poll_interval);
+                tokio::time::sleep(pause).await;
             }
-            if waited_since.elapsed() >= self.settings.wait_timeout {
-                return Err(TokenError::LeaseWait {
-                    store: self.store.describe(),
-                    waited: waited_since.elapsed(),
-                });
+            match self.read(stale).await {
+                Read::Adopt(record) => return Ok(self.adopt(record)),
+                Read::Nothing(generation) => newest = newest.max(generation),
+                Read::Down(error) => down = Some(error),
             }
-            let pause =
-                self.settings.poll_interval + self.jitter.jitter(self.settings.poll_interval);
-            tokio::time::sleep(pause).await;
-            match self.store.load(&self.key).await {
-                Ok(Some(record)) if self.adoptable(&record, stale) => return Ok(self.adopt(record)),
-                Ok(record) => newest = newest.max(record.map(|r| r.generation)),
-                Err(error) => return self.login_without_store(newest, login, &error).await,
+        }
+    }
+
+    /// Reads the stored token, retrying conflicts.
+    async fn read(&self, stale: Option<Generation>) -> Read {
+        match self.retry_conflicts(|| self.store.load(&self.key)).await {
+            Ok(record) => {
+                self.store_answered();
+                match record {
+                    Some(record) if self.adoptable(&record, stale) => Read::Adopt(record),
+                    record => Read::Nothing(record.map(|r| r.generation)),
+                }
+            }
+            // The store answers, it is only busy: nothing new seen yet, the next poll asks again.
+            Err(error) if error.is_conflict() => {
+                debug!(error = %error, "token store read collided with another transaction");
+                Read::Nothing(None)
+            }
+            Err(error) => Read::Down(error),
+        }
+    }
+
+    /// Tries the lease once, and numbers it when taken (see `lease_gate`).
+    async fn take_lease(&self) -> Result<bool, StoreError> {
+        let mut taken = self.lease_gate.lock().await;
+        let result = self
+            .store
+            .try_lease(&self.key, &self.owner, self.settings.lease_ttl)
+            .await;
+        match &result {
+            Ok(true) => {
+                *taken += 1;
+                self.store_answered();
+            }
+            Ok(false) => self.store_answered(),
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// Runs a store operation again while it fails with [`StoreError::Conflict`], after a doubling, jittered
+    /// pause, at most [`CONFLICT_ATTEMPTS`] times in all.
+    async fn retry_conflicts<T, F, Fut>(&self, mut operation: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let mut pause = CONFLICT_PAUSE;
+        let mut attempt = 1;
+        loop {
+            match operation().await {
+                Err(error) if error.is_conflict() && attempt < CONFLICT_ATTEMPTS => {
+                    debug!(attempt, error = %error, "token store conflict; retrying");
+                    tokio::time::sleep(pause + self.jitter.jitter(pause)).await;
+                    pause = pause.saturating_mul(2);
+                    attempt += 1;
+                }
+                result => return result,
             }
         }
     }
@@ -808,9 +921,10 @@ impl Inner {
         mut newest: Option<Generation>,
         login: LoginSender,
     ) -> Result<(Arc<ActiveToken>, Outcome), TokenError> {
-        // Re-read after taking the lease: the previous holder may have saved just before releasing it.
+        // Re-read after taking the lease: the previous holder may have saved just before releasing it. A read that
+        // fails here is no reason to wait: holding the lease, this instance is the one that logs in.
         let mut numbering = Numbering::AfterStored;
-        let adopted = match self.store.load(&self.key).await {
+        let adopted = match self.retry_conflicts(|| self.store.load(&self.key)).await {
             Ok(Some(record)) if self.adoptable(&record, stale) => Some(self.adopt(record)),
             Ok(Some(record)) => {
                 newest = newest.max(Some(record.generation));
@@ -819,18 +933,21 @@ impl Inner {
             Ok(None) => {
                 // Absent, cleared, or present but unusable here (another encryption key, no valid authentication):
                 // number past it either way.
-                match self.store.stored_generation(&self.key).await {
+                match self
+                    .retry_conflicts(|| self.store.stored_generation(&self.key))
+                    .await
+                {
                     Ok(stored) => newest = newest.max(stored),
                     Err(error) => {
                         numbering = Numbering::Unordered;
-                        warn!(store = %self.store.describe(), error = %error, "token store read failed under the lease; logging in");
+                        self.store_failed("read under the lease", &error);
                     }
                 }
                 None
             }
             Err(error) => {
                 numbering = Numbering::Unordered;
-                warn!(store = %self.store.describe(), error = %error, "token store read failed under the lease; logging in");
+                self.store_failed("read under the lease", &error);
                 None
             }
         };
@@ -839,7 +956,10 @@ impl Inner {
             None => match self.login(login).await {
                 Ok(grant) => {
                     let record = self.new_record(newest, grant, numbering);
-                    let outcome = match self.store.save(&self.key, &record).await {
+                    let saved = self
+                        .retry_conflicts(|| self.store.save(&self.key, &record))
+                        .await;
+                    let outcome = match saved {
                         Ok(true) => Outcome::LoggedIn,
                         Ok(false) => {
                             warn!(
@@ -849,7 +969,7 @@ impl Inner {
                             Outcome::LoggedInUnsaved
                         }
                         Err(error) => {
-                            warn!(store = %self.store.describe(), error = %error, "token store unavailable: serving the new token from memory");
+                            self.store_failed("save; serving the new token from memory", &error);
                             self.persist_later(record.clone());
                             Outcome::LoggedInUnsaved
                         }
@@ -859,10 +979,91 @@ impl Inner {
                 Err(error) => Err(TokenError::Login(Arc::new(error))),
             },
         };
-        if let Err(error) = self.store.release(&self.key, &self.owner).await {
-            warn!(store = %self.store.describe(), error = %error, "could not release the refresh lease; it will expire");
-        }
+        self.release_lease().await;
         result
+    }
+
+    /// Gives the lease back. Conflicts are retried at once; if the store does not answer, a task keeps trying
+    /// until the lease would have run out anyway, so that the fleet does not wait a whole lease TTL for this
+    /// instance's next refresh to start.
+    async fn release_lease(self: &Arc<Self>) {
+        let released = self
+            .retry_conflicts(|| self.store.release(&self.key, &self.owner))
+            .await;
+        let Err(error) = released else { return };
+        warn!(store = %self.store.describe(), error = %error, "could not release the refresh lease; retrying in the background until it runs out");
+        let inner = Arc::downgrade(self);
+        let gate = Arc::clone(&self.lease_gate);
+        let lease = *self.lease_gate.lock().await;
+        let give_up = Instant::now() + self.settings.lease_ttl;
+        tokio::spawn(async move {
+            let mut pause = Duration::from_millis(100);
+            while Instant::now() < give_up {
+                tokio::time::sleep(pause).await;
+                let Some(inner) = inner.upgrade() else { return };
+                let taken = gate.lock().await;
+                if *taken != lease {
+                    // This instance took the lease again since: that lease is not this task's to give back.
+                    return;
+                }
+                match inner.store.release(&inner.key, &inner.owner).await {
+                    Ok(()) => {
+                        info!(key = %inner.key, "released the refresh lease after the store came back");
+                        return;
+                    }
+                    Err(error) => debug!(error = %error, "refresh lease release failed again"),
+                }
+                drop(taken);
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        });
+    }
+
+    /// Logs a store failure the refresh works around: a query error (schema, bug) at ERROR, since retrying will
+    /// not cure it; an unreachable or busy store at WARN.
+    fn store_failed(&self, what: &str, error: &StoreError) {
+        match error {
+            StoreError::Conflict { .. } | StoreError::Unavailable { .. } => {
+                warn!(store = %self.store.describe(), error = %error, "token store {what} failed");
+            }
+            _ => {
+                error!(store = %self.store.describe(), error = %error, "token store {what} failed")
+            }
+        }
+    }
+
+    /// How long until the next login without the lease is allowed, if that is not yet.
+    fn degraded_wait(&self) -> Option<Duration> {
+        let degraded = self.degraded.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        degraded
+            .as_ref()
+            .filter(|d| now < d.next_login)
+            .map(|d| d.next_login - now)
+    }
+
+    /// Counts a login without the lease: the next one waits `backoff_initial`, doubled after each further one up
+    /// to `backoff_max`, until the store answers again.
+    fn degraded_login(&self) -> Duration {
+        let mut degraded = self.degraded.lock().unwrap_or_else(|e| e.into_inner());
+        let consecutive = degraded.as_ref().map_or(1, |d| d.consecutive + 1);
+        let pause = self
+            .settings
+            .backoff_initial
+            .saturating_mul(2u32.saturating_pow(consecutive - 1))
+            .min(self.settings.backoff_max);
+        *degraded = Some(Degraded {
+            next_login: Instant::now() + pause,
+            consecutive,
+        });
+        pause
+    }
+
+    fn store_answered(&self) {
+        let mut degraded = self.degraded.lock().unwrap_or_else(|e| e.into_inner());
+        if degraded.is_some() {
+            *degraded = None;
+        }
     }
 
     async fn login_without_store(
@@ -871,11 +1072,18 @@ impl Inner {
         login: LoginSender,
         cause: &StoreError,
     ) -> Result<(Arc<ActiveToken>, Outcome), TokenError> {
-        warn!(store = %self.store.describe(), error = %cause, "token store unavailable: logging in without the lease, the new token is served from memory");
-        let grant = self
-            .login(login)
-            .await
-            .map_err(|e| TokenError::Login(Arc::new(e)))?;
+        self.store_failed(
+            "access; logging in without the lease, the new token is served from memory",
+            cause,
+        );
+        let result = self.login(login).await;
+        // Counted whether or not the login succeeded: both cost the gateway a login attempt.
+        let pause = self.degraded_login();
+        debug!(
+            next_in_ms = pause.as_millis() as u64,
+            "next login without the lease spaced out"
+        );
+        let grant = result.map_err(|e| TokenError::Login(Arc::new(e)))?;
         let record = self.new_record(newest, grant, Numbering::Unordered);
         self.persist_later(record.clone());
         Ok((Arc::new(ActiveToken::new(record)), Outcome::LoggedInUnsaved))

@@ -25,6 +25,9 @@ pub(crate) struct LoadArgs {
     /// How many calls in all.
     #[arg(long, default_value_t = 1000)]
     requests: u64,
+    /// Keeps starting calls for this long ("20s") instead of stopping after --requests.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
     /// How many calls in flight at once.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -102,6 +105,11 @@ pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, 
     };
 
     let started = Instant::now();
+    // With a duration the count is open-ended: the deadline ends the run.
+    let (requests, deadline) = match args.duration {
+        Some(duration) => (u64::MAX, Some(started + duration)),
+        None => (args.requests, None),
+    };
     let outcomes: Vec<(Outcome, Duration)> = if args.bare {
         // The baseline: the token written in once, the calls sent straight through the client. One call through
         // the layer first makes sure that token is one the gateway accepts (a stored one may be stale).
@@ -120,14 +128,14 @@ pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, 
         }
         let body = Bytes::from(call.to_string());
         let client = stack::client();
-        drive(args.requests, args.concurrency, &progress, move |_| {
+        drive(requests, deadline, args.concurrency, &progress, move |_| {
             result_or_cause(client.clone().oneshot(request(&url, &body)))
         })
         .await
     } else {
         let body = Bytes::from(call.to_string());
         let service = stack::authorised(&config.paynet, manager.clone());
-        drive(args.requests, args.concurrency, &progress, move |_| {
+        drive(requests, deadline, args.concurrency, &progress, move |_| {
             result_or_cause(service.clone().oneshot(request(&url, &body)))
         })
         .await
@@ -138,13 +146,14 @@ pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, 
     let mut latencies: Vec<Duration> = outcomes.iter().map(|(_, d)| *d).collect();
     latencies.sort_unstable();
     let ok = outcomes.iter().filter(|(cause, _)| cause.is_none()).count() as u64;
+    let requests = outcomes.len() as u64;
     let figures = Figures {
-        requests: args.requests,
+        requests,
         ok,
-        errors: args.requests - ok,
+        errors: requests - ok,
         logins: manager.logins(),
         elapsed_ms: elapsed.as_millis() as u64,
-        rps: round2(args.requests as f64 / elapsed.as_secs_f64().max(1e-9)),
+        rps: round2(requests as f64 / elapsed.as_secs_f64().max(1e-9)),
         p50_ms: round2(percentile(&latencies, 0.50)),
         p99_ms: round2(percentile(&latencies, 0.99)),
         top_errors: top_errors(outcomes.iter().map(|(cause, _)| cause)),
@@ -167,6 +176,7 @@ pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, 
 /// cores.
 async fn drive<F, Fut>(
     requests: u64,
+    deadline: Option<Instant>,
     concurrency: usize,
     progress: &ProgressBar,
     call: F,
@@ -178,6 +188,7 @@ where
     let progress = progress.clone();
     let driver = tokio::spawn(async move {
         futures_util::stream::iter(0..requests)
+            .take_while(move |_| std::future::ready(deadline.is_none_or(|at| Instant::now() < at)))
             .map(move |i| {
                 let call = call(i);
                 let task = tokio::spawn(async move {

@@ -10,7 +10,8 @@ use crate::stack;
 
 #[derive(clap::Subcommand)]
 pub(crate) enum TokenAction {
-    /// Shows the stored token's key, generation, times and fingerprint (never the token).
+    /// Shows the stored token's key, generation, times and fingerprint (never the token), and who holds the
+    /// refresh lease until when.
     Status,
     /// Logs in now and stores the new token.
     Refresh,
@@ -28,6 +29,15 @@ pub(crate) async fn run(config_path: &Path, action: TokenAction) -> Result<ExitC
             match manager.stored().await.map_err(|e| crate::one_line(&e))? {
                 None => println!("token:      none stored"),
                 Some(record) => print_record(&record),
+            }
+            match manager.lease().await.map_err(|e| e.to_string())? {
+                None => println!("lease:      never taken"),
+                Some(lease) => {
+                    let state = if lease.is_held() { "held" } else { "free" };
+                    println!("lease:      {state}, last taken by {}", lease.holder);
+                    println!("lease from: {}", time(lease.acquired_at_ms));
+                    println!("lease until:{:>25}", time(lease.expires_at_ms));
+                }
             }
         }
         TokenAction::Refresh => {
