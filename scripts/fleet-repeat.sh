@@ -18,6 +18,7 @@ if [ ${#variants[@]} -eq 0 ]; then
     postgres_read_committed_fleet_logs_in_once_per_expiry
     postgres_serializable_fleet_logs_in_once_per_expiry
     mariadb_fleet_logs_in_once_per_expiry
+    mariadb_serializable_fleet_logs_in_once_per_expiry
     sqlite_file_shared_by_processes_logs_in_once_per_expiry
     lease_holder_killed_mid_login_is_taken_over_after_the_lease_ttl
   )

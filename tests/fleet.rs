@@ -318,6 +318,52 @@ async fn postgres_serializable_fleet_logs_in_once_per_expiry() {
     in_process_fleet(&url, "postgres-serializable").await;
 }
 
+/// The server-wide default isolation of new MariaDB/MySQL sessions (`tx_isolation`, which both spell so).
+async fn mysql_default_isolation(url: &str, set: Option<&str>) -> String {
+    use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl};
+    #[derive(diesel::QueryableByName)]
+    struct Level {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        level: String,
+    }
+    let mut conn = AsyncMysqlConnection::establish(url).await.unwrap();
+    if let Some(level) = set {
+        diesel::sql_query(format!("SET GLOBAL tx_isolation = '{level}'"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    // A new session, as the store's pool opens them: the global default applies to sessions opened after it.
+    let mut fresh = AsyncMysqlConnection::establish(url).await.unwrap();
+    diesel::sql_query("SELECT @@session.tx_isolation AS level")
+        .get_result::<Level>(&mut fresh)
+        .await
+        .unwrap()
+        .level
+}
+
+/// MariaDB has no per-connection option in its URL for the isolation level, so this variant sets the server's
+/// default for new sessions while its fleet runs (the fleets run one at a time, and the other test binaries run
+/// after this one), and puts the previous default back even if the fleet fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_serializable_fleet_logs_in_once_per_expiry() {
+    use futures_util::FutureExt;
+    let _serial = ONE_FLEET_AT_A_TIME.lock().await;
+    let url = Fixture::mysql().url;
+    let before = mysql_default_isolation(&url, None).await;
+    assert_eq!(
+        mysql_default_isolation(&url, Some("SERIALIZABLE")).await,
+        "SERIALIZABLE"
+    );
+    let outcome = std::panic::AssertUnwindSafe(in_process_fleet(&url, "mariadb-serializable"))
+        .catch_unwind()
+        .await;
+    assert_eq!(mysql_default_isolation(&url, Some(&before)).await, before);
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_fleet_logs_in_once_per_expiry() {
     let _serial = ONE_FLEET_AT_A_TIME.lock().await;
