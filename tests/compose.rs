@@ -40,6 +40,15 @@ fn http_client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
+/// The simulated gateway, one session per terminal (a new login ends the previous token), as Paynet's is.
+async fn gateway() -> Simulator {
+    Simulator::builder()
+        .single_session(true)
+        .start()
+        .await
+        .unwrap()
+}
+
 fn manager(base_url: &str) -> TokenManager {
     TokenManager::builder(PaynetLogin::new(
         base_url,
@@ -139,11 +148,7 @@ async fn tower_http_trace_sensitive_headers_catch_panic_and_timeout_above_the_la
     use tower_http::timeout::TimeoutLayer;
     use tower_http::trace::TraceLayer;
 
-    let sim = Simulator::builder()
-        .single_session(true)
-        .start()
-        .await
-        .unwrap();
+    let sim = gateway().await;
     let service = ServiceBuilder::new()
         .layer(TraceLayer::new_for_http())
         .layer(SetSensitiveRequestHeadersLayer::new([AUTHORIZATION]))
@@ -199,11 +204,7 @@ async fn tower_http_trace_sensitive_headers_catch_panic_timeout_and_decompressio
     use tower_http::timeout::TimeoutLayer;
     use tower_http::trace::TraceLayer;
 
-    let sim = Simulator::builder()
-        .single_session(true)
-        .start()
-        .await
-        .unwrap();
+    let sim = gateway().await;
     // tower-http's `TimeoutLayer` answers with an empty body of the type below it, so that body must be
     // `Default`; hyper's `Incoming` is not, a boxed body is.
     let service = ServiceBuilder::new()
@@ -314,11 +315,7 @@ const CODINGS: [&str; 3] = ["gzip", "deflate", "br"];
 #[tokio::test]
 async fn compressed_rejection_is_found_with_decompression_above_the_layer() {
     for coding in CODINGS {
-        let sim = Simulator::builder()
-            .single_session(true)
-            .start()
-            .await
-            .unwrap();
+        let sim = gateway().await;
         let proxy = compressing_proxy(&sim, coding).await;
         let service = ServiceBuilder::new()
             .layer(DecompressionLayer::new())
@@ -334,11 +331,7 @@ async fn compressed_rejection_is_found_with_decompression_above_the_layer() {
 #[tokio::test]
 async fn compressed_rejection_is_found_with_decompression_below_the_layer() {
     for coding in CODINGS {
-        let sim = Simulator::builder()
-            .single_session(true)
-            .start()
-            .await
-            .unwrap();
+        let sim = gateway().await;
         let proxy = compressing_proxy(&sim, coding).await;
         let service = ServiceBuilder::new()
             .layer(PaynetAuthLayer::new(manager(&proxy.base_url)))
@@ -353,11 +346,7 @@ async fn compressed_rejection_is_found_with_decompression_below_the_layer() {
 #[tokio::test]
 async fn compressed_rejection_is_found_without_any_decompressor() {
     for coding in CODINGS {
-        let sim = Simulator::builder()
-            .single_session(true)
-            .start()
-            .await
-            .unwrap();
+        let sim = gateway().await;
         let proxy = compressing_proxy(&sim, coding).await;
         let manager = manager(&proxy.base_url);
         let service = PaynetAuthLayer::new(manager.clone()).layer(http_client());
@@ -377,11 +366,7 @@ async fn compressed_rejection_is_found_without_any_decompressor() {
 #[tokio::test]
 async fn a_proxy_compressing_every_answer_logins_included() {
     for coding in CODINGS {
-        let sim = Simulator::builder()
-            .single_session(true)
-            .start()
-            .await
-            .unwrap();
+        let sim = gateway().await;
         let proxy = proxy_compressing(&sim, coding, true).await;
         let service = ServiceBuilder::new()
             .layer(DecompressionLayer::new())
@@ -394,11 +379,7 @@ async fn a_proxy_compressing_every_answer_logins_included() {
 
 #[tokio::test]
 async fn identity_encoding_asks_the_gateway_not_to_compress() {
-    let sim = Simulator::builder()
-        .single_session(true)
-        .start()
-        .await
-        .unwrap();
+    let sim = gateway().await;
     let proxy = compressing_proxy(&sim, "gzip").await;
     let service = ServiceBuilder::new()
         .layer(DecompressionLayer::new())
@@ -500,11 +481,7 @@ async fn an_answer_in_a_coding_the_layer_cannot_read_is_handed_on_at_once_and_co
 
 #[tokio::test]
 async fn concurrency_limit_of_one_below_the_layer_does_not_deadlock_on_a_cold_start() {
-    let sim = Simulator::builder()
-        .single_session(true)
-        .start()
-        .await
-        .unwrap();
+    let sim = gateway().await;
     let service = ServiceBuilder::new()
         .layer(PaynetAuthLayer::new(manager(sim.base_url())))
         .concurrency_limit(1)
@@ -561,11 +538,7 @@ fn uploading(base_url: &str, rest: tokio::sync::mpsc::UnboundedReceiver<Bytes>) 
 #[tokio::test]
 async fn a_slow_upload_holds_no_permit_of_a_limit_below_the_layer() {
     for warm in [false, true] {
-        let sim = Simulator::builder()
-            .single_session(true)
-            .start()
-            .await
-            .unwrap();
+        let sim = gateway().await;
         let service = ServiceBuilder::new()
             .layer(PaynetAuthLayer::new(manager(sim.base_url())))
             .concurrency_limit(1)
@@ -611,11 +584,7 @@ async fn a_slow_upload_holds_no_permit_of_a_limit_below_the_layer() {
 #[tokio::test]
 async fn concurrency_limit_of_n_with_n_callers_readied_at_once() {
     const N: usize = 4;
-    let sim = Simulator::builder()
-        .single_session(true)
-        .start()
-        .await
-        .unwrap();
+    let sim = gateway().await;
     let service = ServiceBuilder::new()
         .layer(PaynetAuthLayer::new(manager(sim.base_url())))
         .concurrency_limit(N)
@@ -633,11 +602,7 @@ async fn concurrency_limit_of_n_with_n_callers_readied_at_once() {
 #[tokio::test]
 async fn buffer_and_rate_limit_below_the_layer_with_every_slot_readied() {
     const SLOTS: usize = 4;
-    let sim = Simulator::builder()
-        .single_session(true)
-        .start()
-        .await
-        .unwrap();
+    let sim = gateway().await;
     let service = ServiceBuilder::new()
         .layer(PaynetAuthLayer::new(manager(sim.base_url())))
         .buffer(SLOTS)
@@ -656,11 +621,7 @@ async fn buffer_and_rate_limit_below_the_layer_with_every_slot_readied() {
 #[tokio::test]
 async fn load_shed_over_a_concurrency_limit_below_the_layer() {
     // The login must not be shed because the caller that needs it still holds the only permit.
-    let sim = Simulator::builder()
-        .single_session(true)
-        .start()
-        .await
-        .unwrap();
+    let sim = gateway().await;
     let service = ServiceBuilder::new()
         .layer(PaynetAuthLayer::new(manager(sim.base_url())))
         .load_shed()
@@ -671,11 +632,7 @@ async fn load_shed_over_a_concurrency_limit_below_the_layer() {
 
 #[tokio::test]
 async fn concurrency_limit_above_the_layer() {
-    let sim = Simulator::builder()
-        .single_session(true)
-        .start()
-        .await
-        .unwrap();
+    let sim = gateway().await;
     let service = ServiceBuilder::new()
         .concurrency_limit(1)
         .layer(PaynetAuthLayer::new(manager(sim.base_url())))
@@ -720,11 +677,7 @@ impl<Res> tower::retry::Policy<Request<Full<Bytes>>, Res, Error> for SafeRetry {
 
 #[tokio::test]
 async fn retry_above_the_layer_never_replays_a_payment_after_a_dropped_connection() {
-    let sim = Simulator::builder()
-        .single_session(true)
-        .start()
-        .await
-        .unwrap();
+    let sim = gateway().await;
     let asked = Arc::new(AtomicUsize::new(0));
     let service = ServiceBuilder::new()
         .retry(SafeRetry {
@@ -794,11 +747,7 @@ async fn proxy_handler(
 
 #[tokio::test]
 async fn axum_server_proxying_the_gateway_answer() {
-    let sim = Simulator::builder()
-        .single_session(true)
-        .start()
-        .await
-        .unwrap();
+    let sim = gateway().await;
     let gateway = PaynetAuthLayer::new(manager(sim.base_url())).layer(http_client());
     let app = Router::new()
         .route("/categories", axum::routing::get(proxy_handler))
@@ -856,11 +805,7 @@ mod reqwest_stack {
 
     #[tokio::test]
     async fn content_length_of_an_inspected_answer_through_an_expiry() {
-        let sim = Simulator::builder()
-            .single_session(true)
-            .start()
-            .await
-            .unwrap();
+        let sim = gateway().await;
         let client = client(PaynetAuthLayer::new(manager(sim.base_url())));
         for round in 0..2 {
             if round == 1 {
@@ -887,11 +832,7 @@ mod reqwest_stack {
 
     #[tokio::test]
     async fn streaming_an_answer_longer_than_the_inspection_limit() {
-        let sim = Simulator::builder()
-            .single_session(true)
-            .start()
-            .await
-            .unwrap();
+        let sim = gateway().await;
         let manager = manager(sim.base_url());
         let client = client(PaynetAuthLayer::new(manager.clone()).inspect_limit(16));
         let response = within(
