@@ -940,14 +940,14 @@ impl Inner {
                     Ok(stored) => newest = newest.max(stored),
                     Err(error) => {
                         numbering = Numbering::Unordered;
-                        self.store_failed("read under the lease", &error);
+                        self.store_failed("read under the lease", "logging in", &error);
                     }
                 }
                 None
             }
             Err(error) => {
                 numbering = Numbering::Unordered;
-                self.store_failed("read under the lease", &error);
+                self.store_failed("read under the lease", "logging in", &error);
                 None
             }
         };
@@ -969,7 +969,7 @@ impl Inner {
                             Outcome::LoggedInUnsaved
                         }
                         Err(error) => {
-                            self.store_failed("save; serving the new token from memory", &error);
+                            self.store_failed("save", "serving the new token from memory", &error);
                             self.persist_later(record.clone());
                             Outcome::LoggedInUnsaved
                         }
@@ -1021,13 +1021,16 @@ impl Inner {
 
     /// Logs a store failure the refresh works around: a query error (schema, bug) at ERROR, since retrying will
     /// not cure it; an unreachable or busy store at WARN.
-    fn store_failed(&self, what: &str, error: &StoreError) {
+    fn store_failed(&self, op: &str, then: &str, error: &StoreError) {
         match error {
-            StoreError::Conflict { .. } | StoreError::Unavailable { .. } => {
-                warn!(store = %self.store.describe(), error = %error, "token store {what} failed");
+            StoreError::Unavailable { .. } => {
+                warn!(store = %self.store.describe(), error = %error, "token store unavailable ({op}): {then}");
+            }
+            StoreError::Conflict { .. } => {
+                warn!(store = %self.store.describe(), error = %error, "token store conflict past its retries ({op}): {then}");
             }
             _ => {
-                error!(store = %self.store.describe(), error = %error, "token store {what} failed")
+                error!(store = %self.store.describe(), error = %error, "token store {op} failed: {then}")
             }
         }
     }
@@ -1073,7 +1076,8 @@ impl Inner {
         cause: &StoreError,
     ) -> Result<(Arc<ActiveToken>, Outcome), TokenError> {
         self.store_failed(
-            "access; logging in without the lease, the new token is served from memory",
+            "refresh",
+            "logging in without the lease, the new token is served from memory",
             cause,
         );
         let result = self.login(login).await;
