@@ -17,13 +17,13 @@ concurrency=${PAYNET_E2E_CONCURRENCY:-64}
 port=${PAYNET_E2E_PORT:-18080}
 
 cd "$(dirname "$0")/.."
-cargo build --release --quiet --bin paynet-auth
+cargo build --release --quiet -p paynet-auth-cli
 bin=target/release/paynet-auth
 dir=$(mktemp -d)
 store_url=${PAYNET_E2E_STORE_URL:-sqlite://$dir/tokens.db}
 
 # Quiet: by default the simulator logs every request it answers, which would cost it CPU the client competes for.
-RUST_LOG=paynet_auth=warn "$bin" simulate --listen "127.0.0.1:$port" >"$dir/simulator.log" 2>&1 &
+RUST_LOG=warn "$bin" simulate --listen "127.0.0.1:$port" >"$dir/simulator.log" 2>&1 &
 simulator=$!
 trap 'kill $simulator 2>/dev/null || true; rm -rf "$dir"' EXIT
 for _ in $(seq 50); do

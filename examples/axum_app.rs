@@ -14,10 +14,10 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use paynet_auth::sim::{self, Simulator};
 use paynet_auth::store::{self, StoreOptions};
 use paynet_auth::token::PaynetLogin;
 use paynet_auth::{BoxError, PaynetAuth, PaynetAuthLayer, TokenManager};
+use paynet_sim::Simulator;
 use tower::timeout::Timeout;
 use tower::{Layer, ServiceExt};
 
@@ -61,9 +61,9 @@ async fn main() -> Result<(), BoxError> {
     let store = store::connect("sqlite://paynet-axum-example.db", StoreOptions::default()).await?;
     let manager = TokenManager::builder(PaynetLogin::new(
         gateway.base_url(),
-        sim::DEFAULT_USERNAME,
-        sim::DEFAULT_PASSWORD.into(),
-        sim::DEFAULT_TERMINAL_ID,
+        paynet_sim::DEFAULT_USERNAME,
+        paynet_sim::DEFAULT_PASSWORD.into(),
+        paynet_sim::DEFAULT_TERMINAL_ID,
     ))
     .shared_store(store)
     .build()?;

@@ -9,10 +9,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use paynet_auth::sim::{self, Simulator};
 use paynet_auth::store::{self, StoreOptions};
 use paynet_auth::token::PaynetLogin;
 use paynet_auth::{BoxError, PaynetAuthLayer, TokenManager};
+use paynet_sim::Simulator;
 use tower::{ServiceBuilder, ServiceExt};
 
 #[tokio::main]
@@ -22,9 +22,9 @@ async fn main() -> Result<(), BoxError> {
     let store = store::connect("sqlite::memory:", StoreOptions::default()).await?;
     let manager = TokenManager::builder(PaynetLogin::new(
         gateway.base_url(),
-        sim::DEFAULT_USERNAME,
-        sim::DEFAULT_PASSWORD.into(),
-        sim::DEFAULT_TERMINAL_ID,
+        paynet_sim::DEFAULT_USERNAME,
+        paynet_sim::DEFAULT_PASSWORD.into(),
+        paynet_sim::DEFAULT_TERMINAL_ID,
     ))
     .shared_store(store)
     .login_timeout(Duration::from_secs(5))

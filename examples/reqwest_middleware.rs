@@ -3,18 +3,18 @@
 //! `cargo run --example reqwest_middleware --features reqwest` runs it against the built-in gateway simulator.
 
 use paynet_auth::reqwest_adapter::PaynetAuthMiddleware;
-use paynet_auth::sim::{self, Simulator};
 use paynet_auth::token::PaynetLogin;
 use paynet_auth::{BoxError, PaynetAuthLayer, TokenManager};
+use paynet_sim::Simulator;
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let gateway = Simulator::builder().start().await?;
     let manager = TokenManager::builder(PaynetLogin::new(
         gateway.base_url(),
-        sim::DEFAULT_USERNAME,
-        sim::DEFAULT_PASSWORD.into(),
-        sim::DEFAULT_TERMINAL_ID,
+        paynet_sim::DEFAULT_USERNAME,
+        paynet_sim::DEFAULT_PASSWORD.into(),
+        paynet_sim::DEFAULT_TERMINAL_ID,
     ))
     .build()?;
 

@@ -49,12 +49,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use paynet_auth::clock::Clock as _;
-use paynet_auth::sim::{self, Simulator};
 use paynet_auth::store::{DieselStore, StoreOptions};
 use paynet_auth::token::PaynetLogin;
 use paynet_auth::{
     BoxError, Error, LoginError, PaynetAuth, PaynetAuthLayer, TokenError, TokenManager,
 };
+use paynet_sim::Simulator;
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
@@ -815,9 +815,9 @@ async fn run() -> Result<bool, BoxError> {
     let credential_key = format!("paynet-soak:{run_id}");
     let manager = TokenManager::builder(PaynetLogin::new(
         sim.base_url(),
-        sim::DEFAULT_USERNAME,
-        sim::DEFAULT_PASSWORD.into(),
-        sim::DEFAULT_TERMINAL_ID,
+        paynet_sim::DEFAULT_USERNAME,
+        paynet_sim::DEFAULT_PASSWORD.into(),
+        paynet_sim::DEFAULT_TERMINAL_ID,
     ))
     .store(store.clone())
     .credential_key(&credential_key)

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Runs each fleet variant of tests/fleet.rs RUNS times (default 30) and reports, per variant, how many runs broke
+# Runs each fleet variant (tests/fleet.rs, and crates/paynet-auth-cli/tests/fleet_processes.rs for the fleets of CLI
+# processes) RUNS times (default 30) and reports, per variant, how many runs broke
 # the promise (logins != expiries + 1, or a caller error) and the figures of every run.
 #
 #   scripts/fleet-repeat.sh [RUNS] [VARIANT...]
 #
-# VARIANT is a test name of tests/fleet.rs or a part of one (default: every fleet variant and the killed holder).
+# VARIANT is a test name of either file or a part of one (default: every fleet variant and the killed holder).
 # PAYNET_FLEET_SECS sets the expiries per run (default 20, one a second); PAYNET_TEST_POSTGRES_URL and
 # PAYNET_TEST_MYSQL_URL choose the databases, as for the test suite. Figures go to target/fleet-repeat/*.jsonl.
 set -euo pipefail
@@ -26,7 +27,16 @@ fi
 
 out=target/fleet-repeat
 mkdir -p "$out"
-cargo test --all-features --test fleet --no-run --quiet
+cargo test --all-features --no-run --quiet -p paynet-auth --test fleet
+cargo test --all-features --no-run --quiet -p paynet-auth-cli --test fleet_processes
+
+# The package and test binary that hold a variant.
+target_of() {
+  case $1 in
+    sqlite_file_shared*|lease_holder_killed*) echo "-p paynet-auth-cli --test fleet_processes" ;;
+    *) echo "-p paynet-auth --test fleet" ;;
+  esac
+}
 
 for variant in "${variants[@]}"; do
   : > "$out/$variant.jsonl"
@@ -35,7 +45,8 @@ done
 for run in $(seq 1 "$runs"); do
   for variant in "${variants[@]}"; do
     log="$out/$variant.$run.log"
-    if cargo test --all-features --quiet --test fleet "$variant" -- --nocapture --test-threads 1 >"$log" 2>&1; then
+    # shellcheck disable=SC2046 # the package and test flags are meant to split
+    if cargo test --all-features --quiet $(target_of "$variant") "$variant" -- --nocapture --test-threads 1 >"$log" 2>&1; then
       status=ok
     else
       status=FAILED

@@ -11,10 +11,10 @@ pub mod body;
 pub mod clock;
 pub mod config;
 pub mod error;
+#[cfg(feature = "hyper-client")]
+pub mod hyper_client;
 #[cfg(feature = "reqwest")]
 pub mod reqwest_adapter;
-#[cfg(feature = "sim")]
-pub mod sim;
 pub mod store;
 pub mod token;
 

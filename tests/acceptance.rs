@@ -11,10 +11,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use paynet_auth::clock::NoJitter;
-use paynet_auth::sim::{LoginFailure, Simulator};
 use paynet_auth::store::{MemoryStore, TokenStore};
 use paynet_auth::token::{Generation, PaynetLogin};
 use paynet_auth::{Error, LoginError, PaynetAuth, PaynetAuthLayer, TokenError, TokenManager};
+use paynet_sim::{LoginFailure, Simulator};
 use support::{PASSWORD, TERMINAL, USERNAME};
 use tower::{Layer, ServiceExt};
 

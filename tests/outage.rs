@@ -8,7 +8,6 @@
     feature = "sqlite",
     feature = "postgres",
     feature = "mysql",
-    feature = "sim",
     feature = "hyper-client"
 ))]
 
@@ -22,10 +21,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use paynet_auth::sim::{DEFAULT_PASSWORD, DEFAULT_TERMINAL_ID, DEFAULT_USERNAME, Simulator};
 use paynet_auth::store::{DieselStore, StoreOptions};
 use paynet_auth::token::PaynetLogin;
 use paynet_auth::{PaynetAuthLayer, TokenManager};
+use paynet_sim::{DEFAULT_PASSWORD, DEFAULT_TERMINAL_ID, DEFAULT_USERNAME, Simulator};
 use secrecy::ExposeSecret;
 use support::db::{Fixture, unique_key};
 use support::proxy::{Proxy, host_port};

@@ -3,9 +3,9 @@
 mod support;
 
 use paynet_auth::reqwest_adapter::PaynetAuthMiddleware;
-use paynet_auth::sim::{LoginFailure, Simulator};
 use paynet_auth::token::{Generation, PaynetLogin};
 use paynet_auth::{PaynetAuthLayer, TokenManager};
+use paynet_sim::{LoginFailure, Simulator};
 use support::{PASSWORD, TERMINAL, USERNAME};
 
 fn client(manager: &TokenManager) -> reqwest_middleware::ClientWithMiddleware {

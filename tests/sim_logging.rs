@@ -1,6 +1,5 @@
 //! The gateway simulator's request log. Alone in its own test binary because it installs the global tracing
 //! subscriber: a per-thread one races with callsite registration from tests running on other threads.
-#![cfg(all(feature = "sim", feature = "hyper-client"))]
 
 use std::sync::{Arc, Mutex};
 
@@ -9,7 +8,7 @@ use http::{Method, Request, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use paynet_auth::sim::{DEFAULT_PASSWORD, DEFAULT_TERMINAL_ID, DEFAULT_USERNAME, Simulator};
+use paynet_sim::{DEFAULT_PASSWORD, DEFAULT_TERMINAL_ID, DEFAULT_USERNAME, Simulator};
 use serde_json::{Value, json};
 
 #[derive(Clone, Default)]

@@ -8,7 +8,6 @@
     feature = "sqlite",
     feature = "postgres",
     feature = "mysql",
-    feature = "sim",
     feature = "hyper-client"
 ))]
 
@@ -21,10 +20,10 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use paynet_auth::sim::Simulator;
 use paynet_auth::store::{DieselStore, StoreOptions, TokenStore};
 use paynet_auth::token::{Generation, PaynetLogin, TokenManagerBuilder, TokenRecord};
 use paynet_auth::{Error, PaynetAuth, PaynetAuthLayer, TokenManager};
+use paynet_sim::Simulator;
 use secrecy::ExposeSecret;
 use support::db::{Fixture, unique_key};
 use support::proxy::{Proxy, host_port};

@@ -13,6 +13,7 @@ use paynet_auth::token::{PaynetLogin, TokenManagerBuilder};
 
 #[cfg(all(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub mod db;
+pub mod fleet;
 pub mod logs;
 #[cfg(feature = "diesel-store")]
 pub mod proxy;

@@ -36,7 +36,12 @@
 //!   `transactionId` was executed, which is how a client reconciles after a lost connection.
 //!
 //! Requests are logged with `tracing` at DEBUG (HTTP method, path, JSON-RPC method, outcome). Passwords are never
-//! logged, and tokens only as their [`fingerprint`](crate::token::fingerprint).
+//! logged, and tokens only as their [`fingerprint`].
+//!
+//! This crate stands alone: it does not depend on `paynet-auth`, so a test of any gateway client can use it
+//! (as a dev-dependency, the way `wiremock` is used).
+#![warn(missing_docs)]
+#![deny(unreachable_pub, unsafe_code)]
 
 mod builder;
 mod catalog;
@@ -74,3 +79,16 @@ pub const DEFAULT_ROOT: &str = "/gw";
 
 /// The largest request body the simulator reads; a larger one is answered with HTTP 413.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// A short, non-reversible fingerprint of a token (the first 8 hex digits of its SHA-256), the form in which the
+/// simulator logs tokens. `paynet-auth` logs its tokens the same way, so one token can be followed from the
+/// client's log to the simulator's.
+///
+/// ```
+/// assert_eq!(paynet_sim::fingerprint("abc"), "ba7816bf");
+/// ```
+pub fn fingerprint(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(token.as_bytes());
+    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+}

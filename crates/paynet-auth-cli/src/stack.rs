@@ -6,10 +6,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use paynet_auth::config::{Config, PaynetConfig};
+use paynet_auth::hyper_client::{HttpClient, http_client};
 use paynet_auth::{BoxError, PaynetAuth, TokenManager};
 use tower::ServiceExt;
 use tower::timeout::Timeout;
@@ -18,13 +16,14 @@ use tower::util::MapErr;
 /// How long one gateway call may take.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub(crate) type Inner = Timeout<
-    MapErr<Client<HttpConnector, Full<Bytes>>, fn(hyper_util::client::legacy::Error) -> BoxError>,
->;
+pub(crate) type Inner =
+    Timeout<MapErr<HttpClient, fn(hyper_util::client::legacy::Error) -> BoxError>>;
 
 pub(crate) fn client() -> Inner {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    Timeout::new(client.map_err(box_error as fn(_) -> _), REQUEST_TIMEOUT)
+    Timeout::new(
+        http_client().map_err(box_error as fn(_) -> _),
+        REQUEST_TIMEOUT,
+    )
 }
 
 fn box_error(error: hyper_util::client::legacy::Error) -> BoxError {

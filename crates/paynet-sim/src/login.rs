@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::gateway::{Ctx, Trace};
 use super::reply::{Answer, JSON, RpcError, envelope};
-use crate::token::fingerprint;
+use crate::fingerprint;
 
 /// A way to make `login` fail, set with [`SimulatorBuilder::login_failure`](super::SimulatorBuilder::login_failure)
 /// or [`Simulator::set_login_failure`](super::Simulator::set_login_failure).

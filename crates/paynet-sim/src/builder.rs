@@ -159,7 +159,7 @@ impl SimulatorBuilder {
     /// ```no_run
     /// # async fn demo() -> std::io::Result<()> {
     /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-    /// paynet_auth::sim::Simulator::builder()
+    /// paynet_sim::Simulator::builder()
     ///     .serve(listener, tokio::signal::ctrl_c())
     ///     .await
     /// # }

@@ -1,5 +1,4 @@
 //! The gateway simulator, exercised over real HTTP on loopback.
-#![cfg(all(feature = "sim", feature = "hyper-client"))]
 
 use std::error::Error as StdError;
 use std::sync::Arc;
@@ -11,7 +10,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use paynet_auth::sim::{
+use paynet_sim::{
     DEFAULT_PASSWORD, DEFAULT_TERMINAL_ID, DEFAULT_USERNAME, LOGIN_FAILED_CODE, LoginFailure,
     MAX_BODY_BYTES, SimStats, Simulator, UNAUTHORIZED_CODE,
 };
@@ -52,7 +51,7 @@ struct Gateway {
 }
 
 impl Gateway {
-    async fn start(builder: paynet_auth::sim::SimulatorBuilder) -> Self {
+    async fn start(builder: paynet_sim::SimulatorBuilder) -> Self {
         Self::with(builder.start().await.expect("the simulator starts"))
     }
 

@@ -1,17 +1,15 @@
 //! The `paynet-auth` binary end to end: the real executable, a YAML file in a temporary directory, a SQLite
 //! store next to it, secrets passed through environment variables, and the gateway simulator in this process.
 
-#![cfg(all(feature = "cli", feature = "sqlite"))]
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use paynet_auth::sim::{
+use paynet_auth::token::fingerprint;
+use paynet_sim::{
     DEFAULT_PASSWORD, DEFAULT_TERMINAL_ID, DEFAULT_USERNAME, LoginFailure, Simulator,
 };
-use paynet_auth::token::fingerprint;
 use tempfile::TempDir;
 use tokio::process::Command;
 

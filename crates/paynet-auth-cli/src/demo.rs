@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use http_body_util::BodyExt;
 use paynet_auth::config::PaynetConfig;
-use paynet_auth::sim::{LoginFailure, Simulator};
 use paynet_auth::{Error, TokenManager};
+use paynet_sim::{LoginFailure, Simulator};
 use tower::ServiceExt;
 
 use crate::stack;

@@ -22,7 +22,7 @@ use super::stats::SimStats;
 /// once; [`shutdown`](Self::shutdown) lets requests in flight finish first.
 ///
 /// ```
-/// use paynet_auth::sim::{LoginFailure, Simulator};
+/// use paynet_sim::{LoginFailure, Simulator};
 /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
 ///
 /// # fn main() -> std::io::Result<()> {

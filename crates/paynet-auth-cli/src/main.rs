@@ -72,7 +72,7 @@ fn main() -> ExitCode {
     // narrates the requests it answers (logged at DEBUG, since a library user's simulator should stay quiet).
     let default_filter = match cli.command {
         Command::Demo => "paynet_auth=error",
-        Command::Simulate { .. } => "paynet_auth::sim=debug",
+        Command::Simulate { .. } => "paynet_sim=debug",
         _ => "off",
     };
     tracing_subscriber::fmt()

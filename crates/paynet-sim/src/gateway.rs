@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use super::reply::{Answer, Dropped, RpcError};
 use super::state::State;
 use super::{MAX_BODY_BYTES, catalog, login, transaction};
-use crate::token::fingerprint;
+use crate::fingerprint;
 
 /// What every request handler can reach.
 #[derive(Clone)]
