@@ -325,6 +325,24 @@ impl Error {
     }
 }
 
+/// Why a configuration could not be turned into a ready stack ([`Stack::from_config`](crate::setup::Stack::from_config)).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// The settings cannot work.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store could not be opened or migrated.
+    #[error("cannot open the token store {url}")]
+    Store {
+        /// The store URL, without its password.
+        url: String,
+        /// What the store said.
+        #[source]
+        source: StoreError,
+    },
+}
+
 /// A configuration value is wrong.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

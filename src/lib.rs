@@ -15,6 +15,7 @@ pub mod error;
 pub mod hyper_client;
 #[cfg(feature = "reqwest")]
 pub mod reqwest_adapter;
+pub mod setup;
 pub mod store;
 pub mod token;
 
@@ -22,7 +23,7 @@ mod future;
 mod layer;
 mod service;
 
-pub use error::{BoxError, Error, InjectError, LoginError, StoreError, TokenError};
+pub use error::{BoxError, Error, InjectError, LoginError, SetupError, StoreError, TokenError};
 pub use future::ResponseFuture;
 pub use layer::{
     DEFAULT_INSPECT_LIMIT, DEFAULT_MAX_REQUEST_BODY, PAYNET_REJECTION_CODE, PaynetAuthLayer,

@@ -1,5 +1,6 @@
-//! Configuration: the plain [`Config`] struct, and (feature `yaml`) loading it from a YAML file with
-//! `${VAR}` / `${VAR:-default}` expanded from the environment.
+//! Configuration: the plain [`Config`] struct and its checks, deserializable from any serde format, and (feature
+//! `yaml`) loading it from a YAML file with `${VAR}` / `${VAR:-default}` expanded from the environment.
+//! [`Stack::from_config`](crate::setup::Stack::from_config) turns it into a ready manager and layer.
 //!
 //! ```yaml
 //! paynet:
@@ -22,13 +23,11 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
 
-use crate::PaynetAuthLayer;
-use crate::body::TokenField;
 use crate::error::ConfigError;
 use crate::layer::{DEFAULT_INSPECT_LIMIT, DEFAULT_MAX_REQUEST_BODY, PAYNET_REJECTION_CODE};
+use crate::token::PaynetLogin;
 use crate::token::defaults;
 use crate::token::source::DEFAULT_LOGIN_PATH;
-use crate::token::{PaynetLogin, TokenManager, TokenManagerBuilder};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -99,15 +98,6 @@ pub enum TokenFieldConfig {
     Params,
     /// A top-level `token`, as the ticket writes it.
     TopLevel,
-}
-
-impl From<TokenFieldConfig> for TokenField {
-    fn from(value: TokenFieldConfig) -> Self {
-        match value {
-            TokenFieldConfig::Params => TokenField::Params,
-            TokenFieldConfig::TopLevel => TokenField::TopLevel,
-        }
-    }
 }
 
 /// Where the token is kept.
@@ -407,24 +397,6 @@ impl PaynetConfig {
             self.terminal_id,
         )
         .login_path(&self.base_url, &self.login_path)
-    }
-
-    /// A manager builder with these settings, without a store.
-    pub fn manager_builder(&self) -> TokenManagerBuilder {
-        TokenManager::builder(self.login())
-            .token_ttl(self.token_ttl)
-            .expiry_skew(self.expiry_skew)
-            .login_timeout(self.login_timeout)
-            .lease_ttl(self.lease_ttl)
-    }
-
-    /// The layer with these settings over `manager`.
-    pub fn layer(&self, manager: TokenManager) -> PaynetAuthLayer {
-        PaynetAuthLayer::new(manager)
-            .token_field(self.token_field.into())
-            .rejection_code(self.rejection_code)
-            .max_request_body(self.max_request_body)
-            .inspect_limit(self.inspect_limit)
     }
 
     /// The store options of these settings. An empty encryption key counts as none, so that

@@ -16,8 +16,8 @@ pub(crate) async fn run(
 ) -> Result<ExitCode, String> {
     let config = stack::load_config(config_path)?;
     let params = stack::parse_params(params)?;
-    let manager = stack::manager(&config.paynet).await?;
-    let service = stack::authorised(&config.paynet, manager);
+    let ready = stack::stack(&config.paynet).await?;
+    let service = stack::authorised(&ready);
     let request = stack::rpc_request(&config.paynet, path, method, &params, 1)?;
     let response = service
         .oneshot(request)

@@ -5,8 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use http_body_util::BodyExt;
+use paynet_auth::Error;
 use paynet_auth::config::PaynetConfig;
-use paynet_auth::{Error, TokenManager};
+use paynet_auth::setup::Stack;
 use paynet_sim::{LoginFailure, Simulator};
 use tower::ServiceExt;
 
@@ -50,12 +51,12 @@ const CALL_PATH: &str = "/v2/service";
 const CALL_METHOD: &str = "getCategoriesList";
 
 impl Demo {
-    async fn manager(&self) -> Result<TokenManager, String> {
-        stack::manager(&self.config).await
+    async fn stack(&self) -> Result<Stack, String> {
+        stack::stack(&self.config).await
     }
 
-    async fn call(&self, manager: &TokenManager) -> Result<serde_json::Value, Error> {
-        let service = stack::authorised(&self.config, manager.clone());
+    async fn call(&self, ready: &Stack) -> Result<serde_json::Value, Error> {
+        let service = stack::authorised(ready);
         let request = stack::rpc_request(
             &self.config,
             CALL_PATH,
@@ -137,7 +138,8 @@ pub(crate) async fn run() -> Result<ExitCode, String> {
     println!("Token store: SQLite at {}\n", db.display());
 
     println!("1. First acquisition: no token in the database, a request to a protected resource");
-    let manager = demo.manager().await?;
+    let first = demo.stack().await?;
+    let manager = first.manager();
     check(
         "no token stored yet",
         manager
@@ -146,7 +148,7 @@ pub(crate) async fn run() -> Result<ExitCode, String> {
             .map_err(|e| crate::one_line(&e))?
             .is_none(),
     )?;
-    let answer = demo.call(&manager).await.map_err(|e| crate::one_line(&e))?;
+    let answer = demo.call(&first).await.map_err(|e| crate::one_line(&e))?;
     let stats = demo.sim.stats();
     println!(
         "   logins {}, rejections {}, calls {}",
@@ -180,7 +182,7 @@ pub(crate) async fn run() -> Result<ExitCode, String> {
     )?;
 
     println!("\n   … a restart: a new manager on the same database");
-    let restarted = demo.manager().await?;
+    let restarted = demo.stack().await?;
     demo.call(&restarted)
         .await
         .map_err(|e| crate::one_line(&e))?;
@@ -201,7 +203,7 @@ pub(crate) async fn run() -> Result<ExitCode, String> {
         "   rejections +{}, logins +{}, generation now {}",
         after.rejections - before.rejections,
         after.logins - before.logins,
-        restarted.cached().map_or(0, |t| t.generation().0)
+        restarted.manager().cached().map_or(0, |t| t.generation().0)
     );
     check(
         "the gateway answered -9999 once",
@@ -241,9 +243,8 @@ pub(crate) async fn run() -> Result<ExitCode, String> {
     let calls: Vec<_> = (0..200)
         .map(|_| {
             let demo_config = demo.config.clone();
-            let manager = restarted.clone();
+            let service = stack::authorised(&restarted);
             async move {
-                let service = stack::authorised(&demo_config, manager);
                 let request = stack::rpc_request(
                     &demo_config,
                     CALL_PATH,

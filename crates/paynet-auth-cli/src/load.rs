@@ -87,7 +87,8 @@ pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, 
     }
     let config = stack::load_config(config_path)?;
     let params = stack::parse_params(args.params.as_deref())?;
-    let manager = stack::manager(&config.paynet).await?;
+    let ready = stack::stack(&config.paynet).await?;
+    let manager = ready.manager().clone();
     let progress = ProgressBar::new(args.requests);
     progress.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} {elapsed}")
@@ -113,7 +114,7 @@ pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, 
     let outcomes: Vec<(Outcome, Duration)> = if args.bare {
         // The baseline: the token written in once, the calls sent straight through the client. One call through
         // the layer first makes sure that token is one the gateway accepts (a stored one may be stale).
-        let warm_up = stack::authorised(&config.paynet, manager.clone());
+        let warm_up = stack::authorised(&ready);
         warm_up
             .oneshot(request(&url, &Bytes::from(call.to_string())))
             .await
@@ -134,7 +135,7 @@ pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, 
         .await
     } else {
         let body = Bytes::from(call.to_string());
-        let service = stack::authorised(&config.paynet, manager.clone());
+        let service = stack::authorised(&ready);
         drive(requests, deadline, args.concurrency, &progress, move |_| {
             result_or_cause(service.clone().oneshot(request(&url, &body)))
         })

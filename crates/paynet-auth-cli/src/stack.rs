@@ -8,7 +8,8 @@ use http::Request;
 use http_body_util::Full;
 use paynet_auth::config::{Config, PaynetConfig};
 use paynet_auth::hyper_client::{HttpClient, http_client};
-use paynet_auth::{BoxError, PaynetAuth, TokenManager};
+use paynet_auth::setup::Stack;
+use paynet_auth::{BoxError, PaynetAuth};
 use tower::ServiceExt;
 use tower::timeout::Timeout;
 use tower::util::MapErr;
@@ -34,19 +35,16 @@ pub(crate) fn load_config(path: &Path) -> Result<Config, String> {
     Config::from_yaml_file(path).map_err(|e| crate::one_line(&e))
 }
 
-pub(crate) async fn manager(config: &PaynetConfig) -> Result<TokenManager, String> {
-    let store = paynet_auth::store::connect(&config.store.url, config.store_options())
+/// The manager and the layer of `config`, over its store, in one pass.
+pub(crate) async fn stack(config: &PaynetConfig) -> Result<Stack, String> {
+    Stack::from_config(config)
         .await
-        .map_err(|e| crate::one_line(&e))?;
-    config
-        .manager_builder()
-        .shared_store(store)
-        .build()
         .map_err(|e| crate::one_line(&e))
 }
 
-pub(crate) fn authorised(config: &PaynetConfig, manager: TokenManager) -> PaynetAuth<Inner> {
-    tower::Layer::layer(&config.layer(manager), client())
+/// The client wrapped in the stack's layer.
+pub(crate) fn authorised(stack: &Stack) -> PaynetAuth<Inner> {
+    stack.service(client())
 }
 
 /// A JSON-RPC call to `path` below the gateway root; an error naming the URL when the path makes it invalid.

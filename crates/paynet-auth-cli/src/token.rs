@@ -21,7 +21,8 @@ pub(crate) enum TokenAction {
 
 pub(crate) async fn run(config_path: &Path, action: TokenAction) -> Result<ExitCode, String> {
     let config = stack::load_config(config_path)?;
-    let manager = stack::manager(&config.paynet).await?;
+    let ready = stack::stack(&config.paynet).await?;
+    let manager = ready.manager();
     match action {
         TokenAction::Status => {
             println!("key:        {}", manager.credential_key());

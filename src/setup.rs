@@ -1,0 +1,101 @@
+//! From a configuration to a ready stack in one pass: open the store, build the manager over it, and the layer
+//! over the manager.
+//!
+//! The configuration itself ([`crate::config`]) is plain data and its checks; this module is the one place that
+//! turns it into working parts, so a service, the command line tool and a test build the same stack the same way.
+
+use std::sync::Arc;
+
+use crate::body::TokenField;
+use crate::config::{PaynetConfig, TokenFieldConfig, redact_url};
+use crate::error::{ConfigError, SetupError};
+use crate::store::TokenStore;
+use crate::{PaynetAuth, PaynetAuthLayer, TokenManager};
+
+/// The token manager and the layer a [`PaynetConfig`] describes, sharing one store.
+///
+/// ```
+/// use paynet_auth::config::Config;
+/// use paynet_auth::setup::Stack;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), paynet_auth::BoxError> {
+/// let yaml = "paynet:\n  base_url: https://gateway.example/gw\n  username: u\n  password: p\n  \
+///             terminal_id: 1\n  store:\n    url: \"memory:\"\n";
+/// let config = Config::from_yaml_str(yaml, "paynet.yaml", &|_| None)?;
+/// let stack = Stack::from_config(&config.paynet).await?;
+/// let service = stack.service(tower::service_fn(|_: http::Request<http_body_util::Full<bytes::Bytes>>| async {
+///     Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::<bytes::Bytes>::default()))
+/// }));
+/// assert_eq!(stack.manager().store_description(), "memory");
+/// # let _ = service; Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Stack {
+    manager: TokenManager,
+    layer: PaynetAuthLayer,
+}
+
+impl Stack {
+    /// Checks `config` ([`PaynetConfig::validate`]), opens its store (applying the store's migrations) and
+    /// builds the manager and the layer.
+    pub async fn from_config(config: &PaynetConfig) -> Result<Self, SetupError> {
+        config.validate("configuration")?;
+        let store = crate::store::connect(&config.store.url, config.store_options())
+            .await
+            .map_err(|source| SetupError::Store {
+                url: redact_url(&config.store.url),
+                source,
+            })?;
+        Ok(Self::with_store(config, store)?)
+    }
+
+    /// The same over a store the caller opened (one pool shared with other parts of the service, or a
+    /// [`MemoryStore`](crate::store::MemoryStore) in a test); `config.store` is not used.
+    pub fn with_store(
+        config: &PaynetConfig,
+        store: Arc<dyn TokenStore>,
+    ) -> Result<Self, ConfigError> {
+        let manager = TokenManager::builder(config.login())
+            .token_ttl(config.token_ttl)
+            .expiry_skew(config.expiry_skew)
+            .login_timeout(config.login_timeout)
+            .lease_ttl(config.lease_ttl)
+            .shared_store(store)
+            .build()?;
+        let layer = PaynetAuthLayer::new(manager.clone())
+            .token_field(config.token_field.into())
+            .rejection_code(config.rejection_code)
+            .max_request_body(config.max_request_body)
+            .inspect_limit(config.inspect_limit);
+        Ok(Self { manager, layer })
+    }
+
+    /// The token manager: for `token status`-like reports, a forced refresh, or a second adapter.
+    pub fn manager(&self) -> &TokenManager {
+        &self.manager
+    }
+
+    /// The layer with the configured placement, rejection code and limits.
+    pub fn layer(&self) -> &PaynetAuthLayer {
+        &self.layer
+    }
+
+    /// `inner` wrapped in the layer.
+    pub fn service<S: Clone>(&self, inner: S) -> PaynetAuth<S> {
+        tower_layer::Layer::layer(&self.layer, inner)
+    }
+
+    /// The manager and the layer.
+    pub fn into_parts(self) -> (TokenManager, PaynetAuthLayer) {
+        (self.manager, self.layer)
+    }
+}
+
+impl From<TokenFieldConfig> for TokenField {
+    fn from(value: TokenFieldConfig) -> Self {
+        match value {
+            TokenFieldConfig::Params => TokenField::Params,
+            TokenFieldConfig::TopLevel => TokenField::TopLevel,
+        }
+    }
+}

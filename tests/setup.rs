@@ -1,0 +1,90 @@
+//! From configuration to a ready stack in one pass (`Stack::from_config`): every setting of the file reaches the
+//! manager and the layer, and what cannot be built says why.
+
+#![cfg(feature = "yaml")]
+
+mod support;
+
+use paynet_auth::SetupError;
+use paynet_auth::config::{Config, PaynetConfig};
+use paynet_auth::error::ConfigError;
+use paynet_auth::setup::Stack;
+use support::{MockRequest, MockResponse, body_json, json_response, login_ok};
+use tower::ServiceExt;
+use tower_test::mock;
+
+fn config(yaml: &str) -> PaynetConfig {
+    Config::from_yaml_str(yaml, "paynet.yaml", &|_| None)
+        .unwrap()
+        .paynet
+}
+
+/// The token placement, the rejection code and the login path of the file are the ones the stack uses: the login
+/// goes to the configured path, the token goes top-level, and the configured code (not -9999) makes it refresh.
+#[tokio::test]
+async fn the_stack_uses_every_setting_of_the_file() {
+    let config = config(
+        "paynet:\n  base_url: http://gateway.test/gw\n  login_path: /v3/auth\n  username: u\n  password: p\n  \
+         terminal_id: 7\n  token_field: top_level\n  rejection_code: -32001\n  store:\n    url: \"memory:\"\n",
+    );
+    let stack = Stack::from_config(&config).await.unwrap();
+    assert_eq!(stack.manager().endpoint(), "http://gateway.test/gw/v3/auth");
+    let (inner, mut gateway) = mock::pair::<MockRequest, MockResponse>();
+    let service = stack.service(inner);
+    let call = tokio::spawn(service.oneshot(support::json_request(
+        "/v2/service",
+        r#"{"jsonrpc":"2.0","method":"getCategoriesList","id":1,"params":{}}"#,
+    )));
+
+    let (login, reply) = gateway.next_request().await.unwrap();
+    assert_eq!(login.uri(), "http://gateway.test/gw/v3/auth");
+    reply.send_response(login_ok("first"));
+    let (sent, reply) = gateway.next_request().await.unwrap();
+    let body = body_json(sent.into_body()).await;
+    assert_eq!(body["token"], "first", "top-level placement: {body}");
+    assert!(body["params"].get("token").is_none(), "{body}");
+    reply.send_response(json_response(
+        r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32001,"message":"session ended"}}"#,
+    ));
+
+    let (login, reply) = gateway.next_request().await.unwrap();
+    assert_eq!(login.uri(), "http://gateway.test/gw/v3/auth");
+    reply.send_response(login_ok("second"));
+    let (replay, reply) = gateway.next_request().await.unwrap();
+    assert_eq!(body_json(replay.into_body()).await["token"], "second");
+    reply.send_response(json_response(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#));
+    call.await.unwrap().unwrap();
+    assert_eq!(stack.manager().logins(), 2);
+}
+
+/// A configuration built in code is checked too: the refusal names the fields as the file would.
+#[tokio::test]
+async fn a_configuration_built_in_code_that_cannot_work_is_refused() {
+    let mut config = config(
+        "paynet:\n  base_url: http://gateway.test/gw\n  username: u\n  password: p\n  terminal_id: 7\n  \
+         store:\n    url: \"memory:\"\n",
+    );
+    config.token_ttl = Some(config.expiry_skew);
+    match Stack::from_config(&config).await {
+        Err(SetupError::Config(ConfigError::Refused { fields, .. })) => {
+            assert_eq!(fields, ["paynet.token_ttl", "paynet.expiry_skew"]);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// A store that cannot be opened is named, without its password, with the store's own error as the cause.
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn a_store_that_cannot_be_opened_is_named_without_its_password() {
+    let config = config(
+        "paynet:\n  base_url: http://gateway.test/gw\n  username: u\n  password: p\n  terminal_id: 7\n  \
+         store:\n    url: \"postgres://app:hunter2@127.0.0.1:1/payments\"\n    connect_timeout: 2s\n",
+    );
+    let error = Stack::from_config(&config).await.unwrap_err();
+    let message = error.to_string();
+    assert!(matches!(error, SetupError::Store { .. }), "{error:?}");
+    assert!(message.contains("127.0.0.1:1/payments"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+    assert!(std::error::Error::source(&error).is_some());
+}
