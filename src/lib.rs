@@ -4,6 +4,8 @@
 //! current token into it (or into a header), sends it, and looks at the answer: when the gateway says the token was
 //! rejected, it obtains a newer one and replays the request once. Tokens are obtained lazily, persisted in a
 //! [`TokenStore`](store::TokenStore), and refreshed by one task per process and one process per fleet.
+// On docs.rs (all features on), each feature-gated item says which feature it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 #![deny(unreachable_pub, unsafe_code)]
 
