@@ -11,6 +11,7 @@ pub mod body;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod record;
 #[cfg(feature = "reqwest")]
 pub mod reqwest_adapter;
 #[cfg(feature = "sim")]

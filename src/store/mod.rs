@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::StoreError;
-use crate::token::{Generation, TokenRecord};
+use crate::record::{Generation, TokenRecord};
 
 #[cfg(feature = "diesel-store")]
 mod cipher;

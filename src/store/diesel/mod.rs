@@ -20,7 +20,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::cipher::{KeyRing, Opened};
 use super::{LeaseInfo, StoreOptions, TokenStore};
 use crate::error::{BoxError, StoreError};
-use crate::token::{Generation, LoginMeta, TokenRecord};
+use crate::record::{Generation, LoginMeta, TokenRecord};
 
 #[cfg(feature = "mysql")]
 use diesel_async::AsyncMysqlConnection;
