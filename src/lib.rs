@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 #[cfg(feature = "hyper-client")]
 pub mod hyper_client;
+pub mod record;
 #[cfg(feature = "reqwest")]
 pub mod reqwest_adapter;
 pub mod setup;

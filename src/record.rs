@@ -1,4 +1,8 @@
-//! The token as it is stored and as it is used, with its generation and the login's metadata.
+//! The token as it is stored: [`TokenRecord`], its [`Generation`] and the login's [`LoginMeta`].
+//!
+//! A leaf module: it imports nothing from the rest of the crate, so that both the [`token`](crate::token) manager
+//! and the [`store`](crate::store)s can use these types without importing each other. The old paths
+//! (`paynet_auth::token::TokenRecord` and the rest) are re-exported from `token`.
 
 use std::fmt;
 
@@ -29,26 +33,6 @@ pub struct LoginMeta {
     pub user_login: Option<String>,
 }
 
-/// The outcome of one successful login.
-pub struct Grant {
-    /// The token.
-    pub token: SecretString,
-    /// Metadata of the session.
-    pub meta: LoginMeta,
-    /// How long the endpoint says the token lives (`expires_in`), when it says so.
-    pub expires_in: Option<std::time::Duration>,
-}
-
-impl fmt::Debug for Grant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Grant")
-            .field("token", &"****")
-            .field("meta", &self.meta)
-            .field("expires_in", &self.expires_in)
-            .finish()
-    }
-}
-
 /// One credential key's token, as the store keeps it. Times are UTC milliseconds since the Unix epoch.
 #[derive(Clone)]
 pub struct TokenRecord {
@@ -71,7 +55,7 @@ impl TokenRecord {
     /// apart in status output and logs without showing them.
     ///
     /// ```
-    /// use paynet_auth::token::{Generation, LoginMeta, TokenRecord};
+    /// use paynet_auth::record::{Generation, LoginMeta, TokenRecord};
     /// let record = TokenRecord {
     ///     token: "RV5LwDHwB1ZJUBEFdbRNNaA64LynT5VG".into(),
     ///     generation: Generation(1),
@@ -111,52 +95,5 @@ impl fmt::Debug for TokenRecord {
             .field("meta", &self.meta)
             .field("written_by", &self.written_by)
             .finish()
-    }
-}
-
-/// The token in the form the hot path uses: the record plus the token already encoded as a JSON string literal,
-/// so that injection is a splice of ready bytes.
-pub struct ActiveToken {
-    record: TokenRecord,
-    json_literal: SecretString,
-}
-
-impl ActiveToken {
-    /// Prepares a record for use.
-    pub fn new(record: TokenRecord) -> Self {
-        // serde_json escapes exactly as a full serialisation would, so a spliced body parses like a re-serialised one.
-        let json_literal = serde_json::to_string(record.token.expose_secret())
-            .expect("a string always serialises")
-            .into();
-        Self {
-            record,
-            json_literal,
-        }
-    }
-
-    /// The record.
-    pub fn record(&self) -> &TokenRecord {
-        &self.record
-    }
-
-    /// The generation.
-    pub fn generation(&self) -> Generation {
-        self.record.generation
-    }
-
-    /// The token itself. Handle with care: never log it.
-    pub fn secret(&self) -> &SecretString {
-        &self.record.token
-    }
-
-    /// The token as a JSON string literal, quotes included.
-    pub(crate) fn json_literal(&self) -> &[u8] {
-        self.json_literal.expose_secret().as_bytes()
-    }
-}
-
-impl fmt::Debug for ActiveToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("ActiveToken").field(&self.record).finish()
     }
 }

@@ -1,0 +1,386 @@
+//! The diesel-async token store over PostgreSQL, SQLite or MySQL/MariaDB, chosen at run time from the URL: the
+//! public [`DieselStore`] and [`Backend`], and the [`TokenStore`] entry points, which check their arguments and run
+//! each operation as a task of its own.
+//!
+//! The rest is split by concern: `url` reads the URL, `pool` holds the connections, `rows` maps records to rows,
+//! `operations` runs the statements, `postgres`, `sqlite` and `mysql` hold what differs per backend,
+//! `migrations` creates the tables, and `failure` sorts errors by what the caller should do.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use self::pool::{LastError, Pools, build_pool};
+use self::url::{Target, redact};
+use super::cipher::KeyRing;
+use super::{LeaseInfo, StoreOptions, TokenStore};
+use crate::error::StoreError;
+use crate::record::{Generation, TokenRecord};
+
+mod failure;
+mod migrations;
+#[cfg(feature = "mysql")]
+mod mysql;
+mod operations;
+mod pool;
+#[cfg(feature = "postgres")]
+mod postgres;
+mod rows;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+mod url;
+
+/// Longest credential key and lease owner the tables hold (`VARCHAR(255)`). Checked up front so that every backend
+/// refuses the same keys, rather than PostgreSQL failing, SQLite accepting and a non-strict MySQL truncating (which
+/// would let two keys share a row).
+const MAX_KEY_BYTES: usize = 255;
+
+/// Longest lease the store records: keeps `now + ttl` far from overflowing a `BIGINT` on every backend.
+const MAX_TTL_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
+
+/// Which database a [`DieselStore`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Backend {
+    /// PostgreSQL, over tokio-postgres (no libpq).
+    Postgres,
+    /// SQLite, bundled, through a blocking connection run on tokio's blocking threads.
+    Sqlite,
+    /// MySQL or MariaDB, over mysql_async.
+    Mysql,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Postgres => "PostgreSQL",
+            Backend::Sqlite => "SQLite",
+            Backend::Mysql => "MySQL",
+        })
+    }
+}
+
+/// A [`TokenStore`] in a PostgreSQL, SQLite or MySQL/MariaDB database, shared by every instance of a service.
+///
+/// The backend is chosen from the URL:
+///
+/// | URL | backend | cargo feature |
+/// |-----|---------|---------------|
+/// | `postgres://user:pass@host:5432/db`, `postgresql://…` | PostgreSQL | `postgres` |
+/// | `sqlite://path/to/file.db`, `sqlite:///absolute/path.db`, `sqlite:path.db` | SQLite file | `sqlite` |
+/// | `sqlite::memory:` | SQLite in memory (one connection; for tests) | `sqlite` |
+/// | `mysql://user:pass@host:3306/db`, `mariadb://…` | MySQL / MariaDB | `mysql` |
+///
+/// Connections come from a bb8 pool that is created empty: [`connect`](Self::connect) succeeds while the database
+/// is down, so that a service can start and serve from memory (degraded mode). Each call then waits at most
+/// [`StoreOptions::connect_timeout`] for a connection and fails with [`StoreError::Unavailable`]; once the
+/// database is back, calls succeed again without a restart. PostgreSQL connections are made without TLS.
+///
+/// With [`StoreOptions::encryption_key`], tokens are stored encrypted with AES-256-GCM, the credential key being
+/// the associated data, so that a row copied under another key does not decrypt. Rows that do not decrypt are
+/// reported as absent (and logged at WARN), which makes the next request log in again.
+///
+/// The lease runs on the database's clock, not the instances', so instances with skewed clocks agree on when a
+/// lease ends.
+///
+/// Cloning is cheap: clones share the pool and the query counter.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), paynet_auth::StoreError> {
+/// use std::time::Duration;
+/// use paynet_auth::store::{DieselStore, StoreOptions, TokenStore};
+///
+/// let options = StoreOptions {
+///     encryption_key: Some(std::env::var("PAYNET_TOKEN_KEY").unwrap().into()),
+///     ..StoreOptions::default()
+/// };
+/// let store = DieselStore::connect("postgres://paynet:secret@db.internal/paynet", options).await?;
+/// store.migrate().await?;
+/// assert_eq!(store.describe(), "postgres://paynet:****@db.internal/paynet");
+///
+/// if store.try_lease("gateway-1", "host-a:4242:x7f3", Duration::from_secs(30)).await? {
+///     // … log in, then save the token with the next generation …
+///     store.release("gateway-1", "host-a:4242:x7f3").await?;
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct DieselStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pools: Pools,
+    describe: String,
+    cipher: Option<KeyRing>,
+    queries: AtomicU64,
+    connect_timeout: Duration,
+    last_connect_error: LastError,
+}
+
+impl DieselStore {
+    /// Creates the store for `url` (see the table above). No connection is made yet: this fails only for a wrong
+    /// URL or wrong options ([`StoreError::Config`]), never because the database is down; the first operation
+    /// (typically [`migrate`](Self::migrate)) reports that.
+    ///
+    /// Without an encryption key, logs once at WARN that tokens are stored in plaintext.
+    pub async fn connect(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
+        let target = Target::parse(url)?;
+        if options.pool_size == 0 {
+            return Err(StoreError::Config(
+                "token store pool_size must be at least 1".into(),
+            ));
+        }
+        if options.connect_timeout.is_zero() {
+            return Err(StoreError::Config(
+                "token store connect_timeout must be more than zero".into(),
+            ));
+        }
+        let cipher = match &options.encryption_key {
+            Some(current) => Some(KeyRing::from_base64(
+                current,
+                &options.previous_encryption_keys,
+            )?),
+            None if !options.previous_encryption_keys.is_empty() => {
+                return Err(StoreError::Config(
+                    "previous_encryption_keys are set but encryption_key is not: rows under a previous key \
+                     would be read and new ones written in plaintext"
+                        .into(),
+                ));
+            }
+            None => None,
+        };
+        let describe = redact(url);
+        let sink = LastError::default();
+
+        let pools = match target {
+            Target::Postgres(url) => {
+                #[cfg(feature = "postgres")]
+                {
+                    Pools::Postgres(build_pool(
+                        url,
+                        diesel_async::pooled_connection::ManagerConfig::default(),
+                        options.pool_size,
+                        &options,
+                        false,
+                        &sink,
+                    ))
+                }
+                #[cfg(not(feature = "postgres"))]
+                {
+                    let _ = url;
+                    return Err(url::not_compiled(Backend::Postgres, "postgres"));
+                }
+            }
+            Target::Sqlite { path } => {
+                #[cfg(feature = "sqlite")]
+                {
+                    // Every connection to `:memory:` is a database of its own: one connection, kept forever.
+                    let memory = path == ":memory:";
+                    let size = if memory { 1 } else { options.pool_size };
+                    Pools::Sqlite(build_pool(
+                        path,
+                        pool::sqlite_config(),
+                        size,
+                        &options,
+                        memory,
+                        &sink,
+                    ))
+                }
+                #[cfg(not(feature = "sqlite"))]
+                {
+                    let _ = path;
+                    return Err(url::not_compiled(Backend::Sqlite, "sqlite"));
+                }
+            }
+            Target::Mysql(url) => {
+                #[cfg(feature = "mysql")]
+                {
+                    Pools::Mysql(build_pool(
+                        url,
+                        diesel_async::pooled_connection::ManagerConfig::default(),
+                        options.pool_size,
+                        &options,
+                        false,
+                        &sink,
+                    ))
+                }
+                #[cfg(not(feature = "mysql"))]
+                {
+                    let _ = url;
+                    return Err(url::not_compiled(Backend::Mysql, "mysql"));
+                }
+            }
+        };
+
+        if cipher.is_none() {
+            tracing::warn!(
+                store = %describe,
+                "no token store encryption key configured: tokens are stored in plaintext"
+            );
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pools,
+                describe,
+                cipher,
+                queries: AtomicU64::new(0),
+                connect_timeout: options.connect_timeout,
+                last_connect_error: sink,
+            }),
+        })
+    }
+
+    /// Creates the tables if they are missing (embedded diesel migrations; idempotent). Safe to call from every
+    /// instance at once: concurrent calls are serialised by a database lock (PostgreSQL advisory lock, MySQL
+    /// `GET_LOCK`, SQLite exclusive transaction). Works on any tokio runtime flavour.
+    ///
+    /// The migrations are recorded in diesel's `__diesel_schema_migrations` table, which an application using diesel
+    /// migrations of its own on the same database shares.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let this = self.clone();
+        self.spawned("migrate", async move { this.migrate_inner().await })
+            .await
+    }
+
+    /// How many SQL statements this store has sent for `load`, `save`, `try_lease`, `release` and `clear` (shared
+    /// by clones). Not counted: the pool's health check of a connection before each use, and `migrate`.
+    ///
+    /// Tests use it to prove that serving requests from a cached token costs no query.
+    pub fn query_count(&self) -> u64 {
+        self.inner.queries.load(Ordering::Relaxed)
+    }
+
+    /// The database this store talks to.
+    pub fn backend(&self) -> Backend {
+        match self.inner.pools {
+            #[cfg(feature = "postgres")]
+            Pools::Postgres(_) => Backend::Postgres,
+            #[cfg(feature = "sqlite")]
+            Pools::Sqlite(_) => Backend::Sqlite,
+            #[cfg(feature = "mysql")]
+            Pools::Mysql(_) => Backend::Mysql,
+        }
+    }
+
+    fn count_query(&self) {
+        self.inner.queries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Runs an operation as a task of its own, so that a caller that gives up (a timeout, a dropped request) does
+    /// not cancel it halfway: that would leave a lease taken without anyone knowing, and would drop a SQLite
+    /// query's blocking task, which diesel-async then waits for with `block_in_place` (a panic on a current-thread
+    /// runtime). A panic inside the task comes back as an error, not as a panic.
+    async fn spawned<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        task: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        match tokio::spawn(task).await {
+            Ok(result) => result,
+            Err(join) => Err(StoreError::Query {
+                store: self.describe(),
+                operation,
+                source: format!("store task failed: {join}").into(),
+            }),
+        }
+    }
+}
+
+fn check_length(what: &str, value: &str) -> Result<(), StoreError> {
+    if value.len() > MAX_KEY_BYTES {
+        return Err(StoreError::Config(format!(
+            "{what} is {} bytes long; the token store holds at most {MAX_KEY_BYTES}",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+impl fmt::Debug for DieselStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DieselStore")
+            .field("store", &self.inner.describe)
+            .field("backend", &self.backend())
+            .field("encrypted", &self.inner.cipher.is_some())
+            .field("query_count", &self.query_count())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl TokenStore for DieselStore {
+    fn describe(&self) -> String {
+        self.inner.describe.clone()
+    }
+
+    fn operation_timeout(&self) -> Option<Duration> {
+        Some(self.inner.connect_timeout)
+    }
+
+    async fn load(&self, key: &str) -> Result<Option<TokenRecord>, StoreError> {
+        check_length("credential key", key)?;
+        let (this, key) = (self.clone(), key.to_owned());
+        self.spawned("load", async move { this.load_inner(key).await })
+            .await
+    }
+
+    async fn save(&self, key: &str, record: &TokenRecord) -> Result<bool, StoreError> {
+        check_length("credential key", key)?;
+        let row = self.encode(key, record)?;
+        let this = self.clone();
+        self.spawned("save", async move { this.save_inner(row).await })
+            .await
+    }
+
+    async fn try_lease(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        check_length("credential key", key)?;
+        check_length("lease owner", owner)?;
+        let ttl_ms = i64::try_from(ttl.as_millis()).map_or(MAX_TTL_MS, |ms| ms.min(MAX_TTL_MS));
+        let (this, key, owner) = (self.clone(), key.to_owned(), owner.to_owned());
+        self.spawned("lease", async move {
+            this.lease_inner(key, owner, ttl_ms).await
+        })
+        .await
+    }
+
+    async fn release(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        check_length("credential key", key)?;
+        check_length("lease owner", owner)?;
+        let (this, key, owner) = (self.clone(), key.to_owned(), owner.to_owned());
+        self.spawned(
+            "release",
+            async move { this.release_inner(key, owner).await },
+        )
+        .await
+    }
+
+    async fn clear(&self, key: &str) -> Result<(), StoreError> {
+        check_length("credential key", key)?;
+        let (this, key) = (self.clone(), key.to_owned());
+        self.spawned("clear", async move { this.clear_inner(key).await })
+            .await
+    }
+
+    async fn lease(&self, key: &str) -> Result<Option<LeaseInfo>, StoreError> {
+        check_length("credential key", key)?;
+        let (this, key) = (self.clone(), key.to_owned());
+        self.spawned(
+            "lease status",
+            async move { this.lease_info_inner(key).await },
+        )
+        .await
+    }
+
+    async fn stored_generation(&self, key: &str) -> Result<Option<Generation>, StoreError> {
+        check_length("credential key", key)?;
+        let (this, key) = (self.clone(), key.to_owned());
+        self.spawned("load", async move { this.generation_inner(key).await })
+            .await
+    }
+}

@@ -1,0 +1,187 @@
+//! Pooling: one bb8 pool per store, of the backend the URL names, created empty so that a service starts while
+//! its database is down; the connection set-up SQLite needs under concurrency; the connect timeout; and the last
+//! connection error, kept to explain a timeout.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, PoolError};
+
+use super::DieselStore;
+use crate::error::{BoxError, StoreError};
+use crate::store::StoreOptions;
+
+#[cfg(feature = "sqlite")]
+pub(super) type SqliteConnection =
+    diesel_async::sync_connection_wrapper::SyncConnectionWrapper<diesel::SqliteConnection>;
+
+/// A pool of PostgreSQL connections.
+#[cfg(feature = "postgres")]
+pub(super) type PgPool = bb8::Pool<AsyncDieselConnectionManager<diesel_async::AsyncPgConnection>>;
+/// A pool of SQLite connections.
+#[cfg(feature = "sqlite")]
+pub(super) type SqlitePool = bb8::Pool<AsyncDieselConnectionManager<SqliteConnection>>;
+/// A pool of MySQL/MariaDB connections.
+#[cfg(feature = "mysql")]
+pub(super) type MysqlPool =
+    bb8::Pool<AsyncDieselConnectionManager<diesel_async::AsyncMysqlConnection>>;
+
+/// The pool of the backend a store talks to.
+pub(super) enum Pools {
+    #[cfg(feature = "postgres")]
+    Postgres(PgPool),
+    #[cfg(feature = "sqlite")]
+    Sqlite(SqlitePool),
+    #[cfg(feature = "mysql")]
+    Mysql(MysqlPool),
+}
+
+/// Runs `$body` with `$conn` bound to a pooled connection of whichever backend the store uses, and `$sql` (if
+/// named) to that backend's module (`postgres`, `sqlite` or `mysql`), for its statements and the operations whose
+/// steps differ. The body is compiled once per backend, so it may use anything every connection type supports.
+macro_rules! with_conn {
+    ($store:expr, |$conn:ident $(, $sql:ident)?| $body:expr) => {
+        match $store.inner.pools {
+            #[cfg(feature = "postgres")]
+            $crate::store::diesel::pool::Pools::Postgres(ref pool) => {
+                $(use $crate::store::diesel::postgres as $sql;)?
+                let mut pooled = $store.checkout(pool).await?;
+                let $conn = &mut *pooled;
+                $body
+            }
+            #[cfg(feature = "sqlite")]
+            $crate::store::diesel::pool::Pools::Sqlite(ref pool) => {
+                $(use $crate::store::diesel::sqlite as $sql;)?
+                let mut pooled = $store.checkout(pool).await?;
+                let $conn = &mut *pooled;
+                $body
+            }
+            #[cfg(feature = "mysql")]
+            $crate::store::diesel::pool::Pools::Mysql(ref pool) => {
+                $(use $crate::store::diesel::mysql as $sql;)?
+                let mut pooled = $store.checkout(pool).await?;
+                let $conn = &mut *pooled;
+                $body
+            }
+        }
+    };
+}
+pub(super) use with_conn;
+
+/// Keeps the pool's last connection error: bb8 reports only "timed out" to the caller and hands the cause to its
+/// error sink, and "connection refused" is what an operator needs to read.
+#[derive(Debug, Clone, Default)]
+pub(super) struct LastError(Arc<Mutex<Option<(Instant, String)>>>);
+
+impl LastError {
+    fn recent(&self, within: Duration) -> Option<String> {
+        let last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        last.as_ref()
+            .filter(|(at, _)| at.elapsed() <= within)
+            .map(|(_, message)| message.clone())
+    }
+}
+
+impl bb8::ErrorSink<PoolError> for LastError {
+    fn sink(&self, error: PoolError) {
+        tracing::debug!(error = %error, "token store connection attempt failed");
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), error.to_string()));
+    }
+
+    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<PoolError>> {
+        Box::new(self.clone())
+    }
+}
+
+pub(super) fn build_pool<C>(
+    url: String,
+    config: ManagerConfig<C>,
+    size: u32,
+    options: &StoreOptions,
+    keep_connections: bool,
+    sink: &LastError,
+) -> bb8::Pool<AsyncDieselConnectionManager<C>>
+where
+    C: diesel_async::AsyncConnection + 'static,
+    AsyncDieselConnectionManager<C>: bb8::ManageConnection,
+    LastError: bb8::ErrorSink<<AsyncDieselConnectionManager<C> as bb8::ManageConnection>::Error>,
+{
+    let manager = AsyncDieselConnectionManager::new_with_config(url, config);
+    let mut builder = bb8::Pool::builder()
+        .max_size(size)
+        .connection_timeout(options.connect_timeout)
+        .error_sink(Box::new(sink.clone()));
+    if keep_connections {
+        // The only connection of an in-memory SQLite database *is* the database: never reap it.
+        builder = builder.idle_timeout(None).max_lifetime(None);
+    }
+    // Unchecked: no connection is made now, so that a service can start while the database is down.
+    builder.build_unchecked(manager)
+}
+
+#[cfg(feature = "sqlite")]
+pub(super) fn sqlite_config() -> ManagerConfig<SqliteConnection> {
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+    use futures_util::FutureExt;
+
+    let mut config = ManagerConfig::default();
+    config.custom_setup = Box::new(|path: &str| {
+        let path = path.to_owned();
+        async move {
+            let mut conn = <SqliteConnection as AsyncConnection>::establish(&path).await?;
+            // Without a busy timeout, concurrent writers fail at once with "database is locked"; WAL lets readers
+            // proceed while one instance writes.
+            conn.batch_execute("PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL;")
+                .await
+                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            Ok(conn)
+        }
+        .boxed()
+    });
+    config
+}
+
+impl DieselStore {
+    /// A pooled connection, within the connect timeout.
+    pub(super) async fn checkout<'a, M>(
+        &self,
+        pool: &'a bb8::Pool<M>,
+    ) -> Result<bb8::PooledConnection<'a, M>, StoreError>
+    where
+        M: bb8::ManageConnection,
+        M::Error: std::error::Error + Send + Sync + 'static,
+    {
+        pool.get().await.map_err(|error| match error {
+            bb8::RunError::User(source) => self.unavailable(Box::new(source)),
+            bb8::RunError::TimedOut => self.unavailable(self.timeout_cause()),
+        })
+    }
+
+    /// A connection of the pool's configuration outside the pool, within the connect timeout.
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    pub(super) async fn dedicated<M>(
+        &self,
+        pool: &bb8::Pool<M>,
+    ) -> Result<M::Connection, StoreError>
+    where
+        M: bb8::ManageConnection,
+        M::Error: std::error::Error + Send + Sync + 'static,
+    {
+        match tokio::time::timeout(self.inner.connect_timeout, pool.dedicated_connection()).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(source)) => Err(self.unavailable(Box::new(source))),
+            Err(_) => Err(self.unavailable(
+                format!("no connection within {:?}", self.inner.connect_timeout).into(),
+            )),
+        }
+    }
+
+    fn timeout_cause(&self) -> BoxError {
+        let timeout = self.inner.connect_timeout;
+        match self.inner.last_connect_error.recent(timeout * 2) {
+            Some(last) => format!("no connection within {timeout:?} (last error: {last})").into(),
+            None => format!("no connection within {timeout:?}").into(),
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Where a store URL points: the backend it names, the connection string each driver wants, and the URL with its
+//! password hidden for messages. Parsing happens before any cargo feature is consulted, so that a URL for a backend
+//! left out of the build gets a message naming the missing feature rather than "unsupported scheme".
+
+use crate::error::StoreError;
+
+/// Where a URL points, before any feature is consulted.
+pub(super) enum Target {
+    Postgres(String),
+    Sqlite { path: String },
+    Mysql(String),
+}
+
+impl Target {
+    pub(super) fn parse(url: &str) -> Result<Self, StoreError> {
+        let Some((scheme, rest)) = url.split_once(':') else {
+            return Err(unsupported_scheme(url));
+        };
+        match scheme.to_ascii_lowercase().as_str() {
+            "postgres" | "postgresql" => Ok(Target::Postgres(url.to_owned())),
+            // mysql_async only knows `mysql://`; MariaDB users tend to write what they run.
+            "mysql" => Ok(Target::Mysql(url.to_owned())),
+            "mariadb" => Ok(Target::Mysql(format!("mysql:{rest}"))),
+            "sqlite" => {
+                // `sqlite::memory:` and `sqlite:path` are sqlx's spellings, `sqlite://path` the URL-like one; a
+                // `file:` URI after the scheme reaches SQLite as it is (diesel opens with SQLITE_OPEN_URI).
+                let path = rest.strip_prefix("//").unwrap_or(rest);
+                if path.is_empty() {
+                    return Err(StoreError::Config(
+                        "SQLite store URL has no path (use sqlite://path/to/file.db or sqlite::memory:)".into(),
+                    ));
+                }
+                Ok(Target::Sqlite {
+                    path: path.to_owned(),
+                })
+            }
+            _ => Err(unsupported_scheme(url)),
+        }
+    }
+}
+
+fn unsupported_scheme(url: &str) -> StoreError {
+    // Only the scheme: the rest of the URL may hold a password.
+    let scheme = url.split_once(':').map_or("(none)", |(scheme, _)| scheme);
+    StoreError::Config(format!(
+        "unsupported token store URL scheme `{scheme}` (expected memory:, sqlite://, postgres://, postgresql://, \
+         mysql:// or mariadb://)"
+    ))
+}
+
+#[cfg(any(
+    not(feature = "postgres"),
+    not(feature = "sqlite"),
+    not(feature = "mysql")
+))]
+pub(super) fn not_compiled(backend: super::Backend, feature: &str) -> StoreError {
+    StoreError::Config(format!(
+        "the token store URL is for {backend}, but paynet-auth was built without its `{feature}` feature"
+    ))
+}
+
+/// The URL with its password (in the user info or a `password` query parameter) replaced by `****`.
+pub(super) fn redact(url: &str) -> String {
+    let Ok(mut parsed) = ::url::Url::parse(url) else {
+        // Not reachable for the schemes `connect` accepts, but never echo what might be a password.
+        return url.split_once(':').map_or_else(
+            || "<token store>".to_owned(),
+            |(scheme, _)| format!("{scheme}:****"),
+        );
+    };
+    if parsed.password().is_some() {
+        // Fails only for URLs that cannot have a password at all.
+        let _ = parsed.set_password(Some("****"));
+    }
+    let secret_param = |name: &str| name.to_ascii_lowercase().contains("pass");
+    if parsed.query_pairs().any(|(name, _)| secret_param(&name)) {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(name, value)| {
+                let value = if secret_param(&name) {
+                    "****".to_owned()
+                } else {
+                    value.into_owned()
+                };
+                (name.into_owned(), value)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact("postgres://user:hunter2@db:5432/x"),
+            "postgres://user:****@db:5432/x"
+        );
+        assert_eq!(redact("mysql://root@db/x"), "mysql://root@db/x");
+        let redacted = redact("postgres://db/x?user=a&password=hunter2&sslmode=disable");
+        assert!(!redacted.contains("hunter2"), "{redacted}");
+        assert!(redacted.contains("sslmode=disable"), "{redacted}");
+        assert_eq!(redact("sqlite::memory:"), "sqlite::memory:");
+        assert_eq!(redact("sqlite:///tmp/a.db"), "sqlite:///tmp/a.db");
+    }
+
+    /// The messages the servers send for each kind (MySQL/MariaDB errors arrive without their number).
+
+    #[test]
+    fn parses_targets() {
+        assert!(
+            matches!(Target::parse("sqlite::memory:"), Ok(Target::Sqlite { path }) if path == ":memory:")
+        );
+        assert!(
+            matches!(Target::parse("sqlite://:memory:"), Ok(Target::Sqlite { path }) if path == ":memory:")
+        );
+        assert!(
+            matches!(Target::parse("sqlite:///tmp/a.db"), Ok(Target::Sqlite { path }) if path == "/tmp/a.db")
+        );
+        assert!(
+            matches!(Target::parse("sqlite://a.db"), Ok(Target::Sqlite { path }) if path == "a.db")
+        );
+        assert!(
+            matches!(Target::parse("sqlite:a.db"), Ok(Target::Sqlite { path }) if path == "a.db")
+        );
+        assert!(matches!(
+            Target::parse("sqlite://"),
+            Err(StoreError::Config(_))
+        ));
+        assert!(matches!(
+            Target::parse("PostgreSQL://h/d"),
+            Ok(Target::Postgres(_))
+        ));
+        assert!(
+            matches!(Target::parse("mariadb://h/d"), Ok(Target::Mysql(url)) if url == "mysql://h/d")
+        );
+        let err = Target::parse("redis://:secret@h")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("`redis`") && !err.contains("secret"), "{err}");
+        assert!(Target::parse("no scheme").is_err());
+    }
+}
