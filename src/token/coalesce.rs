@@ -1,7 +1,21 @@
 //! One refresh at a time: callers that need a token join the refresh in flight instead of starting their own.
 //!
-//! Modelled on hyper-util's pool singleton: the work runs in a spawned task, so the caller that started it can be
-//! dropped without cancelling it for the others, and its one result (success or error) is handed to every waiter.
+//! Modelled on hyper-util's pool singleton (`hyper_util::client::pool::singleton`): one piece of work for many
+//! callers, its one result (success or error) handed to every waiter, and a caller that goes away does not cancel
+//! the work for the others. The two get there differently.
+//!
+//! - hyper-util spawns no task. The first caller's future is the driver: it polls the work inside its own `poll`,
+//!   and the other callers wait on a oneshot channel each. When the driver is dropped, the baton passes to a
+//!   waiter, which polls the work from then on; when every caller is dropped, the work is dropped with them and
+//!   the singleton is empty again. A result that succeeded is kept (`Made`) and handed to later callers at once;
+//!   an error goes to every waiter as an `Arc<dyn Error + Send + Sync>` and the next call starts afresh.
+//! - Here the work runs in a task of its own (`tokio::spawn`), and callers hold a [`Shared`] handle on its
+//!   result. A refresh therefore runs to its end even when every caller is gone, instead of stopping between
+//!   taking the store's lease and giving it back, or between a login and saving its token. A task that panics or
+//!   is cancelled by the runtime's shutdown answers `aborted` to everyone waiting.
+//! - Nothing is kept once a flight ends: the token lives in the manager's cache, and a finished flight is never
+//!   joined again. Each flight carries a key (the stale generation it was started for), so that a caller can tell
+//!   whether the flight in progress answers its question or is an older one it must wait out before asking again.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

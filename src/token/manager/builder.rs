@@ -1,0 +1,327 @@
+//! Building a [`TokenManager`]: the settings and their defaults, the checks that refuse settings which could not
+//! work together, and the credential key and lease owner a manager gets when none is given.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+
+use super::generation::owner_salt;
+use super::{Inner, Settings, TokenManager};
+use crate::clock::{Clock, Jitter, RandomJitter, SystemClock};
+use crate::error::ConfigError;
+use crate::store::{MemoryStore, TokenStore};
+use crate::token::coalesce::Coalesce;
+use crate::token::source::TokenSource;
+
+/// Defaults for [`TokenManagerBuilder`].
+pub mod defaults {
+    use std::time::Duration;
+
+    /// How long a login may take before it counts as failed.
+    pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+    /// How long a refresh lease lasts if its holder never releases it. Must exceed the login timeout.
+    pub const LEASE_TTL: Duration = Duration::from_secs(30);
+    /// How often an instance waiting for another's refresh reads the store (plus up to as much jitter).
+    pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+    /// How long an instance waits for another's refresh before it gives up with an error.
+    pub const WAIT_TIMEOUT: Duration = Duration::from_secs(45);
+    /// How long before its expiry a token stops being used.
+    pub const EXPIRY_SKEW: Duration = Duration::from_secs(30);
+    /// The first pause after a failed login.
+    pub const BACKOFF_INITIAL: Duration = Duration::from_millis(500);
+    /// The longest pause after repeated failed logins.
+    pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+    /// The largest login answer read.
+    pub const MAX_LOGIN_RESPONSE: usize = 1 << 20;
+}
+
+/// Builds a [`TokenManager`].
+pub struct TokenManagerBuilder {
+    source: Arc<dyn TokenSource>,
+    store: Option<Arc<dyn TokenStore>>,
+    clock: Option<Arc<dyn Clock>>,
+    jitter: Arc<dyn Jitter>,
+    key: Option<String>,
+    owner: Option<String>,
+    settings: Settings,
+}
+
+impl fmt::Debug for TokenManagerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenManagerBuilder")
+            .field("endpoint", &self.source.endpoint())
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl TokenManagerBuilder {
+    /// Where tokens are persisted and the lease lives. Defaults to a fresh [`MemoryStore`].
+    pub fn store(mut self, store: impl TokenStore) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// Like [`store`](Self::store), for a store already behind an `Arc`.
+    pub fn shared_store(mut self, store: Arc<dyn TokenStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Stops using a token this long after it was obtained, before the gateway rejects it. Defaults to `None`:
+    /// a token is used until it is rejected.
+    pub fn token_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.settings.token_ttl = ttl;
+        self
+    }
+
+    /// How long before its expiry a token stops being used. Defaults to [`defaults::EXPIRY_SKEW`].
+    pub fn expiry_skew(mut self, skew: Duration) -> Self {
+        self.settings.expiry_skew = skew;
+        self
+    }
+
+    /// How long a login may take. Defaults to [`defaults::LOGIN_TIMEOUT`].
+    pub fn login_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.login_timeout = timeout;
+        self
+    }
+
+    /// How long the refresh lease lasts if its holder dies. Must exceed the login timeout. Defaults to
+    /// [`defaults::LEASE_TTL`].
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.settings.lease_ttl = ttl;
+        self
+    }
+
+    /// How often an instance waiting for another's refresh reads the store. Defaults to
+    /// [`defaults::POLL_INTERVAL`].
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.settings.poll_interval = interval;
+        self
+    }
+
+    /// How long to wait for another instance's refresh. Defaults to [`defaults::WAIT_TIMEOUT`].
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.wait_timeout = timeout;
+        self
+    }
+
+    /// The pause after a failed login, doubled after each further failure up to `max`. Defaults to
+    /// [`defaults::BACKOFF_INITIAL`] and [`defaults::BACKOFF_MAX`].
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.settings.backoff_initial = initial;
+        self.settings.backoff_max = max;
+        self
+    }
+
+    /// The wall clock for expiry. Defaults to [`SystemClock`].
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// The jitter added to lease polling. Defaults to [`RandomJitter`].
+    pub fn jitter(mut self, jitter: Arc<dyn Jitter>) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// The store key of this credential. Defaults to the source's [`TokenSource::credential_key`].
+    pub fn credential_key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// How this manager names itself as a lease holder. Defaults to host name, process id and a random suffix,
+    /// so that two processes on one host never share a name. It must be unique per manager: a holder may re-take
+    /// its own lease (one it could not release), so two managers sharing a name would not exclude each other.
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = Some(owner.into());
+        self
+    }
+
+    /// Checks the settings and builds the manager.
+    ///
+    /// Refused with [`ConfigError::Refused`], naming the settings by their builder names:
+    /// - a `token_ttl` not longer than `expiry_skew` (the token would expire before it may be used, and every
+    ///   call would log in);
+    /// - a `lease_ttl` not longer than `login_timeout` plus twice the store's
+    ///   [`operation_timeout`](TokenStore::operation_timeout) (the re-read before and the save after the login
+    ///   happen under the lease too; a shorter lease lets a second instance log in while the first still
+    ///   holds a login in flight).
+    pub fn build(self) -> Result<TokenManager, ConfigError> {
+        let clock = self
+            .clock
+            .unwrap_or_else(|| Arc::new(SystemClock::new()) as Arc<dyn Clock>);
+        let store = self
+            .store
+            .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(Arc::clone(&clock))));
+        let s = &self.settings;
+        if let Some(ttl) = s.token_ttl
+            && ttl <= s.expiry_skew
+        {
+            return Err(refused(
+                &["token_ttl", "expiry_skew"],
+                format!(
+                    "token_ttl ({ttl:?}) must be longer than expiry_skew ({:?}): a token is not used during its \
+                     last expiry_skew, so it would never be used and every call would log in",
+                    s.expiry_skew
+                ),
+            ));
+        }
+        let store_timeout = store.operation_timeout().unwrap_or(Duration::ZERO);
+        let lease_needs = s
+            .login_timeout
+            .saturating_add(store_timeout.saturating_mul(2));
+        if s.lease_ttl <= lease_needs {
+            let (fields, store_part): (&[&str], String) = if store_timeout.is_zero() {
+                (&["lease_ttl", "login_timeout"], String::new())
+            } else {
+                (
+                    &[
+                        "lease_ttl",
+                        "login_timeout",
+                        "StoreOptions::connect_timeout",
+                    ],
+                    format!(
+                        " plus twice the operation timeout of {} ({store_timeout:?}, StoreOptions::connect_timeout: \
+                         the re-read before and the save after the login are made under the lease too)",
+                        store.describe()
+                    ),
+                )
+            };
+            return Err(refused(
+                fields,
+                format!(
+                    "lease_ttl ({:?}) must be longer than login_timeout ({:?}){store_part}, or a second instance \
+                     could log in while the first is still logging in",
+                    s.lease_ttl, s.login_timeout
+                ),
+            ));
+        }
+        if s.login_timeout.is_zero() || s.poll_interval.is_zero() {
+            return Err(ConfigError::Invalid(
+                "login_timeout and poll_interval must be positive".into(),
+            ));
+        }
+        if s.backoff_initial > s.backoff_max {
+            return Err(ConfigError::Invalid(format!(
+                "backoff initial ({:?}) exceeds its maximum ({:?})",
+                s.backoff_initial, s.backoff_max
+            )));
+        }
+        let owner = self.owner.unwrap_or_else(default_owner);
+        Ok(TokenManager {
+            inner: Arc::new(Inner {
+                key: bounded_key(self.key.unwrap_or_else(|| self.source.credential_key())),
+                owner_salt: owner_salt(&owner),
+                owner,
+                source: self.source,
+                store,
+                clock,
+                jitter: self.jitter,
+                settings: self.settings,
+                current: ArcSwapOption::empty(),
+                flights: Coalesce::new(),
+                failure: Mutex::new(None),
+                rejected: AtomicU64::new(0),
+                degraded: Mutex::new(None),
+                lease_gate: Arc::default(),
+                logins: AtomicU64::new(0),
+                login_attempts: AtomicU64::new(0),
+                uninspected: AtomicU64::new(0),
+                unreadable_coding_seen: AtomicBool::new(false),
+                skew_scaled_logged: AtomicBool::new(false),
+            }),
+        })
+    }
+}
+
+fn refused(fields: &[&str], reason: String) -> ConfigError {
+    ConfigError::Refused {
+        origin: "TokenManagerBuilder".to_owned(),
+        fields: fields.iter().map(|f| (*f).to_owned()).collect(),
+        reason,
+    }
+}
+
+/// The longest credential key every store accepts as a primary key.
+const MAX_KEY_LEN: usize = 255;
+
+/// Keeps a credential key within [`MAX_KEY_LEN`] bytes: a longer one (a long gateway URL) keeps a readable prefix
+/// and ends with a digest of the whole, so distinct credentials still get distinct rows.
+fn bounded_key(key: String) -> String {
+    if key.len() <= MAX_KEY_LEN {
+        return key;
+    }
+    use sha2::{Digest, Sha256};
+    let digest: String = Sha256::digest(key.as_bytes())[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut prefix_len = MAX_KEY_LEN - digest.len() - 1;
+    while !key.is_char_boundary(prefix_len) {
+        prefix_len -= 1;
+    }
+    format!("{}~{digest}", &key[..prefix_len])
+}
+
+fn default_owner() -> String {
+    use rand::Rng;
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".to_owned());
+    let suffix: u32 = rand::rng().random();
+    format!("{host}:{}:{suffix:08x}", std::process::id())
+}
+
+impl TokenManager {
+    /// Starts building a manager for the credential `source` logs in with.
+    pub fn builder(source: impl TokenSource) -> TokenManagerBuilder {
+        TokenManagerBuilder {
+            source: Arc::new(source),
+            store: None,
+            clock: None,
+            jitter: Arc::new(RandomJitter),
+            key: None,
+            owner: None,
+            settings: Settings {
+                token_ttl: None,
+                expiry_skew: defaults::EXPIRY_SKEW,
+                login_timeout: defaults::LOGIN_TIMEOUT,
+                lease_ttl: defaults::LEASE_TTL,
+                poll_interval: defaults::POLL_INTERVAL,
+                wait_timeout: defaults::WAIT_TIMEOUT,
+                backoff_initial: defaults::BACKOFF_INITIAL,
+                backoff_max: defaults::BACKOFF_MAX,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_KEY_LEN, bounded_key};
+
+    #[test]
+    fn short_keys_are_kept_and_long_keys_are_bounded_and_distinct() {
+        assert_eq!(bounded_key("paynet:key".into()), "paynet:key");
+        let a = bounded_key(format!("paynet:{}:a", "h".repeat(400)));
+        let b = bounded_key(format!("paynet:{}:b", "h".repeat(400)));
+        assert_eq!(a.len(), MAX_KEY_LEN);
+        assert_ne!(a, b);
+        let multibyte = bounded_key("ключ".repeat(100));
+        assert!(multibyte.len() <= MAX_KEY_LEN);
+    }
+}

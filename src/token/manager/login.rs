@@ -1,0 +1,189 @@
+//! Logging in: how the login request is sent ([`LoginSender`]), the call with its timeout, decoding of a
+//! compressed answer, the record of the token it returns, and the login made without the lease while the store
+//! does not answer. Kept apart from the refresh protocol, which decides *whether* to log in.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use http::Request;
+use http_body_util::{BodyExt, Full, Limited};
+use tower::ServiceExt;
+use tower_service::Service;
+use tracing::{debug, info, warn};
+
+use super::generation::Numbering;
+use super::refresh::Outcome;
+use super::{Inner, defaults, duration_ms};
+use crate::error::{BoxError, LoginError, StoreError, TokenError};
+use crate::token::source::LoginResponse;
+use crate::token::{ActiveToken, Generation, Grant, TokenRecord};
+
+/// The future a [`LoginSender`] returns.
+pub type LoginFuture = BoxFuture<'static, Result<LoginResponse, BoxError>>;
+
+/// Sends one login request. The layer makes one from a clone of the service it wraps, so the login goes through
+/// the same client, TLS settings, timeouts and proxies as the calls it authorises.
+pub struct LoginSender(Box<dyn FnOnce(Request<Full<Bytes>>) -> LoginFuture + Send>);
+
+impl LoginSender {
+    /// A sender from a function.
+    pub fn new(send: impl FnOnce(Request<Full<Bytes>>) -> LoginFuture + Send + 'static) -> Self {
+        Self(Box::new(send))
+    }
+
+    /// A sender that calls `service` once and reads its answer (up to 1 MiB).
+    pub fn from_service<S, B>(service: S) -> Self
+    where
+        S: Service<Request<Full<Bytes>>, Response = http::Response<B>> + Send + 'static,
+        S::Future: Send,
+        S::Error: Into<BoxError>,
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        Self::new(move |request| {
+            async move {
+                let response = service.oneshot(request).await.map_err(Into::into)?;
+                let (parts, body) = response.into_parts();
+                let body = Limited::new(body, defaults::MAX_LOGIN_RESPONSE)
+                    .collect()
+                    .await?
+                    .to_bytes();
+                Ok(LoginResponse {
+                    status: parts.status,
+                    headers: parts.headers,
+                    body,
+                })
+            }
+            .boxed()
+        })
+    }
+
+    fn send(self, request: Request<Full<Bytes>>) -> LoginFuture {
+        (self.0)(request)
+    }
+}
+
+impl fmt::Debug for LoginSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LoginSender")
+    }
+}
+
+impl Inner {
+    pub(super) async fn login(&self, login: LoginSender) -> Result<Grant, LoginError> {
+        let request = self.source.login_request()?;
+        self.login_attempts.fetch_add(1, Ordering::Relaxed);
+        let endpoint = self.source.endpoint();
+        let response =
+            match tokio::time::timeout(self.settings.login_timeout, login.send(request)).await {
+                Err(_) => {
+                    return Err(LoginError::Timeout {
+                        endpoint: endpoint.to_owned(),
+                        after: self.settings.login_timeout,
+                    });
+                }
+                Ok(Err(source)) => {
+                    return Err(LoginError::Unreachable {
+                        endpoint: endpoint.to_owned(),
+                        source,
+                    });
+                }
+                Ok(Ok(response)) => response,
+            };
+        let response = decoded(response, endpoint)?;
+        let grant = self.source.parse_response(response)?;
+        self.logins.fetch_add(1, Ordering::Relaxed);
+        info!(endpoint = %endpoint, fingerprint = %crate::token::fingerprint(secrecy::ExposeSecret::expose_secret(&grant.token)), "logged in");
+        Ok(grant)
+    }
+
+    pub(super) fn new_record(
+        &self,
+        newest: Option<Generation>,
+        grant: Grant,
+        numbering: Numbering,
+    ) -> TokenRecord {
+        let now = self.now_ms();
+        if let Some(expires_in) = grant.expires_in
+            && expires_in / 2 < self.settings.expiry_skew
+            && !self.skew_scaled_logged.swap(true, Ordering::Relaxed)
+        {
+            warn!(
+                endpoint = %self.source.endpoint(),
+                expires_in_ms = expires_in.as_millis() as u64,
+                expiry_skew_ms = self.settings.expiry_skew.as_millis() as u64,
+                "the token endpoint's expires_in leaves less than twice expiry_skew: a token is used until half \
+                 its lifetime is left instead (said once)"
+            );
+        }
+        let ttl = match (self.settings.token_ttl, grant.expires_in) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        TokenRecord {
+            token: grant.token,
+            generation: self.next_generation(newest, numbering),
+            obtained_at_ms: now,
+            expires_at_ms: ttl.map(|ttl| now.saturating_add(duration_ms(ttl))),
+            meta: grant.meta,
+            written_by: self.owner.clone(),
+        }
+    }
+
+    pub(super) async fn login_without_store(
+        self: &Arc<Self>,
+        newest: Option<Generation>,
+        login: LoginSender,
+        cause: &StoreError,
+    ) -> Result<(Arc<ActiveToken>, Outcome), TokenError> {
+        self.store_failed(
+            "refresh",
+            "logging in without the lease, the new token is served from memory",
+            cause,
+        );
+        let result = self.login(login).await;
+        // Counted whether or not the login succeeded: both cost the gateway a login attempt.
+        let pause = self.degraded_login();
+        debug!(
+            next_in_ms = pause.as_millis() as u64,
+            "next login without the lease spaced out"
+        );
+        let grant = result.map_err(|e| TokenError::Login(Arc::new(e)))?;
+        let record = self.new_record(newest, grant, Numbering::Unordered);
+        self.persist_later(record.clone());
+        Ok((Arc::new(ActiveToken::new(record)), Outcome::LoggedInUnsaved))
+    }
+}
+
+/// The login answer with its body decoded, when a gateway or a proxy compressed it (some compress whatever the
+/// request asked for). The sources then read plain JSON.
+fn decoded(mut response: LoginResponse, endpoint: &str) -> Result<LoginResponse, LoginError> {
+    use crate::body::{ContentCoding, decode_bounded};
+    let coding = ContentCoding::of(&response.headers);
+    if coding == ContentCoding::Identity || response.body.is_empty() {
+        return Ok(response);
+    }
+    let Some(plain) = decode_bounded(coding, &response.body, defaults::MAX_LOGIN_RESPONSE) else {
+        let encoding = response
+            .headers
+            .get(http::header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("?")
+            .to_owned();
+        return Err(LoginError::NotJson {
+            endpoint: endpoint.to_owned(),
+            reason: format!(
+                "the answer is `Content-Encoding: {encoding}` and could not be decoded (this build reads gzip,                  deflate and br with the `decompression` feature; or put tower-http's DecompressionLayer below the                  layer)"
+            ),
+        });
+    };
+    response.body = Bytes::from(plain);
+    response.headers.remove(http::header::CONTENT_ENCODING);
+    response.headers.remove(http::header::CONTENT_LENGTH);
+    Ok(response)
+}

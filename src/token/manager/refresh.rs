@@ -1,0 +1,428 @@
+//! The refresh protocol: joining the refresh in flight for a stale generation or starting one, then, in that
+//! refresh, reading the store, adopting a newer token, or taking the lease and logging in under it; retrying
+//! store conflicts; releasing the lease; and saving later a token obtained while the store was down. The README's
+//! "How the refresh works" tells the same story; the fleet and fault tests guard it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use tokio::time::Instant;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use super::generation::Numbering;
+use super::{FlightResult, Inner, LoginSender, TokenManager};
+use crate::error::{StoreError, TokenError};
+use crate::token::coalesce::Join;
+use crate::token::{ActiveToken, Generation, TokenRecord};
+
+/// How often a statement refused because of a concurrent one ([`StoreError::Conflict`]) is tried in all.
+const CONFLICT_ATTEMPTS: u32 = 5;
+/// The pause after the first conflict, doubled after each further one, plus up to as much jitter: 10, 20, 40 and
+/// 80 ms, at most 300 ms in all.
+const CONFLICT_PAUSE: Duration = Duration::from_millis(10);
+
+/// What a read of the store said.
+enum Read {
+    /// A token newer than the stale one: adopt it.
+    Adopt(TokenRecord),
+    /// Nothing to adopt; the newest generation seen, if any.
+    Nothing(Option<Generation>),
+    /// The store did not answer (unreachable, or a query error): degraded mode.
+    Down(StoreError),
+}
+
+impl TokenManager {
+    /// A token newer than `stale` (any fresh token for `None`): the cached one if it is, else the result of the
+    /// refresh in flight for it, or of one this call starts.
+    pub(super) async fn refresh(
+        &self,
+        stale: Option<Generation>,
+        login: LoginSender,
+    ) -> Result<Arc<ActiveToken>, TokenError> {
+        let mut login = Some(login);
+        loop {
+            if let Some(token) = self.cached()
+                && stale.is_none_or(|g| token.generation() > g)
+            {
+                return Ok(token);
+            }
+            let inner = &self.inner;
+            let join = inner.flights.join_or_start(
+                stale,
+                |started_for| *started_for >= stale,
+                || {
+                    inner.check_backoff()?;
+                    let login = login
+                        .take()
+                        .expect("a flight is started at most once per call");
+                    Ok(Arc::clone(inner).run_refresh(stale, login).boxed())
+                },
+                Err(TokenError::Aborted),
+            );
+            match join {
+                Join::Answered(answer) => return answer,
+                Join::Flight {
+                    flight,
+                    covers: true,
+                } => return flight.await,
+                Join::Flight {
+                    flight,
+                    covers: false,
+                } => {
+                    // An older refresh is finishing; its token may already satisfy us, else start our own.
+                    let _ = flight.await;
+                }
+            }
+        }
+    }
+}
+
+/// How a refresh obtained its token, as its span records it.
+pub(super) enum Outcome {
+    Adopted,
+    LoggedIn,
+    LoggedInUnsaved,
+}
+
+impl Outcome {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Adopted => "adopted",
+            Outcome::LoggedIn => "logged_in",
+            Outcome::LoggedInUnsaved => "logged_in_unsaved",
+        }
+    }
+}
+
+impl Inner {
+    async fn run_refresh(
+        self: Arc<Self>,
+        stale: Option<Generation>,
+        login: LoginSender,
+    ) -> FlightResult {
+        let span = info_span!(
+            "token_refresh",
+            key = %self.key,
+            stale_generation = stale.map(|g| g.0),
+            generation = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            elapsed_ms = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let result = self
+            .refresh_protocol(stale, login)
+            .instrument(span.clone())
+            .await;
+        let _enter = span.enter();
+        span.record("elapsed_ms", started.elapsed().as_millis() as u64);
+        match result {
+            Ok((token, outcome)) => {
+                span.record("generation", token.generation().0);
+                span.record("outcome", outcome.as_str());
+                self.clear_failure();
+                // Never move the cache backwards: a slower refresh must not replace a newer token.
+                self.current.rcu(|current| match current {
+                    Some(current) if current.generation() > token.generation() => {
+                        Some(Arc::clone(current))
+                    }
+                    _ => Some(Arc::clone(&token)),
+                });
+                Ok(token)
+            }
+            Err(error) => {
+                span.record("outcome", "failed");
+                if let TokenError::Login(cause) = &error {
+                    let (pause, retry_at) = self.record_failure(cause);
+                    error!(
+                        endpoint = %self.source.endpoint(),
+                        error = %cause,
+                        retry_in_ms = pause.as_millis() as u64,
+                        retry_at = %humantime::format_rfc3339_millis(retry_at),
+                        "token refresh failed"
+                    );
+                } else {
+                    error!(error = %error, "token refresh failed");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// The refresh protocol of one stale generation (see the crate's README, "How the refresh works").
+    ///
+    /// A [`StoreError::Conflict`] never leads to a login without the lease: on a read it is retried and then
+    /// counts as "nothing new yet", on the lease it means "not acquired". Only a store that does not answer
+    /// (unreachable, or a query error) leads to a login without the lease, spaced out by [`Inner::degraded_wait`].
+    async fn refresh_protocol(
+        self: &Arc<Self>,
+        stale: Option<Generation>,
+        login: LoginSender,
+    ) -> Result<(Arc<ActiveToken>, Outcome), TokenError> {
+        let mut newest = stale.max(self.current.load().as_ref().map(|t| t.generation()));
+        let mut waited_since = Instant::now();
+        let mut down = None;
+        match self.read(stale).await {
+            Read::Adopt(record) => return Ok(self.adopt(record)),
+            Read::Nothing(generation) => newest = newest.max(generation),
+            Read::Down(error) => down = Some(error),
+        }
+        loop {
+            if let Some(error) = down.take() {
+                let Some(wait) = self.degraded_wait() else {
+                    return self.login_without_store(newest, login, &error).await;
+                };
+                // A login without the lease was made recently: no other before the pause ends. Meanwhile ask the
+                // store again every poll interval, so that once it is back the lease decides at once rather than
+                // after the rest of a pause that may be long.
+                debug!(wait_ms = wait.as_millis() as u64, error = %error, "token store unavailable; spacing out logins without the lease");
+                tokio::time::sleep(wait.min(self.settings.poll_interval)).await;
+                waited_since = Instant::now();
+            } else {
+                match self.take_lease().await {
+                    Ok(true) => return self.refresh_holding_lease(stale, newest, login).await,
+                    Ok(false) => {}
+                    Err(error) if error.is_conflict() => {
+                        debug!(error = %error, "refresh lease contended: not acquired");
+                    }
+                    Err(error) => {
+                        down = Some(error);
+                        continue;
+                    }
+                }
+                if waited_since.elapsed() >= self.settings.wait_timeout {
+                    return Err(TokenError::LeaseWait {
+                        store: self.store.describe(),
+                        waited: waited_since.elapsed(),
+                    });
+                }
+                let pause =
+                    self.settings.poll_interval + self.jitter.jitter(self.settings.poll_interval);
+                tokio::time::sleep(pause).await;
+            }
+            match self.read(stale).await {
+                Read::Adopt(record) => return Ok(self.adopt(record)),
+                Read::Nothing(generation) => newest = newest.max(generation),
+                Read::Down(error) => down = Some(error),
+            }
+        }
+    }
+
+    /// Reads the stored token, retrying conflicts.
+    async fn read(&self, stale: Option<Generation>) -> Read {
+        match self.retry_conflicts(|| self.store.load(&self.key)).await {
+            Ok(record) => {
+                self.store_answered();
+                match record {
+                    Some(record) if self.adoptable(&record, stale) => Read::Adopt(record),
+                    record => Read::Nothing(record.map(|r| r.generation)),
+                }
+            }
+            // The store answers, it is only busy: nothing new seen yet, the next poll asks again.
+            Err(error) if error.is_conflict() => {
+                debug!(error = %error, "token store read collided with another transaction");
+                Read::Nothing(None)
+            }
+            Err(error) => Read::Down(error),
+        }
+    }
+
+    /// Tries the lease once, and numbers it when taken (see `lease_gate`).
+    async fn take_lease(&self) -> Result<bool, StoreError> {
+        let mut taken = self.lease_gate.lock().await;
+        let result = self
+            .store
+            .try_lease(&self.key, &self.owner, self.settings.lease_ttl)
+            .await;
+        match &result {
+            Ok(true) => {
+                *taken += 1;
+                self.store_answered();
+            }
+            Ok(false) => self.store_answered(),
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// Runs a store operation again while it fails with [`StoreError::Conflict`], after a doubling, jittered
+    /// pause, at most [`CONFLICT_ATTEMPTS`] times in all.
+    async fn retry_conflicts<T, F, Fut>(&self, mut operation: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let mut pause = CONFLICT_PAUSE;
+        let mut attempt = 1;
+        loop {
+            match operation().await {
+                Err(error) if error.is_conflict() && attempt < CONFLICT_ATTEMPTS => {
+                    debug!(attempt, error = %error, "token store conflict; retrying");
+                    tokio::time::sleep(pause + self.jitter.jitter(pause)).await;
+                    pause = pause.saturating_mul(2);
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn refresh_holding_lease(
+        self: &Arc<Self>,
+        stale: Option<Generation>,
+        mut newest: Option<Generation>,
+        login: LoginSender,
+    ) -> Result<(Arc<ActiveToken>, Outcome), TokenError> {
+        // Re-read after taking the lease: the previous holder may have saved just before releasing it. A read that
+        // fails here is no reason to wait: holding the lease, this instance is the one that logs in.
+        let mut numbering = Numbering::AfterStored;
+        let adopted = match self.retry_conflicts(|| self.store.load(&self.key)).await {
+            Ok(Some(record)) if self.adoptable(&record, stale) => Some(self.adopt(record)),
+            Ok(Some(record)) => {
+                newest = newest.max(Some(record.generation));
+                None
+            }
+            Ok(None) => {
+                // Absent, cleared, or present but unusable here (another encryption key, no valid authentication):
+                // number past it either way.
+                match self
+                    .retry_conflicts(|| self.store.stored_generation(&self.key))
+                    .await
+                {
+                    Ok(stored) => newest = newest.max(stored),
+                    Err(error) => {
+                        numbering = Numbering::Unordered;
+                        self.store_failed("read under the lease", "logging in", &error);
+                    }
+                }
+                None
+            }
+            Err(error) => {
+                numbering = Numbering::Unordered;
+                self.store_failed("read under the lease", "logging in", &error);
+                None
+            }
+        };
+        let result = match adopted {
+            Some(adopted) => Ok(adopted),
+            None => match self.login(login).await {
+                Ok(grant) => {
+                    let record = self.new_record(newest, grant, numbering);
+                    let saved = self
+                        .retry_conflicts(|| self.store.save(&self.key, &record))
+                        .await;
+                    let outcome = match saved {
+                        Ok(true) => Outcome::LoggedIn,
+                        Ok(false) => {
+                            warn!(
+                                generation = record.generation.0,
+                                "the store already holds this or a newer generation; keeping the new token in memory"
+                            );
+                            Outcome::LoggedInUnsaved
+                        }
+                        Err(error) => {
+                            self.store_failed("save", "serving the new token from memory", &error);
+                            self.persist_later(record.clone());
+                            Outcome::LoggedInUnsaved
+                        }
+                    };
+                    Ok((Arc::new(ActiveToken::new(record)), outcome))
+                }
+                Err(error) => Err(TokenError::Login(Arc::new(error))),
+            },
+        };
+        self.release_lease().await;
+        result
+    }
+
+    /// Gives the lease back. Conflicts are retried at once; if the store does not answer, a task keeps trying
+    /// until the lease would have run out anyway, so that the fleet does not wait a whole lease TTL for this
+    /// instance's next refresh to start.
+    async fn release_lease(self: &Arc<Self>) {
+        let released = self
+            .retry_conflicts(|| self.store.release(&self.key, &self.owner))
+            .await;
+        let Err(error) = released else { return };
+        warn!(store = %self.store.describe(), error = %error, "could not release the refresh lease; retrying in the background until it runs out");
+        let inner = Arc::downgrade(self);
+        let gate = Arc::clone(&self.lease_gate);
+        let lease = *self.lease_gate.lock().await;
+        let give_up = Instant::now() + self.settings.lease_ttl;
+        tokio::spawn(async move {
+            let mut pause = Duration::from_millis(100);
+            while Instant::now() < give_up {
+                tokio::time::sleep(pause).await;
+                let Some(inner) = inner.upgrade() else { return };
+                let taken = gate.lock().await;
+                if *taken != lease {
+                    // This instance took the lease again since: that lease is not this task's to give back.
+                    return;
+                }
+                match inner.store.release(&inner.key, &inner.owner).await {
+                    Ok(()) => {
+                        info!(key = %inner.key, "released the refresh lease after the store came back");
+                        return;
+                    }
+                    Err(error) => debug!(error = %error, "refresh lease release failed again"),
+                }
+                drop(taken);
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        });
+    }
+
+    /// Logs a store failure the refresh works around: a query error (schema, bug) at ERROR, since retrying will
+    /// not cure it; an unreachable or busy store at WARN.
+    pub(super) fn store_failed(&self, op: &str, then: &str, error: &StoreError) {
+        match error {
+            StoreError::Unavailable { .. } => {
+                warn!(store = %self.store.describe(), error = %error, "token store unavailable ({op}): {then}");
+            }
+            StoreError::Conflict { .. } => {
+                warn!(store = %self.store.describe(), error = %error, "token store conflict past its retries ({op}): {then}");
+            }
+            _ => {
+                error!(store = %self.store.describe(), error = %error, "token store {op} failed: {then}")
+            }
+        }
+    }
+
+    fn adoptable(&self, record: &TokenRecord, stale: Option<Generation>) -> bool {
+        stale.is_none_or(|g| record.generation > g) && self.is_fresh(record)
+    }
+
+    fn adopt(&self, record: TokenRecord) -> (Arc<ActiveToken>, Outcome) {
+        info!(generation = record.generation.0, written_by = %record.written_by, "adopted a newer token from the store");
+        (Arc::new(ActiveToken::new(record)), Outcome::Adopted)
+    }
+
+    /// Writes a token obtained while the store was down once the store is back, unless a newer one replaced it.
+    pub(super) fn persist_later(self: &Arc<Self>, record: TokenRecord) {
+        let inner = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut pause = Duration::from_secs(1);
+            loop {
+                tokio::time::sleep(pause).await;
+                let Some(inner) = inner.upgrade() else { return };
+                let superseded = inner
+                    .current
+                    .load()
+                    .as_ref()
+                    .is_some_and(|t| t.generation() > record.generation);
+                if superseded {
+                    return;
+                }
+                match inner.store.save(&inner.key, &record).await {
+                    Ok(_) => {
+                        info!(key = %inner.key, generation = record.generation.0, "token store is back: saved the token obtained while it was down");
+                        return;
+                    }
+                    Err(error) => {
+                        debug!(error = %error, "token store still unavailable");
+                        pause = (pause * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+        });
+    }
+}
