@@ -746,3 +746,37 @@ async fn a_call_with_a_cached_token_clones_the_inner_service_once() {
     drop(service);
     gateway.await.unwrap();
 }
+
+/// A login answered in a coding the build cannot read fails with a cause that says so in one readable sentence.
+#[tokio::test]
+async fn a_login_answer_in_an_unreadable_coding_says_which_and_what_to_do() {
+    let manager = manager_builder().build().unwrap();
+    let (service, mut handle) = layer_over_mock(PaynetAuthLayer::new(manager));
+    let call = tokio::spawn(service.oneshot(json_request(
+        "/v2/service",
+        r#"{"jsonrpc":"2.0","method":"getCategoriesList","id":1,"params":{}}"#,
+    )));
+    let (_, reply) = handle.next_request().await.unwrap();
+    let mut answer = login_ok("TOKEN");
+    answer.headers_mut().insert(
+        http::header::CONTENT_ENCODING,
+        http::HeaderValue::from_static("zstd"),
+    );
+    reply.send_response(answer);
+    let error = call.await.unwrap().unwrap_err();
+    let mut chain = Vec::new();
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(e) = cause {
+        chain.push(e.to_string());
+        cause = e.source();
+    }
+    let chain = chain.join(": ");
+    assert!(
+        chain.contains(
+            "`Content-Encoding: zstd` and could not be decoded (this build reads gzip, deflate and br with the \
+             `decompression` feature; or put tower-http's DecompressionLayer below the layer)"
+        ),
+        "{chain}"
+    );
+    assert!(!chain.contains("  "), "{chain}");
+}

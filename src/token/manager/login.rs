@@ -178,7 +178,9 @@ fn decoded(mut response: LoginResponse, endpoint: &str) -> Result<LoginResponse,
         return Err(LoginError::NotJson {
             endpoint: endpoint.to_owned(),
             reason: format!(
-                "the answer is `Content-Encoding: {encoding}` and could not be decoded (this build reads gzip,                  deflate and br with the `decompression` feature; or put tower-http's DecompressionLayer below the                  layer)"
+                "the answer is `Content-Encoding: {encoding}` and could not be decoded (this build reads gzip, \
+                 deflate and br with the `decompression` feature; or put tower-http's DecompressionLayer below \
+                 the layer)"
             ),
         });
     };
