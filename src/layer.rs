@@ -5,7 +5,7 @@ use std::sync::Arc;
 use http::{HeaderName, StatusCode, header};
 use tower_layer::Layer;
 
-use crate::body::{RejectionDetector, TokenField};
+use crate::envelope::{RejectionDetector, TokenField};
 use crate::service::PaynetAuth;
 use crate::token::TokenManager;
 
@@ -164,7 +164,7 @@ pub(crate) struct Settings {
 ///
 /// ```
 /// use paynet_auth::{PaynetAuthLayer, TokenManager};
-/// use paynet_auth::body::TokenField;
+/// use paynet_auth::envelope::TokenField;
 /// use paynet_auth::token::PaynetLogin;
 ///
 /// let manager = TokenManager::builder(PaynetLogin::new(

@@ -7,9 +7,10 @@
 #![warn(missing_docs)]
 #![deny(unreachable_pub, unsafe_code)]
 
-pub mod body;
 pub mod clock;
+pub mod coding;
 pub mod config;
+pub mod envelope;
 pub mod error;
 #[cfg(feature = "reqwest")]
 pub mod reqwest_adapter;

@@ -15,7 +15,8 @@ use tower_service::Service;
 use tracing::{debug, warn};
 
 use crate::PaynetAuthLayer;
-use crate::body::{ContentCoding, decode_bounded, inject_token};
+use crate::coding::{ContentCoding, decode_bounded};
+use crate::envelope::inject_token;
 use crate::error::{BoxError, Error};
 use crate::future::ResponseFuture;
 use crate::layer::{Placement, RejectionRule, Settings};

@@ -23,7 +23,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
 
 use crate::PaynetAuthLayer;
-use crate::body::TokenField;
+use crate::envelope::TokenField;
 use crate::error::ConfigError;
 use crate::layer::{DEFAULT_INSPECT_LIMIT, DEFAULT_MAX_REQUEST_BODY, PAYNET_REJECTION_CODE};
 use crate::token::defaults;

@@ -70,7 +70,7 @@ pub enum TokenField {
 /// # Examples
 ///
 /// ```
-/// use paynet_auth::body::{TokenField, inject_token};
+/// use paynet_auth::envelope::{TokenField, inject_token};
 ///
 /// let token = serde_json::to_string("s3cr\"t").unwrap();
 /// let body = br#"{"jsonrpc":"2.0","method":"pay","id":1,"params":{"amount":5}}"#;
@@ -894,7 +894,7 @@ mod tests {
     use serde_json::{Map, Value, json};
 
     use super::*;
-    use crate::body::testgen::{
+    use crate::envelope::testgen::{
         Style, mutate, mutations, noise, raw_json, request, style, text, write,
     };
 
