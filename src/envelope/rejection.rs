@@ -5,7 +5,7 @@ use std::fmt;
 use memchr::memmem::Finder;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::splice::is_valid_json;
+use super::scan::is_valid_json;
 
 /// Recognises the gateway's "token rejected" answer in a JSON-RPC response body: `{"error":{"code":-9999,...}}`.
 ///
