@@ -19,15 +19,13 @@ pub mod sim;
 pub mod store;
 pub mod token;
 
-mod future;
-mod layer;
-mod service;
+mod exchange;
+mod middleware;
 
 pub use error::{BoxError, Error, InjectError, LoginError, StoreError, TokenError};
-pub use future::ResponseFuture;
-pub use layer::{
-    DEFAULT_INSPECT_LIMIT, DEFAULT_MAX_REQUEST_BODY, PAYNET_REJECTION_CODE, PaynetAuthLayer,
-    Placement, RejectionRule,
+pub use exchange::{Placement, RejectionRule, ResponseBody};
+pub use middleware::{
+    DEFAULT_INSPECT_LIMIT, DEFAULT_MAX_REQUEST_BODY, PAYNET_REJECTION_CODE, PaynetAuth,
+    PaynetAuthLayer, ResponseFuture,
 };
-pub use service::{PaynetAuth, ResponseBody};
 pub use token::{TokenManager, TokenManagerBuilder};

@@ -25,7 +25,7 @@ use serde::{Deserialize, Deserializer};
 use crate::PaynetAuthLayer;
 use crate::envelope::TokenField;
 use crate::error::ConfigError;
-use crate::layer::{DEFAULT_INSPECT_LIMIT, DEFAULT_MAX_REQUEST_BODY, PAYNET_REJECTION_CODE};
+use crate::middleware::{DEFAULT_INSPECT_LIMIT, DEFAULT_MAX_REQUEST_BODY, PAYNET_REJECTION_CODE};
 use crate::token::defaults;
 use crate::token::source::DEFAULT_LOGIN_PATH;
 use crate::token::{PaynetLogin, TokenManager, TokenManagerBuilder};

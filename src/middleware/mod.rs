@@ -1,0 +1,12 @@
+//! The tower middleware: [`PaynetAuthLayer`] (what it is configured with), the [`PaynetAuth`] service it makes, and
+//! that service's [`ResponseFuture`], which runs the exchange steps as a state machine.
+
+mod future;
+mod layer;
+mod service;
+
+pub use future::ResponseFuture;
+pub use layer::{
+    DEFAULT_INSPECT_LIMIT, DEFAULT_MAX_REQUEST_BODY, PAYNET_REJECTION_CODE, PaynetAuthLayer,
+};
+pub use service::PaynetAuth;
