@@ -4,7 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use paynet_auth::body::RejectionDetector;
+use paynet_auth::envelope::RejectionDetector;
 
 fn success(size: usize) -> Vec<u8> {
     let mut providers = Vec::new();

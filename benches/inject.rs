@@ -6,7 +6,7 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use paynet_auth::body::{TokenField, inject_token};
+use paynet_auth::envelope::{TokenField, inject_token};
 
 const TOKEN: &str = "RV5LwDHwB1ZJUBEFdbRNNaA64LynT5VG";
 

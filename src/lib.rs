@@ -9,9 +9,10 @@
 #![warn(missing_docs)]
 #![deny(unreachable_pub, unsafe_code)]
 
-pub mod body;
 pub mod clock;
+pub mod coding;
 pub mod config;
+pub mod envelope;
 pub mod error;
 #[cfg(feature = "hyper-client")]
 pub mod hyper_client;
@@ -22,15 +23,13 @@ pub mod setup;
 pub mod store;
 pub mod token;
 
-mod future;
-mod layer;
-mod service;
+mod exchange;
+mod middleware;
 
 pub use error::{BoxError, Error, InjectError, LoginError, SetupError, StoreError, TokenError};
-pub use future::ResponseFuture;
-pub use layer::{
-    DEFAULT_INSPECT_LIMIT, DEFAULT_MAX_REQUEST_BODY, PAYNET_REJECTION_CODE, PaynetAuthLayer,
-    Placement, RejectionRule,
+pub use exchange::{
+    DEFAULT_INSPECT_LIMIT, DEFAULT_MAX_REQUEST_BODY, PAYNET_REJECTION_CODE, Placement,
+    RejectionRule, ResponseBody,
 };
-pub use service::{PaynetAuth, ResponseBody};
+pub use middleware::{PaynetAuth, PaynetAuthLayer, ResponseFuture};
 pub use token::{TokenManager, TokenManagerBuilder};

@@ -5,11 +5,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use http::Extensions;
+use http::{Extensions, Request, Response};
+use http_body::Body;
 use reqwest_middleware::{Middleware, Next};
 
-use crate::layer::Settings;
-use crate::service::{authorise_buffered, read_request_body};
+use crate::error::BoxError;
+use crate::exchange::{
+    ExchangePolicy, HeadCopy, Inspected, ResponseBody, authorised_request, inspect,
+    read_request_body, replay,
+};
 use crate::token::{LoginResponse, LoginSender};
 use crate::{Error, PaynetAuthLayer};
 
@@ -34,15 +38,15 @@ use crate::{Error, PaynetAuthLayer};
 /// ```
 #[derive(Debug, Clone)]
 pub struct PaynetAuthMiddleware {
-    settings: Arc<Settings>,
+    policy: Arc<ExchangePolicy>,
     login_client: reqwest::Client,
 }
 
 impl PaynetAuthMiddleware {
-    /// The middleware with `layer`'s settings (placement, rejection rule, limits) and manager.
+    /// The middleware with `layer`'s policy (placement, rejection rule, limits) and manager.
     pub fn new(layer: PaynetAuthLayer, login_client: reqwest::Client) -> Self {
         Self {
-            settings: layer.settings(),
+            policy: layer.policy(),
             login_client,
         }
     }
@@ -88,7 +92,7 @@ impl Middleware for PaynetAuthMiddleware {
     ) -> reqwest_middleware::Result<reqwest::Response> {
         let request = http::Request::<reqwest::Body>::try_from(request)?;
         let (parts, body) = request.into_parts();
-        let body = read_request_body(body, &parts.headers, self.settings.max_request_body)
+        let body = read_request_body(body, &parts.headers, self.policy.max_request_body)
             .await
             .map_err(middleware_error)?;
         let send = |request: http::Request<Bytes>| {
@@ -102,10 +106,46 @@ impl Middleware for PaynetAuthMiddleware {
                 Ok::<_, reqwest_middleware::Error>(http::Response::<reqwest::Body>::from(response))
             }
         };
-        let response =
-            authorise_buffered(&self.settings, parts, body, send, || self.login_sender())
-                .await
-                .map_err(middleware_error)?;
+        let response = authorise_buffered(&self.policy, parts, body, send, || self.login_sender())
+            .await
+            .map_err(middleware_error)?;
         Ok(reqwest::Response::from(response.map(reqwest::Body::wrap)))
     }
+}
+
+/// The request path once the body is buffered: token, send, inspect, and at most one replay. The tower service
+/// runs the same steps as a state machine ([`ResponseFuture`](crate::ResponseFuture)) and shares `replay` with
+/// this.
+async fn authorise_buffered<B, E, Fut>(
+    policy: &ExchangePolicy,
+    parts: http::request::Parts,
+    body: Bytes,
+    mut send: impl FnMut(Request<Bytes>) -> Fut,
+    login: impl Fn() -> LoginSender,
+) -> Result<Response<ResponseBody<B>>, Error>
+where
+    Fut: std::future::Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let token = match policy.manager.cached() {
+        Some(token) => token,
+        None => policy.manager.token(login()).await?,
+    };
+    let copy = HeadCopy::of(&parts);
+    let first = authorised_request(policy, parts, &body, &token)?;
+    let response = send(first).await.map_err(|e| Error::Inner(e.into()))?;
+    if let Inspected::Accepted(response) = inspect(policy, response).await? {
+        return Ok(response);
+    }
+    replay(
+        policy,
+        copy.into_parts(),
+        &body,
+        token.generation(),
+        send,
+        login,
+    )
+    .await
 }

@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
-use crate::body::TokenField;
 use crate::config::{PaynetConfig, TokenFieldConfig, redact_url};
+use crate::envelope::TokenField;
 use crate::error::{ConfigError, SetupError};
 use crate::store::TokenStore;
 use crate::{PaynetAuth, PaynetAuthLayer, TokenManager};

@@ -6,7 +6,7 @@
 //! than as an object. That is not JSON: the gateway, like every other JSON reader, sees an ordinary object with
 //! one member. The scanner follows JSON, and these tests pin that it does.
 
-use paynet_auth::body::{RejectionDetector, TokenField, inject_token};
+use paynet_auth::envelope::{RejectionDetector, TokenField, inject_token};
 
 const MARKER_ONLY: &[u8] = br#"{"$serde_json::private::RawValue":""}"#;
 

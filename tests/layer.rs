@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use http::StatusCode;
-use paynet_auth::body::TokenField;
+use paynet_auth::envelope::TokenField;
 use paynet_auth::store::{MemoryStore, TokenStore};
 use paynet_auth::token::Generation;
 use paynet_auth::{Error, InjectError, PaynetAuthLayer, TokenError};

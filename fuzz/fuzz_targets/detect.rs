@@ -1,4 +1,4 @@
-//! Differential fuzzing of `paynet_auth::body::RejectionDetector::is_rejection` against a full
+//! Differential fuzzing of `paynet_auth::envelope::RejectionDetector::is_rejection` against a full
 //! `serde_json::from_slice::<Value>` parse.
 //!
 //! The whole input is the response body. For the Paynet code -9999 (and a few other codes, to exercise the
@@ -13,7 +13,7 @@
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
-use paynet_auth::body::RejectionDetector;
+use paynet_auth::envelope::RejectionDetector;
 use paynet_auth_fuzz::{expected_rejection, has_raw_value_key};
 use serde_json::Value;
 

@@ -1,4 +1,4 @@
-//! Differential fuzzing of `paynet_auth::body::inject_token` against serde_json.
+//! Differential fuzzing of `paynet_auth::envelope::inject_token` against serde_json.
 //!
 //! Input: `[selector, token_len, token bytes (token_len % 64 of them), body...]`. Bit 0 of the selector picks
 //! the field (0: `Params`, 1: `TopLevel`); the token bytes are made UTF-8 (lossily) and written as a JSON
@@ -15,7 +15,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use paynet_auth::body::{TokenField, inject_token};
+use paynet_auth::envelope::{TokenField, inject_token};
 use paynet_auth_fuzz::{Expected, Shape, expected_injection, first_wins, has_raw_value_key};
 use serde_json::Value;
 

@@ -1,4 +1,4 @@
-//! Reference models (oracles) for the `paynet_auth::body` fuzz targets, computed with serde_json alone.
+//! Reference models (oracles) for the `paynet_auth::envelope` fuzz targets, computed with serde_json alone.
 //!
 //! They follow the documented semantics of `inject_token` and `RejectionDetector`, not their code:
 //!
@@ -12,7 +12,7 @@
 use std::fmt;
 
 use paynet_auth::InjectError;
-use paynet_auth::body::TokenField;
+use paynet_auth::envelope::TokenField;
 use serde::de::{
     self, DeserializeSeed, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
 };

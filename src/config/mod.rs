@@ -24,7 +24,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
 
 use crate::error::ConfigError;
-use crate::layer::{DEFAULT_INSPECT_LIMIT, DEFAULT_MAX_REQUEST_BODY, PAYNET_REJECTION_CODE};
+use crate::exchange::{DEFAULT_INSPECT_LIMIT, DEFAULT_MAX_REQUEST_BODY, PAYNET_REJECTION_CODE};
 use crate::token::PaynetLogin;
 use crate::token::defaults;
 use crate::token::source::DEFAULT_LOGIN_PATH;

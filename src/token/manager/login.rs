@@ -163,7 +163,7 @@ impl Inner {
 /// The login answer with its body decoded, when a gateway or a proxy compressed it (some compress whatever the
 /// request asked for). The sources then read plain JSON.
 fn decoded(mut response: LoginResponse, endpoint: &str) -> Result<LoginResponse, LoginError> {
-    use crate::body::{ContentCoding, decode_bounded};
+    use crate::coding::{ContentCoding, decode_bounded};
     let coding = ContentCoding::of(&response.headers);
     if coding == ContentCoding::Identity || response.body.is_empty() {
         return Ok(response);

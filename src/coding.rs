@@ -29,7 +29,7 @@ impl ContentCoding {
     ///
     /// ```
     /// use http::HeaderMap;
-    /// use paynet_auth::body::ContentCoding;
+    /// use paynet_auth::coding::ContentCoding;
     ///
     /// let mut headers = HeaderMap::new();
     /// assert_eq!(ContentCoding::of(&headers), ContentCoding::Identity);
@@ -80,7 +80,7 @@ impl ContentCoding {
 /// decode the coding.
 ///
 /// ```
-/// use paynet_auth::body::{ContentCoding, decode_bounded};
+/// use paynet_auth::coding::{ContentCoding, decode_bounded};
 ///
 /// assert_eq!(decode_bounded(ContentCoding::Identity, b"{}", 2).as_deref(), Some(&b"{}"[..]));
 /// assert_eq!(decode_bounded(ContentCoding::Identity, b"{}", 1), None);

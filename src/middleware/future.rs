@@ -21,9 +21,9 @@ use tower::ServiceExt;
 use tower_service::Service;
 
 use crate::error::{BoxError, Error, TokenError};
-use crate::layer::Settings;
-use crate::service::{
-    Begun, HeadCopy, Inspected, Inspection, RequestReader, ResponseBody, authorised_request, replay,
+use crate::exchange::{
+    Begun, ExchangePolicy, HeadCopy, Inspected, Inspection, RequestReader, ResponseBody,
+    authorised_request, replay,
 };
 use crate::token::{ActiveToken, Generation, LoginSender};
 
@@ -40,9 +40,9 @@ pin_project! {
         state: State<S::Future, ReqBody, ResBody>,
         // The service that `poll_ready` readied. It sends the first request and stays here for a replay, so
         // that the hot path clones the inner service only the once tower requires (in `PaynetAuth::call`).
-        // Kept outside the state, like the settings, so that moving from state to state does not copy it.
+        // Kept outside the state, like the policy, so that moving from state to state does not copy it.
         service: S,
-        settings: Arc<Settings>,
+        policy: Arc<ExchangePolicy>,
     }
 }
 
@@ -104,9 +104,9 @@ where
     ReqBody::Error: Into<BoxError>,
 {
     /// `ready` is the service that `poll_ready` readied.
-    pub(crate) fn new(ready: S, settings: Arc<Settings>, request: Request<ReqBody>) -> Self {
+    pub(crate) fn new(ready: S, policy: Arc<ExchangePolicy>, request: Request<ReqBody>) -> Self {
         let (head, body) = request.into_parts();
-        let state = match RequestReader::new(body, &head.headers, settings.max_request_body) {
+        let state = match RequestReader::new(body, &head.headers, policy.max_request_body) {
             Ok(reader) => State::Reading {
                 reader,
                 head: Some(head),
@@ -117,12 +117,12 @@ where
         Self {
             state,
             service: ready,
-            settings,
+            policy,
         }
     }
 }
 
-/// The steps from state to state. They take the service and the settings apart from the state, since those live
+/// The steps from state to state. They take the service and the policy apart from the state, since those live
 /// beside it.
 impl<S, ReqBody, ResBody> ResponseFuture<S, ReqBody, ResBody>
 where
@@ -135,27 +135,27 @@ where
     /// The state once the body is read: sending with the cached token, or waiting for one when there is none.
     fn send(
         service: &mut S,
-        settings: &Settings,
+        policy: &ExchangePolicy,
         head: http::request::Parts,
         body: Bytes,
         readied: bool,
     ) -> State<S::Future, ReqBody, ResBody> {
         if !readied {
             // The readied service was let go while the body arrived: ready a clone before sending.
-            if let Some(token) = settings.manager.cached() {
+            if let Some(token) = policy.manager.cached() {
                 return State::Readying {
                     call: Some((head, body, token)),
                 };
             }
-        } else if let Some(token) = settings.manager.fresh() {
-            return Self::sending(service, settings, head, body, &token);
+        } else if let Some(token) = policy.manager.fresh() {
+            return Self::sending(service, policy, head, body, &token);
         }
         // Let the readied service go before waiting: its readiness may be a permit of a `ConcurrencyLimit` or a
         // slot of a `Buffer` below, which the login (through a clone of the same stack) or other callers need.
         // Holding it while waiting for a login deadlocks `concurrency_limit(1)` on a cold start. The token's
         // arrival readies the fresh clone again (`State::Readying`).
         *service = service.clone();
-        let manager = settings.manager.clone();
+        let manager = policy.manager.clone();
         let login = LoginSender::from_service(service.clone());
         State::Waiting {
             token: Box::pin(async move { manager.token(login).await }),
@@ -166,13 +166,13 @@ where
     /// The first request, sent through the service that `poll_ready` readied.
     fn sending(
         service: &mut S,
-        settings: &Settings,
+        policy: &ExchangePolicy,
         head: http::request::Parts,
         body: Bytes,
         token: &ActiveToken,
     ) -> State<S::Future, ReqBody, ResBody> {
         let copy = HeadCopy::of(&head);
-        match authorised_request(settings, head, &body, token) {
+        match authorised_request(policy, head, &body, token) {
             Ok(first) => State::Sending {
                 future: service.call(first.map(Full::new)),
                 sent: Some(Sent {
@@ -188,7 +188,7 @@ where
     /// The state after a rejection: a refresh and the replay, boxed since they are rare.
     fn replay(
         service: &S,
-        settings: &Arc<Settings>,
+        policy: &Arc<ExchangePolicy>,
         sent: Sent,
     ) -> State<S::Future, ReqBody, ResBody> {
         let Sent {
@@ -197,14 +197,14 @@ where
             sent_with,
         } = sent;
         let template = service.clone();
-        let settings = Arc::clone(settings);
+        let policy = Arc::clone(policy);
         State::Replaying {
             future: Box::pin(async move {
                 let login_template = template.clone();
                 let send =
                     move |request: Request<Bytes>| template.clone().oneshot(request.map(Full::new));
                 let login = move || LoginSender::from_service(login_template.clone());
-                replay(&settings, head.into_parts(), &body, sent_with, send, login).await
+                replay(&policy, head.into_parts(), &body, sent_with, send, login).await
             }),
         }
     }
@@ -226,7 +226,7 @@ where
         let this = self.project();
         let mut state = this.state;
         let service = this.service;
-        let settings = &*this.settings;
+        let policy = &*this.policy;
         loop {
             let next = match state.as_mut().project() {
                 StateProj::Reading {
@@ -247,7 +247,7 @@ where
                     }
                     Poll::Ready(Ok(body)) => {
                         let head = head.take().expect("read once");
-                        Self::send(service, settings, head, body, !*released)
+                        Self::send(service, policy, head, body, !*released)
                     }
                     Poll::Ready(Err(error)) => State::Failed { error: Some(error) },
                 },
@@ -266,20 +266,20 @@ where
                 StateProj::Readying { call } => match ready!(service.poll_ready(cx)) {
                     Ok(()) => {
                         let (head, body, token) = call.take().expect("readied once");
-                        Self::sending(service, settings, head, body, &token)
+                        Self::sending(service, policy, head, body, &token)
                     }
                     Err(error) => State::Failed {
                         error: Some(Error::Inner(error.into())),
                     },
                 },
                 StateProj::Sending { future, sent } => match ready!(future.poll(cx)) {
-                    Ok(response) => match Inspection::begin(settings, response) {
+                    Ok(response) => match Inspection::begin(policy, response) {
                         Begun::Decided(Inspected::Accepted(response)) => {
                             state.set(State::Done);
                             return Poll::Ready(Ok(response));
                         }
                         Begun::Decided(Inspected::Rejected) => {
-                            Self::replay(service, settings, sent.take().expect("sent once"))
+                            Self::replay(service, policy, sent.take().expect("sent once"))
                         }
                         Begun::Reading(inspection) => State::Inspecting {
                             inspection,
@@ -291,13 +291,13 @@ where
                     },
                 },
                 StateProj::Inspecting { inspection, sent } => {
-                    match ready!(inspection.poll_inspect(cx, settings)) {
+                    match ready!(inspection.poll_inspect(cx, policy)) {
                         Ok(Inspected::Accepted(response)) => {
                             state.set(State::Done);
                             return Poll::Ready(Ok(response));
                         }
                         Ok(Inspected::Rejected) => {
-                            Self::replay(service, settings, sent.take().expect("inspected once"))
+                            Self::replay(service, policy, sent.take().expect("inspected once"))
                         }
                         Err(error) => State::Failed { error: Some(error) },
                     }

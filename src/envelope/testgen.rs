@@ -1,4 +1,4 @@
-//! Proptest generators shared by the body tests: JSON values with awkward strings, JSON-RPC calls and
+//! Proptest generators shared by the envelope tests: JSON values with awkward strings, JSON-RPC calls and
 //! responses, three ways of writing them, and byte mutations.
 
 use std::io;

@@ -2,70 +2,16 @@
 
 use std::sync::Arc;
 
-use http::{HeaderName, StatusCode, header};
+use http::StatusCode;
 use tower_layer::Layer;
 
-use crate::body::{RejectionDetector, TokenField};
-use crate::service::PaynetAuth;
+use super::service::PaynetAuth;
+use crate::envelope::{RejectionDetector, TokenField};
+use crate::exchange::{
+    DEFAULT_INSPECT_LIMIT, DEFAULT_MAX_REQUEST_BODY, ExchangePolicy, PAYNET_REJECTION_CODE,
+    Placement, RejectionRule,
+};
 use crate::token::TokenManager;
-
-/// The largest request body the layer buffers by default (1 MiB).
-pub const DEFAULT_MAX_REQUEST_BODY: usize = 1 << 20;
-/// Response bodies up to this size (64 KiB) are read and inspected for a rejection by default; longer ones stream
-/// through untouched.
-pub const DEFAULT_INSPECT_LIMIT: usize = 64 << 10;
-/// Paynet's JSON-RPC error code for a rejected token.
-pub const PAYNET_REJECTION_CODE: i64 = -9999;
-
-/// Where the token goes in each request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Placement {
-    /// Into the JSON-RPC body, at `params.token` or the top-level `token`.
-    JsonBody(TokenField),
-    /// Into a header, as `prefix` followed by the token (`Authorization: Bearer …`).
-    Header {
-        /// The header.
-        name: HeaderName,
-        /// What precedes the token.
-        prefix: String,
-    },
-}
-
-impl Placement {
-    /// `Authorization: Bearer <token>`.
-    pub fn bearer() -> Self {
-        Placement::Header {
-            name: header::AUTHORIZATION,
-            prefix: "Bearer ".to_owned(),
-        }
-    }
-}
-
-/// How the layer recognises that the gateway rejected the token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum RejectionRule {
-    /// A JSON-RPC response whose `error.code` is this code, whatever the HTTP status.
-    JsonRpcError {
-        /// The code (Paynet: `-9999`).
-        code: i64,
-    },
-    /// A response with this HTTP status (`401 Unauthorized` for Bearer APIs). The body is not read.
-    HttpStatus(StatusCode),
-}
-
-/// Settings shared by every service the layer makes.
-#[derive(Debug)]
-pub(crate) struct Settings {
-    pub(crate) manager: TokenManager,
-    pub(crate) placement: Placement,
-    pub(crate) rejection: RejectionRule,
-    pub(crate) detector: Option<RejectionDetector>,
-    pub(crate) max_request_body: usize,
-    pub(crate) inspect_limit: usize,
-    pub(crate) identity_encoding: bool,
-}
 
 /// Authorises every request with the manager's token and replays it once when the gateway rejects the token.
 ///
@@ -164,7 +110,7 @@ pub(crate) struct Settings {
 ///
 /// ```
 /// use paynet_auth::{PaynetAuthLayer, TokenManager};
-/// use paynet_auth::body::TokenField;
+/// use paynet_auth::envelope::TokenField;
 /// use paynet_auth::token::PaynetLogin;
 ///
 /// let manager = TokenManager::builder(PaynetLogin::new(
@@ -262,12 +208,12 @@ impl PaynetAuthLayer {
         &self.manager
     }
 
-    pub(crate) fn settings(&self) -> Arc<Settings> {
+    pub(crate) fn policy(&self) -> Arc<ExchangePolicy> {
         let detector = match &self.rejection {
             RejectionRule::JsonRpcError { code } => Some(RejectionDetector::new(*code)),
             RejectionRule::HttpStatus(_) => None,
         };
-        Arc::new(Settings {
+        Arc::new(ExchangePolicy {
             manager: self.manager.clone(),
             placement: self.placement.clone(),
             rejection: self.rejection.clone(),
@@ -285,6 +231,6 @@ impl<S: Clone> Layer<S> for PaynetAuthLayer {
     type Service = PaynetAuth<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        PaynetAuth::from_settings(inner, self.settings())
+        PaynetAuth::from_policy(inner, self.policy())
     }
 }

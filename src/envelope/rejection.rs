@@ -5,7 +5,7 @@ use std::fmt;
 use memchr::memmem::Finder;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::inject::is_valid_json;
+use super::scan::is_valid_json;
 
 /// Recognises the gateway's "token rejected" answer in a JSON-RPC response body: `{"error":{"code":-9999,...}}`.
 ///
@@ -27,7 +27,7 @@ use super::inject::is_valid_json;
 /// # Examples
 ///
 /// ```
-/// use paynet_auth::body::RejectionDetector;
+/// use paynet_auth::envelope::RejectionDetector;
 ///
 /// let detector = RejectionDetector::new(-9999);
 /// assert!(detector.is_rejection(br#"{"jsonrpc":"2.0","id":1,"error":{"code":-9999,"message":"bad token"}}"#));
@@ -230,7 +230,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::body::testgen::{
+    use crate::envelope::testgen::{
         mutate, mutations, noise, raw_json, raw_response_body, response_body, style, write,
     };
 

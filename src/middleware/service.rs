@@ -1,0 +1,94 @@
+//! [`PaynetAuth`]: the service the layer makes.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use http_body_util::Full;
+use tower_service::Service;
+
+use super::future::ResponseFuture;
+use super::layer::PaynetAuthLayer;
+use crate::error::{BoxError, Error};
+use crate::exchange::{ExchangePolicy, ResponseBody};
+use crate::token::TokenManager;
+
+/// Authorises requests to the wrapped service with the manager's token. Made by [`PaynetAuthLayer`].
+///
+/// The wrapped service must be `Clone` (see [`PaynetAuthLayer`] for every bound, in plain words). A call clones it
+/// once, as tower's services do, so that the instance `poll_ready` readied is the one that sends. A call that has
+/// to wait for a token first lets that readied instance go (with any permit or buffer slot it holds) and readies a
+/// clone once the token is there; a rejected call is replayed through a clone, which waits for readiness again.
+#[derive(Debug, Clone)]
+pub struct PaynetAuth<S> {
+    inner: S,
+    policy: Arc<ExchangePolicy>,
+}
+
+impl<S> PaynetAuth<S> {
+    /// Wraps `inner` with the Paynet preset of [`PaynetAuthLayer::new`].
+    pub fn new(inner: S, manager: TokenManager) -> Self {
+        Self::from_policy(inner, PaynetAuthLayer::new(manager).policy())
+    }
+
+    /// A layer of the Paynet preset.
+    pub fn layer(manager: TokenManager) -> PaynetAuthLayer {
+        PaynetAuthLayer::new(manager)
+    }
+
+    pub(crate) fn from_policy(inner: S, policy: Arc<ExchangePolicy>) -> Self {
+        Self { inner, policy }
+    }
+
+    /// The token manager.
+    pub fn manager(&self) -> &TokenManager {
+        &self.policy.manager
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for PaynetAuth<S>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    ReqBody: Body + Send + 'static,
+    ReqBody::Data: Send,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: Body<Data = Bytes> + Send + Unpin + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = Error;
+    type Future = ResponseFuture<S, ReqBody, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner
+            .poll_ready(cx)
+            .map_err(|e| Error::Inner(e.into()))
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        // The clone may not be ready; the one that poll_ready readied is the one to call, see
+        // https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::new(ready, Arc::clone(&self.policy), request)
+    }
+}
