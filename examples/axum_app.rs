@@ -1,7 +1,7 @@
 //! An axum service whose handler calls Paynet through the layer kept in its state.
 //!
-//! `cargo run --example axum_app`, then `curl http://127.0.0.1:3000/categories`. It talks to the built-in gateway
-//! simulator and keeps the token in a SQLite file in the working directory.
+//! `cargo run --example axum_app --features sqlite,hyper-client`, then `curl http://127.0.0.1:3000/categories`.
+//! It talks to the gateway simulator (`paynet-sim`) and keeps the token in a SQLite file in the working directory.
 
 use std::time::Duration;
 

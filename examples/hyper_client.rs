@@ -1,7 +1,7 @@
 //! The layer over hyper-util's client, composed with `ServiceBuilder` and timeouts.
 //!
-//! Runs against the built-in gateway simulator and an in-memory SQLite store:
-//! `cargo run --example hyper_client`.
+//! Runs against the gateway simulator (`paynet-sim`) and an in-memory SQLite store:
+//! `cargo run --example hyper_client --features sqlite,hyper-client`.
 
 use std::time::Duration;
 

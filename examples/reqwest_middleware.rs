@@ -1,6 +1,6 @@
 //! The reqwest-middleware adapter: a `reqwest_middleware::ClientWithMiddleware` whose calls carry the token.
 //!
-//! `cargo run --example reqwest_middleware --features reqwest` runs it against the built-in gateway simulator.
+//! `cargo run --example reqwest_middleware --features reqwest` runs it against the gateway simulator (`paynet-sim`).
 
 use paynet_auth::reqwest_adapter::PaynetAuthMiddleware;
 use paynet_auth::token::PaynetLogin;

@@ -2,12 +2,12 @@
 //! token database goes away once.
 //!
 //! ```sh
-//! cargo run --release --example soak --features sim,postgres
+//! cargo run --release --example soak --features postgres,hyper-client
 //! ```
 //!
 //! What runs, all in this process:
 //!
-//! - the built-in gateway simulator, one session per terminal (a login ends the previous token);
+//! - the gateway simulator (`paynet-sim`), one session per terminal (a login ends the previous token);
 //! - a PostgreSQL token store (`PAYNET_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`)
 //!   reached through a small loopback TCP proxy, so that the database can be made to disappear without touching
 //!   the server; the credential key is unique per run;
