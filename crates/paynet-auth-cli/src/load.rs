@@ -50,6 +50,10 @@ struct Figures {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// One call in a thousand took longer than this.
+    p999_ms: f64,
+    /// The slowest call.
+    max_ms: f64,
     /// The most frequent causes of the failed calls, most frequent first (ties by text).
     top_errors: Vec<ErrorCount>,
 }
@@ -148,6 +152,7 @@ pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, 
     latencies.sort_unstable();
     let ok = outcomes.iter().filter(|(cause, _)| cause.is_none()).count() as u64;
     let requests = outcomes.len() as u64;
+    let [p50_ms, p99_ms, p999_ms, max_ms] = latency_ranks(&latencies);
     let figures = Figures {
         requests,
         ok,
@@ -155,8 +160,10 @@ pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, 
         logins: manager.logins(),
         elapsed_ms: elapsed.as_millis() as u64,
         rps: round2(requests as f64 / elapsed.as_secs_f64().max(1e-9)),
-        p50_ms: round2(percentile(&latencies, 0.50)),
-        p99_ms: round2(percentile(&latencies, 0.99)),
+        p50_ms,
+        p99_ms,
+        p999_ms,
+        max_ms,
         top_errors: top_errors(outcomes.iter().map(|(cause, _)| cause)),
     };
     println!(
@@ -267,6 +274,17 @@ fn cause(error: &(dyn std::error::Error + 'static)) -> String {
     }
 }
 
+/// p50, p99, p999 and the maximum of latencies sorted ascending, in milliseconds rounded to two decimals.
+fn latency_ranks(sorted: &[Duration]) -> [f64; 4] {
+    [
+        round2(percentile(sorted, 0.50)),
+        round2(percentile(sorted, 0.99)),
+        round2(percentile(sorted, 0.999)),
+        round2(sorted.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0)),
+    ]
+}
+
+/// The latency below which a share `q` of the calls finished (nearest rank, over latencies sorted ascending).
 fn percentile(sorted: &[Duration], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -277,4 +295,17 @@ fn percentile(sorted: &[Duration], q: f64) -> f64 {
 
 fn round2(value: f64) -> f64 {
     (value * 100.0).round() / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_ranks_are_nearest_ranks_and_the_maximum() {
+        let sorted: Vec<Duration> = (1..=2000).map(Duration::from_millis).collect();
+        assert_eq!(latency_ranks(&sorted), [1000.0, 1980.0, 1998.0, 2000.0]);
+        assert_eq!(latency_ranks(&sorted[..1]), [1.0; 4]);
+        assert_eq!(latency_ranks(&[]), [0.0; 4]);
+    }
 }

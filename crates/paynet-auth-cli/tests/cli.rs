@@ -258,9 +258,14 @@ impl Gateway {
         assert_eq!(figure(&figures, "requests"), 200);
         assert_eq!(figure(&figures, "ok"), 200);
         assert_eq!(figure(&figures, "errors"), 0);
-        for key in ["rps", "p50_ms", "p99_ms"] {
+        for key in ["rps", "p50_ms", "p99_ms", "p999_ms", "max_ms"] {
             assert!(figures[key].as_f64().is_some_and(|v| v >= 0.0), "{key}");
         }
+        let ranks: Vec<f64> = ["p50_ms", "p99_ms", "p999_ms", "max_ms"]
+            .iter()
+            .map(|key| figures[*key].as_f64().unwrap())
+            .collect();
+        assert!(ranks.is_sorted(), "latency ranks out of order: {figures:?}");
         assert_eq!(figures["top_errors"], serde_json::json!([]));
         // --bare first makes one call through the layer, so that the token it reuses is one the gateway accepts.
         let warm_up = u64::from(extra.contains(&"--bare"));
@@ -290,6 +295,8 @@ fn load_figures(run: &Run) -> serde_json::Map<String, serde_json::Value> {
         "rps",
         "p50_ms",
         "p99_ms",
+        "p999_ms",
+        "max_ms",
         "top_errors",
     ]
     .into();
