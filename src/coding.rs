@@ -10,6 +10,20 @@ use http::HeaderMap;
 use http::header::CONTENT_ENCODING;
 
 /// How a response body is encoded, as far as the layer can read it.
+///
+/// ```
+/// use http::HeaderMap;
+/// use http::header::CONTENT_ENCODING;
+/// use paynet_auth::coding::ContentCoding;
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert(CONTENT_ENCODING, "br".parse().unwrap());
+/// let coding = ContentCoding::of(&headers);
+/// assert_eq!(coding, ContentCoding::Brotli);
+/// assert_eq!(coding.is_readable(), cfg!(feature = "decompression"));
+/// assert!(ContentCoding::Identity.is_readable());
+/// assert!(!ContentCoding::Other.is_readable());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContentCoding {
     /// No `Content-Encoding`, or `identity`.

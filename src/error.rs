@@ -5,9 +5,37 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// A boxed error from an inner service or a transport.
+///
+/// ```
+/// use paynet_auth::{BoxError, Error};
+///
+/// fn send() -> Result<(), BoxError> {
+///     Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset"))?
+/// }
+///
+/// let error = send().unwrap_err();
+/// assert!(error.downcast_ref::<std::io::Error>().is_some());
+/// // The layer hands such an error on as it is; it cannot tell whether the gateway executed the request.
+/// assert!(!Error::Inner(error).is_safe_to_retry());
+/// ```
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why a request body could not carry the token. The request was **not sent**.
+///
+/// ```
+/// use paynet_auth::InjectError;
+/// use paynet_auth::envelope::{TokenField, inject_token};
+///
+/// let positional = br#"{"jsonrpc":"2.0","method":"pay","id":1,"params":[5]}"#;
+/// let error = inject_token(positional, TokenField::Params, br#""T-1""#).unwrap_err();
+/// assert_eq!(error, InjectError::ParamsNotObject { found: "an array" });
+/// assert_eq!(
+///     error.to_string(),
+///     "request `params` is an array, not an object: cannot add a named `token` parameter"
+/// );
+/// // A top-level token leaves `params` alone, whatever it is.
+/// assert!(inject_token(positional, TokenField::TopLevel, br#""T-1""#).is_ok());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum InjectError {
@@ -46,6 +74,29 @@ pub enum InjectError {
 }
 
 /// Why a login at the token endpoint failed.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use bytes::Bytes;
+/// use http_body_util::Full;
+/// use paynet_auth::token::{LoginSender, PaynetLogin};
+/// use paynet_auth::{LoginError, TokenError, TokenManager};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let login = PaynetLogin::new("https://gateway.example/gw", "username_17627_56530", "secret".into(), 4027096);
+/// let manager = TokenManager::builder(login).build().unwrap();
+/// // A gateway that refuses every login.
+/// let gateway = tower::service_fn(|_: http::Request<Full<Bytes>>| async {
+///     let answer = r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32001,"message":"wrong password"}}"#;
+///     Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(answer))))
+/// });
+/// let Err(TokenError::Login(error)) = manager.token(LoginSender::from_service(gateway)).await else {
+///     panic!("the gateway refuses the login");
+/// };
+/// assert!(matches!(&*error, LoginError::Refused { code: -32001, .. }));
+/// assert!(error.is_refused()); // retrying will not help until the password changes
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LoginError {
@@ -145,6 +196,19 @@ impl LoginError {
 }
 
 /// Why the token store failed.
+///
+/// ```
+/// use paynet_auth::StoreError;
+/// use paynet_auth::store::{StoreOptions, connect};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let Err(error) = connect("redis://cache.internal", StoreOptions::default()).await else {
+///     panic!("redis is not a token store");
+/// };
+/// assert!(matches!(error, StoreError::Config(_)));
+/// assert!(!error.is_conflict() && !error.is_unavailable());
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -213,6 +277,25 @@ impl StoreError {
 }
 
 /// Why no token could be had. Cheap to clone: every caller waiting on one refresh gets the same error.
+///
+/// ```
+/// use paynet_auth::token::{LoginSender, PaynetLogin};
+/// use paynet_auth::{LoginError, TokenError, TokenManager};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let login = PaynetLogin::new("https://gateway.example/gw", "username_17627_56530", "secret".into(), 4027096);
+/// let manager = TokenManager::builder(login).build().unwrap();
+/// // A transport that cannot reach the token endpoint.
+/// let unreachable = || LoginSender::new(|_request| Box::pin(async { Err("connection refused".into()) }));
+///
+/// let first = manager.token(unreachable()).await.unwrap_err();
+/// assert!(matches!(&first, TokenError::Login(cause) if matches!(**cause, LoginError::Unreachable { .. })));
+/// // Until the pause after the failed login ends, callers fail at once, without another login.
+/// let second = manager.token(unreachable()).await.unwrap_err();
+/// assert!(matches!(second, TokenError::Backoff { .. }));
+/// assert_eq!(manager.login_attempts(), 1);
+/// # }
+/// ```
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum TokenError {
@@ -250,6 +333,30 @@ pub enum TokenError {
 }
 
 /// The error the [`PaynetAuth`](crate::PaynetAuth) service returns.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use bytes::Bytes;
+/// use http_body_util::Full;
+/// use paynet_auth::token::PaynetLogin;
+/// use paynet_auth::{Error, PaynetAuthLayer, TokenManager};
+/// use tower::{Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let login = PaynetLogin::new("https://gateway.example/gw", "username_17627_56530", "secret".into(), 4027096);
+/// let manager = TokenManager::builder(login).build().unwrap();
+/// let gateway = tower::service_fn(|_: http::Request<Full<Bytes>>| async {
+///     Ok::<_, Infallible>(http::Response::new(Full::<Bytes>::default()))
+/// });
+/// let service = PaynetAuthLayer::new(manager).max_request_body(64).layer(gateway);
+/// let request = http::Request::post("https://gateway.example/gw/v2/pay")
+///     .body(Full::new(Bytes::from(vec![b' '; 1024])))
+///     .unwrap();
+/// let error = service.oneshot(request).await.unwrap_err();
+/// assert!(matches!(error, Error::RequestTooLarge { limit: 64 }));
+/// assert!(error.is_safe_to_retry()); // it was never sent
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -326,6 +433,25 @@ impl Error {
 }
 
 /// Why a configuration could not be turned into a ready stack ([`Stack::from_config`](crate::setup::Stack::from_config)).
+///
+/// ```
+/// use paynet_auth::config::PaynetConfig;
+/// use paynet_auth::setup::Stack;
+/// use paynet_auth::{SetupError, StoreError};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let config: PaynetConfig = serde_json::from_value(serde_json::json!({
+///     "base_url": "https://gateway.example/gw",
+///     "username": "username_17627_56530",
+///     "password": "secret",
+///     "terminal_id": 4027096,
+///     "store": { "url": "redis://cache.internal" },
+/// }))
+/// .unwrap();
+/// let error = Stack::from_config(&config).await.unwrap_err();
+/// assert!(matches!(&error, SetupError::Store { url, source: StoreError::Config(_) } if url == "redis://cache.internal"));
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SetupError {
@@ -344,6 +470,24 @@ pub enum SetupError {
 }
 
 /// A configuration value is wrong.
+///
+/// ```
+/// use paynet_auth::config::PaynetConfig;
+/// use paynet_auth::error::ConfigError;
+///
+/// let config: PaynetConfig = serde_json::from_value(serde_json::json!({
+///     "base_url": "https://gateway.example/gw",
+///     "username": "username_17627_56530",
+///     "password": "secret",
+///     "terminal_id": 4027096,
+///     "store": { "encryption_key": "c2hvcnQ=" },
+/// }))
+/// .unwrap();
+/// let error = config.validate("paynet.yaml").unwrap_err();
+/// assert!(matches!(&error, ConfigError::Refused { fields, .. } if fields == &["paynet.store.encryption_key"]));
+/// assert!(error.to_string().starts_with("paynet.yaml: `paynet.store.encryption_key` must be base64 of 32 bytes"));
+/// assert!(!error.to_string().contains("c2hvcnQ="));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {

@@ -13,6 +13,28 @@ use hyper_util::rt::TokioExecutor;
 use crate::{PaynetAuth, PaynetAuthLayer};
 
 /// hyper-util's pooled client over plain HTTP, sending the bodies the layer hands on.
+///
+/// [`http_client`] makes one with hyper-util's defaults; one built with other pool settings has the same type:
+///
+/// ```
+/// use std::time::Duration;
+/// use hyper_util::client::legacy::Client;
+/// use hyper_util::rt::{TokioExecutor, TokioTimer};
+/// use paynet_auth::hyper_client::HttpClient;
+/// use paynet_auth::token::PaynetLogin;
+/// use paynet_auth::{PaynetAuth, PaynetAuthLayer, TokenManager};
+/// use tower::Layer;
+///
+/// let client: HttpClient = Client::builder(TokioExecutor::new())
+///     .pool_idle_timeout(Duration::from_secs(30))
+///     .pool_timer(TokioTimer::new())
+///     .pool_max_idle_per_host(4)
+///     .build_http();
+/// let login = PaynetLogin::new("https://gateway.example/gw", "username_17627_56530", "secret".into(), 4027096);
+/// let manager = TokenManager::builder(login).build().unwrap();
+/// let service: PaynetAuth<HttpClient> = PaynetAuthLayer::new(manager).layer(client);
+/// # let _ = service;
+/// ```
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 /// A pooled HTTP/1 client on the tokio runtime (hyper-util's defaults: idle connections kept 90 s).

@@ -11,6 +11,15 @@ use sha2::{Digest, Sha256};
 
 /// A token's generation: every refresh of a credential key writes the next one. A rejection names the generation
 /// it rejected, so a late rejection can never evict a token that was refreshed meanwhile.
+///
+/// ```
+/// use paynet_auth::record::Generation;
+///
+/// let rejected = Generation(3);
+/// assert!(Generation(4) > rejected);
+/// assert_eq!(Generation::default(), Generation(0));
+/// assert_eq!(format!("token generation {rejected}"), "token generation 3");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Generation(pub u64);
 
@@ -20,7 +29,23 @@ impl fmt::Display for Generation {
     }
 }
 
-/// What the gateway said about the session besides the token (Paynet's `login` result).
+/// What the gateway said about the session besides the token (Paynet's `login` result). Ids are kept as the text
+/// the gateway sent, whether it wrote them as strings or as numbers.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{HeaderMap, StatusCode};
+/// use paynet_auth::token::{LoginResponse, PaynetLogin, TokenSource};
+///
+/// let login = PaynetLogin::new("https://gateway.example/gw", "username_17627_56530", "secret".into(), 4027096);
+/// let answer = r#"{"jsonrpc":"2.0","id":1,"result":{"token":"T-1","agentId":1717,"terminalId":"4027096"}}"#;
+/// let grant = login
+///     .parse_response(LoginResponse { status: StatusCode::OK, headers: HeaderMap::new(), body: Bytes::from(answer) })
+///     .unwrap();
+/// assert_eq!(grant.meta.agent_id.as_deref(), Some("1717"));
+/// assert_eq!(grant.meta.terminal_id.as_deref(), Some("4027096"));
+/// assert_eq!(grant.meta.user_login, None);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LoginMeta {
     /// `agentId`.
@@ -34,6 +59,22 @@ pub struct LoginMeta {
 }
 
 /// One credential key's token, as the store keeps it. Times are UTC milliseconds since the Unix epoch.
+///
+/// ```
+/// use paynet_auth::record::{Generation, LoginMeta, TokenRecord, fingerprint};
+///
+/// let record = TokenRecord {
+///     token: "RV5LwDHwB1ZJUBEFdbRNNaA64LynT5VG".into(),
+///     generation: Generation(1),
+///     obtained_at_ms: 1_000,
+///     expires_at_ms: Some(61_000),
+///     meta: LoginMeta::default(),
+///     written_by: "host:1:abcd".into(),
+/// };
+/// assert!(record.is_fresh(30_000, 30_000));
+/// assert!(!record.is_fresh(31_000, 30_000)); // within the last 30 s of its life
+/// assert_eq!(record.fingerprint(), fingerprint("RV5LwDHwB1ZJUBEFdbRNNaA64LynT5VG"));
+/// ```
 #[derive(Clone)]
 pub struct TokenRecord {
     /// The token (plaintext in memory; the store may encrypt it at rest).

@@ -19,9 +19,13 @@ use crate::{PaynetAuth, PaynetAuthLayer, TokenManager};
 /// use paynet_auth::setup::Stack;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), paynet_auth::BoxError> {
-/// let yaml = "paynet:\n  base_url: https://gateway.example/gw\n  username: u\n  password: p\n  \
-///             terminal_id: 1\n  store:\n    url: \"memory:\"\n";
-/// let config = Config::from_yaml_str(yaml, "paynet.yaml", &|_| None)?;
+/// // Or `Config::from_yaml_file("paynet.yaml")?` (feature `yaml`).
+/// let config: Config = serde_json::from_value(serde_json::json!({
+///     "paynet": {
+///         "base_url": "https://gateway.example/gw", "username": "u", "password": "p", "terminal_id": 1,
+///         "store": { "url": "memory:" },
+///     }
+/// }))?;
 /// let stack = Stack::from_config(&config.paynet).await?;
 /// let service = stack.service(tower::service_fn(|_: http::Request<http_body_util::Full<bytes::Bytes>>| async {
 ///     Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::<bytes::Bytes>::default()))

@@ -1,6 +1,16 @@
 //! `${VAR}` and `${VAR:-default}` in configuration values.
 
 /// Why a value could not be expanded.
+///
+/// ```
+/// use paynet_auth::config::{ExpandError, expand};
+///
+/// let env = |_: &str| -> Option<String> { None };
+/// assert_eq!(expand("${PAYNET_PASSWORD}", &env), Err(ExpandError::Unset("PAYNET_PASSWORD".into())));
+/// assert!(matches!(expand("${PAYNET_PASSWORD", &env), Err(ExpandError::Malformed(_))));
+/// // With a default, an unset variable is no error.
+/// assert_eq!(expand("${PAYNET_PASSWORD:-}", &env).unwrap(), "");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ExpandError {

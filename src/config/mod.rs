@@ -30,6 +30,33 @@ use crate::token::defaults;
 use crate::token::source::DEFAULT_LOGIN_PATH;
 
 /// The whole configuration file.
+///
+/// Read from YAML with `Config::from_yaml_file` or `Config::from_yaml_str` (feature `yaml`), or from any other
+/// serde format:
+///
+/// ```
+/// use paynet_auth::config::{Config, TokenFieldConfig};
+///
+/// let config: Config = serde_json::from_value(serde_json::json!({
+///     "paynet": {
+///         "base_url": "https://gateway.example/gw",
+///         "username": "username_17627_56530",
+///         "password": "secret",
+///         "terminal_id": 4027096,
+///     }
+/// }))
+/// .unwrap();
+/// config.paynet.validate("paynet.json").unwrap();
+/// assert_eq!(config.paynet.token_field, TokenFieldConfig::Params);
+///
+/// #[cfg(feature = "yaml")]
+/// {
+///     let yaml = "paynet:\n  base_url: https://gateway.example/gw\n  username: username_17627_56530\n  \
+///                 password: ${PAYNET_PASSWORD}\n  terminal_id: 4027096\n";
+///     let from_yaml = Config::from_yaml_str(yaml, "paynet.yaml", &|_| Some("secret".into())).unwrap();
+///     assert_eq!(from_yaml.paynet.terminal_id, config.paynet.terminal_id);
+/// }
+/// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -41,6 +68,27 @@ pub struct Config {
 pub const DEFAULT_STORE_URL: &str = "sqlite://paynet-tokens.db";
 
 /// Settings of the Paynet integration.
+///
+/// ```
+/// use std::time::Duration;
+/// use paynet_auth::config::PaynetConfig;
+/// use paynet_auth::token::TokenSource;
+///
+/// let paynet: PaynetConfig = serde_json::from_value(serde_json::json!({
+///     "base_url": "https://gateway.example/gw",
+///     "username": "username_17627_56530",
+///     "password": "secret",
+///     "terminal_id": "4027096", // as an expanded `${VAR}` gives it
+///     "token_ttl": "12h",
+/// }))
+/// .unwrap();
+/// assert_eq!(paynet.terminal_id, 4027096);
+/// assert_eq!(paynet.token_ttl, Some(Duration::from_secs(12 * 3600)));
+/// assert_eq!(paynet.login_timeout, Duration::from_secs(10));
+/// assert_eq!(paynet.login().endpoint(), "https://gateway.example/gw/v2/user");
+/// assert_eq!(paynet.url("/v2/payment"), "https://gateway.example/gw/v2/payment");
+/// assert!(!format!("{paynet:?}").contains("secret"));
+/// ```
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PaynetConfig {
@@ -90,6 +138,16 @@ pub struct PaynetConfig {
 }
 
 /// The configured token placement.
+///
+/// ```
+/// use paynet_auth::config::TokenFieldConfig;
+/// use paynet_auth::envelope::TokenField;
+///
+/// let field: TokenFieldConfig = serde_json::from_str(r#""top_level""#).unwrap();
+/// assert_eq!(field, TokenFieldConfig::TopLevel);
+/// assert_eq!(TokenField::from(field), TokenField::TopLevel);
+/// assert_eq!(TokenFieldConfig::default(), TokenFieldConfig::Params);
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenFieldConfig {
@@ -101,6 +159,21 @@ pub enum TokenFieldConfig {
 }
 
 /// Where the token is kept.
+///
+/// ```
+/// use paynet_auth::config::{DEFAULT_STORE_URL, StoreConfig};
+///
+/// assert_eq!(StoreConfig::default().url, DEFAULT_STORE_URL);
+/// assert_eq!(StoreConfig::default().pool_size, 8);
+/// let store = StoreConfig {
+///     url: "postgres://paynet:secret@db.internal/paynet".into(),
+///     encryption_key: Some("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".into()),
+///     ..StoreConfig::default()
+/// };
+/// let shown = format!("{store:?}");
+/// assert!(shown.contains("postgres://paynet:****@db.internal/paynet"));
+/// assert!(!shown.contains("secret") && !shown.contains("MDEy"));
+/// ```
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
@@ -294,11 +367,14 @@ impl PaynetConfig {
     /// `memory:` store has no connection to wait for); a `store.encryption_key` that is not base64 of 32 bytes.
     ///
     /// ```
-    /// use paynet_auth::config::Config;
+    /// use paynet_auth::config::PaynetConfig;
     /// use paynet_auth::error::ConfigError;
-    /// let yaml = "paynet:\n  base_url: http://127.0.0.1:8080/gw\n  username: u\n  password: p\n  terminal_id: 1\n  \
-    ///             token_ttl: 20s\n";
-    /// let error = Config::from_yaml_str(yaml, "paynet.yaml", &|_| None).unwrap_err();
+    /// let config: PaynetConfig = serde_json::from_value(serde_json::json!({
+    ///     "base_url": "http://127.0.0.1:8080/gw", "username": "u", "password": "p", "terminal_id": 1,
+    ///     "token_ttl": "20s",
+    /// }))
+    /// .unwrap();
+    /// let error = config.validate("paynet.yaml").unwrap_err();
     /// assert!(matches!(&error, ConfigError::Refused { fields, .. }
     ///     if fields == &["paynet.token_ttl", "paynet.expiry_skew"]));
     /// ```

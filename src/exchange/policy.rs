@@ -14,6 +14,21 @@ pub const DEFAULT_INSPECT_LIMIT: usize = 64 << 10;
 pub const PAYNET_REJECTION_CODE: i64 = -9999;
 
 /// Where the token goes in each request.
+///
+/// ```
+/// use http::HeaderName;
+/// use http::header::AUTHORIZATION;
+/// use paynet_auth::token::PaynetLogin;
+/// use paynet_auth::{Placement, PaynetAuthLayer, TokenManager};
+///
+/// let login = PaynetLogin::new("https://gateway.example/gw", "username_17627_56530", "secret".into(), 4027096);
+/// let manager = TokenManager::builder(login).build().unwrap();
+/// // A gateway that takes the bare token in a header of its own.
+/// let header = Placement::Header { name: HeaderName::from_static("x-session-token"), prefix: String::new() };
+/// let layer = PaynetAuthLayer::new(manager).placement(header);
+/// # let _ = layer;
+/// assert_eq!(Placement::bearer(), Placement::Header { name: AUTHORIZATION, prefix: "Bearer ".into() });
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Placement {
@@ -39,6 +54,20 @@ impl Placement {
 }
 
 /// How the layer recognises that the gateway rejected the token.
+///
+/// ```
+/// use http::StatusCode;
+/// use paynet_auth::token::PaynetLogin;
+/// use paynet_auth::{PAYNET_REJECTION_CODE, PaynetAuthLayer, RejectionRule, TokenManager};
+///
+/// let login = PaynetLogin::new("https://gateway.example/gw", "username_17627_56530", "secret".into(), 4027096);
+/// let manager = TokenManager::builder(login).build().unwrap();
+/// assert_eq!(PAYNET_REJECTION_CODE, -9999); // the rule of `PaynetAuthLayer::new`
+/// // A gateway that answers `403 Forbidden` to a stale token, whatever the body says.
+/// let layer = PaynetAuthLayer::new(manager).rejection(RejectionRule::HttpStatus(StatusCode::FORBIDDEN));
+/// # let _ = layer;
+/// assert_ne!(RejectionRule::HttpStatus(StatusCode::FORBIDDEN), RejectionRule::HttpStatus(StatusCode::UNAUTHORIZED));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RejectionRule {

@@ -13,6 +13,35 @@ use crate::error::BoxError;
 pin_project! {
     /// The body of a response that went through [`PaynetAuth`](crate::PaynetAuth): either read whole for inspection, or streamed
     /// from the inner service (possibly after a first part that was read).
+    ///
+    /// Either way it yields the bytes the inner service answered, unchanged.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body::Body;
+    /// use http_body_util::{BodyExt, Full};
+    /// use paynet_auth::token::PaynetLogin;
+    /// use paynet_auth::{BoxError, PaynetAuth, ResponseBody, TokenManager};
+    /// use tower::ServiceExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), BoxError> {
+    /// const ANSWER: &str = r#"{"jsonrpc":"2.0","id":7,"result":{"balance":"12.50"}}"#;
+    /// # let gateway = tower::service_fn(|request: http::Request<Full<Bytes>>| async move {
+    /// #     let login = request.uri().path().ends_with("/v2/user");
+    /// #     let answer = if login { r#"{"jsonrpc":"2.0","id":1,"result":{"token":"T-1"}}"# } else { ANSWER };
+    /// #     Ok::<_, BoxError>(http::Response::new(Full::new(Bytes::from(answer))))
+    /// # });
+    /// # let login = PaynetLogin::new("https://gateway.example/gw", "username_17627_56530", "secret".into(), 4027096);
+    /// # let service = PaynetAuth::new(gateway, TokenManager::builder(login).build()?);
+    /// let request = http::Request::post("https://gateway.example/gw/v2/balance")
+    ///     .body(Full::new(Bytes::from(r#"{"jsonrpc":"2.0","method":"balance","id":7}"#)))?;
+    /// let response: http::Response<ResponseBody<Full<Bytes>>> = service.oneshot(request).await?;
+    /// assert_eq!(response.into_body().collect().await?.to_bytes(), ANSWER);
+    ///
+    /// // The empty body, for a middleware above the layer that answers on its own.
+    /// assert!(ResponseBody::<Full<Bytes>>::default().is_end_stream());
+    /// # Ok(()) }
+    /// ```
     pub struct ResponseBody<B> {
         head: Option<Bytes>,
         trailers: Option<HeaderMap>,

@@ -32,6 +32,50 @@ type Output<B> = Result<Response<ResponseBody<B>>, Error>;
 pin_project! {
     /// The future [`PaynetAuth`](crate::PaynetAuth) returns. Like most futures, it panics if polled again
     /// after it completed.
+    ///
+    /// It runs the whole exchange: the token, the send, the inspection of the answer and, after a rejection, the
+    /// refresh and the one replay. Under the bounds [`PaynetAuth`](crate::PaynetAuth) puts on the inner service
+    /// and the bodies it is `Send + 'static`, so it can be spawned.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Full};
+    /// use paynet_auth::token::PaynetLogin;
+    /// use paynet_auth::{BoxError, PaynetAuth, ResponseFuture, TokenManager};
+    /// use serde_json::{Value, json};
+    /// use tower::{Service, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), BoxError> {
+    /// # let logins = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    /// # let gateway = tower::service_fn(move |request: http::Request<Full<Bytes>>| {
+    /// #     let logins = logins.clone();
+    /// #     async move {
+    /// #         let call: Value = serde_json::from_slice(&request.into_body().collect().await?.to_bytes())?;
+    /// #         let answer = if call["method"] == "login" {
+    /// #             let n = logins.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    /// #             json!({"jsonrpc": "2.0", "id": 1, "result": {"token": format!("T-{n}")}})
+    /// #         } else if call["params"]["token"] == "T-1" {
+    /// #             json!({"jsonrpc": "2.0", "id": call["id"], "error": {"code": -9999, "message": "unauthorized"}})
+    /// #         } else {
+    /// #             json!({"jsonrpc": "2.0", "id": call["id"], "result": {"paid": true}})
+    /// #         };
+    /// #         Ok::<_, BoxError>(http::Response::new(Full::new(Bytes::from(answer.to_string()))))
+    /// #     }
+    /// # });
+    /// let login = PaynetLogin::new("https://gateway.example/gw", "username_17627_56530", "secret".into(), 4027096);
+    /// let manager = TokenManager::builder(login).build()?;
+    /// // `gateway` grants `T-1`, then `T-2`, and rejects `T-1` with -9999.
+    /// let mut service = PaynetAuth::new(gateway, manager.clone());
+    /// let request = http::Request::post("https://gateway.example/gw/v2/payment")
+    ///     .body(Full::new(Bytes::from(r#"{"jsonrpc":"2.0","method":"pay","id":7,"params":{"amount":5}}"#)))?;
+    /// let ready = ServiceExt::<http::Request<Full<Bytes>>>::ready(&mut service).await?;
+    /// let future: ResponseFuture<_, _, _> = ready.call(request);
+    /// let response = tokio::spawn(future).await??;
+    /// let answer: Value = serde_json::from_slice(&response.into_body().collect().await?.to_bytes())?;
+    /// assert_eq!(answer["result"]["paid"], true);
+    /// assert_eq!(manager.logins(), 2); // the rejected call was replayed once, with `T-2`
+    /// # Ok(()) }
+    /// ```
     pub struct ResponseFuture<S, ReqBody, ResBody>
     where
         S: Service<Request<Full<Bytes>>>,

@@ -21,6 +21,35 @@ use crate::token::TokenManager;
 /// once, as tower's services do, so that the instance `poll_ready` readied is the one that sends. A call that has
 /// to wait for a token first lets that readied instance go (with any permit or buffer slot it holds) and readies a
 /// clone once the token is there; a rejected call is replayed through a clone, which waits for readiness again.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Full};
+/// use paynet_auth::token::PaynetLogin;
+/// use paynet_auth::{BoxError, PaynetAuth, TokenManager};
+/// use serde_json::{Value, json};
+/// use tower::ServiceExt;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), BoxError> {
+/// // A gateway that grants the token `T-1` and echoes the token each call carries.
+/// let gateway = tower::service_fn(|request: http::Request<Full<Bytes>>| async move {
+///     let call: Value = serde_json::from_slice(&request.into_body().collect().await?.to_bytes())?;
+///     let answer = match call["method"].as_str() {
+///         Some("login") => json!({"jsonrpc": "2.0", "id": 1, "result": {"token": "T-1"}}),
+///         _ => json!({"jsonrpc": "2.0", "id": call["id"], "result": {"seen": call["params"]["token"]}}),
+///     };
+///     Ok::<_, BoxError>(http::Response::new(Full::new(Bytes::from(answer.to_string()))))
+/// });
+/// let login = PaynetLogin::new("https://gateway.example/gw", "username_17627_56530", "secret".into(), 4027096);
+/// let service = PaynetAuth::new(gateway, TokenManager::builder(login).build()?);
+/// let request = http::Request::post("https://gateway.example/gw/v2/payment")
+///     .body(Full::new(Bytes::from(r#"{"jsonrpc":"2.0","method":"pay","id":7,"params":{"amount":5}}"#)))?;
+/// let response = service.clone().oneshot(request).await?;
+/// let answer: Value = serde_json::from_slice(&response.into_body().collect().await?.to_bytes())?;
+/// assert_eq!(answer["result"]["seen"], "T-1");
+/// assert_eq!(service.manager().logins(), 1);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct PaynetAuth<S> {
     inner: S,

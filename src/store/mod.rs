@@ -91,6 +91,26 @@ pub async fn connect(url: &str, options: StoreOptions) -> Result<Arc<dyn TokenSt
 
 /// The refresh lease of a credential key as the store records it, for people on call: who took it, when, and
 /// until when. Times are UTC epoch milliseconds on the store's clock (the database's, for a database store).
+///
+/// [`TokenStore::lease`] and [`TokenManager::lease`](crate::TokenManager::lease) report it:
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use paynet_auth::clock::ManualClock;
+/// use paynet_auth::store::{MemoryStore, TokenStore};
+///
+/// # tokio_test::block_on(async {
+/// let store = MemoryStore::with_clock(Arc::new(ManualClock::new(1_000)));
+/// assert!(store.try_lease("gateway-1", "host-a:4242:x7f3", Duration::from_secs(30)).await.unwrap());
+/// let lease = store.lease("gateway-1").await.unwrap().unwrap();
+/// assert_eq!(lease.holder, "host-a:4242:x7f3");
+/// assert_eq!((lease.acquired_at_ms, lease.expires_at_ms), (1_000, 31_000));
+/// assert!(lease.is_held());
+/// store.release("gateway-1", "host-a:4242:x7f3").await.unwrap();
+/// assert!(!store.lease("gateway-1").await.unwrap().unwrap().is_held());
+/// # });
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LeaseInfo {
@@ -126,6 +146,29 @@ impl LeaseInfo {
 ///
 /// Implementations must be safe to share between tasks and processes: `save` never replaces a row by one of an
 /// older or equal generation, `try_lease` is one atomic conditional update.
+///
+/// ```
+/// use paynet_auth::record::{Generation, LoginMeta, TokenRecord};
+/// use paynet_auth::store::{MemoryStore, TokenStore};
+///
+/// # tokio_test::block_on(async {
+/// let record = |generation| TokenRecord {
+///     token: "T".into(),
+///     generation: Generation(generation),
+///     obtained_at_ms: 0,
+///     expires_at_ms: None,
+///     meta: LoginMeta::default(),
+///     written_by: "host-a:4242:x7f3".into(),
+/// };
+/// let store = MemoryStore::new();
+/// assert!(store.save("gateway-1", &record(2)).await.unwrap());
+/// assert!(!store.save("gateway-1", &record(1)).await.unwrap()); // never an older generation
+/// assert_eq!(store.load("gateway-1").await.unwrap().unwrap().generation, Generation(2));
+/// store.clear("gateway-1").await.unwrap();
+/// assert!(store.load("gateway-1").await.unwrap().is_none());
+/// assert_eq!(store.stored_generation("gateway-1").await.unwrap(), Some(Generation(2))); // the tombstone
+/// # });
+/// ```
 #[async_trait]
 pub trait TokenStore: Send + Sync + 'static {
     /// A description for messages and logs (a URL without its password).

@@ -8,6 +8,30 @@ use crate::record::{Generation, TokenRecord};
 
 /// The token in the form the hot path uses: the record plus the token already encoded as a JSON string literal,
 /// so that injection is a splice of ready bytes.
+///
+/// ```
+/// use std::sync::Arc;
+/// use bytes::Bytes;
+/// use http::{HeaderMap, StatusCode};
+/// use paynet_auth::TokenManager;
+/// use paynet_auth::token::{Generation, LoginResponse, LoginSender, PaynetLogin};
+/// use secrecy::ExposeSecret;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), paynet_auth::BoxError> {
+/// let login = PaynetLogin::new("https://gateway.example/gw", "username_17627_56530", "secret".into(), 4027096);
+/// let manager = TokenManager::builder(login).build()?;
+/// let sender = LoginSender::new(|_request| Box::pin(async {
+///     let body = Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"result":{"token":"T-1","userLogin":"agent"}}"#);
+///     Ok(LoginResponse { status: StatusCode::OK, headers: HeaderMap::new(), body })
+/// }));
+/// let token = manager.token(sender).await?;
+/// assert_eq!(token.secret().expose_secret(), "T-1");
+/// assert_eq!(token.generation(), Generation(1));
+/// assert_eq!(token.record().meta.user_login.as_deref(), Some("agent"));
+/// assert!(!format!("{token:?}").contains("T-1"));
+/// assert!(Arc::ptr_eq(&token, &manager.cached().unwrap()));
+/// # Ok(()) }
+/// ```
 pub struct ActiveToken {
     record: TokenRecord,
     json_literal: SecretString,

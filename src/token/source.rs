@@ -12,6 +12,21 @@ use crate::error::LoginError;
 use crate::token::{Grant, LoginMeta};
 
 /// The answer of the token endpoint, as the transport received it.
+///
+/// A [`LoginSender`](crate::token::LoginSender) hands one to the manager, which gives it to
+/// [`TokenSource::parse_response`]:
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{HeaderMap, StatusCode};
+/// use paynet_auth::LoginError;
+/// use paynet_auth::token::{LoginResponse, PaynetLogin, TokenSource};
+///
+/// let login = PaynetLogin::new("https://gateway.example/gw", "username_17627_56530", "secret".into(), 4027096);
+/// let response = LoginResponse { status: StatusCode::SERVICE_UNAVAILABLE, headers: HeaderMap::new(), body: Bytes::new() };
+/// let error = login.parse_response(response).unwrap_err();
+/// assert!(matches!(error, LoginError::HttpStatus { status, .. } if status == StatusCode::SERVICE_UNAVAILABLE));
+/// ```
 #[derive(Debug)]
 pub struct LoginResponse {
     /// The HTTP status.
@@ -24,6 +39,41 @@ pub struct LoginResponse {
 
 /// Builds the login request and reads its answer. The request is sent by the manager, through a clone of the
 /// service the layer wraps, so the caller's TLS, timeouts and proxies apply to it as well.
+///
+/// [`PaynetLogin`] and [`ClientCredentials`] are the presets; another endpoint takes a few lines:
+///
+/// ```
+/// use std::time::Duration;
+/// use bytes::Bytes;
+/// use http::Request;
+/// use http_body_util::Full;
+/// use paynet_auth::token::{Grant, LoginMeta, LoginResponse, TokenSource};
+/// use paynet_auth::{LoginError, TokenManager};
+///
+/// /// A session endpoint that answers the bare token as plain text, valid for five minutes.
+/// struct SessionLogin;
+///
+/// impl TokenSource for SessionLogin {
+///     fn endpoint(&self) -> &str {
+///         "https://auth.example/session"
+///     }
+///     fn credential_key(&self) -> String {
+///         "session:auth.example".into()
+///     }
+///     fn login_request(&self) -> Result<Request<Full<Bytes>>, LoginError> {
+///         Ok(Request::post(self.endpoint()).body(Full::default()).expect("a valid request"))
+///     }
+///     fn parse_response(&self, response: LoginResponse) -> Result<Grant, LoginError> {
+///         let token = String::from_utf8(response.body.to_vec()).ok().filter(|t| !t.is_empty());
+///         let token = token.ok_or_else(|| LoginError::MissingToken { endpoint: self.endpoint().into() })?;
+///         Ok(Grant { token: token.into(), meta: LoginMeta::default(), expires_in: Some(Duration::from_secs(300)) })
+///     }
+/// }
+///
+/// let manager = TokenManager::builder(SessionLogin).build().unwrap();
+/// assert_eq!(manager.credential_key(), "session:auth.example");
+/// assert_eq!(manager.endpoint(), "https://auth.example/session");
+/// ```
 pub trait TokenSource: Send + Sync + 'static {
     /// The token endpoint's URL, for messages and logs.
     fn endpoint(&self) -> &str;

@@ -42,7 +42,22 @@ const MAX_KEY_BYTES: usize = 255;
 /// Longest lease the store records: keeps `now + ttl` far from overflowing a `BIGINT` on every backend.
 const MAX_TTL_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
 
-/// Which database a [`DieselStore`] talks to.
+/// Which database a [`DieselStore`] talks to, as [`DieselStore::backend`] reports it.
+///
+/// ```
+/// use paynet_auth::store::Backend;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// assert_eq!(Backend::Postgres.to_string(), "PostgreSQL");
+/// #[cfg(feature = "sqlite")]
+/// {
+///     use paynet_auth::store::{DieselStore, StoreOptions};
+///     // The URL decides; no connection is made yet.
+///     let store = DieselStore::connect("sqlite::memory:", StoreOptions::default()).await.unwrap();
+///     assert_eq!(store.backend(), Backend::Sqlite);
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Backend {

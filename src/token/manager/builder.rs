@@ -39,6 +39,35 @@ pub mod defaults {
 }
 
 /// Builds a [`TokenManager`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use paynet_auth::TokenManager;
+/// use paynet_auth::clock::{ManualClock, NoJitter};
+/// use paynet_auth::error::ConfigError;
+/// use paynet_auth::store::MemoryStore;
+/// use paynet_auth::token::PaynetLogin;
+///
+/// let login = || PaynetLogin::new("https://gateway.example/gw", "username_17627_56530", "secret".into(), 4027096);
+/// let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+/// let manager = TokenManager::builder(login())
+///     .store(MemoryStore::with_clock(clock.clone()))
+///     .clock(clock)
+///     .jitter(Arc::new(NoJitter))
+///     .token_ttl(Some(Duration::from_secs(12 * 3600)))
+///     .login_timeout(Duration::from_secs(5))
+///     .lease_ttl(Duration::from_secs(20))
+///     .backoff(Duration::from_millis(250), Duration::from_secs(10))
+///     .credential_key("gateway-1")
+///     .build()
+///     .unwrap();
+/// assert_eq!(manager.credential_key(), "gateway-1");
+///
+/// // A lease that may run out while its holder is still logging in is refused.
+/// let error = TokenManager::builder(login()).lease_ttl(Duration::from_secs(5)).build().unwrap_err();
+/// assert!(matches!(&error, ConfigError::Refused { fields, .. } if fields == &["lease_ttl", "login_timeout"]));
+/// ```
 pub struct TokenManagerBuilder {
     source: Arc<dyn TokenSource>,
     store: Option<Arc<dyn TokenStore>>,

@@ -23,10 +23,56 @@ use crate::token::source::LoginResponse;
 use crate::token::{ActiveToken, Generation, Grant, TokenRecord};
 
 /// The future a [`LoginSender`] returns.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{HeaderMap, StatusCode};
+/// use http_body_util::Full;
+/// use paynet_auth::TokenManager;
+/// use paynet_auth::token::{Generation, LoginFuture, LoginResponse, LoginSender, PaynetLogin};
+///
+/// /// A canned login answer instead of a network call, as a test may use.
+/// fn canned(_request: http::Request<Full<Bytes>>) -> LoginFuture {
+///     Box::pin(async {
+///         let body = Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"result":{"token":"T-1"}}"#);
+///         Ok(LoginResponse { status: StatusCode::OK, headers: HeaderMap::new(), body })
+///     })
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), paynet_auth::BoxError> {
+/// let login = PaynetLogin::new("https://gateway.example/gw", "username_17627_56530", "secret".into(), 4027096);
+/// let manager = TokenManager::builder(login).build()?;
+/// let token = manager.token(LoginSender::new(canned)).await?;
+/// assert_eq!(token.generation(), Generation(1));
+/// # Ok(()) }
+/// ```
 pub type LoginFuture = BoxFuture<'static, Result<LoginResponse, BoxError>>;
 
 /// Sends one login request. The layer makes one from a clone of the service it wraps, so the login goes through
 /// the same client, TLS settings, timeouts and proxies as the calls it authorises.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use bytes::Bytes;
+/// use http_body_util::Full;
+/// use paynet_auth::TokenManager;
+/// use paynet_auth::token::{LoginSender, PaynetLogin};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), paynet_auth::BoxError> {
+/// let login = PaynetLogin::new("https://gateway.example/gw", "username_17627_56530", "secret".into(), 4027096);
+/// let manager = TokenManager::builder(login).build()?;
+/// let gateway = tower::service_fn(|request: http::Request<Full<Bytes>>| async move {
+///     assert_eq!(request.uri(), "https://gateway.example/gw/v2/user");
+///     let answer = Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"result":{"token":"T-1"}}"#);
+///     Ok::<_, Infallible>(http::Response::new(Full::new(answer)))
+/// });
+/// let token = manager.token(LoginSender::from_service(gateway)).await?;
+/// assert_eq!(manager.logins(), 1);
+/// // The token is cached now: the next caller's sender is not used.
+/// let again = manager.token(LoginSender::new(|_| unreachable!("the token is cached"))).await?;
+/// assert_eq!(again.generation(), token.generation());
+/// # Ok(()) }
+/// ```
 pub struct LoginSender(Box<dyn FnOnce(Request<Full<Bytes>>) -> LoginFuture + Send>);
 
 impl LoginSender {
