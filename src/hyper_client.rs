@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::{PaynetAuth, PaynetAuthLayer};
 
@@ -37,7 +37,8 @@ use crate::{PaynetAuth, PaynetAuthLayer};
 /// ```
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
-/// A pooled HTTP/1 client on the tokio runtime (hyper-util's defaults: idle connections kept 90 s).
+/// A pooled HTTP/1 client on the tokio runtime. Idle connections are closed after hyper-util's default of 90 s,
+/// which needs a timer: this client has tokio's.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -45,7 +46,9 @@ pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 /// # let _ = client; }
 /// ```
 pub fn http_client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .build_http()
 }
 
 /// The layer over a new [`http_client`]: a service that calls the gateway with the token written in.

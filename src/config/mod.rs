@@ -360,7 +360,8 @@ fn number_or_numeric_string<'de, D: Deserializer<'de>>(deserializer: D) -> Resul
 
 impl PaynetConfig {
     /// Checks the settings that each parse but cannot work, alone or together, and names them as a YAML file
-    /// does (`paynet.token_ttl`). [`Config::from_yaml_str`] runs it; call it for a configuration built in code.
+    /// does (`paynet.token_ttl`). `Config::from_yaml_str` (feature `yaml`) runs it; call it for a configuration built
+    /// in code.
     ///
     /// Refused: a `base_url` that is not an http(s) URL with a host; a `token_ttl` not longer than
     /// `expiry_skew`; a `lease_ttl` not longer than `login_timeout` plus twice `store.connect_timeout` (a
