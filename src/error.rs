@@ -193,6 +193,35 @@ impl LoginError {
     pub fn is_refused(&self) -> bool {
         matches!(self, Self::Refused { .. } | Self::OAuthRefused { .. })
     }
+
+    /// Whether the token endpoint could not give a token for reasons of its own rather than a verdict on the
+    /// credentials: unreachable, no answer within the login timeout, or an HTTP 5xx, 408 or 429. The last token
+    /// is served past its lifetime through such a failure (static stability); a refusal or a malformed answer
+    /// is not an outage.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use http::StatusCode;
+    /// use paynet_auth::LoginError;
+    ///
+    /// let endpoint = "https://gateway.example/gw/v2/user".to_owned();
+    /// assert!(LoginError::Timeout { endpoint: endpoint.clone(), after: Duration::from_secs(10) }.is_outage());
+    /// assert!(LoginError::HttpStatus { endpoint: endpoint.clone(), status: StatusCode::BAD_GATEWAY }.is_outage());
+    /// assert!(!LoginError::HttpStatus { endpoint: endpoint.clone(), status: StatusCode::FORBIDDEN }.is_outage());
+    /// let refused = LoginError::Refused { endpoint, code: -32001, message: "bad password".into() };
+    /// assert!(!refused.is_outage());
+    /// ```
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } | Self::Timeout { .. } => true,
+            Self::HttpStatus { status, .. } => {
+                status.is_server_error()
+                    || *status == http::StatusCode::REQUEST_TIMEOUT
+                    || *status == http::StatusCode::TOO_MANY_REQUESTS
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Why the token store failed.
@@ -330,6 +359,20 @@ pub enum TokenError {
     /// The refresh task ended without an answer (it panicked or the runtime is shutting down).
     #[error("token refresh task ended without an answer")]
     Aborted,
+}
+
+impl TokenError {
+    /// Whether no token could be had because the token endpoint is down ([`LoginError::is_outage`], now or in
+    /// the failure a backoff waits out), or another instance held the lease and no token appeared (its login is
+    /// most likely failing the same way). Through such a failure the manager serves the last token past its
+    /// lifetime (static stability).
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Self::Login(cause) | Self::Backoff { cause, .. } => cause.is_outage(),
+            Self::LeaseWait { .. } => true,
+            Self::Aborted => false,
+        }
+    }
 }
 
 /// The error the [`PaynetAuth`](crate::PaynetAuth) service returns.

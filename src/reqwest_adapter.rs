@@ -129,8 +129,8 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    let token = match policy.manager.cached() {
-        Some(token) => token,
+    let token = match policy.manager.usable(&login) {
+        Some(token) => token.into_shared(),
         None => policy.manager.token(login()).await?,
     };
     let copy = HeadCopy::of(&parts);

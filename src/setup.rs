@@ -59,13 +59,17 @@ impl Stack {
         config: &PaynetConfig,
         store: Arc<dyn TokenStore>,
     ) -> Result<Self, ConfigError> {
-        let manager = TokenManager::builder(config.login())
+        let mut builder = TokenManager::builder(config.login())
             .token_ttl(config.token_ttl)
             .expiry_skew(config.expiry_skew)
+            .static_stability(config.static_stability)
             .login_timeout(config.login_timeout)
             .lease_ttl(config.lease_ttl)
-            .shared_store(store)
-            .build()?;
+            .shared_store(store);
+        if let Some(window) = config.refresh_ahead {
+            builder = builder.refresh_ahead(window);
+        }
+        let manager = builder.build()?;
         let layer = PaynetAuthLayer::new(manager.clone())
             .token_field(config.token_field.into())
             .rejection_code(config.rejection_code)

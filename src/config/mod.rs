@@ -112,6 +112,16 @@ pub struct PaynetConfig {
     /// How long before `token_ttl` runs out the token stops being used. Defaults to 30 s.
     #[serde(default = "default_expiry_skew", with = "humantime_serde")]
     pub expiry_skew: Duration,
+    /// How long before the token stops being used a call starts refreshing it in the background, while the token
+    /// keeps serving, when its lifetime is known (`token_ttl`, or `expires_in` from the source). `0s` turns it
+    /// off. Defaults to 60 s ([`defaults::REFRESH_AHEAD`]), scaled down to half the usable life of shorter-lived
+    /// tokens. Must be shorter than `token_ttl` less `expiry_skew`.
+    #[serde(default, with = "humantime_serde")]
+    pub refresh_ahead: Option<Duration>,
+    /// Whether a token past its lifetime is still sent while the token endpoint is down (unreachable, timing out,
+    /// answering 5xx), until the gateway rejects it. Defaults to `true`.
+    #[serde(default = "default_static_stability")]
+    pub static_stability: bool,
     /// How long a login may take. Defaults to 10 s.
     #[serde(default = "default_login_timeout", with = "humantime_serde")]
     pub login_timeout: Duration,
@@ -238,6 +248,9 @@ impl fmt::Debug for PaynetConfig {
             .field("password", &"****")
             .field("terminal_id", &self.terminal_id)
             .field("token_ttl", &self.token_ttl)
+            .field("expiry_skew", &self.expiry_skew)
+            .field("refresh_ahead", &self.refresh_ahead)
+            .field("static_stability", &self.static_stability)
             .field("login_timeout", &self.login_timeout)
             .field("lease_ttl", &self.lease_ttl)
             .field("token_field", &self.token_field)
@@ -266,6 +279,10 @@ pub fn redact_url(url: &str) -> String {
 fn default_login_path() -> String {
     DEFAULT_LOGIN_PATH.to_owned()
 }
+fn default_static_stability() -> bool {
+    true
+}
+
 fn default_expiry_skew() -> Duration {
     defaults::EXPIRY_SKEW
 }
@@ -364,7 +381,7 @@ impl PaynetConfig {
     /// in code.
     ///
     /// Refused: a `base_url` that is not an http(s) URL with a host; a `token_ttl` not longer than
-    /// `expiry_skew`; a `lease_ttl` not longer than `login_timeout` plus twice `store.connect_timeout` (a
+    /// `expiry_skew`; a `refresh_ahead` other than `0s` not shorter than `token_ttl` less `expiry_skew`; a `lease_ttl` not longer than `login_timeout` plus twice `store.connect_timeout` (a
     /// `memory:` store has no connection to wait for); a `store.encryption_key` that is not base64 of 32 bytes.
     ///
     /// ```
@@ -406,6 +423,26 @@ impl PaynetConfig {
                 reason: format!(
                     "`paynet.token_ttl` ({}) must be longer than `paynet.expiry_skew` ({}): a token is not used \
                      during its last expiry_skew, so it would never be used and every call would log in",
+                    humantime::format_duration(ttl),
+                    humantime::format_duration(self.expiry_skew),
+                ),
+            });
+        }
+        if let (Some(ttl), Some(window)) = (self.token_ttl, self.refresh_ahead)
+            && !window.is_zero()
+            && window >= ttl.saturating_sub(self.expiry_skew)
+        {
+            return Some(Refusal {
+                fields: vec![
+                    "paynet.refresh_ahead",
+                    "paynet.token_ttl",
+                    "paynet.expiry_skew",
+                ],
+                reason: format!(
+                    "`paynet.refresh_ahead` ({}) must be shorter than `paynet.token_ttl` ({}) less \
+                     `paynet.expiry_skew` ({}): every token would be refreshed as soon as it arrived; `0s` turns \
+                     refresh-ahead off",
+                    humantime::format_duration(window),
                     humantime::format_duration(ttl),
                     humantime::format_duration(self.expiry_skew),
                 ),

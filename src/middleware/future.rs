@@ -184,15 +184,17 @@ where
         body: Bytes,
         readied: bool,
     ) -> State<S::Future, ReqBody, ResBody> {
-        if !readied {
-            // The readied service was let go while the body arrived: ready a clone before sending.
-            if let Some(token) = policy.manager.cached() {
-                return State::Readying {
-                    call: Some((head, body, token)),
-                };
+        // A token inside its refresh window is sent at once; the login for its background refresh goes through a
+        // clone of the stack, built only by the one call that starts that refresh.
+        let login = || LoginSender::from_service(service.clone());
+        if let Some(token) = policy.manager.usable(login) {
+            if readied {
+                return Self::sending(service, policy, head, body, &token);
             }
-        } else if let Some(token) = policy.manager.fresh() {
-            return Self::sending(service, policy, head, body, &token);
+            // The readied service was let go while the body arrived: ready a clone before sending.
+            return State::Readying {
+                call: Some((head, body, token.into_shared())),
+            };
         }
         // Let the readied service go before waiting: its readiness may be a permit of a `ConcurrencyLimit` or a
         // slot of a `Buffer` below, which the login (through a clone of the same stack) or other callers need.

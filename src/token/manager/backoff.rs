@@ -60,6 +60,16 @@ impl Inner {
         (pause, retry_at)
     }
 
+    /// When the backoff after the last failed login ends, if it has not yet.
+    pub(super) fn backoff_until(&self) -> Option<Instant> {
+        let failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        failure
+            .as_ref()
+            .map(|f| f.until)
+            .filter(|until| now < *until)
+    }
+
     pub(super) fn clear_failure(&self) {
         *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }

@@ -36,6 +36,11 @@ pub mod defaults {
     pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
     /// The largest login answer read.
     pub const MAX_LOGIN_RESPONSE: usize = 1 << 20;
+    /// How long before a token stops being used a call starts refreshing it in the background, when its lifetime
+    /// is known: room for a login that takes its whole [`LOGIN_TIMEOUT`] several times over, with the backoff of
+    /// a failed one between. Scaled down to half the token's usable life (its lifetime less the skew) for
+    /// shorter lifetimes.
+    pub const REFRESH_AHEAD: Duration = Duration::from_secs(60);
 }
 
 /// Builds a [`TokenManager`].
@@ -147,6 +152,28 @@ impl TokenManagerBuilder {
         self
     }
 
+    /// How long before a token stops being used (its lifetime less the skew) a call starts refreshing it in the
+    /// background, while the token keeps serving: no caller waits for that login. Only for a token whose lifetime
+    /// is known (`token_ttl`, or the source's `expires_in`). `Duration::ZERO` turns it off; then the calls that
+    /// find the token expired wait for its refresh. Defaults to [`defaults::REFRESH_AHEAD`], scaled down to half
+    /// the usable life of shorter-lived tokens.
+    ///
+    /// A window not shorter than `token_ttl` less `expiry_skew` is refused by [`build`](Self::build): every
+    /// token would be refreshed as soon as it arrived.
+    pub fn refresh_ahead(mut self, window: Duration) -> Self {
+        self.settings.refresh_ahead = Some(window);
+        self
+    }
+
+    /// Whether a token past its lifetime is still sent when no new one can be had because the token endpoint is
+    /// down ([`TokenError::is_outage`](crate::TokenError::is_outage)): the gateway, not our guess of the lifetime,
+    /// decides whether it still works, and only its rejection makes callers fail. Said at WARN once per token.
+    /// Defaults to `true`; with `false` callers fail with the login's error as soon as the lifetime has passed.
+    pub fn static_stability(mut self, on: bool) -> Self {
+        self.settings.static_stability = on;
+        self
+    }
+
     /// The wall clock for expiry. Defaults to [`SystemClock`].
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = Some(clock);
@@ -178,6 +205,8 @@ impl TokenManagerBuilder {
     /// Refused with [`ConfigError::Refused`], naming the settings by their builder names:
     /// - a `token_ttl` not longer than `expiry_skew` (the token would expire before it may be used, and every
     ///   call would log in);
+    /// - a `refresh_ahead` window, other than zero, not shorter than `token_ttl` less `expiry_skew` (every token
+    ///   would be refreshed as soon as it arrived);
     /// - a `lease_ttl` not longer than `login_timeout` plus twice the store's
     ///   [`operation_timeout`](TokenStore::operation_timeout) (the re-read before and the save after the login
     ///   happen under the lease too; a shorter lease lets a second instance log in while the first still
@@ -198,6 +227,19 @@ impl TokenManagerBuilder {
                 format!(
                     "token_ttl ({ttl:?}) must be longer than expiry_skew ({:?}): a token is not used during its \
                      last expiry_skew, so it would never be used and every call would log in",
+                    s.expiry_skew
+                ),
+            ));
+        }
+        if let (Some(ttl), Some(window)) = (s.token_ttl, s.refresh_ahead)
+            && !window.is_zero()
+            && window >= ttl.saturating_sub(s.expiry_skew)
+        {
+            return Err(refused(
+                &["refresh_ahead", "token_ttl", "expiry_skew"],
+                format!(
+                    "refresh_ahead ({window:?}) must be shorter than token_ttl ({ttl:?}) less expiry_skew ({:?}): \
+                     every token would be refreshed as soon as it arrived; use 0s to turn refresh-ahead off",
                     s.expiry_skew
                 ),
             ));
@@ -265,6 +307,10 @@ impl TokenManagerBuilder {
                 uninspected: AtomicU64::new(0),
                 unreadable_coding_seen: AtomicBool::new(false),
                 skew_scaled_logged: AtomicBool::new(false),
+                ahead_scaled_logged: AtomicBool::new(false),
+                background: AtomicU64::new(0),
+                serving_stale: AtomicU64::new(0),
+                epoch: tokio::time::Instant::now(),
             }),
         })
     }
@@ -334,6 +380,8 @@ impl TokenManager {
                 wait_timeout: defaults::WAIT_TIMEOUT,
                 backoff_initial: defaults::BACKOFF_INITIAL,
                 backoff_max: defaults::BACKOFF_MAX,
+                refresh_ahead: None,
+                static_stability: true,
             },
         }
     }

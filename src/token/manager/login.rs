@@ -167,6 +167,19 @@ impl Inner {
                  its lifetime is left instead (said once)"
             );
         }
+        if let (Some(expires_in), Some(window)) = (grant.expires_in, self.settings.refresh_ahead)
+            && !window.is_zero()
+            && window >= expires_in.saturating_sub(self.settings.expiry_skew.min(expires_in / 2))
+            && !self.ahead_scaled_logged.swap(true, Ordering::Relaxed)
+        {
+            warn!(
+                endpoint = %self.source.endpoint(),
+                expires_in_ms = expires_in.as_millis() as u64,
+                refresh_ahead_ms = window.as_millis() as u64,
+                "the token endpoint's expires_in leaves no more than refresh_ahead of usable life: a token is \
+                 refreshed in the background from half its usable life on instead (said once)"
+            );
+        }
         let ttl = match (self.settings.token_ttl, grant.expires_in) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

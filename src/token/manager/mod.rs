@@ -10,8 +10,11 @@
 //! - `login`: [`LoginSender`], the login call and the record of the token it returns, and logging in while the
 //!   store does not answer;
 //! - `backoff`: the pause after a failed login and the spacing of logins made without the lease;
-//! - `generation`: how a new token is numbered.
+//! - `generation`: how a new token is numbered;
+//! - `ahead`: refreshing in the background while the cached token still serves (refresh-ahead), and serving the
+//!   last token past its lifetime while no new one can be had (static stability).
 
+mod ahead;
 mod backoff;
 mod builder;
 mod generation;
@@ -51,6 +54,9 @@ struct Settings {
     wait_timeout: Duration,
     backoff_initial: Duration,
     backoff_max: Duration,
+    /// `None`: [`defaults::REFRESH_AHEAD`], scaled down for short lifetimes. `Some(ZERO)`: off.
+    refresh_ahead: Option<Duration>,
+    static_stability: bool,
 }
 
 /// The state every clone of a [`TokenManager`] shares. Each file of this module adds the methods of its concern.
@@ -84,6 +90,18 @@ struct Inner {
     unreadable_coding_seen: AtomicBool,
     /// Whether the expiry skew was said to be scaled down for a short `expires_in`, so that it is said once.
     skew_scaled_logged: AtomicBool,
+    /// Whether the refresh-ahead window was said to be scaled down for a short `expires_in`, so that it is said
+    /// once.
+    ahead_scaled_logged: AtomicBool,
+    /// When the next background refresh may start, in milliseconds of tokio time since `epoch`; `u64::MAX` while
+    /// one runs. The hot path reads it only for a token inside its refresh window (or served past its lifetime),
+    /// so that one caller starts the refresh and the others neither take a lock nor clone the service.
+    background: AtomicU64,
+    /// One more than the generation served past its lifetime because no new token could be had (0: none): the
+    /// hot path hands it out without waiting, and the WARN is said once per token.
+    serving_stale: AtomicU64,
+    /// The origin of `background`.
+    epoch: tokio::time::Instant,
 }
 
 /// Caches the token of one credential and refreshes it when it is missing, expired or rejected.
@@ -132,30 +150,53 @@ impl fmt::Debug for TokenManager {
 impl TokenManager {
     /// The cached token, if there is one and it has not expired. No lock, no I/O.
     pub fn cached(&self) -> Option<Arc<ActiveToken>> {
-        self.fresh().map(FreshToken::into_shared)
-    }
-
-    /// The cached token while it is fresh and not rejected, borrowed from the cache: unlike
-    /// [`cached`](Self::cached) it touches no reference count, which every call on every thread would otherwise
-    /// contend on. Hold it briefly.
-    pub(crate) fn fresh(&self) -> Option<FreshToken> {
         let guard = self.inner.current.load();
-        // Relaxed: a request that reads a stale value sends the rejected token once more, which the gateway
-        // rejects again; no ordering with other memory is needed.
-        let rejected = self.inner.rejected.load(Ordering::Relaxed);
         let fresh = guard.as_ref().is_some_and(|token| {
-            token.generation().0 >= rejected && self.inner.is_fresh(token.record())
+            !self.inner.is_rejected(token) && self.inner.is_fresh(token.record())
         });
-        fresh.then_some(FreshToken(guard))
+        fresh.then(|| arc_swap::Guard::into_inner(guard).expect("checked above"))
     }
 
-    /// A usable token: the cached one, or a refreshed one when there is none or it expired.
-    pub async fn token(&self, login: LoginSender) -> Result<Arc<ActiveToken>, TokenError> {
-        if let Some(token) = self.cached() {
-            return Ok(token);
+    /// The token the hot path sends, borrowed from the cache: unlike [`cached`](Self::cached) it touches no
+    /// reference count, which every call on every thread would otherwise contend on. Hold it briefly.
+    ///
+    /// `None` when the caller must wait for a refresh: no token, a rejected one, or one past its lifetime. A token
+    /// inside its refresh window, or one served past its lifetime because no new one could be had, is handed out
+    /// at once, and the first such caller starts a refresh in the background with the login `login` builds (only
+    /// that caller calls it).
+    pub(crate) fn usable(&self, login: impl FnOnce() -> LoginSender) -> Option<FreshToken> {
+        let guard = self.inner.current.load();
+        let token = guard.as_ref()?;
+        if self.inner.is_rejected(token) {
+            return None;
         }
-        let stale = self.inner.current.load().as_ref().map(|t| t.generation());
-        self.refresh(stale, login).await
+        let generation = token.generation();
+        match self.inner.standing(token.record()) {
+            Standing::Fresh => {}
+            Standing::Ahead => self.refresh_in_background(generation, login),
+            Standing::Stale if self.inner.is_served_stale(generation) => {
+                self.refresh_in_background(generation, login)
+            }
+            Standing::Stale => return None,
+        }
+        Some(FreshToken(guard))
+    }
+
+    /// A usable token: the cached one, or a refreshed one when there is none or it expired. With static stability
+    /// (on by default), a token past its lifetime is still returned when no new one can be had because the token
+    /// endpoint is down; see [`TokenManagerBuilder::static_stability`].
+    pub async fn token(&self, login: LoginSender) -> Result<Arc<ActiveToken>, TokenError> {
+        let mut login = Some(login);
+        if let Some(token) = self.usable(|| login.take().expect("taken once")) {
+            return Ok(token.into_shared());
+        }
+        let login = login.expect("usable() builds a login only when it hands out a token");
+        let last = self.inner.current.load_full();
+        let stale = last.as_ref().map(|t| t.generation());
+        match self.refresh(stale, login).await {
+            Err(error) => self.inner.serve_stale(last, error),
+            token => token,
+        }
     }
 
     /// A token newer than `rejected`, which the gateway refused. When another task or instance has already
@@ -170,6 +211,7 @@ impl TokenManager {
         self.inner
             .rejected
             .fetch_max(rejected.0.saturating_add(1), Ordering::Relaxed);
+        // A rejected token is not served past its lifetime: from here on a failed login fails the callers.
         self.refresh(Some(rejected), login).await
     }
 
@@ -250,11 +292,22 @@ impl TokenManager {
     }
 }
 
-/// A fresh token borrowed from the cache; see [`TokenManager::fresh`].
+/// Where a cached token stands in its lifetime (see `Inner::standing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    /// Before its refresh window: send it, nothing else.
+    Fresh,
+    /// Inside its refresh window: send it, and refresh in the background.
+    Ahead,
+    /// Past its lifetime (less the skew): wait for a refresh.
+    Stale,
+}
+
+/// A usable token borrowed from the cache; see [`TokenManager::usable`].
 pub(crate) struct FreshToken(arc_swap::Guard<Option<Arc<ActiveToken>>>);
 
 impl FreshToken {
-    fn into_shared(self) -> Arc<ActiveToken> {
+    pub(crate) fn into_shared(self) -> Arc<ActiveToken> {
         arc_swap::Guard::into_inner(self.0).expect("a FreshToken holds a token")
     }
 }
@@ -274,6 +327,45 @@ impl Inner {
 
     fn is_fresh(&self, record: &TokenRecord) -> bool {
         record.is_fresh(self.now_ms(), self.skew_ms(record))
+    }
+
+    /// Whether the gateway rejected `token` (or a newer one).
+    fn is_rejected(&self, token: &ActiveToken) -> bool {
+        // Relaxed: a request that reads a stale value sends the rejected token once more, which the gateway
+        // rejects again; no ordering with other memory is needed.
+        token.generation().0 < self.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Where `record` stands in its lifetime. Integer arithmetic and one clock read: this runs on the hot path.
+    fn standing(&self, record: &TokenRecord) -> Standing {
+        let Some(expires) = record.expires_at_ms else {
+            return Standing::Fresh;
+        };
+        let stale_at = expires.saturating_sub(self.skew_ms(record));
+        let now = self.now_ms();
+        if now >= stale_at {
+            Standing::Stale
+        } else if now >= stale_at.saturating_sub(self.ahead_ms(record, stale_at)) {
+            Standing::Ahead
+        } else {
+            Standing::Fresh
+        }
+    }
+
+    /// The refresh-ahead window of `record`, which stops being used at `stale_at`: the configured window (or
+    /// [`defaults::REFRESH_AHEAD`]), but never the whole of the token's usable life, or every token would be
+    /// refreshed as soon as it arrived. The default is scaled down to half that life; a configured window that
+    /// does not fit (only possible with a source's short `expires_in`: a configured `token_ttl` is checked when
+    /// the manager is built) likewise, as said once when such a token arrives.
+    fn ahead_ms(&self, record: &TokenRecord, stale_at: i64) -> i64 {
+        let usable = stale_at.saturating_sub(record.obtained_at_ms);
+        match self.settings.refresh_ahead {
+            None => duration_ms(defaults::REFRESH_AHEAD).min(usable / 2),
+            Some(window) => {
+                let window = duration_ms(window);
+                if window < usable { window } else { usable / 2 }
+            }
+        }
     }
 
     /// The margin before `record`'s expiry: `expiry_skew`, but never more than half the token's lifetime. A
