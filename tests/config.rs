@@ -650,3 +650,45 @@ fn previous_encryption_keys_reach_the_store_options_and_are_never_shown() {
             .is_empty()
     );
 }
+
+#[test]
+fn refresh_ahead_and_static_stability_are_read_and_a_window_that_cannot_work_is_refused() {
+    let text =
+        minimal_with("  token_ttl: \"2m\"\n  expiry_skew: \"30s\"\n  refresh_ahead: \"90s\"");
+    let message = assert_refused(
+        &load_err(&text, PASS_ENV),
+        &text,
+        "refresh_ahead",
+        &[
+            "paynet.refresh_ahead",
+            "paynet.token_ttl",
+            "paynet.expiry_skew",
+        ],
+    );
+    assert!(
+        message.contains("(1m 30s)") && message.contains("`0s`"),
+        "{message}"
+    );
+
+    let config = load(
+        &minimal_with("  token_ttl: \"2m\"\n  refresh_ahead: \"89s\""),
+        PASS_ENV,
+    )
+    .unwrap();
+    assert_eq!(config.paynet.refresh_ahead, Some(Duration::from_secs(89)));
+    assert!(config.paynet.static_stability, "on by default");
+
+    let off = load(
+        &minimal_with("  token_ttl: \"2m\"\n  refresh_ahead: \"0s\"\n  static_stability: false"),
+        PASS_ENV,
+    )
+    .unwrap();
+    assert_eq!(off.paynet.refresh_ahead, Some(Duration::ZERO));
+    assert!(!off.paynet.static_stability);
+
+    let defaults = load(&minimal_with(""), PASS_ENV).unwrap();
+    assert_eq!(
+        defaults.paynet.refresh_ahead, None,
+        "the default window applies"
+    );
+}

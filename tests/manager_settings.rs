@@ -197,3 +197,100 @@ async fn expires_in_shorter_than_the_skew_scales_it_down_to_one_login_per_half_l
         warnings[0]
     );
 }
+
+#[test]
+fn refresh_ahead_not_shorter_than_the_usable_lifetime_is_refused() {
+    let message = assert_refused(
+        manager_builder()
+            .token_ttl(Some(Duration::from_secs(120)))
+            .expiry_skew(Duration::from_secs(30))
+            .refresh_ahead(Duration::from_secs(90))
+            .build(),
+        &["refresh_ahead", "token_ttl", "expiry_skew"],
+    );
+    assert!(
+        message.contains("use 0s to turn refresh-ahead off"),
+        "{message}"
+    );
+    manager_builder()
+        .token_ttl(Some(Duration::from_secs(120)))
+        .expiry_skew(Duration::from_secs(30))
+        .refresh_ahead(Duration::from_millis(89_999))
+        .build()
+        .unwrap();
+    // Off, or with no lifetime to refresh ahead of: nothing to refuse.
+    manager_builder()
+        .token_ttl(Some(Duration::from_secs(120)))
+        .refresh_ahead(Duration::ZERO)
+        .build()
+        .unwrap();
+    manager_builder()
+        .refresh_ahead(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+}
+
+/// Lets the background refresh run on this current-thread runtime.
+async fn settle() {
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// A 20 s `expires_in` leaves 10 s of use (the skew is scaled down to half). The default window (60 s) is scaled
+/// to half of that, silently; a configured 15 s window does not fit either, is scaled the same way and said once.
+/// Either way the token is refreshed in the background from 5 s on, and no call before that refreshes.
+#[tokio::test]
+async fn a_window_longer_than_a_short_expires_in_allows_is_scaled_to_half_the_usable_life() {
+    for configured in [None, Some(Duration::from_secs(15))] {
+        let logs = Captured::default();
+        let _guard = logs.install(tracing::Level::WARN);
+        let start_ms = 1_700_000_000_000;
+        let clock = ManualClock::new(start_ms);
+        let endpoint = ShortLivedGrants::default();
+        let mut builder = TokenManager::builder(ClientCredentials::new(
+            "http://auth.test/oauth/token",
+            "client",
+            "client-secret".into(),
+        ))
+        .clock(Arc::new(clock.clone()))
+        .store(MemoryStore::with_clock(Arc::new(clock.clone())));
+        if let Some(window) = configured {
+            builder = builder.refresh_ahead(window);
+        }
+        let manager = builder.build().unwrap();
+
+        assert_eq!(
+            manager.token(endpoint.sender()).await.unwrap().generation(),
+            Generation(1)
+        );
+        clock.set(start_ms + 4_999);
+        manager.token(endpoint.sender()).await.unwrap();
+        settle().await;
+        assert_eq!(endpoint.logins(), 1, "{configured:?}: before the window");
+        clock.set(start_ms + 5_000);
+        let served = manager.token(endpoint.sender()).await.unwrap();
+        assert_eq!(served.generation(), Generation(1), "served at once");
+        settle().await;
+        assert_eq!(
+            endpoint.logins(),
+            2,
+            "{configured:?}: refreshed behind the call"
+        );
+        assert_eq!(manager.cached().unwrap().generation(), Generation(2));
+
+        let said: Vec<String> = logs
+            .text()
+            .lines()
+            .filter(|line| line.contains("refresh_ahead_ms"))
+            .map(str::to_owned)
+            .collect();
+        match configured {
+            None => assert!(said.is_empty(), "the default is scaled silently: {said:?}"),
+            Some(_) => {
+                assert_eq!(said.len(), 1, "said once: {said:?}");
+                assert!(said[0].contains("refresh_ahead_ms=15000"), "{}", said[0]);
+            }
+        }
+    }
+}
