@@ -33,12 +33,24 @@ pub(crate) async fn simulate(
         .local_addr()
         .map_err(|e| format!("cannot read the address bound for {listen}: {e}"))?;
     println!("Paynet gateway simulator on http://{bound}/gw (Ctrl-C stops it)");
-    builder
-        .serve(listener, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
+    let simulator = builder
+        .start_on(listener)
         .map_err(|e| format!("simulator failed: {e}"))?;
+    let _ = tokio::signal::ctrl_c().await;
+    // What it counted, as one JSON line: a benchmark that drove it learns the logins and rejections the gateway
+    // saw, which the client cannot count (a replay is invisible to the caller).
+    let stats = simulator.stats();
+    println!(
+        "{}",
+        serde_json::json!({
+            "requests": stats.requests,
+            "login_attempts": stats.login_attempts,
+            "logins": stats.logins,
+            "rejections": stats.rejections,
+            "max_concurrent_logins": stats.max_concurrent_logins,
+        })
+    );
+    simulator.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
 

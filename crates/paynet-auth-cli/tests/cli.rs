@@ -703,7 +703,8 @@ async fn load_names_the_top_error_causes_with_their_counts() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn simulate_logs_each_request_it_answers_at_debug_by_default() {
+async fn simulate_logs_each_request_it_answers_at_debug_by_default_and_prints_its_counters_when_interrupted()
+ {
     use tokio::io::{AsyncBufReadExt, BufReader};
     let mut command = paynet_auth(&["simulate", "--listen", "127.0.0.1:0"]);
     command
@@ -737,8 +738,26 @@ async fn simulate_logs_each_request_it_answers_at_debug_by_default() {
         .unwrap();
     assert!(client.request(request).await.unwrap().status().is_success());
 
-    // The simulator logs a request before it answers it: once the answer is here, so is the line.
-    child.kill().await.unwrap();
+    // Interrupted, it prints what it counted and ends. It logs a request before it answers it: once the answer
+    // is here, so is the line.
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let counted = tokio::time::timeout(RUN_TIMEOUT, stdout.next_line())
+        .await
+        .expect("the simulator prints its counters when interrupted")
+        .unwrap()
+        .expect("a line");
+    let counted: serde_json::Value = serde_json::from_str(&counted).unwrap();
+    assert_eq!(counted["requests"], 1, "{counted}");
+    assert_eq!(counted["logins"], 1, "{counted}");
+    assert_eq!(counted["rejections"], 0, "{counted}");
+    assert!(child.wait().await.unwrap().success());
     let mut logged = String::new();
     tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut logged)
         .await
