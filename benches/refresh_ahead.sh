@@ -67,6 +67,13 @@ $yaml_extra
     url: "sqlite://$dir/tokens.db"
 YAML
     start_simulator "$@"
+    # A token in the store first, so that the first calls adopt it instead of waiting for a login: the figures
+    # are of the token's turnover, not of a cold start (which waits for a login whatever the settings).
+    if ! "$bin" --config "$dir/paynet.yaml" token refresh >"$dir/refresh.log" 2>&1; then
+        echo "token refresh failed ($name):" >&2
+        cat "$dir/refresh.log" "$dir/simulator.log" >&2
+        exit 1
+    fi
     local figures
     if ! figures=$("$bin" --config "$dir/paynet.yaml" load /v2/service getCategoriesList \
         --duration "$duration" --concurrency "$concurrency" 2>"$dir/load.log"); then
@@ -76,6 +83,11 @@ YAML
     fi
     local counters
     counters=$(stop_simulator)
+    if [ -z "$counters" ]; then
+        echo "the simulator printed no counters ($name):" >&2
+        cat "$dir/simulator.out" "$dir/simulator.log" >&2
+        exit 1
+    fi
     python3 -c '
 import json, sys
 name, figures, counters = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
@@ -94,6 +106,7 @@ for round in $(seq "$rounds"); do
     base=$(run no-expiry "")
     echo "$base"
     for mode in off on on-single; do
+        line=
         case $mode in
             off) line=$(run off "$expiring
   refresh_ahead: 0s" --token-ttl 2s) ;;
@@ -102,6 +115,10 @@ for round in $(seq "$rounds"); do
             on-single) line=$(run on-single "$expiring
   refresh_ahead: 500ms" --token-ttl 2s --single-session) ;;
         esac
+        if [ -z "$line" ]; then
+            echo "run $mode of round $round failed" >&2
+            exit 1
+        fi
         python3 -c '
 import json, sys
 base, run, login = json.loads(sys.argv[1]), json.loads(sys.argv[2]), float(sys.argv[3])

@@ -65,7 +65,12 @@ impl TokenManager {
                 Join::Flight {
                     flight,
                     covers: true,
-                } => return flight.await,
+                } => {
+                    // This call's login is not needed: let it go (with the service clone it may hold) before
+                    // waiting rather than after, when every waiter of a storm would drop one at the same instant.
+                    drop(login.take());
+                    return flight.await;
+                }
                 Join::Flight {
                     flight,
                     covers: false,
