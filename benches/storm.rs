@@ -170,6 +170,56 @@ async fn bare_storm() -> Storm {
     callers.finish(&logins).await
 }
 
+/// The baseline handing each caller an `Arc`, as the manager does: what the reference count's traffic between the
+/// two cores adds to the wake-up alone. Printed only, to take the manager's share apart.
+async fn bare_arc_storm() -> Storm {
+    let logins = Arc::new(Logins::default());
+    let answer = {
+        let logins = Arc::clone(&logins);
+        async move {
+            exactly(LATENCY).await;
+            logins.answered_now();
+            Arc::new(String::from("token"))
+        }
+        .boxed()
+        .shared()
+    };
+    let callers = Callers::new();
+    for i in 0..CALLERS {
+        let answer = answer.clone();
+        callers.spawn(i, async move {
+            let token = answer.await;
+            std::hint::black_box(&token);
+        });
+    }
+    callers.finish(&logins).await
+}
+
+/// The shared future over a spawned task's handle, as the coalescer runs a refresh: the task's completion wakes the
+/// callers from a worker thread, where the baseline's are woken from the blocking pool's. Printed only, to take the
+/// manager's share apart.
+async fn spawned_storm() -> Storm {
+    let logins = Arc::new(Logins::default());
+    let answer = {
+        let logins = Arc::clone(&logins);
+        let task = tokio::spawn(async move {
+            exactly(LATENCY).await;
+            logins.answered_now();
+            Arc::new(String::from("token"))
+        });
+        async move { task.await.unwrap() }.boxed().shared()
+    };
+    let callers = Callers::new();
+    for i in 0..CALLERS {
+        let answer = answer.clone();
+        callers.spawn(i, async move {
+            let token = answer.await;
+            std::hint::black_box(&token);
+        });
+    }
+    callers.finish(&logins).await
+}
+
 /// Where callers leave their times.
 #[derive(Clone)]
 struct Callers {
@@ -231,6 +281,12 @@ fn refresh_storm(c: &mut Criterion) {
         .unwrap();
     for (name, run) in [
         ("bare shared future", (|| bare_storm().boxed()) as fn() -> _),
+        ("shared future handing out an Arc", || {
+            bare_arc_storm().boxed()
+        }),
+        ("shared future over a spawned task", || {
+            spawned_storm().boxed()
+        }),
         ("token manager", || storm().boxed()),
         ("through the layer", || layer_storm().boxed()),
     ] {
