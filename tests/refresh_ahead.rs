@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use paynet_auth::store::MemoryStore;
-use paynet_auth::token::Generation;
+use paynet_auth::token::{Generation, TokenManagerBuilder};
 use paynet_auth::{Error, PaynetAuth, PaynetAuthLayer, TokenError, TokenManager};
 use serde_json::json;
 use support::*;
@@ -97,12 +97,37 @@ fn serve(
     })
 }
 
-fn builder(store: &MemoryStore) -> paynet_auth::token::TokenManagerBuilder {
+fn builder(store: &MemoryStore) -> TokenManagerBuilder {
     manager_builder()
         .store(store.clone())
         .token_ttl(Some(LIFETIME))
         .expiry_skew(Duration::ZERO)
         .refresh_ahead(WINDOW)
+}
+
+/// A gateway in memory, and a client through the layer over the manager `builder` builds, after a first call that
+/// logged in (token `T-1`).
+async fn started(
+    builder: TokenManagerBuilder,
+) -> (
+    Gateway,
+    TokenManager,
+    PaynetAuth<
+        impl Service<
+            MockRequest,
+            Response = MockResponse,
+            Error = Infallible,
+            Future = impl Future<Output = Result<MockResponse, Infallible>> + Send,
+        > + Clone
+        + Send
+        + 'static,
+    >,
+) {
+    let gateway = Gateway::default();
+    let manager = builder.build().unwrap();
+    let client = layered(&manager, serve(gateway.clone()));
+    assert_eq!(pay(&client).await.unwrap(), "T-1");
+    (gateway, manager, client)
 }
 
 fn layered<S: Clone>(manager: &TokenManager, gateway: S) -> PaynetAuth<S> {
@@ -139,12 +164,21 @@ async fn settle() {
     }
 }
 
+/// Lets a login's latency pass and whatever refresh was started land, then checks that the gateway has issued
+/// `logins` tokens and that the manager holds the last.
+async fn after_a_login(gateway: &Gateway, manager: &TokenManager, logins: usize) {
+    tokio::time::sleep(LOGIN_LATENCY).await;
+    settle().await;
+    assert_eq!(gateway.logins(), logins, "tokens issued");
+    assert_eq!(
+        manager.cached().unwrap().generation(),
+        Generation(logins as u64)
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_call_inside_the_window_does_not_wait_and_the_refresh_happens_behind_it() {
-    let gateway = Gateway::default();
-    let manager = builder(&MemoryStore::new()).build().unwrap();
-    let client = layered(&manager, serve(gateway.clone()));
-    assert_eq!(pay(&client).await.unwrap(), "T-1");
+    let (gateway, manager, client) = started(builder(&MemoryStore::new())).await;
     let obtained = Instant::now() - CALL_LATENCY;
 
     // Into the window: the token still has 400 ms, more than the 200 ms login.
@@ -162,10 +196,7 @@ async fn a_call_inside_the_window_does_not_wait_and_the_refresh_happens_behind_i
     );
 
     // The refresh ran behind it: after a login's latency the next call has the new token, and nobody waited.
-    tokio::time::sleep_until(asked + LOGIN_LATENCY).await;
-    settle().await;
-    assert_eq!(gateway.logins(), 2);
-    assert_eq!(manager.cached().unwrap().generation(), Generation(2));
+    after_a_login(&gateway, &manager, 2).await;
     let asked = Instant::now();
     assert_eq!(pay(&client).await.unwrap(), "T-2");
     assert_eq!(asked.elapsed(), CALL_LATENCY);
@@ -173,10 +204,7 @@ async fn a_call_inside_the_window_does_not_wait_and_the_refresh_happens_behind_i
 
 #[tokio::test(start_paused = true)]
 async fn a_thousand_callers_in_the_window_start_one_refresh_and_none_waits() {
-    let gateway = Gateway::default();
-    let manager = builder(&MemoryStore::new()).build().unwrap();
-    let client = layered(&manager, serve(gateway.clone()));
-    pay(&client).await.unwrap();
+    let (gateway, manager, client) = started(builder(&MemoryStore::new())).await;
     tokio::time::advance(LIFETIME - Duration::from_millis(400)).await;
 
     let asked = Instant::now();
@@ -198,19 +226,13 @@ async fn a_thousand_callers_in_the_window_start_one_refresh_and_none_waits() {
             "no caller waited for the login"
         );
     }
-    tokio::time::sleep(LOGIN_LATENCY).await;
-    settle().await;
-    assert_eq!(gateway.logins(), 2, "one login for the whole window");
+    after_a_login(&gateway, &manager, 2).await;
     assert_eq!(manager.logins(), 2);
-    assert_eq!(manager.cached().unwrap().generation(), Generation(2));
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_background_refresh_survives_the_cancellation_of_the_call_that_started_it() {
-    let gateway = Gateway::default();
-    let manager = builder(&MemoryStore::new()).build().unwrap();
-    let client = layered(&manager, serve(gateway.clone()));
-    pay(&client).await.unwrap();
+    let (gateway, manager, client) = started(builder(&MemoryStore::new())).await;
     tokio::time::advance(LIFETIME - Duration::from_millis(400)).await;
 
     // The call starts the refresh when it sends, then is dropped while its own request is in flight.
@@ -219,33 +241,20 @@ async fn the_background_refresh_survives_the_cancellation_of_the_call_that_start
     assert_eq!(gateway.calls.load(Ordering::SeqCst), 2, "the call was sent");
     drop(call);
 
-    tokio::time::sleep(LOGIN_LATENCY).await;
-    settle().await;
-    assert_eq!(gateway.logins(), 2);
-    assert_eq!(manager.cached().unwrap().generation(), Generation(2));
+    after_a_login(&gateway, &manager, 2).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_token_outside_the_window_or_with_refresh_ahead_off_starts_no_refresh() {
-    let gateway = Gateway::default();
-    let manager = builder(&MemoryStore::new()).build().unwrap();
-    let client = layered(&manager, serve(gateway.clone()));
-    pay(&client).await.unwrap();
+    let (gateway, manager, client) = started(builder(&MemoryStore::new())).await;
     // Just before the window opens.
     tokio::time::advance(LIFETIME - WINDOW - CALL_LATENCY - Duration::from_millis(1)).await;
     pay(&client).await.unwrap();
-    tokio::time::sleep(LOGIN_LATENCY).await;
-    settle().await;
-    assert_eq!(gateway.logins(), 1);
+    after_a_login(&gateway, &manager, 1).await;
 
     // Off: the callers that find the token expired wait for its login, as without refresh-ahead.
-    let gateway = Gateway::default();
-    let manager = builder(&MemoryStore::new())
-        .refresh_ahead(Duration::ZERO)
-        .build()
-        .unwrap();
-    let client = layered(&manager, serve(gateway.clone()));
-    pay(&client).await.unwrap();
+    let (gateway, _manager, client) =
+        started(builder(&MemoryStore::new()).refresh_ahead(Duration::ZERO)).await;
     tokio::time::advance(LIFETIME - Duration::from_millis(100)).await;
     pay(&client).await.unwrap();
     tokio::time::sleep(LOGIN_LATENCY).await;
@@ -262,15 +271,13 @@ async fn a_token_outside_the_window_or_with_refresh_ahead_off_starts_no_refresh(
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_refresh_ahead_backs_off_and_the_token_serves_until_a_later_attempt_succeeds() {
-    let gateway = Gateway::default();
-    let manager = builder(&MemoryStore::new())
-        .token_ttl(Some(Duration::from_secs(20)))
-        .refresh_ahead(Duration::from_secs(10))
-        .backoff(Duration::from_secs(1), Duration::from_secs(8))
-        .build()
-        .unwrap();
-    let client = layered(&manager, serve(gateway.clone()));
-    pay(&client).await.unwrap();
+    let (gateway, manager, client) = started(
+        builder(&MemoryStore::new())
+            .token_ttl(Some(Duration::from_secs(20)))
+            .refresh_ahead(Duration::from_secs(10))
+            .backoff(Duration::from_secs(1), Duration::from_secs(8)),
+    )
+    .await;
     gateway.set_login_down(true);
     tokio::time::advance(Duration::from_secs(11)).await;
 
@@ -289,9 +296,7 @@ async fn a_failed_refresh_ahead_backs_off_and_the_token_serves_until_a_later_att
     gateway.set_login_down(false);
     tokio::time::sleep(Duration::from_secs(2)).await;
     pay(&client).await.unwrap();
-    tokio::time::sleep(LOGIN_LATENCY).await;
-    settle().await;
-    assert_eq!(manager.cached().unwrap().generation(), Generation(2));
+    after_a_login(&gateway, &manager, 2).await;
     assert_eq!(pay(&client).await.unwrap(), "T-2");
 }
 
@@ -335,13 +340,8 @@ async fn past_its_lifetime_the_last_token_is_served_while_login_is_down_and_refu
  {
     let logs = support::logs::Captured::default();
     let _guard = logs.install(tracing::Level::WARN);
-    let gateway = Gateway::default();
-    let manager = builder(&MemoryStore::new())
-        .refresh_ahead(Duration::ZERO)
-        .build()
-        .unwrap();
-    let client = layered(&manager, serve(gateway.clone()));
-    pay(&client).await.unwrap();
+    let (gateway, manager, client) =
+        started(builder(&MemoryStore::new()).refresh_ahead(Duration::ZERO)).await;
     gateway.set_login_down(true);
     tokio::time::advance(LIFETIME).await;
 
@@ -406,14 +406,12 @@ async fn past_its_lifetime_the_last_token_is_served_while_login_is_down_and_refu
 
 #[tokio::test(start_paused = true)]
 async fn without_static_stability_or_for_a_refused_login_an_expired_token_fails_the_callers() {
-    let gateway = Gateway::default();
-    let manager = builder(&MemoryStore::new())
-        .refresh_ahead(Duration::ZERO)
-        .static_stability(false)
-        .build()
-        .unwrap();
-    let client = layered(&manager, serve(gateway.clone()));
-    pay(&client).await.unwrap();
+    let (gateway, _manager, client) = started(
+        builder(&MemoryStore::new())
+            .refresh_ahead(Duration::ZERO)
+            .static_stability(false),
+    )
+    .await;
     gateway.set_login_down(true);
     tokio::time::advance(LIFETIME).await;
     let error = pay(&client).await.unwrap_err();
