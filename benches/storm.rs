@@ -91,6 +91,8 @@ struct Storm {
     fan_out: Duration,
     /// From the first ask to the last: how long the harness took to start every caller.
     asking: Duration,
+    /// From the login's answer to the first caller's token: what happens before the fan-out proper.
+    first: Duration,
 }
 
 /// One storm through the token manager.
@@ -260,6 +262,7 @@ impl Callers {
         let first_ask = times.iter().map(|t| t.0).min().unwrap();
         let last_ask = times.iter().map(|t| t.0).max().unwrap();
         let last_done = times.iter().map(|t| t.1).max().unwrap();
+        let first_done = times.iter().map(|t| t.1).min().unwrap();
         let answered = logins.answered.lock().unwrap().expect("the login answered");
         let mut waits: Vec<_> = times.iter().map(|(asked, done)| *done - *asked).collect();
         waits.sort_unstable();
@@ -269,6 +272,7 @@ impl Callers {
             all_done: last_done - first_ask,
             fan_out: last_done.saturating_duration_since(answered),
             asking: last_ask - first_ask,
+            first: first_done.saturating_duration_since(answered),
         }
     }
 }
@@ -298,11 +302,12 @@ fn refresh_storm(c: &mut Criterion) {
             };
             println!(
                 "{name}: {CALLERS} callers, latency {LATENCY:?}: logins {}, all done {:?} after the first ask \
-                 (L + {:?}), fan-out after the answer {:?}, callers started over {:?}, wait p50 {:?}, p99 {:?}",
+                 (L + {:?}), fan-out after the answer {:?} (first caller's token after {:?}), callers started over {:?}, wait p50 {:?}, p99 {:?}",
                 storm.logins,
                 storm.all_done,
                 storm.all_done.saturating_sub(LATENCY),
                 storm.fan_out,
+                storm.first,
                 storm.asking,
                 pct(0.50),
                 pct(0.99)
