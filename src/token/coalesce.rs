@@ -2,17 +2,18 @@
 //!
 //! Modelled on hyper-util's pool singleton (`hyper_util::client::pool::singleton`): one piece of work for many
 //! callers, its one result (success or error) handed to every waiter, and a caller that goes away does not cancel
-//! the work for the others. The two get there differently.
+//! the work for the others.
 //!
-//! - hyper-util spawns no task. The first caller's future is the driver: it polls the work inside its own `poll`,
-//!   and the other callers wait on a oneshot channel each. When the driver is dropped, the baton passes to a
-//!   waiter, which polls the work from then on; when every caller is dropped, the work is dropped with them and
-//!   the singleton is empty again. A result that succeeded is kept (`Made`) and handed to later callers at once;
-//!   an error goes to every waiter as an `Arc<dyn Error + Send + Sync>` and the next call starts afresh.
-//! - Here the work runs in a task of its own (`tokio::spawn`), and callers hold a [`Shared`] handle on its
-//!   result. A refresh therefore runs to its end even when every caller is gone, instead of stopping between
-//!   taking the store's lease and giving it back, or between a login and saving its token. A task that panics or
-//!   is cancelled by the runtime's shutdown answers `aborted` to everyone waiting.
+//! - As there, the callers drive the work: it lives in a `futures` [`Shared`], and whichever waiter is polled first
+//!   after a wake-up polls it, inside its own `poll`; the others are woken when it ends. So the wake-up that ends a
+//!   login (the connection's, or the blocking pool's) reaches every waiter at once, as it would reach the waiters
+//!   of a bare shared future, instead of first waking a task of the refresh's own that would then wake each waiter
+//!   in turn from one worker thread: with 10,000 waiters that relay cost about a millisecond before the first of
+//!   them ran, and 1.3× to 2× the bare future's fan-out (`benches/storm.rs`, BENCHMARKS.md §7).
+//! - Unlike hyper-util, where the work is dropped with the last caller, a keeper task holds the flight too, so a
+//!   refresh runs to its end even when every caller is gone, instead of stopping between taking the store's lease
+//!   and giving it back, or between a login and saving its token. A panic in the work answers `aborted` to everyone
+//!   waiting, as does the runtime's shutdown (which drops the keeper and the callers with the work).
 //! - Nothing is kept once a flight ends: the token lives in the manager's cache, and a finished flight is never
 //!   joined again. Each flight carries a key (the stale generation it was started for), so that a caller can tell
 //!   whether the flight in progress answers its question or is an older one it must wait out before asking again.
@@ -20,10 +21,12 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use std::panic::AssertUnwindSafe;
+
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 
-/// Marks a flight finished when its task ends, by answering or by panicking.
+/// Marks a flight finished when its work ends: by answering, by panicking, or by being dropped unfinished.
 struct SetOnDrop(Arc<AtomicBool>);
 
 impl Drop for SetOnDrop {
@@ -62,9 +65,9 @@ impl<K: Clone, T: Clone + Send + Sync + 'static> Coalesce<K, T> {
         }
     }
 
-    /// Joins the flight in progress, or, when there is none, calls `start` and runs the future it returns in a
-    /// spawned task. `covers` tells whether a flight started for a key satisfies this caller. `aborted` is the
-    /// result handed out if the task dies without answering (a panic, or the runtime shutting down).
+    /// Joins the flight in progress, or, when there is none, calls `start` and makes the future it returns a flight,
+    /// driven by its waiters and held by a keeper task. `covers` tells whether a flight started for a key satisfies
+    /// this caller. `aborted` is the result handed out if the work panics.
     pub(crate) fn join_or_start(
         &self,
         key: K,
@@ -89,15 +92,21 @@ impl<K: Clone, T: Clone + Send + Sync + 'static> Coalesce<K, T> {
             Err(answer) => return Join::Answered(answer),
         };
         let done = Arc::new(AtomicBool::new(false));
-        let done_in_task = Arc::clone(&done);
-        let handle = tokio::spawn(async move {
-            // Set however the work ends: a task that panicked must not be joined by everyone after it either.
-            let _done = SetOnDrop(done_in_task);
-            work.await
-        });
-        let flight = async move { handle.await.unwrap_or(aborted) }
-            .boxed()
-            .shared();
+        let done_in_work = Arc::clone(&done);
+        let flight = async move {
+            // Set however the work ends: a flight whose work panicked must not be joined by everyone after it either.
+            let _done = SetOnDrop(done_in_work);
+            // A panic would otherwise reach whichever waiter happened to poll the work, and poison the flight for
+            // the others.
+            AssertUnwindSafe(work)
+                .catch_unwind()
+                .await
+                .unwrap_or(aborted)
+        }
+        .boxed()
+        .shared();
+        // The keeper: the flight goes on when every caller has gone. It is one more waiter, woken with the others.
+        tokio::spawn(flight.clone().map(drop));
         *slot = Some(InFlight {
             key,
             flight: flight.clone(),
@@ -186,6 +195,37 @@ mod tests {
         gate.send(Ok(9)).unwrap();
         assert_eq!(flight(second).await, Ok(9));
         assert_eq!(gated.runs(), 1);
+    }
+
+    #[tokio::test]
+    async fn work_runs_to_its_end_when_every_caller_is_gone() {
+        let finished = Arc::new(AtomicBool::new(false));
+        let (gate, opened) = oneshot::channel::<()>();
+        let coalesce: Coalesce<u64, Answer> = Coalesce::new();
+        let in_work = Arc::clone(&finished);
+        let join = coalesce.join_or_start(
+            1,
+            |_| true,
+            move || {
+                Ok(async move {
+                    let _ = opened.await;
+                    in_work.store(true, Ordering::SeqCst);
+                    Ok(1)
+                }
+                .boxed())
+            },
+            Err("aborted".into()),
+        );
+        // The only caller goes away before the work could end.
+        drop(flight(join));
+        gate.send(()).unwrap();
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            finished.load(Ordering::SeqCst),
+            "the keeper drove the work to its end"
+        );
     }
 
     #[tokio::test]
