@@ -117,3 +117,52 @@ async fn store_outage_is_a_warning_and_the_refresh_logs_in_without_it() {
         warnings[0]
     );
 }
+
+/// The refresh serves every caller waiting for it and runs in whichever of them polls it first: its span is a root,
+/// not a child of that caller's request span; the same for a refresh started ahead of expiry.
+#[tokio::test(start_paused = true)]
+async fn the_refresh_span_belongs_to_no_callers_request() {
+    use tracing::Instrument;
+    let logs = Captured::default();
+    let _guard = logs.install(tracing::Level::INFO);
+    let login = FakeLogin::default();
+    let manager = manager_builder()
+        .token_ttl(Some(Duration::from_secs(60)))
+        .expiry_skew(Duration::ZERO)
+        .refresh_ahead(Duration::from_secs(59))
+        .build()
+        .unwrap();
+    manager
+        .token(login.sender())
+        .instrument(tracing::info_span!("request", id = 1))
+        .await
+        .unwrap();
+    let logged_in: Vec<String> = logs
+        .text()
+        .lines()
+        .filter(|line| line.contains("logged in"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(logged_in.len(), 1, "{}", logs.text());
+    assert!(logged_in[0].contains("token_refresh{"), "{}", logged_in[0]);
+    assert!(!logged_in[0].contains("request{"), "{}", logged_in[0]);
+
+    // Two seconds of the token's 60 s used: inside the 59 s window, refreshed in the background.
+    tokio::time::advance(Duration::from_secs(2)).await;
+    manager
+        .token(login.sender())
+        .instrument(tracing::info_span!("request", id = 2))
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    let logged_in: Vec<String> = logs
+        .text()
+        .lines()
+        .filter(|line| line.contains("logged in"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(logged_in.len(), 2, "{}", logs.text());
+    assert!(!logged_in[1].contains("request{"), "{}", logged_in[1]);
+}

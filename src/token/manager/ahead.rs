@@ -48,7 +48,8 @@ impl TokenManager {
         }
         let manager = self.clone();
         let login = login();
-        let span = debug_span!("background_refresh", key = %inner.key, generation = generation.0);
+        // A root span, like the refresh's: the call that starts it is only the first to find the token in its window.
+        let span = debug_span!(parent: None, "background_refresh", key = %inner.key, generation = generation.0);
         tokio::spawn(
             async move {
                 debug!("token inside its refresh window or served past its lifetime: refreshing in the background");

@@ -106,7 +106,10 @@ impl Inner {
         stale: Option<Generation>,
         login: LoginSender,
     ) -> FlightResult {
+        // A root span: the refresh serves every caller waiting for it, and runs in whichever of them polls it
+        // first, so it belongs to none of their requests.
         let span = info_span!(
+            parent: None,
             "token_refresh",
             key = %self.key,
             stale_generation = stale.map(|g| g.0),
