@@ -124,7 +124,7 @@ async fn store_outage_is_a_warning_and_the_refresh_logs_in_without_it() {
 async fn the_refresh_span_belongs_to_no_callers_request() {
     use tracing::Instrument;
     let logs = Captured::default();
-    let _guard = logs.install(tracing::Level::INFO);
+    let _guard = logs.install(tracing::Level::DEBUG);
     let login = FakeLogin::default();
     let manager = manager_builder()
         .token_ttl(Some(Duration::from_secs(60)))
@@ -165,4 +165,13 @@ async fn the_refresh_span_belongs_to_no_callers_request() {
         .collect();
     assert_eq!(logged_in.len(), 2, "{}", logs.text());
     assert!(!logged_in[1].contains("request{"), "{}", logged_in[1]);
+    let started: Vec<String> = logs
+        .text()
+        .lines()
+        .filter(|line| line.contains("refreshing in the background"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(started.len(), 1, "{}", logs.text());
+    assert!(started[0].contains("background_refresh{"), "{}", started[0]);
+    assert!(!started[0].contains("request{"), "{}", started[0]);
 }
