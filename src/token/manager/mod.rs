@@ -191,10 +191,12 @@ impl TokenManager {
             return Ok(token.into_shared());
         }
         let login = login.expect("usable() builds a login only when it hands out a token");
-        let last = self.inner.current.load_full();
-        let stale = last.as_ref().map(|t| t.generation());
+        let stale = self.inner.current.load().as_ref().map(|t| t.generation());
         match self.refresh(stale, login).await {
-            Err(error) => self.inner.serve_stale(last, error),
+            // The token to serve through an outage is read once the refresh failed, not kept across the wait: a
+            // waiting caller's future stays small (see `refresh`), and if a newer token came meanwhile it is the
+            // better one to serve.
+            Err(error) => self.inner.serve_stale(self.inner.current.load_full(), error),
             token => token,
         }
     }

@@ -3,17 +3,21 @@
 //! store conflicts; releasing the lease; and saving later a token obtained while the store was down. The README's
 //! "How the refresh works" tells the same story; the fleet and fault tests guard it.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::generation::Numbering;
 use super::{FlightResult, Inner, LoginSender, TokenManager};
 use crate::error::{StoreError, TokenError};
-use crate::token::coalesce::Join;
+use crate::token::coalesce::{Flight, Join};
 use crate::token::{ActiveToken, Generation, TokenRecord};
 
 /// How often a statement refused because of a concurrent one ([`StoreError::Conflict`]) is tried in all.
@@ -34,53 +38,99 @@ enum Read {
 
 impl TokenManager {
     /// A token newer than `stale` (any fresh token for `None`): the cached one if it is, else the result of the
-    /// refresh in flight for it, or of one this call starts.
-    pub(super) async fn refresh(
-        &self,
-        stale: Option<Generation>,
-        login: LoginSender,
-    ) -> Result<Arc<ActiveToken>, TokenError> {
-        let mut login = Some(login);
-        loop {
-            if let Some(token) = self.cached()
-                && stale.is_none_or(|g| token.generation() > g)
-            {
-                return Ok(token);
-            }
-            let inner = &self.inner;
-            let join = inner.flights.join_or_start(
-                stale,
-                |started_for| *started_for >= stale,
-                || {
-                    inner.check_backoff()?;
-                    let login = login
-                        .take()
-                        .expect("a flight is started at most once per call");
-                    Ok(Arc::clone(inner).run_refresh(stale, login).boxed())
-                },
-                Err(TokenError::Aborted),
-            );
-            match join {
-                Join::Answered(answer) => return answer,
-                Join::Flight {
-                    flight,
-                    covers: true,
-                } => {
-                    // This call's login is not needed: let it go (with the service clone it may hold) before
-                    // waiting rather than after, when every waiter of a storm would drop one at the same instant.
-                    drop(login.take());
-                    return flight.await;
-                }
-                Join::Flight {
-                    flight,
-                    covers: false,
-                } => {
-                    // An older refresh is finishing; its token may already satisfy us, else start our own.
-                    let _ = flight.await;
-                }
+    /// refresh in flight for it, or of one this call starts. The step is taken at once; the future only waits.
+    pub(super) fn refresh(&self, stale: Option<Generation>, login: LoginSender) -> Refresh<'_> {
+        match self.step(stale, Some(login)) {
+            Step::Done(answer) => Refresh::Done(Some(answer)),
+            Step::Wait(flight) => Refresh::Wait(flight),
+            Step::Older(flight, login) => {
+                Refresh::Older(Box::pin(self.after_older(flight, stale, login)))
             }
         }
     }
+
+    /// Waits out an older refresh, then asks again, until a refresh answers for `stale`.
+    async fn after_older(
+        &self,
+        mut older: Flight<FlightResult>,
+        stale: Option<Generation>,
+        mut login: Option<LoginSender>,
+    ) -> FlightResult {
+        loop {
+            // Its token may already satisfy us, else start our own.
+            let _ = older.await;
+            match self.step(stale, login) {
+                Step::Done(answer) => return answer,
+                Step::Wait(flight) => return flight.await,
+                Step::Older(flight, unused) => (older, login) = (flight, unused),
+            }
+        }
+    }
+
+    /// What a caller asking for a token newer than `stale` does next: take the cached one, join the refresh in
+    /// flight, or start one with `login` (only then is it taken). A caller that waits lets its login go here,
+    /// before waiting rather than after, when every waiter of a storm would drop one at the same instant.
+    fn step(&self, stale: Option<Generation>, mut login: Option<LoginSender>) -> Step {
+        if let Some(token) = self.cached()
+            && stale.is_none_or(|g| token.generation() > g)
+        {
+            return Step::Done(Ok(token));
+        }
+        let inner = &self.inner;
+        let join = inner.flights.join_or_start(
+            stale,
+            |started_for| *started_for >= stale,
+            || {
+                inner.check_backoff()?;
+                let login = login
+                    .take()
+                    .expect("a flight is started at most once per call");
+                Ok(Arc::clone(inner).run_refresh(stale, login).boxed())
+            },
+            Err(TokenError::Aborted),
+        );
+        match join {
+            Join::Answered(answer) => Step::Done(answer),
+            Join::Flight {
+                flight,
+                covers: true,
+            } => Step::Wait(flight),
+            Join::Flight {
+                flight,
+                covers: false,
+            } => Step::Older(flight, login),
+        }
+    }
+}
+
+/// The future of [`TokenManager::refresh`]: a flight handle and little else, written out rather than an `async
+/// fn`, whose state would keep the arguments and the step beside the handle. 10,000 callers meeting one expiry are
+/// 10,000 tasks, and their size is part of what waking them costs beyond the runtime's own (BENCHMARKS.md §7). The
+/// rare wait for an older refresh is boxed.
+pub(super) enum Refresh<'a> {
+    Done(Option<FlightResult>),
+    Wait(Flight<FlightResult>),
+    Older(BoxFuture<'a, FlightResult>),
+}
+
+impl Future for Refresh<'_> {
+    type Output = FlightResult;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<FlightResult> {
+        match self.get_mut() {
+            Refresh::Done(answer) => Poll::Ready(answer.take().expect("polled after it answered")),
+            Refresh::Wait(flight) => Pin::new(flight).poll(cx),
+            Refresh::Older(waiting) => waiting.as_mut().poll(cx),
+        }
+    }
+}
+
+/// See [`TokenManager::step`].
+enum Step {
+    Done(FlightResult),
+    Wait(Flight<FlightResult>),
+    /// An older refresh is finishing: wait it out, then ask again with the login, if this call still has it.
+    Older(Flight<FlightResult>, Option<LoginSender>),
 }
 
 /// How a refresh obtained its token, as its span records it.
