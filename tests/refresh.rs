@@ -407,3 +407,20 @@ fn lease_shorter_than_login_timeout_is_refused() {
         .unwrap_err();
     assert!(error.to_string().contains("lease_ttl"), "{error}");
 }
+
+/// A call that needs a newer token than the refresh in flight will give (here a forced refresh during a first
+/// login) waits that refresh out and asks again: the first login's token satisfies it, and no second login is made.
+#[tokio::test(start_paused = true)]
+async fn a_call_asking_past_the_refresh_in_flight_waits_it_out_and_asks_again() {
+    let login = FakeLogin::with_latency(Duration::from_secs(1));
+    let manager = manager_builder().build().unwrap();
+    let first = tokio::spawn({
+        let (manager, sender) = (manager.clone(), login.sender());
+        async move { manager.token(sender).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let forced = manager.force_refresh(login.sender()).await.unwrap();
+    assert_eq!(forced.generation(), Generation(1));
+    assert_eq!(first.await.unwrap().unwrap().generation(), Generation(1));
+    assert_eq!(login.attempts(), 1);
+}
