@@ -196,7 +196,9 @@ impl TokenManager {
             // The token to serve through an outage is read once the refresh failed, not kept across the wait: a
             // waiting caller's future stays small (see `refresh`), and if a newer token came meanwhile it is the
             // better one to serve.
-            Err(error) => self.inner.serve_stale(self.inner.current.load_full(), error),
+            Err(error) => self
+                .inner
+                .serve_stale(self.inner.current.load_full(), error),
             token => token,
         }
     }
