@@ -89,3 +89,82 @@ async fn adapter_reports_a_failed_login_as_a_middleware_error() {
     assert!(!message.contains(PASSWORD));
     assert_eq!(sim.stats().calls_to("getCategoriesList"), 0);
 }
+
+/// A manager on a clock the test moves: tokens live 60 s (the simulator itself never expires them).
+fn expiring_manager(
+    sim: &Simulator,
+    clock: &paynet_auth::clock::ManualClock,
+    refresh_ahead: std::time::Duration,
+) -> TokenManager {
+    use std::sync::Arc;
+    use std::time::Duration;
+    TokenManager::builder(PaynetLogin::new(
+        sim.base_url(),
+        USERNAME,
+        PASSWORD.into(),
+        TERMINAL,
+    ))
+    .clock(Arc::new(clock.clone()))
+    .store(paynet_auth::store::MemoryStore::with_clock(Arc::new(
+        clock.clone(),
+    )))
+    .token_ttl(Some(Duration::from_secs(60)))
+    .expiry_skew(Duration::ZERO)
+    .refresh_ahead(refresh_ahead)
+    .login_timeout(Duration::from_secs(20))
+    .build()
+    .unwrap()
+}
+
+/// Through the adapter, a call inside the refresh window is answered while the refresh's login hangs: had it
+/// waited for the login, it would have failed after the 20 s login timeout.
+#[tokio::test]
+async fn adapter_sends_inside_the_window_at_once_and_refreshes_behind_the_call() {
+    use std::time::Duration;
+    let sim = Simulator::start().await.unwrap();
+    let clock = paynet_auth::clock::ManualClock::new(1_700_000_000_000);
+    let manager = expiring_manager(&sim, &clock, Duration::from_secs(10));
+    let client = client(&manager);
+    categories(&client, &sim).await.unwrap();
+    assert_eq!(sim.stats().logins, 1);
+
+    sim.set_login_failure(Some(LoginFailure::Hang));
+    clock.advance(Duration::from_secs(55));
+    let answer = categories(&client, &sim).await.unwrap();
+    assert!(answer["result"]["categories"].is_array(), "{answer}");
+    // The refresh started behind the call: its login reached the gateway, and hangs there.
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        sim.wait_for(|stats| stats.login_attempts == 2),
+    )
+    .await
+    .expect("a refresh started behind the call");
+    assert_eq!(sim.stats().calls_to("getCategoriesList"), 2);
+    assert_eq!(manager.cached().unwrap().generation(), Generation(1));
+}
+
+/// Through the adapter, past its lifetime the last token is sent on while the login answers 503, until the gateway
+/// rejects it; then the call fails with the login's error.
+#[tokio::test]
+async fn adapter_serves_the_last_token_through_a_login_outage_until_the_gateway_rejects_it() {
+    use std::time::Duration;
+    let sim = Simulator::start().await.unwrap();
+    let clock = paynet_auth::clock::ManualClock::new(1_700_000_000_000);
+    let manager = expiring_manager(&sim, &clock, Duration::ZERO);
+    let client = client(&manager);
+    categories(&client, &sim).await.unwrap();
+
+    sim.set_login_failure(Some(LoginFailure::ServiceUnavailable));
+    clock.advance(Duration::from_secs(61));
+    for _ in 0..3 {
+        let answer = categories(&client, &sim).await.unwrap();
+        assert!(answer["result"]["categories"].is_array(), "{answer}");
+    }
+    assert_eq!(sim.stats().calls_to("getCategoriesList"), 4);
+
+    sim.expire_all();
+    let error = categories(&client, &sim).await.unwrap_err();
+    let message = format!("{error:#}");
+    assert!(message.contains("503"), "{message}");
+    assert_eq!(sim.stats().rejections, 1);
+}
