@@ -137,12 +137,7 @@ async fn the_refresh_span_belongs_to_no_callers_request() {
         .instrument(tracing::info_span!("request", id = 1))
         .await
         .unwrap();
-    let logged_in: Vec<String> = logs
-        .text()
-        .lines()
-        .filter(|line| line.contains("logged in"))
-        .map(str::to_owned)
-        .collect();
+    let logged_in = lines(&logs, "INFO", "logged in");
     assert_eq!(logged_in.len(), 1, "{}", logs.text());
     assert!(logged_in[0].contains("token_refresh{"), "{}", logged_in[0]);
     assert!(!logged_in[0].contains("request{"), "{}", logged_in[0]);
@@ -157,20 +152,10 @@ async fn the_refresh_span_belongs_to_no_callers_request() {
     for _ in 0..20 {
         tokio::task::yield_now().await;
     }
-    let logged_in: Vec<String> = logs
-        .text()
-        .lines()
-        .filter(|line| line.contains("logged in"))
-        .map(str::to_owned)
-        .collect();
+    let logged_in = lines(&logs, "INFO", "logged in");
     assert_eq!(logged_in.len(), 2, "{}", logs.text());
     assert!(!logged_in[1].contains("request{"), "{}", logged_in[1]);
-    let started: Vec<String> = logs
-        .text()
-        .lines()
-        .filter(|line| line.contains("refreshing in the background"))
-        .map(str::to_owned)
-        .collect();
+    let started = lines(&logs, "DEBUG", "refreshing in the background");
     assert_eq!(started.len(), 1, "{}", logs.text());
     assert!(started[0].contains("background_refresh{"), "{}", started[0]);
     assert!(!started[0].contains("request{"), "{}", started[0]);
