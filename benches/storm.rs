@@ -18,6 +18,7 @@ use std::convert::Infallible;
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use paynet_auth::token::{LoginResponse, LoginSender, PaynetLogin};
@@ -172,54 +173,55 @@ async fn bare_storm() -> Storm {
     callers.finish(&logins).await
 }
 
-/// The baseline handing each caller an `Arc`, as the manager does: what the reference count's traffic between the
-/// two cores adds to the wake-up alone. Printed only, to take the manager's share apart.
-async fn bare_arc_storm() -> Storm {
+/// The baseline's callers, awaiting the shared future `make` builds, each holding `PAD` bytes beside its handle.
+/// The variants below are printed only, to take the manager's share of a storm apart.
+async fn shared_storm<T, const PAD: usize>(
+    make: impl FnOnce(Arc<Logins>) -> Shared<BoxFuture<'static, T>>,
+) -> Storm
+where
+    T: Clone + Send + Sync + 'static,
+{
     let logins = Arc::new(Logins::default());
-    let answer = {
-        let logins = Arc::clone(&logins);
-        async move {
-            exactly(LATENCY).await;
-            logins.answered_now();
-            Arc::new(String::from("token"))
-        }
-        .boxed()
-        .shared()
-    };
+    let answer = make(Arc::clone(&logins));
     let callers = Callers::new();
     for i in 0..CALLERS {
         let answer = answer.clone();
         callers.spawn(i, async move {
-            let token = answer.await;
-            std::hint::black_box(&token);
+            let pad = [i as u8; PAD];
+            let answered = answer.await;
+            std::hint::black_box((&pad, &answered));
         });
     }
     callers.finish(&logins).await
 }
 
-/// The shared future over a spawned task's handle, as the coalescer runs a refresh: the task's completion wakes the
-/// callers from a worker thread, where the baseline's are woken from the blocking pool's. Printed only, to take the
-/// manager's share apart.
+/// The login as the baseline's: it answers an `Arc`, as the manager hands each caller one.
+async fn arc_login(logins: Arc<Logins>) -> Arc<String> {
+    exactly(LATENCY).await;
+    logins.answered_now();
+    Arc::new(String::from("token"))
+}
+
+/// Each caller gets an `Arc`: what the reference count's traffic between the two cores adds to the wake-up alone.
+async fn bare_arc_storm() -> Storm {
+    shared_storm::<_, 0>(|logins| arc_login(logins).boxed().shared()).await
+}
+
+/// The shared future over a spawned task's handle, as the coalescer ran a refresh before it was driven by its
+/// waiters: the task's completion wakes the callers from a worker thread, where the baseline's are woken from the
+/// blocking pool's.
 async fn spawned_storm() -> Storm {
-    let logins = Arc::new(Logins::default());
-    let answer = {
-        let logins = Arc::clone(&logins);
-        let task = tokio::spawn(async move {
-            exactly(LATENCY).await;
-            logins.answered_now();
-            Arc::new(String::from("token"))
-        });
+    shared_storm::<_, 0>(|logins| {
+        let task = tokio::spawn(arc_login(logins));
         async move { task.await.unwrap() }.boxed().shared()
-    };
-    let callers = Callers::new();
-    for i in 0..CALLERS {
-        let answer = answer.clone();
-        callers.spawn(i, async move {
-            let token = answer.await;
-            std::hint::black_box(&token);
-        });
-    }
-    callers.finish(&logins).await
+    })
+    .await
+}
+
+/// Each caller holds 112 bytes more, about what a caller of the manager holds beyond a bare handle (the manager
+/// handle, the token future's state): the baseline for callers of the manager's size.
+async fn padded_storm() -> Storm {
+    shared_storm::<_, 112>(|logins| arc_login(logins).boxed().shared()).await
 }
 
 /// Where callers leave their times.
@@ -290,6 +292,9 @@ fn refresh_storm(c: &mut Criterion) {
         }),
         ("shared future over a spawned task", || {
             spawned_storm().boxed()
+        }),
+        ("shared future, callers of the manager's size", || {
+            padded_storm().boxed()
         }),
         ("token manager", || storm().boxed()),
         ("through the layer", || layer_storm().boxed()),
