@@ -381,8 +381,9 @@ impl PaynetConfig {
     /// in code.
     ///
     /// Refused: a `base_url` that is not an http(s) URL with a host; a `token_ttl` not longer than
-    /// `expiry_skew`; a `refresh_ahead` other than `0s` not shorter than `token_ttl` less `expiry_skew`; a `lease_ttl` not longer than `login_timeout` plus twice `store.connect_timeout` (a
-    /// `memory:` store has no connection to wait for); a `store.encryption_key` that is not base64 of 32 bytes.
+    /// `expiry_skew`; a `refresh_ahead` other than `0s` not shorter than `token_ttl` less `expiry_skew`; a
+    /// `lease_ttl` not longer than `login_timeout` plus twice `store.connect_timeout` (a `memory:` store has no
+    /// connection to wait for); a `store.encryption_key` that is not base64 of 32 bytes.
     ///
     /// ```
     /// use paynet_auth::config::PaynetConfig;

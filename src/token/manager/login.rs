@@ -167,9 +167,21 @@ impl Inner {
                  its lifetime is left instead (said once)"
             );
         }
-        if let (Some(expires_in), Some(window)) = (grant.expires_in, self.settings.refresh_ahead)
-            && !window.is_zero()
-            && window >= expires_in.saturating_sub(self.settings.expiry_skew.min(expires_in / 2))
+        let ttl = match (self.settings.token_ttl, grant.expires_in) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let expires_in = grant.expires_in;
+        let record = TokenRecord {
+            token: grant.token,
+            generation: self.next_generation(newest, numbering),
+            obtained_at_ms: now,
+            expires_at_ms: ttl.map(|ttl| now.saturating_add(duration_ms(ttl))),
+            meta: grant.meta,
+            written_by: self.owner.clone(),
+        };
+        if let (Some(expires_in), Some(window)) = (expires_in, self.settings.refresh_ahead)
+            && self.window_shrunk(&record)
             && !self.ahead_scaled_logged.swap(true, Ordering::Relaxed)
         {
             warn!(
@@ -180,18 +192,7 @@ impl Inner {
                  refreshed in the background from half its usable life on instead (said once)"
             );
         }
-        let ttl = match (self.settings.token_ttl, grant.expires_in) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        TokenRecord {
-            token: grant.token,
-            generation: self.next_generation(newest, numbering),
-            obtained_at_ms: now,
-            expires_at_ms: ttl.map(|ttl| now.saturating_add(duration_ms(ttl))),
-            meta: grant.meta,
-            written_by: self.owner.clone(),
-        }
+        record
     }
 
     pub(super) async fn login_without_store(

@@ -164,7 +164,7 @@ impl TokenManager {
     /// inside its refresh window, or one served past its lifetime because no new one could be had, is handed out
     /// at once, and the first such caller starts a refresh in the background with the login `login` builds (only
     /// that caller calls it).
-    pub(crate) fn usable(&self, login: impl FnOnce() -> LoginSender) -> Option<FreshToken> {
+    pub(crate) fn usable(&self, login: impl FnOnce() -> LoginSender) -> Option<UsableToken> {
         let guard = self.inner.current.load();
         let token = guard.as_ref()?;
         if self.inner.is_rejected(token) {
@@ -179,7 +179,7 @@ impl TokenManager {
             }
             Standing::Stale => return None,
         }
-        Some(FreshToken(guard))
+        Some(UsableToken(guard))
     }
 
     /// A usable token: the cached one, or a refreshed one when there is none or it expired. With static stability
@@ -308,19 +308,19 @@ enum Standing {
 }
 
 /// A usable token borrowed from the cache; see [`TokenManager::usable`].
-pub(crate) struct FreshToken(arc_swap::Guard<Option<Arc<ActiveToken>>>);
+pub(crate) struct UsableToken(arc_swap::Guard<Option<Arc<ActiveToken>>>);
 
-impl FreshToken {
+impl UsableToken {
     pub(crate) fn into_shared(self) -> Arc<ActiveToken> {
-        arc_swap::Guard::into_inner(self.0).expect("a FreshToken holds a token")
+        arc_swap::Guard::into_inner(self.0).expect("a UsableToken holds a token")
     }
 }
 
-impl std::ops::Deref for FreshToken {
+impl std::ops::Deref for UsableToken {
     type Target = ActiveToken;
 
     fn deref(&self) -> &ActiveToken {
-        self.0.as_deref().expect("a FreshToken holds a token")
+        self.0.as_deref().expect("a UsableToken holds a token")
     }
 }
 
@@ -365,11 +365,20 @@ impl Inner {
         let usable = stale_at.saturating_sub(record.obtained_at_ms);
         match self.settings.refresh_ahead {
             None => duration_ms(defaults::REFRESH_AHEAD).min(usable / 2),
-            Some(window) => {
-                let window = duration_ms(window);
-                if window < usable { window } else { usable / 2 }
-            }
+            Some(window) if duration_ms(window) < usable => duration_ms(window),
+            Some(_) => usable / 2,
         }
+    }
+
+    /// Whether a configured window, other than zero, takes all of `record`'s usable life, so that `ahead_ms`
+    /// shrinks it: the same arithmetic, for the WARN said when such a token arrives.
+    fn window_shrunk(&self, record: &TokenRecord) -> bool {
+        let Some(expires) = record.expires_at_ms else {
+            return false;
+        };
+        let stale_at = expires.saturating_sub(self.skew_ms(record));
+        matches!(self.settings.refresh_ahead, Some(window) if !window.is_zero()
+            && duration_ms(window) >= stale_at.saturating_sub(record.obtained_at_ms))
     }
 
     /// The margin before `record`'s expiry: `expiry_skew`, but never more than half the token's lifetime. A
