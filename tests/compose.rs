@@ -859,3 +859,63 @@ mod reqwest_stack {
         assert_eq!(manager.uninspected_responses(), 1);
     }
 }
+
+/// A call inside the refresh window under `concurrency_limit(1)` below the layer, with tower-http's decompression
+/// above it, over real HTTP: the call holds the one permit while it is sent, so the background login must wait for
+/// it rather than for the call, and neither may wait for the other's end. The call is answered with the current
+/// token, the login follows once the permit is free, and the next call carries the new token, with no rejection
+/// (one session per terminal: a token sent after the new login would be rejected).
+#[tokio::test]
+async fn a_refresh_ahead_under_a_concurrency_limit_of_one_neither_waits_for_nor_blocks_the_call() {
+    use paynet_auth::clock::ManualClock;
+    let sim = gateway().await;
+    let clock = ManualClock::new(1_700_000_000_000);
+    let manager = TokenManager::builder(PaynetLogin::new(
+        sim.base_url(),
+        USERNAME,
+        PASSWORD.into(),
+        TERMINAL,
+    ))
+    .clock(Arc::new(clock.clone()))
+    .store(MemoryStore::with_clock(Arc::new(clock.clone())))
+    .token_ttl(Some(Duration::from_secs(60)))
+    .expiry_skew(Duration::ZERO)
+    .refresh_ahead(Duration::from_secs(10))
+    .build()
+    .unwrap();
+    let service = ServiceBuilder::new()
+        .layer(DecompressionLayer::new())
+        .layer(PaynetAuthLayer::new(manager.clone()))
+        .concurrency_limit(1)
+        .service(http_client());
+    let call = |service: &_| {
+        let service: tower::util::BoxCloneService<_, _, _> = Clone::clone(service);
+        within("call", service.oneshot(categories(sim.base_url())))
+    };
+    let service = tower::util::BoxCloneService::new(service);
+
+    let answer = answer_json(call(&service).await.unwrap()).await;
+    assert!(answer["result"]["categories"].is_array(), "{answer}");
+    clock.advance(Duration::from_secs(55));
+    let answer = answer_json(call(&service).await.unwrap()).await;
+    assert!(answer["result"]["categories"].is_array(), "{answer}");
+    within(
+        "the background login",
+        sim.wait_for(|stats| stats.logins == 2),
+    )
+    .await;
+    within("the new token cached", async {
+        while manager.cached().map(|t| t.generation().0) != Some(2) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let answer = answer_json(call(&service).await.unwrap()).await;
+    assert!(answer["result"]["categories"].is_array(), "{answer}");
+    let stats = sim.stats();
+    assert_eq!(
+        stats.rejections, 0,
+        "no call was sent with the killed token"
+    );
+    assert_eq!(stats.calls_to("getCategoriesList"), 3);
+}
