@@ -319,6 +319,7 @@ fn refresh_storm(c: &mut Criterion) {
             );
         }
     }
+    fan_out_ratio(&runtime);
     let mut group = c.benchmark_group("refresh_storm");
     group.sample_size(10);
     group.bench_function("bare_shared_future", |b| {
@@ -353,6 +354,40 @@ fn refresh_storm(c: &mut Criterion) {
         })
     });
     group.finish();
+}
+
+/// Item 5's measure: the manager's fan-out over the bare shared future's, the two run alternately, storm after
+/// storm, so that a drift of the machine (another process, the CPU's clock) falls on both alike; five storms of one
+/// then five of the other, as printed above, put such a drift on one side. `PAYNET_STORM_ROUNDS` pairs (31 by
+/// default); the medians and their ratio are printed.
+fn fan_out_ratio(runtime: &tokio::runtime::Runtime) {
+    let rounds: usize = std::env::var("PAYNET_STORM_ROUNDS")
+        .ok()
+        .map(|r| r.parse().expect("PAYNET_STORM_ROUNDS: a number of rounds"))
+        .unwrap_or(31);
+    let (mut bare, mut managed) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        // Which goes first alternates too, so that neither always runs on the heels of the other.
+        for managed_turn in [round % 2 == 1, round % 2 == 0] {
+            if managed_turn {
+                let run = runtime.block_on(storm());
+                assert_eq!(run.logins, 1);
+                managed.push(run.fan_out);
+            } else {
+                bare.push(runtime.block_on(bare_storm()).fan_out);
+            }
+        }
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    let (bare, managed) = (median(&mut bare), median(&mut managed));
+    println!(
+        "fan-out, {rounds} alternating rounds: bare shared future median {bare:?}, token manager median \
+         {managed:?}, ratio {:.2}",
+        managed.as_secs_f64() / bare.as_secs_f64()
+    );
 }
 
 criterion_group!(benches, refresh_storm);

@@ -185,22 +185,11 @@ impl TokenManager {
     /// A usable token: the cached one, or a refreshed one when there is none or it expired. With static stability
     /// (on by default), a token past its lifetime is still returned when no new one can be had because the token
     /// endpoint is down; see [`TokenManagerBuilder::static_stability`].
-    pub async fn token(&self, login: LoginSender) -> Result<Arc<ActiveToken>, TokenError> {
-        let mut login = Some(login);
-        if let Some(token) = self.usable(|| login.take().expect("taken once")) {
-            return Ok(token.into_shared());
-        }
-        let login = login.expect("usable() builds a login only when it hands out a token");
-        let stale = self.inner.current.load().as_ref().map(|t| t.generation());
-        match self.refresh(stale, login).await {
-            // The token to serve through an outage is read once the refresh failed, not kept across the wait: a
-            // waiting caller's future stays small (see `refresh`), and if a newer token came meanwhile it is the
-            // better one to serve.
-            Err(error) => self
-                .inner
-                .serve_stale(self.inner.current.load_full(), error),
-            token => token,
-        }
+    pub fn token(
+        &self,
+        login: LoginSender,
+    ) -> impl Future<Output = Result<Arc<ActiveToken>, TokenError>> + Send + '_ {
+        self.usable_or_refreshed(login)
     }
 
     /// A token newer than `rejected`, which the gateway refused. When another task or instance has already

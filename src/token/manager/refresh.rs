@@ -40,12 +40,46 @@ impl TokenManager {
     /// A token newer than `stale` (any fresh token for `None`): the cached one if it is, else the result of the
     /// refresh in flight for it, or of one this call starts. The step is taken at once; the future only waits.
     pub(super) fn refresh(&self, stale: Option<Generation>, login: LoginSender) -> Refresh<'_> {
+        Refresh {
+            manager: self,
+            state: self.state(stale, login, false),
+        }
+    }
+
+    /// [`token`](Self::token)'s future: nothing is done until it is polled, as of an `async fn`; then the
+    /// usable token, else the refresh's answer, which [`Inner::serve_stale`] may turn into the last token.
+    pub(super) fn usable_or_refreshed(&self, login: LoginSender) -> Refresh<'_> {
+        Refresh {
+            manager: self,
+            state: State::Start(login),
+        }
+    }
+
+    /// Where a refresh's future goes from the step taken. With `serve_stale`, a failure is handed to
+    /// [`Inner::serve_stale`], which may answer the last token instead.
+    fn state(&self, stale: Option<Generation>, login: LoginSender, serve_stale: bool) -> State<'_> {
         match self.step(stale, Some(login)) {
-            Step::Done(answer) => Refresh::Done(Some(answer)),
-            Step::Wait(flight) => Refresh::Wait(flight),
-            Step::Older(flight, login) => {
-                Refresh::Older(Box::pin(self.after_older(flight, stale, login)))
-            }
+            Step::Done(answer) => State::answered(self.finish(answer, serve_stale)),
+            Step::Wait(flight) => State::Wait {
+                flight,
+                serve_stale,
+            },
+            Step::Older(flight, login) => State::Older(Box::pin(async move {
+                let answer = self.after_older(flight, stale, login).await;
+                self.finish(answer, serve_stale)
+            })),
+        }
+    }
+
+    /// A refresh's answer as its caller gets it. The token to serve through an outage is read once the refresh
+    /// failed, not kept across the wait: a waiting caller's future stays small, and if a newer token came meanwhile
+    /// it is the better one to serve.
+    fn finish(&self, answer: FlightResult, serve_stale: bool) -> FlightResult {
+        match answer {
+            Err(error) if serve_stale => self
+                .inner
+                .serve_stale(self.inner.current.load_full(), error),
+            answer => answer,
         }
     }
 
@@ -103,24 +137,87 @@ impl TokenManager {
     }
 }
 
-/// The future of [`TokenManager::refresh`]: a flight handle and little else, written out rather than an `async
-/// fn`, whose state would keep the arguments and the step beside the handle. 10,000 callers meeting one expiry are
-/// 10,000 tasks, and their size is part of what waking them costs beyond the runtime's own (BENCHMARKS.md §7). The
-/// rare wait for an older refresh is boxed.
-pub(super) enum Refresh<'a> {
-    Done(Option<FlightResult>),
-    Wait(Flight<FlightResult>),
+/// The future of [`TokenManager::refresh`] and [`TokenManager::token`]: a flight handle and little else, written
+/// out rather than an `async fn`, whose state would keep the arguments and the step beside the handle. 10,000
+/// callers meeting one expiry are 10,000 tasks woken at once, and their size is much of what waking them costs
+/// beyond the runtime's own (BENCHMARKS.md §7): this is 32 bytes, where an `async fn` was 104. An error, and the
+/// rare wait for an older refresh, are boxed.
+pub(super) struct Refresh<'a> {
+    manager: &'a TokenManager,
+    state: State<'a>,
+}
+
+enum State<'a> {
+    /// [`TokenManager::token`]'s, not polled yet: the login this call may have to start. Its failure may be
+    /// answered with the last token.
+    Start(LoginSender),
+    Ready(Arc<ActiveToken>),
+    Failed(Box<TokenError>),
+    /// `serve_stale` sits in the tag's padding: a field of `Refresh` would add 8 bytes.
+    Wait {
+        flight: Flight<FlightResult>,
+        serve_stale: bool,
+    },
     Older(BoxFuture<'a, FlightResult>),
+    Answered,
+}
+
+impl State<'_> {
+    fn answered(answer: FlightResult) -> Self {
+        match answer {
+            Ok(token) => State::Ready(token),
+            Err(error) => State::Failed(Box::new(error)),
+        }
+    }
 }
 
 impl Future for Refresh<'_> {
     type Output = FlightResult;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<FlightResult> {
-        match self.get_mut() {
-            Refresh::Done(answer) => Poll::Ready(answer.take().expect("polled after it answered")),
-            Refresh::Wait(flight) => Pin::new(flight).poll(cx),
-            Refresh::Older(waiting) => waiting.as_mut().poll(cx),
+        let this = self.get_mut();
+        let manager = this.manager;
+        loop {
+            match &mut this.state {
+                State::Wait {
+                    flight,
+                    serve_stale,
+                } => {
+                    let answer = std::task::ready!(Pin::new(flight).poll(cx));
+                    let answer = manager.finish(answer, *serve_stale);
+                    this.state = State::Answered;
+                    return Poll::Ready(answer);
+                }
+                State::Older(waiting) => {
+                    let answer = std::task::ready!(waiting.as_mut().poll(cx));
+                    this.state = State::Answered;
+                    return Poll::Ready(answer);
+                }
+                _ => {}
+            }
+            match std::mem::replace(&mut this.state, State::Answered) {
+                State::Start(login) => {
+                    let mut login = Some(login);
+                    this.state = match manager.usable(|| login.take().expect("taken once")) {
+                        Some(token) => State::Ready(token.into_shared()),
+                        None => {
+                            let login = login
+                                .expect("usable() takes the login only when it hands out a token");
+                            let stale = manager
+                                .inner
+                                .current
+                                .load()
+                                .as_ref()
+                                .map(|t| t.generation());
+                            manager.state(stale, login, true)
+                        }
+                    };
+                }
+                State::Ready(token) => return Poll::Ready(Ok(token)),
+                State::Failed(error) => return Poll::Ready(Err(*error)),
+                State::Answered => panic!("polled after it answered"),
+                State::Wait { .. } | State::Older(_) => unreachable!("handled above"),
+            }
         }
     }
 }
@@ -482,5 +579,62 @@ impl Inner {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::{LoginResponse, PaynetLogin};
+
+    fn manager() -> TokenManager {
+        TokenManager::builder(PaynetLogin::new(
+            "http://gateway.test/gw",
+            "u",
+            "p".into(),
+            1,
+        ))
+        .build()
+        .unwrap()
+    }
+
+    fn login() -> LoginSender {
+        LoginSender::new(|_| {
+            async {
+                Ok(LoginResponse {
+                    status: http::StatusCode::OK,
+                    headers: http::HeaderMap::new(),
+                    body: bytes::Bytes::from_static(
+                        br#"{"jsonrpc":"2.0","id":1,"result":{"token":"RV5LwDHwB1ZJUBEFdbRNNaA64LynT5VG"}}"#,
+                    ),
+                })
+            }
+            .boxed()
+        })
+    }
+
+    /// 10,000 callers of one expiry are 10,000 such futures woken at once: their size is much of the storm's cost
+    /// (BENCHMARKS.md §7). An `async fn` here, an error kept unboxed or a flag beside the state makes it larger.
+    #[test]
+    fn a_callers_token_future_is_small() {
+        let manager = manager();
+        let future = manager.token(login());
+        assert!(size_of_val(&future) <= 32, "{} bytes", size_of_val(&future));
+    }
+
+    /// As of an `async fn`, calling `token` does nothing: the future may be made outside the runtime that polls it
+    /// (`runtime.block_on(manager.token(login))`), where starting the refresh at once would panic.
+    #[test]
+    fn token_does_nothing_until_polled() {
+        let manager = manager();
+        let future = manager.token(login());
+        assert_eq!(manager.login_attempts(), 0);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let token = runtime.block_on(future).unwrap();
+        assert_eq!(token.generation(), Generation(1));
+        assert_eq!(manager.login_attempts(), 1);
     }
 }
