@@ -32,4 +32,4 @@ pub use exchange::{
     RejectionRule, ResponseBody,
 };
 pub use middleware::{PaynetAuth, PaynetAuthLayer, ResponseFuture};
-pub use token::{TokenManager, TokenManagerBuilder};
+pub use token::{Health, Stats, TokenManager, TokenManagerBuilder};

@@ -28,12 +28,15 @@ where
     B::Error: Into<BoxError>,
 {
     let manager = &policy.manager;
+    manager.note_rejection();
     let fresh = manager.token_after(rejected, login()).await?;
     let replay = authorised_request(policy, parts, body, &fresh)?;
+    manager.note_replay();
     let response = send(replay).await.map_err(|e| Error::Inner(e.into()))?;
     match inspect(policy, response).await? {
         Inspected::Accepted(response) => Ok(response),
         Inspected::Rejected => {
+            manager.note_rejection();
             warn!(
                 key = %manager.credential_key(),
                 generation = fresh.generation().0,

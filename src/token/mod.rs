@@ -12,5 +12,10 @@ pub mod source;
 pub use crate::record::{Generation, LoginMeta, TokenRecord, fingerprint};
 pub use active::ActiveToken;
 pub use grant::Grant;
-pub use manager::{LoginFuture, LoginSender, TokenManager, TokenManagerBuilder, defaults};
+#[cfg(feature = "metrics")]
+pub use manager::describe_metrics;
+pub use manager::{
+    Degradation, Health, LoginFuture, LoginSender, Stats, TokenManager, TokenManagerBuilder,
+    defaults, metric_names,
+};
 pub use source::{ClientCredentials, LoginResponse, PaynetLogin, TokenSource};

@@ -31,6 +31,7 @@ impl Inner {
         if let Some(failure) = failure.as_ref() {
             let now = Instant::now();
             if now < failure.until {
+                self.counters.backoff_refusal();
                 return Err(Err(TokenError::Backoff {
                     retry_in: failure.until - now,
                     retry_at: failure.retry_at,
@@ -58,6 +59,16 @@ impl Inner {
             consecutive,
         });
         (pause, retry_at)
+    }
+
+    /// When the next login may be tried (on the injected wall clock) and the failure that waits, while a failed
+    /// login backs off.
+    pub(super) fn backoff(&self) -> Option<(SystemTime, Arc<LoginError>)> {
+        let failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        failure
+            .as_ref()
+            .filter(|f| Instant::now() < f.until)
+            .map(|f| (f.retry_at, Arc::clone(&f.cause)))
     }
 
     /// When the backoff after the last failed login ends, if it has not yet.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 
 use super::generation::owner_salt;
-use super::{Inner, Settings, TokenManager};
+use super::{CountedStore, Counters, Inner, Settings, TokenManager};
 use crate::clock::{Clock, Jitter, RandomJitter, SystemClock};
 use crate::error::ConfigError;
 use crate::store::{MemoryStore, TokenStore};
@@ -79,6 +79,7 @@ pub struct TokenManagerBuilder {
     clock: Option<Arc<dyn Clock>>,
     jitter: Arc<dyn Jitter>,
     key: Option<String>,
+    name: String,
     owner: Option<String>,
     settings: Settings,
 }
@@ -186,6 +187,14 @@ impl TokenManagerBuilder {
         self
     }
 
+    /// The name of this credential in [`Stats`](super::Stats)' readers and the `credential` label of every
+    /// `metrics` series: a short name an operator knows (`merchant-17`), unlike the store key. Defaults to
+    /// `default`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
     /// The store key of this credential. Defaults to the source's [`TokenSource::credential_key`].
     pub fn credential_key(mut self, key: impl Into<String>) -> Self {
         self.key = Some(key.into());
@@ -286,8 +295,15 @@ impl TokenManagerBuilder {
             )));
         }
         let owner = self.owner.unwrap_or_else(default_owner);
+        let counters = Arc::new(Counters::new(&self.name));
+        let store = Arc::new(CountedStore {
+            store,
+            counters: Arc::clone(&counters),
+        });
         Ok(TokenManager {
             inner: Arc::new(Inner {
+                name: self.name,
+                counters,
                 key: bounded_key(self.key.unwrap_or_else(|| self.source.credential_key())),
                 owner_salt: owner_salt(&owner),
                 owner,
@@ -304,7 +320,6 @@ impl TokenManagerBuilder {
                 lease_gate: Arc::default(),
                 logins: AtomicU64::new(0),
                 login_attempts: AtomicU64::new(0),
-                uninspected: AtomicU64::new(0),
                 unreadable_coding_seen: AtomicBool::new(false),
                 skew_scaled_logged: AtomicBool::new(false),
                 ahead_scaled_logged: AtomicBool::new(false),
@@ -370,6 +385,7 @@ impl TokenManager {
             clock: None,
             jitter: Arc::new(RandomJitter),
             key: None,
+            name: String::from("default"),
             owner: None,
             settings: Settings {
                 token_ttl: None,

@@ -124,6 +124,18 @@ impl Inner {
     pub(super) async fn login(&self, login: LoginSender) -> Result<Grant, LoginError> {
         let request = self.source.login_request()?;
         self.login_attempts.fetch_add(1, Ordering::Relaxed);
+        let started = tokio::time::Instant::now();
+        let result = self.send_login(request, login).await;
+        self.counters
+            .login(result.as_ref().map(|_| ()), started.elapsed());
+        result
+    }
+
+    async fn send_login(
+        &self,
+        request: Request<Full<Bytes>>,
+        login: LoginSender,
+    ) -> Result<Grant, LoginError> {
         let endpoint = self.source.endpoint();
         let response =
             match tokio::time::timeout(self.settings.login_timeout, login.send(request)).await {

@@ -20,6 +20,7 @@ mod builder;
 mod generation;
 mod login;
 mod refresh;
+mod stats;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,6 +40,10 @@ use crate::token::{ActiveToken, Generation, TokenRecord};
 use self::backoff::{Degraded, Failure};
 pub use self::builder::{TokenManagerBuilder, defaults};
 pub use self::login::{LoginFuture, LoginSender};
+#[cfg(feature = "metrics")]
+pub use self::stats::describe_metrics;
+use self::stats::{CountedStore, Counters};
+pub use self::stats::{Degradation, Health, Stats, names as metric_names};
 
 /// What one refresh hands to every task that waited for it.
 type FlightResult = Result<Arc<ActiveToken>, TokenError>;
@@ -62,6 +67,8 @@ struct Settings {
 /// The state every clone of a [`TokenManager`] shares. Each file of this module adds the methods of its concern.
 struct Inner {
     key: String,
+    /// See [`TokenManagerBuilder::name`].
+    name: String,
     owner: String,
     source: Arc<dyn TokenSource>,
     store: Arc<dyn TokenStore>,
@@ -86,7 +93,8 @@ struct Inner {
     lease_gate: Arc<tokio::sync::Mutex<u64>>,
     logins: AtomicU64,
     login_attempts: AtomicU64,
-    uninspected: AtomicU64,
+    /// What [`TokenManager::stats`] and the `metrics` series report; the store is wrapped to count its errors.
+    counters: Arc<Counters>,
     unreadable_coding_seen: AtomicBool,
     /// Whether the expiry skew was said to be scaled down for a short `expires_in`, so that it is said once.
     skew_scaled_logged: AtomicBool,
@@ -238,6 +246,11 @@ impl TokenManager {
         self.inner.store.clear(&self.inner.key).await
     }
 
+    /// The name of this credential, as the `metrics` series label it: see [`TokenManagerBuilder::name`].
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
     /// The store key of this credential.
     pub fn credential_key(&self) -> &str {
         &self.inner.key
@@ -268,11 +281,11 @@ impl TokenManager {
     /// be read. A rejection in such an answer would reach the caller as it is, so a count that grows is worth a
     /// look at the limit or the encodings.
     pub fn uninspected_responses(&self) -> u64 {
-        self.inner.uninspected.load(Ordering::Relaxed)
+        self.inner.counters.uninspected_count()
     }
 
     pub(crate) fn note_uninspected(&self) {
-        self.inner.uninspected.fetch_add(1, Ordering::Relaxed);
+        self.inner.counters.uninspected();
     }
 
     /// True the first time it is asked: an answer in an unreadable content coding is worth one WARN, not one per

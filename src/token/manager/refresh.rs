@@ -314,6 +314,22 @@ impl Inner {
         stale: Option<Generation>,
         login: LoginSender,
     ) -> Result<(Arc<ActiveToken>, Outcome), TokenError> {
+        let mut lease_wait = None;
+        let result = self.refresh_steps(stale, login, &mut lease_wait).await;
+        if let Some(since) = lease_wait {
+            self.counters.lease_wait(since.elapsed());
+        }
+        result
+    }
+
+    /// [`refresh_protocol`](Self::refresh_protocol)'s steps; `lease_wait` is when it first found the lease held
+    /// by another instance, if it did.
+    async fn refresh_steps(
+        self: &Arc<Self>,
+        stale: Option<Generation>,
+        login: LoginSender,
+        lease_wait: &mut Option<Instant>,
+    ) -> Result<(Arc<ActiveToken>, Outcome), TokenError> {
         let mut newest = stale.max(self.current.load().as_ref().map(|t| t.generation()));
         let mut waited_since = Instant::now();
         let mut down = None;
@@ -336,8 +352,11 @@ impl Inner {
             } else {
                 match self.take_lease().await {
                     Ok(true) => return self.refresh_holding_lease(stale, newest, login).await,
-                    Ok(false) => {}
+                    Ok(false) => {
+                        lease_wait.get_or_insert_with(Instant::now);
+                    }
                     Err(error) if error.is_conflict() => {
+                        lease_wait.get_or_insert_with(Instant::now);
                         debug!(error = %error, "refresh lease contended: not acquired");
                     }
                     Err(error) => {
@@ -547,6 +566,7 @@ impl Inner {
     }
 
     fn adopt(&self, record: TokenRecord) -> (Arc<ActiveToken>, Outcome) {
+        self.counters.adoption();
         info!(generation = record.generation.0, written_by = %record.written_by, "adopted a newer token from the store");
         (Arc::new(ActiveToken::new(record)), Outcome::Adopted)
     }
