@@ -134,7 +134,8 @@ fn an_expiry_counts_two_logins_and_their_durations() {
     assert_eq!(durations, [0.2, 0.2]);
 }
 
-/// A rejection of the cached token: one rejection, one replay, one more login, through the layer.
+/// A rejection of the cached token: one rejection, one replay, one more login, through the layer; then a rejection
+/// of the refreshed token too, counted and not replayed again.
 #[test]
 fn a_rejection_and_its_replay_are_counted_once() {
     let recorded = recorded(|| async {
@@ -177,13 +178,31 @@ fn a_rejection_and_its_replay_are_counted_once() {
                 s.replays = 1;
             })
         );
+        // The fresh token rejected too: that second rejection is counted, and not replayed.
+        dead.lock().unwrap().extend(["T-2".into(), "T-3".into()]);
+        let error = service.clone().oneshot(call()).await.unwrap_err();
+        assert!(
+            matches!(
+                error,
+                paynet_auth::Error::RejectedAfterRefresh { generation: 3 }
+            ),
+            "{error:?}"
+        );
+        assert_eq!(
+            manager.stats(),
+            stats(|s| {
+                s.logins_ok = 3;
+                s.rejections = 3;
+                s.replays = 2;
+            })
+        );
     });
     assert_eq!(
         recorded.counters_of("rejected"),
         [
-            "paynet_auth_logins_total{outcome=ok} 2",
-            "paynet_auth_rejections_total{} 1",
-            "paynet_auth_replays_total{} 1",
+            "paynet_auth_logins_total{outcome=ok} 3",
+            "paynet_auth_rejections_total{} 3",
+            "paynet_auth_replays_total{} 2",
         ]
     );
 }
