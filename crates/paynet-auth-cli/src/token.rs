@@ -27,18 +27,28 @@ pub(crate) async fn run(config_path: &Path, action: TokenAction) -> Result<ExitC
         TokenAction::Status => {
             println!("key:        {}", manager.credential_key());
             println!("store:      {}", manager.store_description());
-            match manager.stored().await.map_err(|e| crate::one_line(&e))? {
-                None => println!("token:      none stored"),
-                Some(record) => print_record(&record),
+            // A store that does not answer is reported, not a reason to stop: health says what it means.
+            match manager.stored().await {
+                Ok(None) => println!("token:      none stored"),
+                Ok(Some(record)) => print_record(&record),
+                Err(error) => println!("token:      unknown: {}", crate::one_line(&error)),
             }
-            match manager.lease().await.map_err(|e| e.to_string())? {
-                None => println!("lease:      never taken"),
-                Some(lease) => {
+            match manager.lease().await {
+                Ok(None) => println!("lease:      never taken"),
+                Ok(Some(lease)) => {
                     let state = if lease.is_held() { "held" } else { "free" };
                     println!("lease:      {state}, last taken by {}", lease.holder);
                     println!("lease from: {}", time(lease.acquired_at_ms));
                     println!("lease until:{:>25}", time(lease.expires_at_ms));
                 }
+                Err(error) => println!("lease:      unknown: {}", crate::one_line(&error)),
+            }
+            // This process's view: what it did (these reads) and how it stands after them.
+            let health = manager.health();
+            println!("health:     {health}");
+            println!("stats:      {}", manager.stats());
+            if !matches!(health, paynet_auth::Health::Ready) {
+                return Ok(ExitCode::FAILURE);
             }
         }
         TokenAction::Refresh => {

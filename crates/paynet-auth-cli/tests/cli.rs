@@ -398,6 +398,13 @@ async fn token_status_after_a_call_shows_generation_and_fingerprint_never_the_to
     assert_stored(&status, 1, &issued[0]);
     status.assert_reveals_none(&gateway.secrets());
     assert_eq!(gateway.logins(), 1, "status does not log in");
+    // This process's health and counts: its two store reads answered, it logged in nowhere.
+    assert_eq!(status.field("health"), "ready");
+    assert_eq!(
+        status.field("stats"),
+        "logins ok 0, refused 0, unavailable 0, timed out 0; rejections 0, replays 0, adoptions 0, lease waits 0, \
+         backoff refusals 0, store errors 0, uninspected responses 0"
+    );
 }
 
 /// On call can see who holds the refresh lease and until when: never taken, taken and released by the

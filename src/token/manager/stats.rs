@@ -130,6 +130,28 @@ pub struct Stats {
     pub uninspected_responses: u64,
 }
 
+impl std::fmt::Display for Stats {
+    /// One line, every count named: `logins ok 2, refused 0, …`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "logins ok {}, refused {}, unavailable {}, timed out {}; rejections {}, replays {}, adoptions {}, \
+             lease waits {}, backoff refusals {}, store errors {}, uninspected responses {}",
+            self.logins_ok,
+            self.logins_refused,
+            self.logins_unavailable,
+            self.logins_timeout,
+            self.rejections,
+            self.replays,
+            self.adoptions,
+            self.lease_waits,
+            self.backoff_refusals,
+            self.store_errors,
+            self.uninspected_responses
+        )
+    }
+}
+
 /// How a manager stands, for a readiness probe: see [`TokenManager::health`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -151,6 +173,29 @@ impl Health {
     /// `Ready` or `Degraded`: calls get a token.
     pub fn is_serving(&self) -> bool {
         !matches!(self, Health::Failing { .. })
+    }
+}
+
+impl std::fmt::Display for Health {
+    /// `ready`, `degraded: …` or `failing: …`, on one line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Health::Ready => f.write_str("ready"),
+            Health::Degraded(Degradation::StoreUnavailable) => f.write_str(
+                "degraded: the token store does not answer; tokens are kept in memory only",
+            ),
+            Health::Degraded(Degradation::ServingPastLifetime) => f.write_str(
+                "degraded: the token endpoint is down; the last token is sent past its lifetime",
+            ),
+            Health::Failing {
+                next_attempt,
+                cause,
+            } => write!(
+                f,
+                "failing: no usable token, next login attempt at {}: {cause}",
+                humantime::format_rfc3339_millis(*next_attempt)
+            ),
+        }
     }
 }
 
