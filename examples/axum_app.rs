@@ -1,12 +1,15 @@
-//! An axum service whose handler calls Paynet through the layer kept in its state.
+//! An axum service whose handler calls Paynet through the layer kept in its state, with the token machinery's
+//! metrics at `/metrics` (Prometheus text) and its health at `/health` (a readiness probe).
 //!
-//! `cargo run --example axum_app --features sqlite,hyper-client`, then `curl http://127.0.0.1:3000/categories`.
+//! `cargo run --example axum_app --features sqlite,hyper-client,metrics`, then
+//! `curl http://127.0.0.1:3000/categories`, `curl http://127.0.0.1:3000/metrics`, `curl -i http://127.0.0.1:3000/health`.
 //! It talks to the gateway simulator (`paynet-sim`) and keeps the token in a SQLite file in the working directory.
 
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use bytes::Bytes;
@@ -14,9 +17,10 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use paynet_auth::store::{self, StoreOptions};
 use paynet_auth::token::PaynetLogin;
-use paynet_auth::{BoxError, PaynetAuth, PaynetAuthLayer, TokenManager};
+use paynet_auth::{BoxError, Health, PaynetAuth, PaynetAuthLayer, TokenManager};
 use paynet_sim::Simulator;
 use tower::timeout::Timeout;
 use tower::{Layer, ServiceExt};
@@ -27,6 +31,23 @@ type Paynet = PaynetAuth<Timeout<Client<HttpConnector, Full<Bytes>>>>;
 struct AppState {
     paynet: Paynet,
     gateway: String,
+    metrics: PrometheusHandle,
+}
+
+/// The series of every credential, in Prometheus' text format.
+async fn metrics(State(state): State<AppState>) -> String {
+    state.metrics.render()
+}
+
+/// 200 while calls get a token (`ready`, or `degraded` with the reason), 503 while they fail (`failing`, with the
+/// time of the next login attempt): what a load balancer or a Kubernetes readiness probe asks.
+async fn health(State(state): State<AppState>) -> impl IntoResponse {
+    let health = state.paynet.manager().health();
+    let status = match health {
+        Health::Failing { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::OK,
+    };
+    (status, health.to_string())
 }
 
 async fn categories(
@@ -57,6 +78,9 @@ async fn categories(
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
+    // The recorder first: a manager describes its series (unit, help text) to the recorder installed when it is
+    // built.
+    let recorder = PrometheusBuilder::new().install_recorder()?;
     let gateway = Simulator::builder().start().await?;
     let store = store::connect("sqlite://paynet-axum-example.db", StoreOptions::default()).await?;
     let manager = TokenManager::builder(PaynetLogin::new(
@@ -71,9 +95,12 @@ async fn main() -> Result<(), BoxError> {
     let state = AppState {
         paynet: PaynetAuthLayer::new(manager).layer(Timeout::new(client, Duration::from_secs(10))),
         gateway: gateway.base_url().to_owned(),
+        metrics: recorder,
     };
     let app = Router::new()
         .route("/categories", get(categories))
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
     println!(

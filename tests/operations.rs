@@ -551,3 +551,104 @@ fn stats(set: impl FnOnce(&mut paynet_auth::Stats)) -> paynet_auth::Stats {
     set(&mut stats);
     stats
 }
+
+/// The series as an operator scrapes them: a real axum server serving `/metrics` from
+/// `metrics-exporter-prometheus` beside a handler that calls the simulated gateway over HTTP through the layer; a
+/// real reqwest client calls, the gateway expires the token, the client calls again (rejected, replayed), then
+/// scrapes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_axum_server_serves_the_series_in_prometheus_text() {
+    use axum::Router;
+    use axum::extract::State;
+    use axum::routing::get;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use paynet_auth::token::PaynetLogin;
+    use paynet_sim::Simulator;
+
+    // The only global recorder of this test binary; the other tests record locally.
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let scrape = recorder.handle();
+    metrics::set_global_recorder(recorder).unwrap();
+
+    let sim = Simulator::builder().start().await.unwrap();
+    let manager = paynet_auth::TokenManager::builder(PaynetLogin::new(
+        sim.base_url(),
+        paynet_sim::DEFAULT_USERNAME,
+        paynet_sim::DEFAULT_PASSWORD.into(),
+        paynet_sim::DEFAULT_TERMINAL_ID,
+    ))
+    .name("shop")
+    .build()
+    .unwrap();
+    let paynet = PaynetAuthLayer::new(manager)
+        .layer(Client::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>());
+    let base = sim.base_url().to_owned();
+    let app = Router::new()
+        .route(
+            "/pay",
+            get(move || {
+                let (paynet, base) = (paynet.clone(), base.clone());
+                async move {
+                    let request = http::Request::post(format!("{base}/v2/service"))
+                        .header("content-type", "application/json")
+                        .body(Full::new(bytes::Bytes::from_static(
+                            br#"{"jsonrpc":"2.0","method":"getCategoriesList","id":1,"params":{}}"#,
+                        )))
+                        .unwrap();
+                    let response = paynet.oneshot(request).await.unwrap();
+                    response.into_body().collect().await.unwrap().to_bytes()
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(
+                |State(scrape): State<metrics_exporter_prometheus::PrometheusHandle>| async move {
+                    scrape.render()
+                },
+            ),
+        )
+        .with_state(scrape);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let client = reqwest::Client::new();
+    let pay = || async {
+        client
+            .get(format!("{at}/pay"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    assert!(pay().await.contains("categories"));
+    sim.expire_all();
+    assert!(pay().await.contains("categories"));
+    let scraped = client
+        .get(format!("{at}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    for line in [
+        "# TYPE paynet_auth_logins_total counter",
+        r#"paynet_auth_logins_total{credential="shop",outcome="ok"} 2"#,
+        r#"paynet_auth_rejections_total{credential="shop"} 1"#,
+        r#"paynet_auth_replays_total{credential="shop"} 1"#,
+        r#"paynet_auth_login_duration_seconds_count{credential="shop"} 2"#,
+        "# HELP paynet_auth_replays_total Requests sent again with a newer token after a rejection.",
+    ] {
+        assert!(
+            scraped.lines().any(|l| l == line),
+            "no `{line}` in:\n{scraped}"
+        );
+    }
+}
