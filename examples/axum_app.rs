@@ -17,7 +17,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use paynet_auth::store::{self, StoreOptions};
 use paynet_auth::token::PaynetLogin;
 use paynet_auth::{BoxError, Health, PaynetAuth, PaynetAuthLayer, TokenManager};
@@ -79,8 +79,14 @@ async fn categories(
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     // The recorder first: a manager describes its series (unit, help text) to the recorder installed when it is
-    // built.
-    let recorder = PrometheusBuilder::new().install_recorder()?;
+    // built. Buckets make the two durations Prometheus histograms, which add up across instances (summaries do
+    // not): a login normally takes tens of milliseconds, a lease wait up to the login timeout.
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("_seconds".into()),
+            &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+        )?
+        .install_recorder()?;
     let gateway = Simulator::builder().start().await?;
     let store = store::connect("sqlite://paynet-axum-example.db", StoreOptions::default()).await?;
     let manager = TokenManager::builder(PaynetLogin::new(

@@ -422,6 +422,30 @@ impl TokenManager {
     /// a failed login backing off, with the time of the next attempt); [`Health::Degraded`] when calls get a token
     /// but the store's last operation failed, or the last token is served past its lifetime through an outage of
     /// the token endpoint; else [`Health::Ready`]. No I/O: it reads what the last calls left.
+    ///
+    /// ```
+    /// use paynet_auth::token::{LoginResponse, LoginSender, PaynetLogin};
+    /// use paynet_auth::{Health, TokenManager};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let login = PaynetLogin::new("https://gateway.example/gw", "username_17627_56530", "wrong".into(), 4027096);
+    /// let manager = TokenManager::builder(login).name("merchant-17").build().unwrap();
+    /// assert!(matches!(manager.health(), Health::Ready)); // nothing in the way of a login
+    /// let refused = || LoginSender::new(|_| Box::pin(async {
+    ///     Ok(LoginResponse {
+    ///         status: http::StatusCode::OK,
+    ///         headers: http::HeaderMap::new(),
+    ///         body: r#"{"jsonrpc":"2.0","id":1,"error":{"code":-1001,"message":"Invalid login or password"}}"#.into(),
+    ///     })
+    /// }));
+    /// manager.token(refused()).await.unwrap_err();
+    /// // No token, and the failed login backs off: calls fail at once until `next_attempt`.
+    /// let health = manager.health();
+    /// assert!(matches!(health, Health::Failing { .. }));
+    /// assert!(health.to_string().starts_with("failing: no usable token, next login attempt at "));
+    /// assert_eq!(manager.stats().logins_refused, 1);
+    /// # }
+    /// ```
     pub fn health(&self) -> Health {
         let inner = &self.inner;
         let current = inner.current.load();
