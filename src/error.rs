@@ -441,6 +441,14 @@ pub enum Error {
     /// Reading the response body failed.
     #[error("reading the response body failed: {0}")]
     ResponseBody(#[source] BoxError),
+    /// The request names a [`Credential`](crate::Credential) the layer does not serve. It was not sent.
+    #[error("no credential named `{name}` here (known: {}); the request was not sent", known.join(", "))]
+    UnknownCredential {
+        /// The name the request asked for.
+        name: String,
+        /// The names the layer serves, sorted.
+        known: Vec<String>,
+    },
 }
 
 impl Error {
@@ -470,7 +478,8 @@ impl Error {
             | Error::Inject(_)
             | Error::Token(_)
             | Error::RejectedAfterRefresh { .. }
-            | Error::TokenNotHeaderSafe { .. } => true,
+            | Error::TokenNotHeaderSafe { .. }
+            | Error::UnknownCredential { .. } => true,
         }
     }
 }

@@ -28,7 +28,7 @@ mod middleware;
 
 pub use error::{BoxError, Error, InjectError, LoginError, SetupError, StoreError, TokenError};
 pub use exchange::{
-    DEFAULT_INSPECT_LIMIT, DEFAULT_MAX_REQUEST_BODY, PAYNET_REJECTION_CODE, Placement,
+    Credential, DEFAULT_INSPECT_LIMIT, DEFAULT_MAX_REQUEST_BODY, PAYNET_REJECTION_CODE, Placement,
     RejectionRule, ResponseBody,
 };
 pub use middleware::{PaynetAuth, PaynetAuthLayer, ResponseFuture};

@@ -11,7 +11,7 @@ use reqwest_middleware::{Middleware, Next};
 
 use crate::error::BoxError;
 use crate::exchange::{
-    ExchangePolicy, HeadCopy, Inspected, ResponseBody, authorised_request, inspect,
+    Credentials, ExchangePolicy, HeadCopy, Inspected, ResponseBody, authorised_request, inspect,
     read_request_body, replay,
 };
 use crate::token::{LoginResponse, LoginSender};
@@ -38,15 +38,17 @@ use crate::{Error, PaynetAuthLayer};
 /// ```
 #[derive(Debug, Clone)]
 pub struct PaynetAuthMiddleware {
-    policy: Arc<ExchangePolicy>,
+    credentials: Arc<Credentials>,
     login_client: reqwest::Client,
 }
 
 impl PaynetAuthMiddleware {
-    /// The middleware with `layer`'s policy (placement, rejection rule, limits) and manager.
+    /// The middleware with `layer`'s credentials, each with its policy (placement, rejection rule, limits) and
+    /// manager. A request names its credential with a [`Credential`](crate::Credential) extension
+    /// (`RequestBuilder::with_extension`); without one it uses the layer's default.
     pub fn new(layer: PaynetAuthLayer, login_client: reqwest::Client) -> Self {
         Self {
-            policy: layer.policy(),
+            credentials: layer.credentials(),
             login_client,
         }
     }
@@ -92,7 +94,17 @@ impl Middleware for PaynetAuthMiddleware {
     ) -> reqwest_middleware::Result<reqwest::Response> {
         let request = http::Request::<reqwest::Body>::try_from(request)?;
         let (parts, body) = request.into_parts();
-        let body = read_request_body(body, &parts.headers, self.policy.max_request_body)
+        // reqwest-middleware carries a request's extensions (`with_extension`) beside it, not in it.
+        let extensions_with_credential = if extensions.get::<crate::Credential>().is_some() {
+            &*extensions
+        } else {
+            &parts.extensions
+        };
+        let policy = self
+            .credentials
+            .for_request(extensions_with_credential)
+            .map_err(middleware_error)?;
+        let body = read_request_body(body, &parts.headers, policy.max_request_body)
             .await
             .map_err(middleware_error)?;
         let send = |request: http::Request<Bytes>| {
@@ -106,7 +118,7 @@ impl Middleware for PaynetAuthMiddleware {
                 Ok::<_, reqwest_middleware::Error>(http::Response::<reqwest::Body>::from(response))
             }
         };
-        let response = authorise_buffered(&self.policy, parts, body, send, || self.login_sender())
+        let response = authorise_buffered(policy, parts, body, send, || self.login_sender())
             .await
             .map_err(middleware_error)?;
         Ok(reqwest::Response::from(response.map(reqwest::Body::wrap)))

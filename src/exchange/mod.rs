@@ -8,18 +8,21 @@
 //! async function.
 
 mod buffer;
+mod credentials;
 mod inspection;
 mod policy;
 mod replay;
 mod request;
 mod response_body;
 
+pub use credentials::Credential;
 pub use policy::{
     DEFAULT_INSPECT_LIMIT, DEFAULT_MAX_REQUEST_BODY, PAYNET_REJECTION_CODE, Placement,
     RejectionRule,
 };
 pub use response_body::ResponseBody;
 
+pub(crate) use credentials::Credentials;
 #[cfg(feature = "reqwest")]
 pub(crate) use inspection::inspect;
 pub(crate) use inspection::{Begun, Inspected, Inspection};

@@ -164,6 +164,15 @@ where
             policy,
         }
     }
+
+    /// A call that fails with `error` before anything is sent.
+    pub(crate) fn failed(ready: S, policy: Arc<ExchangePolicy>, error: Error) -> Self {
+        Self {
+            state: State::Failed { error: Some(error) },
+            service: ready,
+            policy,
+        }
+    }
 }
 
 /// The steps from state to state. They take the service and the policy apart from the state, since those live

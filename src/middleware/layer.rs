@@ -8,8 +8,8 @@ use tower_layer::Layer;
 use super::service::PaynetAuth;
 use crate::envelope::{RejectionDetector, TokenField};
 use crate::exchange::{
-    DEFAULT_INSPECT_LIMIT, DEFAULT_MAX_REQUEST_BODY, ExchangePolicy, PAYNET_REJECTION_CODE,
-    Placement, RejectionRule,
+    Credentials, DEFAULT_INSPECT_LIMIT, DEFAULT_MAX_REQUEST_BODY, ExchangePolicy,
+    PAYNET_REJECTION_CODE, Placement, RejectionRule,
 };
 use crate::token::TokenManager;
 
@@ -121,6 +121,38 @@ use crate::token::TokenManager;
 /// let layer = PaynetAuthLayer::new(manager).token_field(TokenField::TopLevel);
 /// # let _ = layer;
 /// ```
+///
+/// # Several credentials
+///
+/// One layer serves several credentials (a terminal per merchant, a Bearer API beside Paynet), each with its own
+/// token, store row, lease and backoff: add each with [`credential`](Self::credential), and name the one a
+/// request uses with a [`Credential`](crate::Credential) in its extensions. A request without one uses the
+/// layer's own credential, the default.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::Full;
+/// use paynet_auth::{Credential, PaynetAuthLayer, TokenManager};
+/// use paynet_auth::token::{ClientCredentials, PaynetLogin};
+///
+/// let terminal = |name: &str, username: &str, terminal_id| {
+///     let login = PaynetLogin::new("https://gateway.example/gw", username, "secret".into(), terminal_id);
+///     TokenManager::builder(login).name(name).build().unwrap()
+/// };
+/// let reports = TokenManager::builder(ClientCredentials::new("https://reports.example/oauth/token", "id", "secret".into()))
+///     .name("reports")
+///     .build()
+///     .unwrap();
+/// let layer = PaynetAuthLayer::new(terminal("merchant-17", "username_17", 17)) // the default
+///     .credential(PaynetAuthLayer::new(terminal("merchant-42", "username_42", 42)))
+///     .credential(PaynetAuthLayer::bearer(reports));
+/// assert_eq!(layer.credential_names(), ["merchant-17", "merchant-42", "reports"]);
+///
+/// let mut request = http::Request::post("https://gateway.example/gw/v2/payment")
+///     .body(Full::new(Bytes::from_static(br#"{"jsonrpc":"2.0","method":"pay","id":1,"params":{}}"#)))
+///     .unwrap();
+/// request.extensions_mut().insert(Credential::new("merchant-42"));
+/// ```
 #[derive(Debug, Clone)]
 pub struct PaynetAuthLayer {
     manager: TokenManager,
@@ -129,6 +161,8 @@ pub struct PaynetAuthLayer {
     max_request_body: usize,
     inspect_limit: usize,
     identity_encoding: bool,
+    /// The other credentials, each with its own settings; none of them has others of its own.
+    others: Vec<PaynetAuthLayer>,
 }
 
 impl PaynetAuthLayer {
@@ -143,7 +177,30 @@ impl PaynetAuthLayer {
             max_request_body: DEFAULT_MAX_REQUEST_BODY,
             inspect_limit: DEFAULT_INSPECT_LIMIT,
             identity_encoding: false,
+            others: Vec::new(),
         }
+    }
+
+    /// Serves the credential of `layer` too, with `layer`'s settings (preset, placement, rejection rule, limits),
+    /// for requests whose [`Credential`](crate::Credential) extension names its manager
+    /// ([`TokenManager::name`]); the credentials `layer` serves besides its own are added as well.
+    ///
+    /// # Panics
+    ///
+    /// If a credential of that name is already served: each name selects one credential. (A configuration file
+    /// with a name twice is refused when it is loaded.)
+    pub fn credential(mut self, mut layer: PaynetAuthLayer) -> Self {
+        let more = std::mem::take(&mut layer.others);
+        for added in std::iter::once(layer).chain(more) {
+            let name = added.manager.name();
+            assert!(
+                self.credential_manager(name).is_none(),
+                "PaynetAuthLayer::credential: a credential named `{name}` is already served; give each manager its \
+                 own name (TokenManagerBuilder::name)"
+            );
+            self.others.push(added);
+        }
+        self
     }
 
     /// The Bearer preset: `Authorization: Bearer <token>`, rejection is HTTP `401`.
@@ -203,17 +260,34 @@ impl PaynetAuthLayer {
         self
     }
 
-    /// The manager.
+    /// The manager of the default credential.
     pub fn manager(&self) -> &TokenManager {
         &self.manager
     }
 
-    pub(crate) fn policy(&self) -> Arc<ExchangePolicy> {
+    /// The manager of the credential named `name`, the default's included.
+    pub fn credential_manager(&self, name: &str) -> Option<&TokenManager> {
+        std::iter::once(self)
+            .chain(&self.others)
+            .map(|layer| &layer.manager)
+            .find(|manager| manager.name() == name)
+    }
+
+    /// The names of the credentials served, the default's first.
+    pub fn credential_names(&self) -> Vec<&str> {
+        std::iter::once(self)
+            .chain(&self.others)
+            .map(|layer| layer.manager.name())
+            .collect()
+    }
+
+    /// This credential's own policy.
+    fn policy(&self) -> ExchangePolicy {
         let detector = match &self.rejection {
             RejectionRule::JsonRpcError { code } => Some(RejectionDetector::new(*code)),
             RejectionRule::HttpStatus(_) => None,
         };
-        Arc::new(ExchangePolicy {
+        ExchangePolicy {
             manager: self.manager.clone(),
             placement: self.placement.clone(),
             rejection: self.rejection.clone(),
@@ -221,7 +295,15 @@ impl PaynetAuthLayer {
             max_request_body: self.max_request_body,
             inspect_limit: self.inspect_limit,
             identity_encoding: self.identity_encoding,
-        })
+        }
+    }
+
+    /// The policy of every credential, made once and shared by the services and adapters made from this layer.
+    pub(crate) fn credentials(&self) -> Arc<Credentials> {
+        Arc::new(Credentials::new(
+            self.policy(),
+            self.others.iter().map(Self::policy).collect(),
+        ))
     }
 }
 
@@ -231,6 +313,6 @@ impl<S: Clone> Layer<S> for PaynetAuthLayer {
     type Service = PaynetAuth<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        PaynetAuth::from_policy(inner, self.policy())
+        PaynetAuth::from_credentials(inner, self.credentials())
     }
 }

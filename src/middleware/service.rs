@@ -12,7 +12,7 @@ use tower_service::Service;
 use super::future::ResponseFuture;
 use super::layer::PaynetAuthLayer;
 use crate::error::{BoxError, Error};
-use crate::exchange::{ExchangePolicy, ResponseBody};
+use crate::exchange::{Credentials, ResponseBody};
 use crate::token::TokenManager;
 
 /// Authorises requests to the wrapped service with the manager's token. Made by [`PaynetAuthLayer`].
@@ -53,13 +53,13 @@ use crate::token::TokenManager;
 #[derive(Debug, Clone)]
 pub struct PaynetAuth<S> {
     inner: S,
-    policy: Arc<ExchangePolicy>,
+    credentials: Arc<Credentials>,
 }
 
 impl<S> PaynetAuth<S> {
     /// Wraps `inner` with the Paynet preset of [`PaynetAuthLayer::new`].
     pub fn new(inner: S, manager: TokenManager) -> Self {
-        Self::from_policy(inner, PaynetAuthLayer::new(manager).policy())
+        Self::from_credentials(inner, PaynetAuthLayer::new(manager).credentials())
     }
 
     /// A layer of the Paynet preset.
@@ -67,13 +67,18 @@ impl<S> PaynetAuth<S> {
         PaynetAuthLayer::new(manager)
     }
 
-    pub(crate) fn from_policy(inner: S, policy: Arc<ExchangePolicy>) -> Self {
-        Self { inner, policy }
+    pub(crate) fn from_credentials(inner: S, credentials: Arc<Credentials>) -> Self {
+        Self { inner, credentials }
     }
 
-    /// The token manager.
+    /// The token manager of the default credential.
     pub fn manager(&self) -> &TokenManager {
-        &self.policy.manager
+        &self.credentials.default.manager
+    }
+
+    /// The token manager of the credential named `name` (see [`Credential`](crate::Credential)).
+    pub fn credential_manager(&self, name: &str) -> Option<&TokenManager> {
+        self.credentials.get(name).map(|policy| &policy.manager)
     }
 
     /// The inner service.
@@ -118,6 +123,13 @@ where
         // https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::new(ready, Arc::clone(&self.policy), request)
+        // Without a `Credential` extension, the default: no lookup. A name the layer does not serve fails the call
+        // unsent.
+        match self.credentials.for_request(request.extensions()) {
+            Ok(policy) => ResponseFuture::new(ready, Arc::clone(policy), request),
+            Err(error) => {
+                ResponseFuture::failed(ready, Arc::clone(&self.credentials.default), error)
+            }
+        }
     }
 }

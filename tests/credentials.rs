@@ -1,0 +1,331 @@
+//! Several credentials behind one layer: a Paynet terminal per merchant and a Bearer API, each with its own token,
+//! lifetime, lease and backoff, chosen per request by a `Credential` extension. Paused tokio time and a gateway in
+//! memory make every count exact; the fleet test runs two instances on real threads over one store.
+
+mod support;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use paynet_auth::store::MemoryStore;
+use paynet_auth::token::{ClientCredentials, PaynetLogin};
+use paynet_auth::{Credential, Error, Health, PaynetAuthLayer, TokenError, TokenManager};
+use support::*;
+use tower::{Layer, ServiceExt};
+
+const LOGIN_LATENCY: Duration = Duration::from_millis(200);
+const TOKEN_URL: &str = "http://reports.test/oauth/token";
+
+/// What the gateway saw, per login username (`reports` for the Bearer API's client).
+#[derive(Clone, Default)]
+struct Gateway {
+    logins: Arc<Mutex<HashMap<String, usize>>>,
+    /// The usernames whose logins are refused.
+    refused: Arc<Mutex<Vec<String>>>,
+    /// Each call's token, as sent (body or header).
+    calls: Arc<Mutex<Vec<String>>>,
+}
+
+impl Gateway {
+    fn logins(&self, username: &str) -> usize {
+        self.logins
+            .lock()
+            .unwrap()
+            .get(username)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// Paynet logins answer `<username>-<n>`; the Bearer token endpoint `reports-<n>`; calls echo their token.
+    fn service(
+        &self,
+    ) -> impl tower::Service<
+        MockRequest,
+        Response = MockResponse,
+        Error = Infallible,
+        Future = impl Future<Output = Result<MockResponse, Infallible>> + Send,
+    > + Clone
+    + Send
+    + 'static {
+        let gateway = self.clone();
+        tower::service_fn(move |request: MockRequest| {
+            let gateway = gateway.clone();
+            async move {
+                let login = is_login(&request);
+                let authorization = request
+                    .headers()
+                    .get(http::header::AUTHORIZATION)
+                    .map(|h| h.to_str().unwrap().to_owned());
+                if request.uri() == TOKEN_URL {
+                    return Ok(gateway.login("reports").await);
+                }
+                let body = body_json(request.into_body()).await;
+                if login {
+                    return Ok(gateway
+                        .login(body["params"]["username"].as_str().unwrap())
+                        .await);
+                }
+                let token = authorization
+                    .unwrap_or_else(|| body["params"]["token"].as_str().unwrap().to_owned());
+                gateway.calls.lock().unwrap().push(token);
+                Ok(json_response(r#"{"jsonrpc":"2.0","id":1,"result":[]}"#))
+            }
+        })
+    }
+
+    /// A login of `username` after [`LOGIN_LATENCY`]: `<username>-<n>`, or refused.
+    async fn login(&self, username: &str) -> MockResponse {
+        let username = username.to_owned();
+        tokio::time::sleep(LOGIN_LATENCY).await;
+        if self.refused.lock().unwrap().contains(&username) {
+            return json_response(
+                r#"{"jsonrpc":"2.0","id":1,"error":{"code":-1001,"message":"Invalid login or password"}}"#,
+            );
+        }
+        let n = {
+            let mut logins = self.logins.lock().unwrap();
+            let n = logins.entry(username.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        let token = format!("{username}-{n}");
+        if username == "reports" {
+            return json_response(&format!(
+                r#"{{"access_token":"{token}","token_type":"Bearer"}}"#
+            ));
+        }
+        login_ok(&token)
+    }
+}
+
+/// A merchant's terminal: its manager is named `name` and logs in as `name`.
+fn terminal(name: &str, ttl: Duration, store: &MemoryStore) -> TokenManager {
+    TokenManager::builder(PaynetLogin::new(BASE, name, PASSWORD.into(), TERMINAL))
+        .name(name)
+        .store(store.clone())
+        .token_ttl(Some(ttl))
+        .expiry_skew(Duration::ZERO)
+        .refresh_ahead(Duration::ZERO)
+        .backoff(Duration::from_secs(1), Duration::from_secs(8))
+        .build()
+        .unwrap()
+}
+
+fn call(credential: Option<&str>) -> MockRequest {
+    let mut request = json_request(
+        "/v2/service",
+        r#"{"jsonrpc":"2.0","method":"getCategoriesList","id":1,"params":{}}"#,
+    );
+    if let Some(name) = credential {
+        request.extensions_mut().insert(Credential::new(name));
+    }
+    request
+}
+
+/// Two terminals with lifetimes of 2 s and 4 s: each request carries its credential's token, a request without a
+/// credential the default's, and each token is renewed when its own lifetime runs out, not the other's.
+#[tokio::test(start_paused = true)]
+async fn two_credentials_expire_independently() {
+    let gateway = Gateway::default();
+    let store = MemoryStore::new();
+    let layer = PaynetAuthLayer::new(terminal("north", Duration::from_secs(2), &store)).credential(
+        PaynetAuthLayer::new(terminal("south", Duration::from_secs(4), &store)),
+    );
+    let service = layer.layer(gateway.service());
+
+    // Logins take 200 ms: north's token lives from 0.2 s to 2.2 s, south's from 0.4 s to 4.4 s.
+    service.clone().oneshot(call(Some("north"))).await.unwrap();
+    service.clone().oneshot(call(Some("south"))).await.unwrap();
+    service.clone().oneshot(call(None)).await.unwrap();
+    assert_eq!(gateway.calls(), ["north-1", "south-1", "north-1"]);
+
+    // At 3.4 s north's token has expired, south's has not; north's second lives to 5.6 s.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    service.clone().oneshot(call(Some("south"))).await.unwrap();
+    service.clone().oneshot(call(Some("north"))).await.unwrap();
+    assert_eq!((gateway.logins("north"), gateway.logins("south")), (2, 1));
+
+    // At 5.1 s south's has expired, north's second has not.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    service.clone().oneshot(call(Some("north"))).await.unwrap();
+    service.clone().oneshot(call(Some("south"))).await.unwrap();
+    assert_eq!((gateway.logins("north"), gateway.logins("south")), (2, 2));
+    assert_eq!(
+        gateway.calls()[3..],
+        ["south-1", "north-2", "north-2", "south-2"]
+    );
+    let north = service.credential_manager("north").unwrap();
+    let south = service.credential_manager("south").unwrap();
+    assert_ne!(
+        north.credential_key(),
+        south.credential_key(),
+        "a store row each"
+    );
+    assert_eq!((north.stats().logins_ok, south.stats().logins_ok), (2, 2));
+}
+
+/// A terminal whose login is refused fails its own calls, and backs off, while the other terminal's calls go
+/// through at once, during the refused login and after it.
+#[tokio::test(start_paused = true)]
+async fn a_refused_login_does_not_block_the_other_credential() {
+    let gateway = Gateway::default();
+    gateway.refused.lock().unwrap().push("south".into());
+    let store = MemoryStore::new();
+    let layer =
+        PaynetAuthLayer::new(terminal("north", Duration::from_secs(60), &store)).credential(
+            PaynetAuthLayer::new(terminal("south", Duration::from_secs(60), &store)),
+        );
+    let service = layer.layer(gateway.service());
+    service.clone().oneshot(call(Some("north"))).await.unwrap();
+
+    // South's login takes 200 ms and is refused; north's calls meanwhile answer at once.
+    let started = tokio::time::Instant::now();
+    let south = tokio::spawn(service.clone().oneshot(call(Some("south"))));
+    tokio::task::yield_now().await;
+    for _ in 0..10 {
+        service.clone().oneshot(call(Some("north"))).await.unwrap();
+    }
+    assert_eq!(
+        started.elapsed(),
+        Duration::ZERO,
+        "north never waited for south"
+    );
+    let error = south.await.unwrap().unwrap_err();
+    assert!(
+        matches!(error, Error::Token(TokenError::Login(_))),
+        "{error}"
+    );
+    // During south's backoff: south fails at once, north still answers.
+    let error = service
+        .clone()
+        .oneshot(call(Some("south")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::Token(TokenError::Backoff { .. })),
+        "{error}"
+    );
+    service.clone().oneshot(call(Some("north"))).await.unwrap();
+
+    assert!(matches!(
+        service.credential_manager("south").unwrap().health(),
+        Health::Failing { .. }
+    ));
+    assert!(matches!(service.manager().health(), Health::Ready));
+    assert_eq!((gateway.logins("north"), gateway.logins("south")), (1, 0));
+    assert!(gateway.calls().iter().all(|token| token == "north-1"));
+}
+
+/// A name the layer does not serve fails the call unsent, naming what it does serve.
+#[tokio::test(start_paused = true)]
+async fn an_unknown_credential_is_an_error_and_sends_nothing() {
+    let gateway = Gateway::default();
+    let store = MemoryStore::new();
+    let layer =
+        PaynetAuthLayer::new(terminal("north", Duration::from_secs(60), &store)).credential(
+            PaynetAuthLayer::new(terminal("south", Duration::from_secs(60), &store)),
+        );
+    let service = layer.layer(gateway.service());
+    let error = service.oneshot(call(Some("west"))).await.unwrap_err();
+    assert!(
+        matches!(&error, Error::UnknownCredential { name, known } if name == "west" && *known == ["north", "south"]),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        "no credential named `west` here (known: north, south); the request was not sent"
+    );
+    assert!(error.is_safe_to_retry());
+    assert_eq!((gateway.logins("north"), gateway.logins("south")), (0, 0));
+    assert!(gateway.calls().is_empty());
+}
+
+/// A Bearer API beside a Paynet terminal: each request gets its own preset's placement.
+#[tokio::test(start_paused = true)]
+async fn a_bearer_credential_beside_a_paynet_one_gets_its_header() {
+    let gateway = Gateway::default();
+    let store = MemoryStore::new();
+    let reports = TokenManager::builder(ClientCredentials::new(TOKEN_URL, "id", "secret".into()))
+        .name("reports")
+        .store(store.clone())
+        .build()
+        .unwrap();
+    let layer = PaynetAuthLayer::new(terminal("north", Duration::from_secs(60), &store))
+        .credential(PaynetAuthLayer::bearer(reports));
+    let service = layer.layer(gateway.service());
+    service
+        .clone()
+        .oneshot(call(Some("reports")))
+        .await
+        .unwrap();
+    service.clone().oneshot(call(None)).await.unwrap();
+    assert_eq!(gateway.calls(), ["Bearer reports-1", "north-1"]);
+}
+
+/// Adding a credential whose name is taken is a programming error, said at once.
+#[test]
+#[should_panic(expected = "a credential named `north` is already served")]
+fn a_credential_name_served_twice_panics() {
+    let store = MemoryStore::new();
+    let _ = PaynetAuthLayer::new(terminal("north", Duration::from_secs(60), &store)).credential(
+        PaynetAuthLayer::new(terminal("north", Duration::from_secs(60), &store)),
+    );
+}
+
+/// Two instances (a layer each, with both terminals), 50 concurrent callers per credential on each, on real
+/// threads over one store, from a cold start: one login per credential for the whole fleet, the other instance
+/// adopting it through the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_of_two_instances_logs_in_once_per_credential() {
+    let gateway = Gateway::default();
+    let store = MemoryStore::new();
+    let instance = |owner: &str| {
+        let build = |name: &str| {
+            TokenManager::builder(PaynetLogin::new(BASE, name, PASSWORD.into(), TERMINAL))
+                .name(name)
+                .owner(format!("{owner}-{name}"))
+                .store(store.clone())
+                .poll_interval(Duration::from_millis(20))
+                .build()
+                .unwrap()
+        };
+        PaynetAuthLayer::new(build("north"))
+            .credential(PaynetAuthLayer::new(build("south")))
+            .layer(gateway.service())
+    };
+    let fleet = [instance("a"), instance("b")];
+    let mut calls = Vec::new();
+    for service in &fleet {
+        for name in ["north", "south"] {
+            for _ in 0..50 {
+                calls.push(tokio::spawn(service.clone().oneshot(call(Some(name)))));
+            }
+        }
+    }
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    assert_eq!((gateway.logins("north"), gateway.logins("south")), (1, 1));
+    for name in ["north", "south"] {
+        let (a, b) = (
+            fleet[0].credential_manager(name).unwrap().stats(),
+            fleet[1].credential_manager(name).unwrap().stats(),
+        );
+        assert_eq!(a.logins_ok + b.logins_ok, 1, "{name}");
+        assert_eq!(
+            a.adoptions + b.adoptions,
+            1,
+            "{name}: the other instance adopted"
+        );
+    }
+    let calls = gateway.calls();
+    assert_eq!(calls.len(), 200);
+    assert_eq!(calls.iter().filter(|t| *t == "north-1").count(), 100);
+    assert_eq!(calls.iter().filter(|t| *t == "south-1").count(), 100);
+}
