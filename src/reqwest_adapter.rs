@@ -95,14 +95,9 @@ impl Middleware for PaynetAuthMiddleware {
         let request = http::Request::<reqwest::Body>::try_from(request)?;
         let (parts, body) = request.into_parts();
         // reqwest-middleware carries a request's extensions (`with_extension`) beside it, not in it.
-        let extensions_with_credential = if extensions.get::<crate::Credential>().is_some() {
-            &*extensions
-        } else {
-            &parts.extensions
-        };
         let policy = self
             .credentials
-            .for_request(extensions_with_credential)
+            .for_request(extensions)
             .map_err(middleware_error)?;
         let body = read_request_body(body, &parts.headers, policy.max_request_body)
             .await

@@ -168,3 +168,71 @@ async fn adapter_serves_the_last_token_through_a_login_outage_until_the_gateway_
     assert!(message.contains("503"), "{message}");
     assert_eq!(sim.stats().rejections, 1);
 }
+
+/// Two credentials behind one adapter, each a terminal of its own gateway: a request's `Credential` extension
+/// (`with_extension`) picks the token, a request without one gets the default's, and a name the adapter does not
+/// serve is a middleware error with nothing sent.
+#[tokio::test]
+async fn adapter_picks_the_credential_a_request_names() {
+    let (north, south) = (
+        Simulator::builder().start().await.unwrap(),
+        Simulator::builder().start().await.unwrap(),
+    );
+    let terminal = |sim: &Simulator, name: &str| {
+        TokenManager::builder(PaynetLogin::new(
+            sim.base_url(),
+            USERNAME,
+            PASSWORD.into(),
+            TERMINAL,
+        ))
+        .name(name)
+        .build()
+        .unwrap()
+    };
+    let http = reqwest::Client::new();
+    let layer = PaynetAuthLayer::new(terminal(&north, "north"))
+        .credential(PaynetAuthLayer::new(terminal(&south, "south")));
+    let client = reqwest_middleware::ClientBuilder::new(http.clone())
+        .with(PaynetAuthMiddleware::new(layer, http))
+        .build();
+    let call = |sim: &Simulator, credential: Option<&str>| {
+        let mut request = client
+            .post(format!("{}/v2/service", sim.base_url()))
+            .header("content-type", "application/json")
+            .body(r#"{"jsonrpc":"2.0","method":"getCategoriesList","id":5,"params":{}}"#);
+        if let Some(name) = credential {
+            request = request.with_extension(paynet_auth::Credential::new(name));
+        }
+        request.send()
+    };
+
+    // South's gateway only knows south's token: the extension must pick it.
+    let answer: serde_json::Value = serde_json::from_str(
+        &call(&south, Some("south"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(answer["result"]["categories"].is_array(), "{answer}");
+    let answer: serde_json::Value =
+        serde_json::from_str(&call(&north, None).await.unwrap().text().await.unwrap()).unwrap();
+    assert!(answer["result"]["categories"].is_array(), "{answer}");
+    assert_eq!((north.stats().logins, south.stats().logins), (1, 1));
+    assert_eq!(north.stats().rejections + south.stats().rejections, 0);
+
+    let error = call(&north, Some("west")).await.unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("no credential named `west` here (known: north, south)"),
+        "{error}"
+    );
+    assert_eq!(
+        north.stats().calls_to("getCategoriesList"),
+        1,
+        "nothing sent"
+    );
+}
