@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use crate::config::{PaynetConfig, TokenFieldConfig, redact_url};
+use crate::config::{Config, PaynetConfig, TokenFieldConfig, redact_url};
 use crate::envelope::TokenField;
 use crate::error::{ConfigError, SetupError};
 use crate::store::TokenStore;
@@ -26,7 +26,7 @@ use crate::{PaynetAuth, PaynetAuthLayer, TokenManager};
 ///         "store": { "url": "memory:" },
 ///     }
 /// }))?;
-/// let stack = Stack::from_config(&config.paynet).await?;
+/// let stack = Stack::from_config(config.default_credential()).await?;
 /// let service = stack.service(tower::service_fn(|_: http::Request<http_body_util::Full<bytes::Bytes>>| async {
 ///     Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::<bytes::Bytes>::default()))
 /// }));
@@ -53,6 +53,47 @@ impl Stack {
         Ok(Self::with_store(config, store)?)
     }
 
+    /// Every credential of `config` behind one layer ([`PaynetAuthLayer::credential`]): the default one
+    /// ([`Config::default_credential`]) serves requests without a [`Credential`](crate::Credential), each has its own
+    /// manager and opens its own store. [`manager`](Self::manager) is the default's.
+    ///
+    /// ```
+    /// use paynet_auth::config::Config;
+    /// use paynet_auth::setup::Stack;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), paynet_auth::BoxError> {
+    /// let terminal = |name: &str, id: u64| serde_json::json!({
+    ///     "name": name, "base_url": "https://gateway.example/gw", "username": name, "password": "p",
+    ///     "terminal_id": id, "store": { "url": "memory:" },
+    /// });
+    /// let config: Config = serde_json::from_value(serde_json::json!({
+    ///     "credentials": [terminal("north", 17), terminal("south", 42)],
+    /// }))?;
+    /// let stack = Stack::from_credentials(&config).await?;
+    /// assert_eq!(stack.layer().credential_names(), ["north", "south"]);
+    /// assert_eq!(stack.manager().name(), "north");
+    /// # Ok(()) }
+    /// ```
+    pub async fn from_credentials(config: &Config) -> Result<Self, SetupError> {
+        config.validate("configuration")?;
+        let default = config.default_credential();
+        let mut stacks = Vec::new();
+        for credential in std::iter::once(default).chain(
+            config
+                .credentials()
+                .into_iter()
+                .filter(|c| !std::ptr::eq(*c, default)),
+        ) {
+            stacks.push(Self::from_config(credential).await?);
+        }
+        let mut stacks = stacks.into_iter();
+        let Self { manager, mut layer } = stacks.next().expect("validate: at least one credential");
+        for other in stacks {
+            layer = layer.credential(other.layer);
+        }
+        Ok(Self { manager, layer })
+    }
+
     /// The same over a store the caller opened (one pool shared with other parts of the service, or a
     /// [`MemoryStore`](crate::store::MemoryStore) in a test); `config.store` is not used.
     pub fn with_store(
@@ -60,6 +101,7 @@ impl Stack {
         store: Arc<dyn TokenStore>,
     ) -> Result<Self, ConfigError> {
         let mut builder = TokenManager::builder(config.login())
+            .name(config.credential_name())
             .token_ttl(config.token_ttl)
             .expiry_skew(config.expiry_skew)
             .static_stability(config.static_stability)

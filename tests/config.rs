@@ -126,7 +126,7 @@ paynet:
         ],
     )
     .unwrap();
-    let paynet = &config.paynet;
+    let paynet = config.default_credential();
     assert_eq!(
         texts(paynet),
         (
@@ -170,15 +170,15 @@ fn every_store_url_scheme_is_accepted_as_written() {
             PASS_ENV,
         )
         .unwrap();
-        assert_eq!(config.paynet.store.url, url);
-        assert!(config.paynet.store.encryption_key.is_none());
+        assert_eq!(config.default_credential().store.url, url);
+        assert!(config.default_credential().store.encryption_key.is_none());
     }
 }
 
 #[test]
 fn defaults_apply_to_keys_left_out() {
     let config = load(&minimal_with(""), PASS_ENV).unwrap();
-    let paynet = &config.paynet;
+    let paynet = config.default_credential();
     assert_eq!(paynet.login_path, "/v2/user");
     assert_eq!(paynet.store.url, DEFAULT_STORE_URL);
     assert_eq!(DEFAULT_STORE_URL, "sqlite://paynet-tokens.db");
@@ -194,7 +194,7 @@ fn defaults_apply_to_keys_left_out() {
         PASS_ENV,
     )
     .unwrap();
-    assert_eq!(config.paynet.store.url, DEFAULT_STORE_URL);
+    assert_eq!(config.default_credential().store.url, DEFAULT_STORE_URL);
 }
 
 #[test]
@@ -218,7 +218,7 @@ paynet:
     )
     .unwrap();
     assert_eq!(
-        texts(&config.paynet),
+        texts(config.default_credential()),
         (
             vec![
                 "http://127.0.0.1:8080/gw",
@@ -230,7 +230,10 @@ paynet:
             None, // an empty key leaves encryption off
         )
     );
-    assert_eq!(config.paynet.login_timeout, Duration::from_secs(10));
+    assert_eq!(
+        config.default_credential().login_timeout,
+        Duration::from_secs(10)
+    );
 
     // Set variables win over the defaults.
     let config = load(
@@ -248,7 +251,7 @@ paynet:
     )
     .unwrap();
     assert_eq!(
-        texts(&config.paynet),
+        texts(config.default_credential()),
         (
             vec![
                 "http://gateway.example:9443/gw",
@@ -260,19 +263,22 @@ paynet:
             Some(KEY.to_owned())
         )
     );
-    assert_eq!(config.paynet.login_timeout, Duration::from_secs(15));
+    assert_eq!(
+        config.default_credential().login_timeout,
+        Duration::from_secs(15)
+    );
 }
 
 #[test]
 fn terminal_id_from_a_variable_is_a_number() {
     let text = minimal_with("").replace("terminal_id: 4027096", "terminal_id: \"${TERMINAL}\"");
     let config = load(&text, &[("PASS", PASSWORD), ("TERMINAL", "4027096")]).unwrap();
-    assert_eq!(config.paynet.terminal_id, 4_027_096);
+    assert_eq!(config.default_credential().terminal_id, 4_027_096);
 
     // Unquoted, the reference is a YAML string all the same.
     let text = minimal_with("").replace("terminal_id: 4027096", "terminal_id: ${TERMINAL}");
     let config = load(&text, &[("PASS", PASSWORD), ("TERMINAL", "17")]).unwrap();
-    assert_eq!(config.paynet.terminal_id, 17);
+    assert_eq!(config.default_credential().terminal_id, 17);
 }
 
 #[test]
@@ -394,8 +400,8 @@ fn debug_never_shows_the_password_or_the_encryption_key() {
     for shown in [
         format!("{config:?}"),
         format!("{config:#?}"),
-        format!("{:?}", config.paynet),
-        format!("{:?}", config.paynet.store),
+        format!("{:?}", config.default_credential()),
+        format!("{:?}", config.default_credential().store),
     ] {
         assert!(!shown.contains(PASSWORD), "password in {shown}");
         assert!(!shown.contains(KEY), "encryption key in {shown}");
@@ -433,7 +439,10 @@ fn from_yaml_file_reads_a_file_and_names_it_in_errors() {
     )
     .unwrap();
     let config = Config::from_yaml_file(&path).unwrap();
-    assert_eq!(config.paynet.password.expose_secret(), "$ecret");
+    assert_eq!(
+        config.default_credential().password.expose_secret(),
+        "$ecret"
+    );
 }
 
 #[test]
@@ -504,7 +513,10 @@ fn token_ttl_not_longer_than_expiry_skew_is_refused_naming_both() {
     );
 
     let config = load(&minimal_with("  token_ttl: \"31s\""), PASS_ENV).unwrap();
-    assert_eq!(config.paynet.token_ttl, Some(Duration::from_secs(31)));
+    assert_eq!(
+        config.default_credential().token_ttl,
+        Some(Duration::from_secs(31))
+    );
 }
 
 #[test]
@@ -531,9 +543,12 @@ fn lease_ttl_not_covering_the_login_and_the_store_timeout_is_refused_naming_them
         PASS_ENV,
     )
     .unwrap();
-    assert_eq!(config.paynet.lease_ttl, Duration::from_secs(21));
     assert_eq!(
-        config.paynet.store_options().connect_timeout,
+        config.default_credential().lease_ttl,
+        Duration::from_secs(21)
+    );
+    assert_eq!(
+        config.default_credential().store_options().connect_timeout,
         Duration::from_secs(5)
     );
 
@@ -625,7 +640,7 @@ fn previous_encryption_keys_reach_the_store_options_and_are_never_shown() {
         "  store:\n    encryption_key: \"{KEY}\"\n    previous_encryption_keys: [\"${{OLD_KEY}}\", \"${{OLDER_KEY:-}}\"]"
     ));
     let config = load(&text, &[PASS_ENV, &[("OLD_KEY", OLD)]].concat()).unwrap();
-    let options = config.paynet.store_options();
+    let options = config.default_credential().store_options();
     // The unset, empty entry is left out.
     let previous: Vec<&str> = options
         .previous_encryption_keys
@@ -644,7 +659,7 @@ fn previous_encryption_keys_reach_the_store_options_and_are_never_shown() {
     let config = load(&minimal_with(""), PASS_ENV).unwrap();
     assert!(
         config
-            .paynet
+            .default_credential()
             .store_options()
             .previous_encryption_keys
             .is_empty()
@@ -675,20 +690,122 @@ fn refresh_ahead_and_static_stability_are_read_and_a_window_that_cannot_work_is_
         PASS_ENV,
     )
     .unwrap();
-    assert_eq!(config.paynet.refresh_ahead, Some(Duration::from_secs(89)));
-    assert!(config.paynet.static_stability, "on by default");
+    assert_eq!(
+        config.default_credential().refresh_ahead,
+        Some(Duration::from_secs(89))
+    );
+    assert!(
+        config.default_credential().static_stability,
+        "on by default"
+    );
 
     let off = load(
         &minimal_with("  token_ttl: \"2m\"\n  refresh_ahead: \"0s\"\n  static_stability: false"),
         PASS_ENV,
     )
     .unwrap();
-    assert_eq!(off.paynet.refresh_ahead, Some(Duration::ZERO));
-    assert!(!off.paynet.static_stability);
+    assert_eq!(off.default_credential().refresh_ahead, Some(Duration::ZERO));
+    assert!(!off.default_credential().static_stability);
 
     let defaults = load(&minimal_with(""), PASS_ENV).unwrap();
     assert_eq!(
-        defaults.paynet.refresh_ahead, None,
+        defaults.default_credential().refresh_ahead,
+        None,
         "the default window applies"
     );
+}
+
+/// Two entries of `credentials`, the second with a `token_ttl` of its own.
+fn two_credentials(second_extra: &str, tail: &str) -> String {
+    format!(
+        "credentials:\n  - name: north\n    base_url: \"http://127.0.0.1:8080/gw\"\n    username: \"u\"\n    \
+         password: \"${{PASS}}\"\n    terminal_id: 1\n    token_ttl: \"1h\"\n  \
+         - name: south\n    base_url: \"http://127.0.0.1:8080/gw\"\n    username: \"u\"\n    \
+         password: \"${{PASS}}\"\n    terminal_id: 2\n{second_extra}{tail}"
+    )
+}
+
+#[test]
+fn a_credentials_list_is_read_with_its_default_and_a_single_paynet_section_is_the_default_credential()
+ {
+    let config = load(&two_credentials("    token_ttl: \"2h\"\n", ""), PASS_ENV).unwrap();
+    let names: Vec<&str> = config
+        .credentials()
+        .iter()
+        .map(|c| c.credential_name())
+        .collect();
+    assert_eq!(names, ["north", "south"]);
+    assert_eq!(
+        config.default_credential().credential_name(),
+        "north",
+        "the first"
+    );
+    assert_eq!(
+        config.credential("south").unwrap().token_ttl,
+        Some(Duration::from_secs(7200))
+    );
+    let config = load(
+        &two_credentials("", "default_credential: south\n"),
+        PASS_ENV,
+    )
+    .unwrap();
+    assert_eq!(config.default_credential().terminal_id, 2);
+
+    // Today's files: one `paynet:` section, named `default` (or its own `name`).
+    let config = load(&minimal_with(""), PASS_ENV).unwrap();
+    assert_eq!(config.credentials().len(), 1);
+    assert_eq!(config.default_credential().credential_name(), "default");
+    let config = load(&minimal_with("  name: \"merchant-17\""), PASS_ENV).unwrap();
+    assert_eq!(config.default_credential().credential_name(), "merchant-17");
+}
+
+#[test]
+fn a_credential_that_cannot_work_is_refused_naming_its_entry_and_line() {
+    // The second entry's ttl is not longer than its skew; the line is the second entry's, not the first's.
+    let text = two_credentials("    token_ttl: \"20s\"\n", "");
+    let message = assert_refused(
+        &load_err(&text, PASS_ENV),
+        &text,
+        "token_ttl: \"20s\"",
+        &["credentials[1].token_ttl", "credentials[1].expiry_skew"],
+    );
+    assert!(message.contains("credential `south`"), "{message}");
+}
+
+#[test]
+fn credentials_without_a_name_with_a_name_twice_or_an_unknown_default_are_refused() {
+    let text = two_credentials("", "").replace("  - name: south\n    base_url", "  - base_url");
+    let error = load_err(&text, PASS_ENV);
+    assert!(
+        matches!(&error, ConfigError::Refused { fields, .. } if fields == &["credentials[1].name"]),
+        "{error}"
+    );
+    assert!(error.to_string().contains("has no `name`"), "{error}");
+
+    let text = two_credentials("", "").replace("name: south", "name: north");
+    let error = load_err(&text, PASS_ENV);
+    assert!(
+        matches!(&error, ConfigError::Refused { fields, .. } if fields == &["credentials[1].name"]),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("a credential named `north` is already configured"),
+        "{error}"
+    );
+
+    let text = two_credentials("", "default_credential: west\n");
+    let error = load_err(&text, PASS_ENV);
+    assert!(
+        matches!(&error, ConfigError::Refused { fields, .. } if fields == &["default_credential"]),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("(configured: north, south)"),
+        "{error}"
+    );
+
+    let error = load_err("default_credential: north\n", PASS_ENV);
+    assert!(error.to_string().contains("no credential"), "{error}");
 }

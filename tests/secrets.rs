@@ -126,8 +126,8 @@ fn debug_of_configuration_redacts_password_and_key() {
     let config = Config::from_yaml_str(&yaml, "inline", &|_| None).unwrap();
     let debug = format!(
         "{config:?} {:?} {:?}",
-        config.paynet.login(),
-        config.paynet.store_options()
+        config.default_credential().login(),
+        config.default_credential().store_options()
     );
     assert_free_of_secrets("Debug of the configuration", &debug, &[]);
     assert!(

@@ -16,7 +16,8 @@ use tower_test::mock;
 fn config(yaml: &str) -> PaynetConfig {
     Config::from_yaml_str(yaml, "paynet.yaml", &|_| None)
         .unwrap()
-        .paynet
+        .default_credential()
+        .clone()
 }
 
 /// The token placement, the rejection code and the login path of the file are the ones the stack uses: the login

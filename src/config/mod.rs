@@ -46,22 +46,152 @@ use crate::token::source::DEFAULT_LOGIN_PATH;
 ///     }
 /// }))
 /// .unwrap();
-/// config.paynet.validate("paynet.json").unwrap();
-/// assert_eq!(config.paynet.token_field, TokenFieldConfig::Params);
+/// config.validate("paynet.json").unwrap();
+/// assert_eq!(config.default_credential().token_field, TokenFieldConfig::Params);
 ///
 /// #[cfg(feature = "yaml")]
 /// {
 ///     let yaml = "paynet:\n  base_url: https://gateway.example/gw\n  username: username_17627_56530\n  \
 ///                 password: ${PAYNET_PASSWORD}\n  terminal_id: 4027096\n";
 ///     let from_yaml = Config::from_yaml_str(yaml, "paynet.yaml", &|_| Some("secret".into())).unwrap();
-///     assert_eq!(from_yaml.paynet.terminal_id, config.paynet.terminal_id);
+///     assert_eq!(from_yaml.default_credential().terminal_id, config.default_credential().terminal_id);
 /// }
+/// ```
+///
+/// Several credentials (a terminal per merchant) are a `credentials:` list of the same settings, each with a
+/// `name`; requests choose one with a [`Credential`](crate::Credential) extension, and those without one get
+/// `default_credential` (the first by default):
+///
+/// ```
+/// # #[cfg(feature = "yaml")] {
+/// use paynet_auth::config::Config;
+///
+/// let yaml = "
+/// credentials:
+///   - name: north
+///     base_url: https://gateway.example/gw
+///     username: username_north
+///     password: ${NORTH_PASSWORD}
+///     terminal_id: 17
+///   - name: south
+///     base_url: https://gateway.example/gw
+///     username: username_south
+///     password: ${SOUTH_PASSWORD}
+///     terminal_id: 42
+/// default_credential: south
+/// ";
+/// let config = Config::from_yaml_str(yaml, "paynet.yaml", &|_| Some("secret".into())).unwrap();
+/// let names: Vec<&str> = config.credentials().iter().map(|c| c.credential_name()).collect();
+/// assert_eq!(names, ["north", "south"]);
+/// assert_eq!(config.default_credential().terminal_id, 42);
+/// # }
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// The Paynet integration.
-    pub paynet: PaynetConfig,
+    /// The Paynet integration, one credential (named `default` unless it has a `name`). Either this or
+    /// `credentials`, or both (this one first).
+    #[serde(default)]
+    pub paynet: Option<PaynetConfig>,
+    /// Several credentials, each with a distinct `name`.
+    #[serde(default)]
+    pub credentials: Vec<PaynetConfig>,
+    /// The name of the credential requests without a [`Credential`](crate::Credential) use. Defaults to the first.
+    #[serde(default)]
+    pub default_credential: Option<String>,
+}
+
+impl Config {
+    /// Every credential: `paynet` first, if there is one, then `credentials` in order.
+    pub fn credentials(&self) -> Vec<&PaynetConfig> {
+        self.paynet.iter().chain(&self.credentials).collect()
+    }
+
+    /// The credential named `name`.
+    pub fn credential(&self, name: &str) -> Option<&PaynetConfig> {
+        self.credentials()
+            .into_iter()
+            .find(|c| c.credential_name() == name)
+    }
+
+    /// The credential of requests without a [`Credential`](crate::Credential): `default_credential`, else the
+    /// first. Panics on a configuration that [`validate`](Self::validate) refuses (none at all, or an unknown
+    /// `default_credential`).
+    pub fn default_credential(&self) -> &PaynetConfig {
+        match &self.default_credential {
+            Some(name) => self
+                .credential(name)
+                .expect("default_credential names a credential (validate)"),
+            None => self
+                .credentials()
+                .first()
+                .copied()
+                .expect("at least one credential (validate)"),
+        }
+    }
+
+    /// Checks what [`PaynetConfig::validate`] checks, for every credential, and that there is at least one, that
+    /// each in `credentials` has a name no other has, and that `default_credential` names one of them.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        match self.refusal() {
+            None => Ok(()),
+            Some(refusal) => Err(ConfigError::Refused {
+                origin: origin.to_owned(),
+                fields: refusal.fields,
+                reason: refusal.reason,
+            }),
+        }
+    }
+
+    pub(crate) fn refusal(&self) -> Option<Refusal> {
+        if self.paynet.is_none() && self.credentials.is_empty() {
+            return Some(Refusal {
+                fields: owned(&["paynet", "credentials"]),
+                reason: "no credential: write a `paynet:` section, or a `credentials:` list".into(),
+            });
+        }
+        if let Some(refusal) = self.paynet.as_ref().and_then(PaynetConfig::refusal) {
+            return Some(refusal);
+        }
+        let mut seen: Vec<&str> = self.paynet.iter().map(|p| p.credential_name()).collect();
+        for (i, credential) in self.credentials.iter().enumerate() {
+            let at = format!("credentials[{i}]");
+            let Some(name) = credential.name.as_deref() else {
+                return Some(Refusal {
+                    fields: vec![format!("{at}.name")],
+                    reason: format!("`{at}` has no `name`: each of several credentials needs one"),
+                });
+            };
+            if seen.contains(&name) {
+                return Some(Refusal {
+                    fields: vec![format!("{at}.name")],
+                    reason: format!(
+                        "`{at}.name`: a credential named `{name}` is already configured; each name selects one"
+                    ),
+                });
+            }
+            seen.push(name);
+            if let Some(refusal) = credential.refusal() {
+                let rename = |text: &str| text.replace("paynet.", &format!("{at}."));
+                return Some(Refusal {
+                    fields: refusal.fields.iter().map(|f| rename(f)).collect(),
+                    reason: format!("credential `{name}`: {}", rename(&refusal.reason)),
+                });
+            }
+        }
+        if let Some(name) = &self.default_credential
+            && !seen.contains(&name.as_str())
+        {
+            return Some(Refusal {
+                fields: owned(&["default_credential"]),
+                reason: format!(
+                    "`default_credential` is `{name}`, which no credential is named (configured: {})",
+                    seen.join(", ")
+                ),
+            });
+        }
+        None
+    }
 }
 
 /// The store URL used when none is configured: a SQLite file in the working directory.
@@ -92,6 +222,10 @@ pub const DEFAULT_STORE_URL: &str = "sqlite://paynet-tokens.db";
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PaynetConfig {
+    /// The credential's name: what a request's [`Credential`](crate::Credential) names, and the `credential` label
+    /// of its metrics. Required in a `credentials:` list; `default` when absent.
+    #[serde(default)]
+    pub name: Option<String>,
     /// The gateway root; request paths are relative to it (`https://gateway.example/gw`). An `http` or `https`
     /// URL with a host: anything else is refused where it is read, with its line and column.
     #[serde(deserialize_with = "gateway_url")]
@@ -335,7 +469,7 @@ fn check_gateway_url(url: &str) -> Result<(), String> {
 
 /// One refused setting or combination: the fields by their names in the file, and why.
 pub(crate) struct Refusal {
-    pub(crate) fields: Vec<&'static str>,
+    pub(crate) fields: Vec<String>,
     pub(crate) reason: String,
 }
 
@@ -402,7 +536,7 @@ impl PaynetConfig {
             None => Ok(()),
             Some(refusal) => Err(ConfigError::Refused {
                 origin: origin.to_owned(),
-                fields: refusal.fields.iter().map(|f| (*f).to_owned()).collect(),
+                fields: refusal.fields,
                 reason: refusal.reason,
             }),
         }
@@ -412,7 +546,7 @@ impl PaynetConfig {
     pub(crate) fn refusal(&self) -> Option<Refusal> {
         if let Err(reason) = check_gateway_url(&self.base_url) {
             return Some(Refusal {
-                fields: vec!["paynet.base_url"],
+                fields: owned(&["paynet.base_url"]),
                 reason: format!("`paynet.base_url` {reason}"),
             });
         }
@@ -420,7 +554,7 @@ impl PaynetConfig {
             && ttl <= self.expiry_skew
         {
             return Some(Refusal {
-                fields: vec!["paynet.token_ttl", "paynet.expiry_skew"],
+                fields: owned(&["paynet.token_ttl", "paynet.expiry_skew"]),
                 reason: format!(
                     "`paynet.token_ttl` ({}) must be longer than `paynet.expiry_skew` ({}): a token is not used \
                      during its last expiry_skew, so it would never be used and every call would log in",
@@ -434,11 +568,11 @@ impl PaynetConfig {
             && window >= ttl.saturating_sub(self.expiry_skew)
         {
             return Some(Refusal {
-                fields: vec![
+                fields: owned(&[
                     "paynet.refresh_ahead",
                     "paynet.token_ttl",
                     "paynet.expiry_skew",
-                ],
+                ]),
                 reason: format!(
                     "`paynet.refresh_ahead` ({}) must be shorter than `paynet.token_ttl` ({}) less \
                      `paynet.expiry_skew` ({}): every token would be refreshed as soon as it arrived; `0s` turns \
@@ -462,16 +596,16 @@ impl PaynetConfig {
         {
             let (fields, store_part) = if in_memory {
                 (
-                    vec!["paynet.lease_ttl", "paynet.login_timeout"],
+                    owned(&["paynet.lease_ttl", "paynet.login_timeout"]),
                     String::new(),
                 )
             } else {
                 (
-                    vec![
+                    owned(&[
                         "paynet.lease_ttl",
                         "paynet.login_timeout",
                         "paynet.store.connect_timeout",
-                    ],
+                    ]),
                     format!(
                         " plus twice `paynet.store.connect_timeout` ({}: the re-read before and the save after \
                          the login are made under the lease too)",
@@ -493,7 +627,7 @@ impl PaynetConfig {
             && let Err(problem) = check_encryption_key(key)
         {
             return Some(Refusal {
-                fields: vec!["paynet.store.encryption_key"],
+                fields: owned(&["paynet.store.encryption_key"]),
                 reason: format!(
                     "`paynet.store.encryption_key` must be base64 of 32 bytes, got {problem}; make one with \
                      `openssl rand -base64 32`"
@@ -501,6 +635,11 @@ impl PaynetConfig {
             });
         }
         None
+    }
+
+    /// The credential's name: `name`, or `default`.
+    pub fn credential_name(&self) -> &str {
+        self.name.as_deref().unwrap_or("default")
     }
 
     /// The `login` token source of these settings.
@@ -539,6 +678,10 @@ impl PaynetConfig {
     pub fn url(&self, path: &str) -> String {
         crate::token::source::join_url(&self.base_url, path)
     }
+}
+
+fn owned(fields: &[&str]) -> Vec<String> {
+    fields.iter().map(|f| (*f).to_owned()).collect()
 }
 
 /// What is wrong with an encryption key, without a byte of it. An empty key counts as none.

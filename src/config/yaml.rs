@@ -31,7 +31,7 @@ impl Config {
     /// use paynet_auth::config::Config;
     /// let yaml = "paynet:\n  base_url: http://127.0.0.1:8080/gw\n  username: u\n  password: ${PASS}\n  terminal_id: 1\n";
     /// let config = Config::from_yaml_str(yaml, "inline", &|_| Some("p".into())).unwrap();
-    /// assert_eq!(config.paynet.terminal_id, 1);
+    /// assert_eq!(config.default_credential().terminal_id, 1);
     /// let error = Config::from_yaml_str(yaml, "inline", &|_| None).unwrap_err();
     /// assert_eq!(error.to_string(), "inline: line 4: environment variable `PASS` is not set");
     /// ```
@@ -57,7 +57,7 @@ impl Config {
             },
         })?;
         match Config::deserialize(value) {
-            Ok(config) => match config.paynet.refusal() {
+            Ok(config) => match config.refusal() {
                 None => Ok(config),
                 Some(refusal) => {
                     let line = refusal
@@ -125,15 +125,40 @@ fn expand_values(value: &mut Value, env: &dyn Fn(&str) -> Option<String>) -> Res
 
 /// The line where the last segment of a dotted field (`paynet.store.encryption_key`) is written as a key, if
 /// the file sets it rather than leaving it to its default.
+///
+/// For a field of an entry of `credentials` (`credentials[1].token_ttl`), the key is looked for from that entry's
+/// first line on, so that the line is the entry's, not the first entry's.
 fn line_of_key(text: &str, field: &str) -> Option<usize> {
     let key = field.rsplit('.').next().unwrap_or(field);
+    let is_key = |line: &str| {
+        let line = line.trim_start();
+        let line = line.strip_prefix("- ").unwrap_or(line).trim_start();
+        line.strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with(':'))
+    };
+    let from = match field
+        .strip_prefix("credentials[")
+        .and_then(|rest| rest.split(']').next())
+        .and_then(|index| index.parse::<usize>().ok())
+    {
+        Some(index) => {
+            let list = text
+                .lines()
+                .position(|line| line.trim_end().starts_with("credentials:"))?;
+            text.lines()
+                .enumerate()
+                .skip(list + 1)
+                .filter(|(_, line)| line.trim_start().starts_with("- "))
+                .nth(index)?
+                .0
+        }
+        None => 0,
+    };
     text.lines()
-        .position(|line| {
-            line.trim_start()
-                .strip_prefix(key)
-                .is_some_and(|rest| rest.trim_start().starts_with(':'))
-        })
-        .map(|i| i + 1)
+        .enumerate()
+        .skip(from)
+        .find(|(_, line)| is_key(line))
+        .map(|(i, _)| i + 1)
 }
 
 /// The first line that uses `${var}` or `${var:-…}` outside a comment.

@@ -13,12 +13,14 @@ pub(crate) async fn run(
     path: &str,
     method: &str,
     params: Option<&str>,
+    credential: Option<&str>,
 ) -> Result<ExitCode, String> {
-    let config = stack::load_config(config_path)?;
+    let file = stack::load_config(config_path)?;
+    let config = stack::credential(&file, credential)?;
     let params = stack::parse_params(params)?;
-    let ready = stack::stack(&config.paynet).await?;
+    let ready = stack::stack(config).await?;
     let service = stack::authorised(&ready);
-    let request = stack::rpc_request(&config.paynet, path, method, &params, 1)?;
+    let request = stack::rpc_request(config, path, method, &params, 1)?;
     let response = service
         .oneshot(request)
         .await
@@ -31,7 +33,7 @@ pub(crate) async fn run(
         .map_err(|e| {
             format!(
                 "reading the response from {} failed: {}",
-                config.paynet.url(path),
+                config.url(path),
                 crate::one_line(&*e)
             )
         })?
@@ -39,7 +41,7 @@ pub(crate) async fn run(
     let json: serde_json::Value = serde_json::from_slice(&body).map_err(|_| {
         format!(
             "{} answered HTTP {status} with a body that is not JSON ({} bytes)",
-            config.paynet.url(path),
+            config.url(path),
             body.len()
         )
     })?;
@@ -50,7 +52,7 @@ pub(crate) async fn run(
     match json.get("error") {
         Some(error) => eprintln!(
             "error: {} answered JSON-RPC error {} \"{}\"",
-            config.paynet.url(path),
+            config.url(path),
             error
                 .get("code")
                 .map_or("?".to_owned(), ToString::to_string),
@@ -58,7 +60,7 @@ pub(crate) async fn run(
         ),
         None => eprintln!(
             "error: {} answered HTTP {status} without a result",
-            config.paynet.url(path)
+            config.url(path)
         ),
     }
     Ok(ExitCode::FAILURE)

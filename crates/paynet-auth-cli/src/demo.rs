@@ -140,7 +140,7 @@ pub(crate) async fn run() -> Result<ExitCode, String> {
         })
         .map_err(|e| crate::one_line(&e))?;
     let demo = Demo {
-        config: config.paynet,
+        config: config.default_credential().clone(),
         sim,
     };
     println!(

@@ -35,6 +35,10 @@ pub(crate) struct LoadArgs {
     /// the baseline.
     #[arg(long)]
     bare: bool,
+    /// The credential to call as (its `name` in the configuration's `credentials:`). Defaults to the
+    /// configuration's default credential.
+    #[arg(long)]
+    credential: Option<String>,
 }
 
 /// How many of the failed calls [`Figures::top_errors`] names.
@@ -91,7 +95,9 @@ pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, 
     }
     let config = stack::load_config(config_path)?;
     let params = stack::parse_params(args.params.as_deref())?;
-    let ready = stack::stack(&config.paynet).await?;
+    let file = config;
+    let config = stack::credential(&file, args.credential.as_deref())?;
+    let ready = stack::stack(config).await?;
     let manager = ready.manager().clone();
     let progress = ProgressBar::new(args.requests);
     progress.set_style(
@@ -100,7 +106,7 @@ pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, 
     );
 
     // Both modes send the same prepared bytes, so the baseline differs from the layer only by the layer.
-    let url = config.paynet.url(&args.path);
+    let url = config.url(&args.path);
     let mut call =
         serde_json::json!({"jsonrpc": "2.0", "method": args.method, "id": 1, "params": params});
     // Checked once here, so that building each call's request below cannot fail.
@@ -127,7 +133,7 @@ pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, 
             .cached()
             .ok_or("the warm-up call left no token to send bare")?;
         let token = serde_json::Value::String(token.secret().expose_secret().to_owned());
-        match config.paynet.token_field {
+        match config.token_field {
             TokenFieldConfig::Params => call["params"]["token"] = token,
             TokenFieldConfig::TopLevel => call["token"] = token,
         }

@@ -36,11 +36,19 @@ enum Command {
         method: String,
         /// The params object as JSON. Defaults to {}.
         params: Option<String>,
+        /// The credential to call as (its `name` in the configuration's `credentials:`). Defaults to the
+        /// configuration's default credential.
+        #[arg(long)]
+        credential: Option<String>,
     },
     /// Drives many calls and prints one JSON line of figures.
     Load(load::LoadArgs),
     /// Shows, refreshes or clears the stored token.
     Token {
+        /// The credential whose token to show, refresh or clear (its `name` in the configuration's
+        /// `credentials:`). Defaults to the configuration's default credential.
+        #[arg(long, global = true)]
+        credential: Option<String>,
         #[command(subcommand)]
         action: token::TokenAction,
     },
@@ -108,9 +116,21 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             path,
             method,
             params,
-        } => call::run(&config_path, &path, &method, params.as_deref()).await,
+            credential,
+        } => {
+            call::run(
+                &config_path,
+                &path,
+                &method,
+                params.as_deref(),
+                credential.as_deref(),
+            )
+            .await
+        }
         Command::Load(args) => load::run(&config_path, args).await,
-        Command::Token { action } => token::run(&config_path, action).await,
+        Command::Token { action, credential } => {
+            token::run(&config_path, action, credential.as_deref()).await
+        }
         Command::Migrate => token::migrate(&config_path).await,
         Command::Simulate {
             listen,

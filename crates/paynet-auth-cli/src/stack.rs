@@ -35,6 +35,27 @@ pub(crate) fn load_config(path: &Path) -> Result<Config, String> {
     Config::from_yaml_file(path).map_err(|e| crate::one_line(&e))
 }
 
+/// The credential a command acts as: the one `--credential` names, else the configuration's default.
+pub(crate) fn credential<'a>(
+    config: &'a Config,
+    name: Option<&str>,
+) -> Result<&'a PaynetConfig, String> {
+    let Some(name) = name else {
+        return Ok(config.default_credential());
+    };
+    config.credential(name).ok_or_else(|| {
+        let known: Vec<&str> = config
+            .credentials()
+            .iter()
+            .map(|c| c.credential_name())
+            .collect();
+        format!(
+            "--credential {name}: no credential of that name in the configuration (configured: {})",
+            known.join(", ")
+        )
+    })
+}
+
 /// The manager and the layer of `config`, over its store, in one pass.
 pub(crate) async fn stack(config: &PaynetConfig) -> Result<Stack, String> {
     Stack::from_config(config)

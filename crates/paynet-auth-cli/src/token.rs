@@ -19,9 +19,13 @@ pub(crate) enum TokenAction {
     Clear,
 }
 
-pub(crate) async fn run(config_path: &Path, action: TokenAction) -> Result<ExitCode, String> {
-    let config = stack::load_config(config_path)?;
-    let ready = stack::stack(&config.paynet).await?;
+pub(crate) async fn run(
+    config_path: &Path,
+    action: TokenAction,
+    credential: Option<&str>,
+) -> Result<ExitCode, String> {
+    let file = stack::load_config(config_path)?;
+    let ready = stack::stack(stack::credential(&file, credential)?).await?;
     let manager = ready.manager();
     match action {
         TokenAction::Status => {
@@ -86,12 +90,19 @@ fn time(ms: i64) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
 
+/// Applies the migrations to the store of every credential (each once, however many credentials share it).
 pub(crate) async fn migrate(config_path: &Path) -> Result<ExitCode, String> {
     let config = stack::load_config(config_path)?;
-    let store =
-        paynet_auth::store::connect(&config.paynet.store.url, config.paynet.store_options())
+    let mut done: Vec<&str> = Vec::new();
+    for credential in config.credentials() {
+        if done.contains(&credential.store.url.as_str()) {
+            continue;
+        }
+        done.push(&credential.store.url);
+        let store = paynet_auth::store::connect(&credential.store.url, credential.store_options())
             .await
             .map_err(|e| crate::one_line(&e))?;
-    println!("migrations applied to {}", store.describe());
+        println!("migrations applied to {}", store.describe());
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -778,3 +778,67 @@ async fn simulate_logs_each_request_it_answers_at_debug_by_default_and_prints_it
     assert!(lines[0].contains("login"), "{}", lines[0]);
     assert!(!logged.contains(DEFAULT_PASSWORD), "{logged}");
 }
+
+/// A `credentials:` list: `--credential` picks the credential `call` and `token status` act as; without it the
+/// default (the first) acts; a name not configured is refused naming those that are. The second terminal's
+/// password is wrong, so its calls fail with the gateway's refusal while the first's succeed.
+#[tokio::test(flavor = "multi_thread")]
+async fn credential_picks_which_configured_credential_a_command_acts_as() {
+    let sim = Simulator::builder()
+        .start()
+        .await
+        .expect("simulator starts");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let entry = |name: &str, password: &str, terminal: u64| {
+        format!(
+            "  - name: {name}\n    base_url: \"{base}\"\n    username: \"{DEFAULT_USERNAME}\"\n    \
+             password: \"{password}\"\n    terminal_id: {terminal}\n    store:\n      url: \"sqlite://{db}\"\n",
+            base = sim.base_url(),
+            db = dir.path().join("tokens.db").display(),
+        )
+    };
+    let yaml = format!(
+        "credentials:\n{}{}",
+        entry("north", "${PAYNET_PASSWORD}", DEFAULT_TERMINAL_ID),
+        entry("south", "wrong-password", DEFAULT_TERMINAL_ID + 1),
+    );
+    let config = dir.path().join("paynet.yaml");
+    std::fs::write(&config, yaml).expect("the configuration is written");
+    let call = |credential: Option<&str>| {
+        let mut args = CATEGORIES.to_vec();
+        if let Some(name) = credential {
+            args.extend(["--credential", name]);
+        }
+        run(configured(&args, &config))
+    };
+
+    call(None).await.assert_success();
+    call(Some("north")).await.assert_success();
+    assert_eq!(
+        sim.stats().logins,
+        1,
+        "north logged in once, the second call used its stored token"
+    );
+    let refused = call(Some("south")).await;
+    let line = refused.assert_one_line_failure();
+    assert!(line.contains("token refresh failed"), "{line}");
+
+    let status = run(configured(
+        &["token", "status", "--credential", "south"],
+        &config,
+    ))
+    .await;
+    let key = status.field("key");
+    assert!(
+        key.contains(&(DEFAULT_TERMINAL_ID + 1).to_string()),
+        "{key}"
+    );
+    assert_eq!(status.field("token"), "none stored");
+
+    let unknown = call(Some("west")).await;
+    let line = unknown.assert_one_line_failure();
+    assert!(
+        line.contains("--credential west: no credential of that name in the configuration (configured: north, south)"),
+        "{line}"
+    );
+}
