@@ -806,6 +806,15 @@ fn credentials_without_a_name_with_a_name_twice_or_an_unknown_default_are_refuse
         "{error}"
     );
 
-    let error = load_err("default_credential: north\n", PASS_ENV);
-    assert!(error.to_string().contains("no credential"), "{error}");
+    let error = load_err("credentials: []\n", PASS_ENV);
+    assert!(
+        matches!(&error, ConfigError::Refused { fields, .. } if fields == &["paynet", "credentials"]),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("no credential: write a `paynet:` section"),
+        "{error}"
+    );
 }
