@@ -823,6 +823,20 @@ async fn credential_picks_which_configured_credential_a_command_acts_as() {
     let line = refused.assert_one_line_failure();
     assert!(line.contains("token refresh failed"), "{line}");
 
+    // `load` as south: every call fails on the refused login (one login, then the backoff), none is sent.
+    let mut args = LOAD.to_vec();
+    args.extend(["--credential", "south"]);
+    let figures = load_figures(&run(configured(&args, &config)).await);
+    assert_eq!(
+        (figures["ok"].as_u64(), figures["errors"].as_u64()),
+        (Some(0), Some(200))
+    );
+    assert_eq!(
+        sim.stats().calls_to("getCategoriesList"),
+        2,
+        "only north's two calls reached the gateway"
+    );
+
     let status = run(configured(
         &["token", "status", "--credential", "south"],
         &config,
