@@ -11,7 +11,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use paynet_auth::token::PaynetLogin;
-use paynet_auth::{PaynetAuthLayer, TokenManager};
+use paynet_auth::{Credential, PaynetAuthLayer, TokenManager};
 use tower::{Layer, Service, ServiceExt};
 
 struct Counting;
@@ -75,6 +75,13 @@ fn request(body: &Bytes) -> Request<Full<Bytes>> {
         .unwrap()
 }
 
+/// `request` naming `credential` in its extensions, as a service serving several credentials sends it.
+fn named(body: &Bytes, credential: &Credential) -> Request<Full<Bytes>> {
+    let mut request = request(body);
+    request.extensions_mut().insert(credential.clone());
+    request
+}
+
 fn layer_overhead(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -89,11 +96,31 @@ fn layer_overhead(c: &mut Criterion) {
     .build()
     .unwrap();
     let authorised = PaynetAuthLayer::new(manager).layer(gateway());
+    // Three terminals behind one layer, the request naming the third: one map lookup more than the above.
+    let terminal = |name: &str, id| {
+        TokenManager::builder(PaynetLogin::new(
+            "http://gateway.test/gw",
+            "u",
+            "p".into(),
+            id,
+        ))
+        .name(name)
+        .build()
+        .unwrap()
+    };
+    let several = PaynetAuthLayer::new(terminal("north", 1))
+        .credential(PaynetAuthLayer::new(terminal("east", 2)))
+        .credential(PaynetAuthLayer::new(terminal("south", 3)))
+        .layer(gateway());
+    let south = Credential::new("south");
     let bare = gateway();
     let body = request_body();
-    // Obtain the token once, so the benchmark measures the steady state.
+    // Obtain the tokens once, so the benchmark measures the steady state.
     runtime
         .block_on(authorised.clone().oneshot(request(&body)))
+        .unwrap();
+    runtime
+        .block_on(several.clone().oneshot(named(&body, &south)))
         .unwrap();
 
     let per_call = |f: &dyn Fn()| {
@@ -120,6 +147,23 @@ fn layer_overhead(c: &mut Criterion) {
         "allocations per call: bare {bare_allocs:.1}, through the layer {layer_allocs:.1}, added {:.1}",
         layer_allocs - bare_allocs
     );
+    let bare_named_allocs = per_call(&|| {
+        runtime.block_on(async {
+            let response = bare.clone().oneshot(named(&body, &south)).await.unwrap();
+            response.into_body().collect().await.unwrap();
+        })
+    });
+    let several_allocs = per_call(&|| {
+        runtime.block_on(async {
+            let response = several.clone().oneshot(named(&body, &south)).await.unwrap();
+            response.into_body().collect().await.unwrap();
+        })
+    });
+    println!(
+        "allocations per call naming a credential: bare {bare_named_allocs:.1}, through a layer of three \
+         credentials {several_allocs:.1}, added {:.1}",
+        several_allocs - bare_named_allocs
+    );
 
     let mut group = c.benchmark_group("layer_1kib");
     group.bench_function("bare", |b| {
@@ -131,6 +175,19 @@ fn layer_overhead(c: &mut Criterion) {
     group.bench_function("paynet_auth", |b| {
         b.to_async(&runtime).iter(|| async {
             let response = authorised.clone().oneshot(request(&body)).await.unwrap();
+            response.into_body().collect().await.unwrap()
+        })
+    });
+    // The same two with a `Credential` in the request: the extension's own cost is in both.
+    group.bench_function("bare_named", |b| {
+        b.to_async(&runtime).iter(|| async {
+            let response = bare.clone().oneshot(named(&body, &south)).await.unwrap();
+            response.into_body().collect().await.unwrap()
+        })
+    });
+    group.bench_function("paynet_auth_named_of_three", |b| {
+        b.to_async(&runtime).iter(|| async {
+            let response = several.clone().oneshot(named(&body, &south)).await.unwrap();
             response.into_body().collect().await.unwrap()
         })
     });
