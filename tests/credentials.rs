@@ -278,28 +278,34 @@ fn a_credential_name_served_twice_panics() {
     );
 }
 
-/// Two instances (a layer each, with both terminals), 50 concurrent callers per credential on each, on real
-/// threads over one store, from a cold start: one login per credential for the whole fleet, the other instance
-/// adopting it through the store.
+/// Two instances (a layer each, with both terminals, each instance with its own connection pool to one SQLite
+/// file), 50 concurrent callers per credential on each, on real threads, from a cold start: one login per
+/// credential for the whole fleet, the other instance adopting it through the store.
+#[cfg(feature = "sqlite")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_of_two_instances_logs_in_once_per_credential() {
+    use paynet_auth::store::{self, StoreOptions};
     let gateway = Gateway::default();
-    let store = MemoryStore::new();
-    let instance = |owner: &str| {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("tokens.db").display());
+    let mut fleet = Vec::new();
+    for owner in ["a", "b"] {
+        let pool = store::connect(&url, StoreOptions::default()).await.unwrap();
         let build = |name: &str| {
             TokenManager::builder(PaynetLogin::new(BASE, name, PASSWORD.into(), TERMINAL))
                 .name(name)
                 .owner(format!("{owner}-{name}"))
-                .store(store.clone())
+                .shared_store(pool.clone())
                 .poll_interval(Duration::from_millis(20))
                 .build()
                 .unwrap()
         };
-        PaynetAuthLayer::new(build("north"))
-            .credential(PaynetAuthLayer::new(build("south")))
-            .layer(gateway.service())
-    };
-    let fleet = [instance("a"), instance("b")];
+        fleet.push(
+            PaynetAuthLayer::new(build("north"))
+                .credential(PaynetAuthLayer::new(build("south")))
+                .layer(gateway.service()),
+        );
+    }
     let mut calls = Vec::new();
     for service in &fleet {
         for name in ["north", "south"] {
@@ -328,4 +334,51 @@ async fn a_fleet_of_two_instances_logs_in_once_per_credential() {
     assert_eq!(calls.len(), 200);
     assert_eq!(calls.iter().filter(|t| *t == "north-1").count(), 100);
     assert_eq!(calls.iter().filter(|t| *t == "south-1").count(), 100);
+}
+
+/// The layer takes the `Credential` out of the request, and nothing else: an extension of the caller's own still
+/// reaches the service below, on the first send and on the replay after a rejection.
+#[tokio::test(start_paused = true)]
+async fn the_callers_other_extensions_reach_the_service_below_first_and_on_replay() {
+    #[derive(Clone, Debug, PartialEq)]
+    struct TraceId(u64);
+    let seen: Arc<Mutex<Vec<(bool, Option<TraceId>)>>> = Arc::default();
+    let gateway = {
+        let seen = Arc::clone(&seen);
+        let logins = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        tower::service_fn(move |request: MockRequest| {
+            let (seen, logins) = (Arc::clone(&seen), Arc::clone(&logins));
+            async move {
+                if is_login(&request) {
+                    let n = logins.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    return Ok::<_, Infallible>(login_ok(&format!("T-{n}")));
+                }
+                seen.lock().unwrap().push((
+                    request.extensions().get::<Credential>().is_some(),
+                    request.extensions().get::<TraceId>().cloned(),
+                ));
+                let body = body_json(request.into_body()).await;
+                if body["params"]["token"] == "T-1" {
+                    return Ok(json_response(UNAUTHORIZED));
+                }
+                Ok(json_response(r#"{"jsonrpc":"2.0","id":1,"result":[]}"#))
+            }
+        })
+    };
+    let store = MemoryStore::new();
+    let service = PaynetAuthLayer::new(terminal("north", Duration::from_secs(60), &store))
+        .credential(PaynetAuthLayer::new(terminal(
+            "south",
+            Duration::from_secs(60),
+            &store,
+        )))
+        .layer(gateway);
+    let mut request = call(Some("south"));
+    request.extensions_mut().insert(TraceId(7));
+    service.oneshot(request).await.unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [(false, Some(TraceId(7))), (false, Some(TraceId(7)))],
+        "sent, rejected (T-1), replayed (T-2): the trace id both times, the credential neither"
+    );
 }

@@ -280,6 +280,10 @@ fn unavailable_and_timed_out_logins_are_counted_apart_and_serving_past_the_lifet
             manager.health(),
             Health::Degraded(Degradation::ServingPastLifetime)
         ));
+        assert_eq!(
+            manager.health().to_string(),
+            "degraded: the token endpoint is down; the last token is sent past its lifetime"
+        );
         // After the backoff, a call starts the next attempt in the background; this one hangs past the timeout.
         login.set_mode(FakeMode::Hang);
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -384,6 +388,10 @@ fn a_store_outage_is_counted_by_operation_and_kind_and_is_degraded_until_the_sto
             manager.health(),
             Health::Degraded(Degradation::StoreUnavailable)
         ));
+        assert_eq!(
+            manager.health().to_string(),
+            "degraded: the token store does not answer; tokens are kept in memory only"
+        );
         // The token obtained without the store is saved by a background task a second later.
         store.down.store(false, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(1100)).await;

@@ -71,9 +71,14 @@ impl Credentials {
         &self,
         extensions: &http::Extensions,
     ) -> Result<&Arc<ExchangePolicy>, Error> {
-        let Some(credential) = extensions.get::<Credential>() else {
-            return Ok(&self.default);
-        };
+        match extensions.get::<Credential>() {
+            None => Ok(&self.default),
+            Some(credential) => self.named(credential),
+        }
+    }
+
+    /// The policy for a request that named `credential`.
+    pub(crate) fn named(&self, credential: &Credential) -> Result<&Arc<ExchangePolicy>, Error> {
         self.by_name
             .get(credential.name())
             .ok_or_else(|| Error::UnknownCredential {

@@ -12,7 +12,7 @@ use tower_service::Service;
 use super::future::ResponseFuture;
 use super::layer::PaynetAuthLayer;
 use crate::error::{BoxError, Error};
-use crate::exchange::{Credentials, ResponseBody};
+use crate::exchange::{Credential, Credentials, ResponseBody};
 use crate::token::TokenManager;
 
 /// Authorises requests to the wrapped service with the manager's token. Made by [`PaynetAuthLayer`].
@@ -118,14 +118,24 @@ where
             .map_err(|e| Error::Inner(e.into()))
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         // The clone may not be ready; the one that poll_ready readied is the one to call, see
         // https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);
         // Without a `Credential` extension, the default: no lookup. A name the layer does not serve fails the call
-        // unsent.
-        match self.credentials.for_request(request.extensions()) {
+        // unsent. The credential is taken out of the request: nothing below needs it, and extensions left empty are
+        // dropped, so that the copy kept for a replay clones nothing (a map of one costs three allocations).
+        let chosen = match request.extensions_mut().remove::<Credential>() {
+            None => Ok(&self.credentials.default),
+            Some(credential) => {
+                if request.extensions().is_empty() {
+                    *request.extensions_mut() = http::Extensions::new();
+                }
+                self.credentials.named(&credential)
+            }
+        };
+        match chosen {
             Ok(policy) => ResponseFuture::new(ready, Arc::clone(policy), request),
             Err(error) => {
                 ResponseFuture::failed(ready, Arc::clone(&self.credentials.default), error)
