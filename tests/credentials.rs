@@ -342,7 +342,9 @@ async fn a_fleet_of_two_instances_logs_in_once_per_credential() {
 async fn the_callers_other_extensions_reach_the_service_below_first_and_on_replay() {
     #[derive(Clone, Debug, PartialEq)]
     struct TraceId(u64);
-    let seen: Arc<Mutex<Vec<(bool, Option<TraceId>)>>> = Arc::default();
+    /// Per send: whether it carried a `Credential`, and its trace id.
+    type Seen = Arc<Mutex<Vec<(bool, Option<TraceId>)>>>;
+    let seen: Seen = Arc::default();
     let gateway = {
         let seen = Arc::clone(&seen);
         let logins = Arc::new(std::sync::atomic::AtomicUsize::new(0));
