@@ -8,16 +8,15 @@ mod support;
 
 use std::collections::HashSet;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use metrics_util::{CompositeKey, MetricKind};
-use paynet_auth::store::{LeaseInfo, MemoryStore, TokenStore};
-use paynet_auth::token::{Degradation, Generation, TokenRecord};
-use paynet_auth::{Health, PaynetAuthLayer, StoreError, TokenError};
+use paynet_auth::store::{MemoryStore, TokenStore};
+use paynet_auth::token::{Degradation, Generation};
+use paynet_auth::{Health, PaynetAuthLayer, TokenError};
 use support::*;
 use tower::{Layer, ServiceExt};
 
@@ -313,55 +312,7 @@ fn unavailable_and_timed_out_logins_are_counted_apart_and_serving_past_the_lifet
     assert_eq!(durations, [0.2, 0.2, 1.0]);
 }
 
-/// A store that does not answer while `down` is set, a [`MemoryStore`] otherwise.
-#[derive(Clone, Default)]
-struct SwitchedStore {
-    inner: MemoryStore,
-    down: Arc<AtomicBool>,
-}
-
-impl SwitchedStore {
-    fn check(&self) -> Result<(), StoreError> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable {
-                store: "switched".into(),
-                source: "connection refused".into(),
-            });
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl TokenStore for SwitchedStore {
-    fn describe(&self) -> String {
-        "switched".into()
-    }
-    async fn load(&self, key: &str) -> Result<Option<TokenRecord>, StoreError> {
-        self.check()?;
-        self.inner.load(key).await
-    }
-    async fn save(&self, key: &str, record: &TokenRecord) -> Result<bool, StoreError> {
-        self.check()?;
-        self.inner.save(key, record).await
-    }
-    async fn try_lease(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
-        self.check()?;
-        self.inner.try_lease(key, owner, ttl).await
-    }
-    async fn release(&self, key: &str, owner: &str) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.release(key, owner).await
-    }
-    async fn clear(&self, key: &str) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.clear(key).await
-    }
-    async fn lease(&self, key: &str) -> Result<Option<LeaseInfo>, StoreError> {
-        self.check()?;
-        self.inner.lease(key).await
-    }
-}
+use support::switched::SwitchedStore;
 
 /// A store that does not answer: its failed read counted by operation and kind, the manager `Degraded` while it
 /// serves a token from memory, `Ready` again once the token obtained meanwhile is saved.
