@@ -133,14 +133,8 @@ impl Config {
     /// Checks what [`PaynetConfig::validate`] checks, for every credential, and that there is at least one, that
     /// each in `credentials` has a name no other has, and that `default_credential` names one of them.
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
-        match self.refusal() {
-            None => Ok(()),
-            Some(refusal) => Err(ConfigError::Refused {
-                origin: origin.to_owned(),
-                fields: refusal.fields,
-                reason: refusal.reason,
-            }),
-        }
+        self.refusal()
+            .map_or(Ok(()), |refusal| Err(refusal.at(origin)))
     }
 
     pub(crate) fn refusal(&self) -> Option<Refusal> {
@@ -473,6 +467,17 @@ pub(crate) struct Refusal {
     pub(crate) reason: String,
 }
 
+impl Refusal {
+    /// The error refusing these fields of the configuration read from `origin`.
+    fn at(self, origin: &str) -> ConfigError {
+        ConfigError::Refused {
+            origin: origin.to_owned(),
+            fields: self.fields,
+            reason: self.reason,
+        }
+    }
+}
+
 // An expanded `${VAR}` is always a string, so numbers must be accepted in either form. A visitor (rather than an
 // untagged enum) keeps the YAML parser's position in the error.
 fn number_or_numeric_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
@@ -532,14 +537,8 @@ impl PaynetConfig {
     ///     if fields == &["paynet.token_ttl", "paynet.expiry_skew"]));
     /// ```
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
-        match self.refusal() {
-            None => Ok(()),
-            Some(refusal) => Err(ConfigError::Refused {
-                origin: origin.to_owned(),
-                fields: refusal.fields,
-                reason: refusal.reason,
-            }),
-        }
+        self.refusal()
+            .map_or(Ok(()), |refusal| Err(refusal.at(origin)))
     }
 
     /// The first setting (or combination) that cannot work.

@@ -66,7 +66,9 @@ impl Credentials {
     }
 
     /// The policy for a request with these extensions: the default without a [`Credential`], else the named one;
-    /// no extension costs no lookup, a named credential one.
+    /// no extension costs no lookup, a named credential one. (The tower service takes the credential out of the
+    /// request instead, see `PaynetAuth::call`.)
+    #[cfg(feature = "reqwest")]
     pub(crate) fn for_request(
         &self,
         extensions: &http::Extensions,
