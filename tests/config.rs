@@ -818,3 +818,79 @@ fn credentials_without_a_name_with_a_name_twice_or_an_unknown_default_are_refuse
         "{error}"
     );
 }
+
+/// The line of a refusal is that of the entry it belongs to, however the file is laid out: a nested list in an
+/// earlier entry, a `paynet:` section written after the list, an entry without a name in the middle, a refusal of
+/// a setting the entry leaves to its default (the line of the one it sets).
+#[test]
+fn a_refusal_in_a_credentials_list_points_at_its_entrys_line() {
+    let entry = |name: &str, extra: &str| {
+        format!(
+            "  - {name}base_url: \"http://127.0.0.1:8080/gw\"\n    username: \"u\"\n    password: \"${{PASS}}\"\n    \
+             terminal_id: 1\n{extra}"
+        )
+    };
+    // Entry 0 with a nested list before a valid token_ttl; entry 1's token_ttl is refused.
+    let text = format!(
+        "credentials:\n{}{}",
+        entry(
+            "name: a\n    ",
+            "    store:\n      url: \"memory:\"\n      previous_encryption_keys:\n        - \"\"\n    token_ttl: \"12h\"\n"
+        ),
+        entry("name: b\n    ", "    token_ttl: \"10s\"\n"),
+    );
+    assert_refused(
+        &load_err(&text, PASS_ENV),
+        &text,
+        "token_ttl: \"10s\"",
+        &["credentials[1].token_ttl", "credentials[1].expiry_skew"],
+    );
+
+    // A `paynet:` section after the list: its own line, not the entry's.
+    let text = format!(
+        "credentials:\n{}paynet:\n  name: p\n  base_url: \"http://127.0.0.1:8080/gw\"\n  username: \"u\"\n  \
+         password: \"${{PASS}}\"\n  terminal_id: 2\n  token_ttl: \"10s\"\n",
+        entry("name: a\n    ", "    token_ttl: \"12h\"\n"),
+    );
+    assert_refused(
+        &load_err(&text, PASS_ENV),
+        &text,
+        "token_ttl: \"10s\"",
+        &["paynet.token_ttl", "paynet.expiry_skew"],
+    );
+
+    // The middle entry without a name: its first line, not the next entry's `name:`.
+    let text = format!(
+        "credentials:\n{}{}{}",
+        entry("name: a\n    ", ""),
+        entry("", ""),
+        entry("name: c\n    ", ""),
+    );
+    let error = load_err(&text, PASS_ENV);
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("  - base_url"))
+        .unwrap()
+        + 1;
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("line {line}: `credentials[1]` has no `name`")),
+        "{error}"
+    );
+
+    // Entry 1 sets only login_timeout, so its default lease_ttl is refused: the line of login_timeout.
+    let text = format!(
+        "credentials:\n{}{}",
+        entry("name: a\n    ", "    lease_ttl: \"60s\"\n"),
+        entry("name: b\n    ", "    login_timeout: \"40s\"\n"),
+    );
+    let error = load_err(&text, PASS_ENV);
+    let line = line_containing(&text, "login_timeout: \"40s\"");
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("line {line}: credential `b`")),
+        "{error}"
+    );
+}

@@ -63,7 +63,13 @@ impl Config {
                     let line = refusal
                         .fields
                         .iter()
-                        .find_map(|field| line_of_key(text, field));
+                        .find_map(|field| line_of_key(text, field))
+                        .or_else(|| {
+                            refusal
+                                .fields
+                                .first()
+                                .and_then(|field| line_of_entry(text, field))
+                        });
                     Err(ConfigError::Refused {
                         origin: origin.to_owned(),
                         fields: refusal.fields.iter().map(|f| (*f).to_owned()).collect(),
@@ -126,9 +132,11 @@ fn expand_values(value: &mut Value, env: &dyn Fn(&str) -> Option<String>) -> Res
 /// The line where the last segment of a dotted field (`paynet.store.encryption_key`) is written as a key, if
 /// the file sets it rather than leaving it to its default.
 ///
-/// For a field of an entry of `credentials` (`credentials[1].token_ttl`), the key is looked for from that entry's
-/// first line on, so that the line is the entry's, not the first entry's.
+/// The key is looked for inside the section the field belongs to: `paynet.…` in the `paynet:` section, wherever it
+/// is in the file, and `credentials[1].…` in that entry of the list (entries counted at the list's own indentation,
+/// so a nested list does not shift them).
 fn line_of_key(text: &str, field: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
     let key = field.rsplit('.').next().unwrap_or(field);
     let is_key = |line: &str| {
         let line = line.trim_start();
@@ -136,29 +144,58 @@ fn line_of_key(text: &str, field: &str) -> Option<usize> {
         line.strip_prefix(key)
             .is_some_and(|rest| rest.trim_start().starts_with(':'))
     };
-    let from = match field
-        .strip_prefix("credentials[")
-        .and_then(|rest| rest.split(']').next())
-        .and_then(|index| index.parse::<usize>().ok())
-    {
-        Some(index) => {
-            let list = text
-                .lines()
-                .position(|line| line.trim_end().starts_with("credentials:"))?;
-            text.lines()
-                .enumerate()
-                .skip(list + 1)
-                .filter(|(_, line)| line.trim_start().starts_with("- "))
-                .nth(index)?
-                .0
-        }
-        None => 0,
-    };
-    text.lines()
-        .enumerate()
-        .skip(from)
-        .find(|(_, line)| is_key(line))
-        .map(|(i, _)| i + 1)
+    let find = |from: usize, to: usize| (from..to).find(|&i| is_key(lines[i])).map(|i| i + 1);
+    if let Some((start, end)) = entry(&lines, field) {
+        return find(start, end);
+    }
+    match field.split_once('.') {
+        Some((top, _)) => section(&lines, top).and_then(|(from, to)| find(from, to)),
+        None => find(0, lines.len()),
+    }
+}
+
+/// The first line of the entry of `credentials` a field (`credentials[1].token_ttl`) belongs to: where a refusal
+/// of settings the entry leaves to their defaults, or of an entry without a `name`, is reported.
+fn line_of_entry(text: &str, field: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    entry(&lines, field).map(|(start, _)| start + 1)
+}
+
+/// The lines of the entry of `credentials` that `field` names, counted at the list's own indentation so that a
+/// nested list does not shift them; `None` for a field of no entry.
+fn entry(lines: &[&str], field: &str) -> Option<(usize, usize)> {
+    let index: usize = field
+        .strip_prefix("credentials[")?
+        .split(']')
+        .next()?
+        .parse()
+        .ok()?;
+    let (from, to) = section(lines, "credentials")?;
+    let indent = |line: &str| line.len() - line.trim_start().len();
+    let item = |line: &str| line.trim_start().starts_with("- ");
+    let list_indent = lines[from..to]
+        .iter()
+        .find(|l| item(l))
+        .map(|l| indent(l))?;
+    let entries: Vec<usize> = (from..to)
+        .filter(|&i| item(lines[i]) && indent(lines[i]) == list_indent)
+        .collect();
+    let start = *entries.get(index)?;
+    Some((start, entries.get(index + 1).copied().unwrap_or(to)))
+}
+
+/// The lines of the top-level section `name:`, from the one after its key to the next top-level key.
+fn section(lines: &[&str], name: &str) -> Option<(usize, usize)> {
+    let key = lines.iter().position(|line| {
+        line.strip_prefix(name)
+            .is_some_and(|rest| rest.trim_start().starts_with(':'))
+    })?;
+    let top_level = |line: &&str| !line.is_empty() && !line.starts_with([' ', '\t', '#', '-']);
+    let end = lines[key + 1..]
+        .iter()
+        .position(top_level)
+        .map_or(lines.len(), |i| key + 1 + i);
+    Some((key + 1, end))
 }
 
 /// The first line that uses `${var}` or `${var:-…}` outside a comment.
