@@ -795,6 +795,16 @@ fn credentials_without_a_name_with_a_name_twice_or_an_unknown_default_are_refuse
         "{error}"
     );
 
+    // An unnamed `paynet:` section is `default`: a list entry of that name clashes with it, and the message says so.
+    let text = minimal_with("") + &two_credentials("", "").replace("name: north", "name: default");
+    let error = load_err(&text, PASS_ENV);
+    assert!(
+        error
+            .to_string()
+            .contains("(the name of the `paynet:` section, which has no `name` of its own)"),
+        "{error}"
+    );
+
     let text = two_credentials("", "default_credential: west\n");
     let error = load_err(&text, PASS_ENV);
     assert!(

@@ -157,10 +157,17 @@ impl Config {
                 });
             };
             if seen.contains(&name) {
+                let implicit = match &self.paynet {
+                    Some(paynet) if paynet.name.is_none() && name == paynet.credential_name() => {
+                        " (the name of the `paynet:` section, which has no `name` of its own)"
+                    }
+                    _ => "",
+                };
                 return Some(Refusal {
                     fields: vec![format!("{at}.name")],
                     reason: format!(
-                        "`{at}.name`: a credential named `{name}` is already configured; each name selects one"
+                        "`{at}.name`: a credential named `{name}` is already configured{implicit}; each name \
+                         selects one"
                     ),
                 });
             }

@@ -29,6 +29,7 @@ pub(crate) async fn run(
     let manager = ready.manager();
     match action {
         TokenAction::Status => {
+            println!("credential: {}", manager.name());
             println!("key:        {}", manager.credential_key());
             println!("store:      {}", manager.store_description());
             // A store that does not answer is reported, not a reason to stop: health says what it means.

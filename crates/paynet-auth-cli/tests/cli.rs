@@ -842,6 +842,7 @@ async fn credential_picks_which_configured_credential_a_command_acts_as() {
         &config,
     ))
     .await;
+    assert_eq!(status.field("credential"), "south");
     let key = status.field("key");
     assert!(
         key.contains(&(DEFAULT_TERMINAL_ID + 1).to_string()),
