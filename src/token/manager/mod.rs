@@ -175,17 +175,8 @@ impl TokenManager {
     pub(crate) fn usable(&self, login: impl FnOnce() -> LoginSender) -> Option<UsableToken> {
         let guard = self.inner.current.load();
         let token = guard.as_ref()?;
-        if self.inner.is_rejected(token) {
-            return None;
-        }
-        let generation = token.generation();
-        match self.inner.standing(token.record()) {
-            Standing::Fresh => {}
-            Standing::Ahead => self.refresh_in_background(generation, login),
-            Standing::Stale if self.inner.is_served_stale(generation) => {
-                self.refresh_in_background(generation, login)
-            }
-            Standing::Stale => return None,
+        if self.inner.usable_standing(token)? != Standing::Fresh {
+            self.refresh_in_background(token.generation(), login);
         }
         Some(UsableToken(guard))
     }
@@ -305,7 +296,8 @@ enum Standing {
     Fresh,
     /// Inside its refresh window: send it, and refresh in the background.
     Ahead,
-    /// Past its lifetime (less the skew): wait for a refresh.
+    /// Past its lifetime (less the skew): wait for a refresh, unless it is served past its lifetime (static
+    /// stability), then send it and refresh in the background.
     Stale,
 }
 
@@ -336,6 +328,18 @@ impl Inner {
     }
 
     /// Whether the gateway rejected `token` (or a newer one).
+    /// Where a cached token stands if it may be sent: `None` when it was rejected, or is past its lifetime and not
+    /// served through an outage. What the hot path and `health` both ask.
+    fn usable_standing(&self, token: &ActiveToken) -> Option<Standing> {
+        if self.is_rejected(token) {
+            return None;
+        }
+        match self.standing(token.record()) {
+            Standing::Stale if !self.is_served_stale(token.generation()) => None,
+            standing => Some(standing),
+        }
+    }
+
     fn is_rejected(&self, token: &ActiveToken) -> bool {
         // Relaxed: a request that reads a stale value sends the rejected token once more, which the gateway
         // rejects again; no ordering with other memory is needed.

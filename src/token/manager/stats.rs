@@ -449,16 +449,9 @@ impl TokenManager {
     pub fn health(&self) -> Health {
         let inner = &self.inner;
         let current = inner.current.load();
-        let usable = current.as_ref().and_then(|token| {
-            if inner.is_rejected(token) {
-                return None;
-            }
-            match inner.standing(token.record()) {
-                Standing::Fresh | Standing::Ahead => Some(false),
-                Standing::Stale if inner.is_served_stale(token.generation()) => Some(true),
-                Standing::Stale => None,
-            }
-        });
+        let usable = current
+            .as_ref()
+            .and_then(|token| inner.usable_standing(token));
         if usable.is_none()
             && let Some((next_attempt, cause)) = inner.backoff()
         {
@@ -470,7 +463,7 @@ impl TokenManager {
         if inner.counters.store_down.load(Ordering::Relaxed) {
             return Health::Degraded(Degradation::StoreUnavailable);
         }
-        if usable == Some(true) {
+        if usable == Some(Standing::Stale) {
             return Health::Degraded(Degradation::ServingPastLifetime);
         }
         Health::Ready
