@@ -5,10 +5,10 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use paynet_auth::TokenError;
 use paynet_auth::clock::ManualClock;
 use paynet_auth::store::{MemoryStore, TokenStore};
-use paynet_auth::token::Generation;
+use paynet_auth::token::{ActiveToken, Generation};
+use paynet_auth::{TokenError, TokenManager};
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,15 +33,9 @@ async fn many_concurrent_callers_share_one_login() {
 async fn first_caller_dropped_mid_refresh_does_not_cancel_it() {
     let login = FakeLogin::with_latency(Duration::from_secs(1));
     let manager = manager_builder().build().unwrap();
-    let first = tokio::spawn({
-        let (manager, sender) = (manager.clone(), login.sender());
-        async move { manager.token(sender).await }
-    });
+    let first = spawn_token(&manager, &login);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let second = tokio::spawn({
-        let (manager, sender) = (manager.clone(), login.sender());
-        async move { manager.token(sender).await }
-    });
+    let second = spawn_token(&manager, &login);
     tokio::time::sleep(Duration::from_millis(100)).await;
     first.abort();
     assert!(first.await.unwrap_err().is_cancelled());
@@ -54,12 +48,7 @@ async fn every_waiter_gets_the_same_login_error() {
     let login = FakeLogin::with_latency(Duration::from_millis(100));
     login.set_mode(FakeMode::Refuse);
     let manager = manager_builder().build().unwrap();
-    let tasks: Vec<_> = (0..50)
-        .map(|_| {
-            let (manager, sender) = (manager.clone(), login.sender());
-            tokio::spawn(async move { manager.token(sender).await })
-        })
-        .collect();
+    let tasks: Vec<_> = (0..50).map(|_| spawn_token(&manager, &login)).collect();
     for task in tasks {
         match task.await.unwrap() {
             Err(TokenError::Login(cause)) => {
@@ -195,10 +184,7 @@ async fn caller_cancelled_at_any_point_of_a_refresh_leaves_no_stuck_waiter_or_le
         };
         let login = FakeLogin::with_latency(Duration::from_millis(20));
         let manager = manager_builder().store(store.clone()).build().unwrap();
-        let first = tokio::spawn({
-            let (manager, sender) = (manager.clone(), login.sender());
-            async move { manager.token(sender).await }
-        });
+        let first = spawn_token(&manager, &login);
         tokio::time::sleep(Duration::from_millis(cut_ms)).await;
         first.abort();
         let _ = first.await;
@@ -414,13 +400,19 @@ fn lease_shorter_than_login_timeout_is_refused() {
 async fn a_call_asking_past_the_refresh_in_flight_waits_it_out_and_asks_again() {
     let login = FakeLogin::with_latency(Duration::from_secs(1));
     let manager = manager_builder().build().unwrap();
-    let first = tokio::spawn({
-        let (manager, sender) = (manager.clone(), login.sender());
-        async move { manager.token(sender).await }
-    });
+    let first = spawn_token(&manager, &login);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let forced = manager.force_refresh(login.sender()).await.unwrap();
     assert_eq!(forced.generation(), Generation(1));
     assert_eq!(first.await.unwrap().unwrap().generation(), Generation(1));
     assert_eq!(login.attempts(), 1);
+}
+
+/// A caller asking `manager` for a token in a task of its own, with `login`'s sender.
+fn spawn_token(
+    manager: &TokenManager,
+    login: &FakeLogin,
+) -> tokio::task::JoinHandle<Result<Arc<ActiveToken>, TokenError>> {
+    let (manager, sender) = (manager.clone(), login.sender());
+    tokio::spawn(async move { manager.token(sender).await })
 }
