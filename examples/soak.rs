@@ -255,18 +255,6 @@ impl Proxy {
     }
 }
 
-/// A database URL without its password, for the output.
-fn redacted(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("****"));
-            parsed.to_string()
-        }
-        Ok(parsed) => parsed.to_string(),
-        Err(_) => "(unparsable URL)".to_owned(),
-    }
-}
-
 /// `host:port` of a database URL.
 fn host_port(url: &str) -> Result<String, BoxError> {
     let parsed = url::Url::parse(url)?;
@@ -844,7 +832,7 @@ async fn run() -> Result<bool, BoxError> {
         settings.concurrency,
         settings.expire_every,
         settings.payment_every,
-        redacted(&settings.postgres_url),
+        paynet_auth::redact::url(&settings.postgres_url),
         proxy.port,
     );
     let rss_before = rss_kib();

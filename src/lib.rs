@@ -17,10 +17,13 @@ pub mod error;
 #[cfg(feature = "hyper-client")]
 pub mod hyper_client;
 pub mod record;
+pub mod redact;
 #[cfg(feature = "reqwest")]
 pub mod reqwest_adapter;
 pub mod setup;
 pub mod store;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod token;
 
 mod exchange;

@@ -59,56 +59,9 @@ pub(super) fn not_compiled(backend: super::Backend, feature: &str) -> StoreError
     ))
 }
 
-/// The URL with its password (in the user info or a `password` query parameter) replaced by `****`.
-pub(super) fn redact(url: &str) -> String {
-    let Ok(mut parsed) = ::url::Url::parse(url) else {
-        // Not reachable for the schemes `connect` accepts, but never echo what might be a password.
-        return url.split_once(':').map_or_else(
-            || "<token store>".to_owned(),
-            |(scheme, _)| format!("{scheme}:****"),
-        );
-    };
-    if parsed.password().is_some() {
-        // Fails only for URLs that cannot have a password at all.
-        let _ = parsed.set_password(Some("****"));
-    }
-    let secret_param = |name: &str| name.to_ascii_lowercase().contains("pass");
-    if parsed.query_pairs().any(|(name, _)| secret_param(&name)) {
-        let pairs: Vec<(String, String)> = parsed
-            .query_pairs()
-            .map(|(name, value)| {
-                let value = if secret_param(&name) {
-                    "****".to_owned()
-                } else {
-                    value.into_owned()
-                };
-                (name.into_owned(), value)
-            })
-            .collect();
-        parsed.query_pairs_mut().clear().extend_pairs(pairs);
-    }
-    parsed.to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            redact("postgres://user:hunter2@db:5432/x"),
-            "postgres://user:****@db:5432/x"
-        );
-        assert_eq!(redact("mysql://root@db/x"), "mysql://root@db/x");
-        let redacted = redact("postgres://db/x?user=a&password=hunter2&sslmode=disable");
-        assert!(!redacted.contains("hunter2"), "{redacted}");
-        assert!(redacted.contains("sslmode=disable"), "{redacted}");
-        assert_eq!(redact("sqlite::memory:"), "sqlite::memory:");
-        assert_eq!(redact("sqlite:///tmp/a.db"), "sqlite:///tmp/a.db");
-    }
-
-    /// The messages the servers send for each kind (MySQL/MariaDB errors arrive without their number).
 
     #[test]
     fn parses_targets() {

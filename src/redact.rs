@@ -1,0 +1,245 @@
+//! The one redactor for every URL or connection string the project prints, logs or puts in an error: store URLs,
+//! proxy URLs, gateway URLs.
+//!
+//! It does not lean on a URL parser, because the URLs it must hide secrets in are the ones a parser gets wrong: a
+//! password with `#`, `@`, `?`, `/` or `%` written as it is (`postgres://app:p@ss#word@db/pay`) makes a parser end
+//! the authority early and print the rest of the password as a host or a fragment. It errs on the side of hiding.
+
+/// Query and connection-string parameters whose values are secrets (compared without case): libpq's `password`
+/// and `sslpassword`, MySQL's `pass`, and the usual token names.
+fn is_secret_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name.contains("pass")
+        || name.contains("secret")
+        || matches!(
+            name.as_str(),
+            "token" | "access_token" | "api_key" | "apikey" | "auth"
+        )
+}
+
+const MASK: &str = "****";
+
+/// `text` with every secret it may hold replaced by `****`: the password of a URL's user part (the user name is
+/// kept, so an operator can tell which account is meant), the values of `password=`, `sslpassword=`, `pass=`
+/// (and other secret-named) query parameters, and the same parameters in a libpq `key=value` connection string.
+/// Anything else is returned as it is.
+///
+/// ```
+/// use paynet_auth::redact::url;
+///
+/// assert_eq!(url("postgres://app:hunter2@db:5432/pay"), "postgres://app:****@db:5432/pay");
+/// // A password written with the characters that end a URL's parts early is hidden whole.
+/// assert_eq!(url("postgres://app:p@ss#w/rd?x%@db/pay"), "postgres://app:****@db/pay");
+/// assert_eq!(
+///     url("postgres://db/pay?user=app&password=hunter2&sslmode=require"),
+///     "postgres://db/pay?user=app&password=****&sslmode=require",
+/// );
+/// assert_eq!(url("http://proxy-user:pw@proxy.internal:3128"), "http://proxy-user:****@proxy.internal:3128");
+/// assert_eq!(url("host=db user=app password=hunter2"), "host=db user=app password=****");
+/// assert_eq!(url("sqlite:///var/lib/paynet/token.db"), "sqlite:///var/lib/paynet/token.db");
+/// ```
+pub fn url(text: &str) -> String {
+    let Some(scheme_end) = text.find("://") else {
+        return redact_key_values(text);
+    };
+    let (scheme, rest) = (&text[..scheme_end], &text[scheme_end + 3..]);
+    let (authority, tail) = split_authority(rest);
+    let mut out = String::with_capacity(text.len());
+    out.push_str(scheme);
+    out.push_str("://");
+    match authority.rsplit_once('@') {
+        // The user/password separator is the first `:` (a user name has none, a password may).
+        Some((userinfo, host)) => {
+            match userinfo.split_once(':') {
+                Some((user, _password)) => {
+                    out.push_str(user);
+                    out.push(':');
+                    out.push_str(MASK);
+                }
+                None => out.push_str(userinfo),
+            }
+            out.push('@');
+            out.push_str(host);
+        }
+        None => out.push_str(authority),
+    }
+    out.push_str(&redact_query(tail));
+    out
+}
+
+/// Splits what follows `scheme://` into the authority and the rest. The authority ends at the last `@` whose
+/// following text up to the next `/`, `?`, `#` or the end looks like a host and port; without such an `@`, at the
+/// first `/`, `?` or `#`.
+fn split_authority(rest: &str) -> (&str, &str) {
+    let host_end = |from: usize| {
+        rest[from..]
+            .find(['/', '?', '#'])
+            .map_or(rest.len(), |i| from + i)
+    };
+    let looks_like_host = |host: &str| {
+        !host.is_empty()
+            && host.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']' | '%')
+            })
+    };
+    let mut at = rest.len();
+    while let Some(i) = rest[..at].rfind('@') {
+        let end = host_end(i + 1);
+        if looks_like_host(&rest[i + 1..end]) {
+            return rest.split_at(end);
+        }
+        at = i;
+    }
+    rest.split_at(host_end(0))
+}
+
+/// The path, query and fragment with secret-named query values masked. A secret value runs to the next
+/// `&name=` or the end, so that a password holding `&`, `#` or `?` is hidden whole.
+fn redact_query(tail: &str) -> String {
+    let Some(query_start) = tail.find('?') else {
+        return tail.to_owned();
+    };
+    let (path, query) = tail.split_at(query_start + 1);
+    let mut out = String::with_capacity(tail.len());
+    out.push_str(path);
+    let mut rest = query;
+    let mut first = true;
+    while !rest.is_empty() {
+        if !first {
+            out.push('&');
+        }
+        first = false;
+        let name_end = rest.find(['=', '&']).unwrap_or(rest.len());
+        let name = &rest[..name_end];
+        if rest[name_end..].starts_with('=') && is_secret_name(name) {
+            out.push_str(name);
+            out.push('=');
+            out.push_str(MASK);
+            let value = &rest[name_end + 1..];
+            rest = next_parameter(value).map_or("", |next| &value[next + 1..]);
+        } else {
+            let end = rest.find('&').unwrap_or(rest.len());
+            out.push_str(&rest[..end]);
+            rest = rest.get(end + 1..).unwrap_or("");
+        }
+    }
+    out
+}
+
+/// Where the next `&name=` starts in a secret value (the index of its `&`), if anywhere.
+fn next_parameter(value: &str) -> Option<usize> {
+    value.match_indices('&').map(|(i, _)| i).find(|&i| {
+        let after = &value[i + 1..];
+        let name_len = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            .unwrap_or(after.len());
+        name_len > 0 && after[name_len..].starts_with('=')
+    })
+}
+
+/// A libpq-style `key=value key='quoted value'` string with secret-named values masked.
+fn redact_key_values(text: &str) -> String {
+    if !text.contains('=') {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(eq) = rest.find('=') {
+        let name_start = rest[..eq].rfind(char::is_whitespace).map_or(0, |i| i + 1);
+        let name = rest[name_start..eq].trim();
+        out.push_str(&rest[..=eq]);
+        let value = &rest[eq + 1..];
+        let value_end = if let Some(quoted) = value.strip_prefix('\'') {
+            quoted.find('\'').map_or(value.len(), |i| i + 2)
+        } else {
+            value.find(char::is_whitespace).unwrap_or(value.len())
+        };
+        if is_secret_name(name) {
+            out.push_str(MASK);
+        } else {
+            out.push_str(&value[..value_end]);
+        }
+        rest = &value[value_end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url;
+
+    #[test]
+    fn user_part_passwords_are_hidden_whole() {
+        for password in [
+            "hunter2",
+            "p@ss#word",
+            "a/b?c",
+            "50%off",
+            "p@ss#wordX",
+            "::colons::",
+            "a@b@c",
+            "q?x=1&password=2",
+        ] {
+            for rest in [
+                "db:5432/pay",
+                "db/pay?sslmode=require",
+                "db",
+                "[::1]:5432/x",
+            ] {
+                let text = format!("postgres://app:{password}@{rest}");
+                let shown = url(&text);
+                assert_eq!(shown, format!("postgres://app:****@{rest}"), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn secret_query_values_are_hidden_whole() {
+        assert_eq!(
+            url("postgres://db/x?user=a&password=hunter2&sslmode=disable"),
+            "postgres://db/x?user=a&password=****&sslmode=disable"
+        );
+        assert_eq!(
+            url("postgres://db/x?sslpassword=k3y&sslkey=/etc/k.pem"),
+            "postgres://db/x?sslpassword=****&sslkey=/etc/k.pem"
+        );
+        assert_eq!(
+            url("mysql://root@db/x?pass=s#e?c&r/e%t"),
+            "mysql://root@db/x?pass=****"
+        );
+        assert_eq!(
+            url("postgres://db/x?password=a&b#c&sslmode=require"),
+            "postgres://db/x?password=****&sslmode=require"
+        );
+        assert_eq!(
+            url("postgres://u:p@db/x?PASSWORD=two"),
+            "postgres://u:****@db/x?PASSWORD=****"
+        );
+    }
+
+    #[test]
+    fn what_holds_no_secret_is_kept() {
+        for text in [
+            "mysql://root@db/x",
+            "sqlite::memory:",
+            "sqlite:///tmp/a.db",
+            "memory:",
+            "https://gateway.example:8443/gw",
+            "http://proxy.internal:3128",
+            "postgres://db/x?user=a@b&sslmode=require",
+            "",
+        ] {
+            assert_eq!(url(text), text);
+        }
+    }
+
+    #[test]
+    fn connection_strings_are_redacted() {
+        assert_eq!(
+            url("host=db password='a b c' user=app"),
+            "host=db password=**** user=app"
+        );
+        assert_eq!(url("host=db password=x"), "host=db password=****");
+    }
+}
