@@ -14,13 +14,14 @@ use super::handle::Simulator;
 use super::login::{Account, LoginFailure};
 use super::server;
 use super::state::{State, Switches};
+use super::tls::ServerTls;
 use super::{DEFAULT_PASSWORD, DEFAULT_ROOT, DEFAULT_TERMINAL_ID, DEFAULT_USERNAME};
 
 /// Configures a [`Simulator`]; made by [`Simulator::builder`].
 ///
 /// Defaults: the ticket's test account ([`DEFAULT_USERNAME`], [`DEFAULT_PASSWORD`], [`DEFAULT_TERMINAL_ID`]),
-/// root [`DEFAULT_ROOT`], address `127.0.0.1:0`, several sessions per terminal allowed, tokens that never expire,
-/// no login latency, no injected failure, random tokens.
+/// root [`DEFAULT_ROOT`], address `127.0.0.1:0`, plain HTTP, several sessions per terminal allowed, tokens that
+/// never expire, no login latency, no injected failure, random tokens.
 #[must_use = "a SimulatorBuilder does nothing until it is started"]
 pub struct SimulatorBuilder {
     username: String,
@@ -30,6 +31,7 @@ pub struct SimulatorBuilder {
     addr: SocketAddr,
     seed: Option<u64>,
     switches: Switches,
+    tls: Option<ServerTls>,
 }
 
 impl Default for SimulatorBuilder {
@@ -42,6 +44,7 @@ impl Default for SimulatorBuilder {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             seed: None,
             switches: Switches::default(),
+            tls: None,
         }
     }
 }
@@ -56,6 +59,7 @@ impl fmt::Debug for SimulatorBuilder {
             .field("addr", &self.addr)
             .field("seed", &self.seed)
             .field("switches", &self.switches)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -130,6 +134,30 @@ impl SimulatorBuilder {
         self
     }
 
+    /// Serves HTTPS instead of plain HTTP: every connection starts with a TLS handshake (one that fails is logged
+    /// at DEBUG, counted in [`SimStats::tls_handshake_failures`](crate::SimStats::tls_handshake_failures) and
+    /// dropped), then speaks HTTP/1.1, and [`Simulator::base_url`] starts with `https://`.
+    ///
+    /// ```
+    /// use paynet_sim::Simulator;
+    /// use paynet_sim::tls::ServerTls;
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// tokio_test::block_on(async {
+    ///     let (tls, authority) = ServerTls::generated();
+    ///     let sim = Simulator::builder().tls(tls).start().await?;
+    ///     assert!(sim.base_url().starts_with("https://127.0.0.1:"));
+    ///     // Point the client under test at sim.base_url(), trusting authority.cert_pem() as its CA.
+    ///     # drop(authority);
+    ///     Ok(())
+    /// })
+    /// # }
+    /// ```
+    pub fn tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Binds the configured address and starts serving in a background task.
     ///
     /// # Errors
@@ -149,8 +177,9 @@ impl SimulatorBuilder {
     pub fn start_on(self, listener: TcpListener) -> io::Result<Simulator> {
         let addr = listener.local_addr()?;
         let root = self.root.clone();
+        let tls = self.tls.clone();
         let state = Arc::new(self.into_state());
-        Ok(Simulator::spawn(state, listener, addr, &root))
+        Ok(Simulator::spawn(state, listener, addr, &root, tls))
     }
 
     /// Serves on `listener` in the current task until `shutdown` completes, then shuts down gracefully; for a
@@ -170,8 +199,10 @@ impl SimulatorBuilder {
     /// When the listener's local address cannot be read.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future) -> io::Result<()> {
         let addr = listener.local_addr()?;
-        tracing::debug!(url = %format!("http://{addr}{}", self.root), "gateway simulator serving");
-        server::run(Arc::new(self.into_state()), listener, shutdown).await;
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        tracing::debug!(url = %format!("{scheme}://{addr}{}", self.root), "gateway simulator serving");
+        let acceptor = self.tls.as_ref().map(ServerTls::acceptor);
+        server::run(Arc::new(self.into_state()), listener, acceptor, shutdown).await;
         Ok(())
     }
 

@@ -14,6 +14,7 @@ use super::login::LoginFailure;
 use super::server;
 use super::state::State;
 use super::stats::SimStats;
+use super::tls::ServerTls;
 
 /// A running gateway simulator on loopback.
 ///
@@ -95,14 +96,22 @@ impl Simulator {
         listener: TcpListener,
         addr: SocketAddr,
         root: &str,
+        tls: Option<ServerTls>,
     ) -> Self {
         let (stop, mut stopped) = watch::channel(false);
         let shutdown = async move {
             // An error means the handle is gone, which is a reason to stop as good as any.
             let _ = stopped.wait_for(|stop| *stop).await;
         };
-        let task = tokio::spawn(server::run(Arc::clone(&state), listener, shutdown));
-        let base_url = format!("http://{addr}{root}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let acceptor = tls.as_ref().map(ServerTls::acceptor);
+        let task = tokio::spawn(server::run(
+            Arc::clone(&state),
+            listener,
+            acceptor,
+            shutdown,
+        ));
+        let base_url = format!("{scheme}://{addr}{root}");
         tracing::debug!(url = %base_url, "gateway simulator started");
         Self {
             state,
@@ -113,7 +122,8 @@ impl Simulator {
         }
     }
 
-    /// The gateway root URL, such as `http://127.0.0.1:40123/gw`; endpoints are `{base_url}/v2/user` and so on.
+    /// The gateway root URL, such as `http://127.0.0.1:40123/gw` (`https://` when started with
+    /// [`SimulatorBuilder::tls`]); endpoints are `{base_url}/v2/user` and so on.
     pub fn base_url(&self) -> &str {
         &self.base_url
     }

@@ -2,7 +2,8 @@
 //!
 //! The [`Simulator`] is a small HTTP/1.1 server on loopback that speaks the gateway's JSON-RPC 2.0 dialect
 //! closely enough to exercise a client end to end, and that can be told to misbehave the ways a real gateway
-//! does (slow logins, outages, lost connections, sessions that end early).
+//! does (slow logins, outages, lost connections, sessions that end early). It serves plain HTTP, or HTTPS with
+//! [`SimulatorBuilder::tls`] and the certificates the [`tls`] module makes (client certificates too).
 //!
 //! # Endpoints
 //!
@@ -52,6 +53,7 @@ mod reply;
 mod server;
 mod state;
 mod stats;
+pub mod tls;
 mod transaction;
 
 pub use builder::SimulatorBuilder;

@@ -1,4 +1,4 @@
-//! The accept loop and the HTTP/1.1 connections, with a graceful shutdown.
+//! The accept loop and the HTTP/1.1 connections (over TLS when configured), with a graceful shutdown.
 
 use std::future::Future;
 use std::io;
@@ -9,9 +9,11 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use super::gateway::{self, Ctx};
 use super::state::State;
@@ -23,8 +25,14 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// out of file descriptors), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Serves `listener` until `shutdown` completes, then lets open connections finish for a while.
-pub(crate) async fn run(state: Arc<State>, listener: TcpListener, shutdown: impl Future) {
+/// Serves `listener` until `shutdown` completes, then lets open connections finish for a while. With `tls`,
+/// every connection starts with a TLS handshake.
+pub(crate) async fn run(
+    state: Arc<State>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future,
+) {
     let (stop, stopped) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -36,11 +44,12 @@ pub(crate) async fn run(state: Arc<State>, listener: TcpListener, shutdown: impl
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    state.count_connection();
                     let ctx = Ctx {
                         state: Arc::clone(&state),
                         shutdown: stopped.clone(),
                     };
-                    connections.spawn(serve_connection(stream, peer, ctx));
+                    connections.spawn(serve_connection(stream, peer, tls.clone(), ctx));
                 }
                 Err(error) if is_per_connection(&error) => {
                     tracing::debug!(%error, "gateway simulator: a connection failed while being accepted");
@@ -79,9 +88,35 @@ fn is_per_connection(error: &io::Error) -> bool {
     )
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, ctx: Ctx) {
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor>, ctx: Ctx) {
     // Small JSON answers should leave at once rather than wait for Nagle.
     let _ = stream.set_nodelay(true);
+    let Some(acceptor) = tls else {
+        return serve_http(stream, peer, ctx).await;
+    };
+    // No handshake timeout of its own: tests run this on tokio's paused clock, which jumps to the next timer
+    // whenever every task waits on the network, and would cut handshakes short. A client that never finishes
+    // its handshake holds only this task, which shutdown ends.
+    let handshake = tokio::select! {
+        handshake = acceptor.accept(stream) => handshake,
+        () = ctx.stopped() => return,
+    };
+    match handshake {
+        Ok(stream) => {
+            ctx.state.count_tls_handshake(true);
+            serve_http(stream, peer, ctx).await;
+        }
+        Err(error) => {
+            ctx.state.count_tls_handshake(false);
+            tracing::debug!(%peer, %error, "gateway simulator: TLS handshake failed, connection dropped");
+        }
+    }
+}
+
+async fn serve_http<S>(stream: S, peer: SocketAddr, ctx: Ctx)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let stopping = ctx.clone();
     let service = service_fn(move |request| gateway::handle(ctx.clone(), request));
     let connection = http1::Builder::new()

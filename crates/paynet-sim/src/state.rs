@@ -118,6 +118,20 @@ impl State {
         self.counted(|inner| inner.stats.requests += 1);
     }
 
+    pub(crate) fn count_connection(&self) {
+        self.counted(|inner| inner.stats.connections += 1);
+    }
+
+    pub(crate) fn count_tls_handshake(&self, ok: bool) {
+        self.counted(|inner| {
+            if ok {
+                inner.stats.tls_handshakes += 1;
+            } else {
+                inner.stats.tls_handshake_failures += 1;
+            }
+        });
+    }
+
     /// Counts a login attempt as in flight until the returned guard is dropped.
     pub(crate) fn login_started(self: &Arc<Self>) -> LoginInFlight {
         self.counted(|inner| {

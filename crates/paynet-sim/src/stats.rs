@@ -9,6 +9,16 @@ use std::collections::BTreeMap;
 pub struct SimStats {
     /// Every HTTP request received, whatever became of it.
     pub requests: u64,
+    /// TCP connections accepted, whatever became of them. Far fewer than [`requests`](Self::requests) means the
+    /// client reuses its connections.
+    pub connections: u64,
+    /// TLS handshakes completed (a simulator serving HTTPS only, see
+    /// [`SimulatorBuilder::tls`](super::SimulatorBuilder::tls)). Far fewer than the calls means the client
+    /// reuses its TLS connections rather than paying a handshake per call.
+    pub tls_handshakes: u64,
+    /// TLS handshakes that failed: a client that does not trust the server's certificate, one without the client
+    /// certificate the server requires, one speaking plain HTTP to the HTTPS port. The connection is dropped.
+    pub tls_handshake_failures: u64,
     /// Every `login` request, including those that failed or were made to fail.
     pub login_attempts: u64,
     /// Logins that issued a token.
