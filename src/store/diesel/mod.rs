@@ -2,9 +2,10 @@
 //! public [`DieselStore`] and [`Backend`], and the [`TokenStore`] entry points, which check their arguments and run
 //! each operation as a task of its own.
 //!
-//! The rest is split by concern: `url` reads the URL, `pool` holds the connections, `rows` maps records to rows,
-//! `operations` runs the statements, `postgres`, `sqlite` and `mysql` hold what differs per backend,
-//! `migrations` creates the tables, and `failure` sorts errors by what the caller should do.
+//! The rest is split by concern: `url` reads the URL, `tls` its TLS parameters (and connects with them), `pool`
+//! holds the connections, `rows` maps records to rows, `operations` runs the statements, `postgres`, `sqlite` and
+//! `mysql` hold what differs per backend, `migrations` creates the tables, and `failure` sorts errors by what the
+//! caller should do.
 
 use std::fmt;
 use std::future::Future;
@@ -15,11 +16,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use self::pool::{LastError, Pools, build_pool};
-use self::url::{Target, redact};
+use self::url::Target;
 use super::cipher::KeyRing;
 use super::{LeaseInfo, StoreOptions, TokenStore};
 use crate::error::StoreError;
 use crate::record::{Generation, TokenRecord};
+use crate::redact::url as redact;
 
 mod failure;
 mod migrations;
@@ -32,6 +34,8 @@ mod postgres;
 mod rows;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod tls;
 mod url;
 
 /// Longest credential key and lease owner the tables hold (`VARCHAR(255)`). Checked up front so that every backend
@@ -93,7 +97,36 @@ impl fmt::Display for Backend {
 /// Connections come from a bb8 pool that is created empty: [`connect`](Self::connect) succeeds while the database
 /// is down, so that a service can start and serve from memory (degraded mode). Each call then waits at most
 /// [`StoreOptions::connect_timeout`] for a connection and fails with [`StoreError::Unavailable`]; once the
-/// database is back, calls succeed again without a restart. PostgreSQL connections are made without TLS.
+/// database is back, calls succeed again without a restart.
+///
+/// Connections to PostgreSQL and MySQL/MariaDB use TLS as the URL asks (rustls, ring provider), and the
+/// migrations run over the same connections:
+///
+/// - PostgreSQL takes libpq's parameters, with libpq's meaning: `sslmode` = `disable`, `prefer` (the default:
+///   TLS when the server offers it), `require`, `verify-ca` or `verify-full`; `sslrootcert` (the CA file;
+///   `prefer` and `require` then verify the chain too, as libpq does; libpq's default `~/.postgresql/root.crt`
+///   is used when it exists); `sslcert` and `sslkey` (a client certificate, both or neither).
+/// - MySQL/MariaDB takes the MySQL client's `ssl-mode` = `DISABLED`, `PREFERRED` (the default), `REQUIRED`,
+///   `VERIFY_CA` or `VERIFY_IDENTITY`, `ssl-ca`, `ssl-cert` and `ssl-key` (an RSA key), or mysql_async's own
+///   `require_ssl`, `verify_ca`, `verify_identity` and `built_in_roots`.
+///
+/// `connect` reads the certificate files and fails with [`StoreError::Config`], naming the parameter and the
+/// file, when one is missing or unusable. A failed handshake makes operations fail with
+/// [`StoreError::Unavailable`], whose message starts with what went wrong (an unknown issuer, a certificate for
+/// another host name …) and the parameter to change.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), paynet_auth::StoreError> {
+/// use paynet_auth::store::{DieselStore, StoreOptions};
+///
+/// let store = DieselStore::connect(
+///     "postgres://paynet@db.internal/paynet?sslmode=verify-full&sslrootcert=/etc/paynet/db-ca.pem",
+///     StoreOptions::default(),
+/// )
+/// .await?; // a StoreError::Config if /etc/paynet/db-ca.pem cannot be read
+/// # Ok(())
+/// # }
+/// ```
 ///
 /// With [`StoreOptions::encryption_key`], tokens are stored encrypted with AES-256-GCM, the credential key being
 /// the associated data, so that a row copied under another key does not decrypt. Rows that do not decrypt are
@@ -140,8 +173,8 @@ struct Inner {
 
 impl DieselStore {
     /// Creates the store for `url` (see the table above). No connection is made yet: this fails only for a wrong
-    /// URL or wrong options ([`StoreError::Config`]), never because the database is down; the first operation
-    /// (typically [`migrate`](Self::migrate)) reports that.
+    /// URL, wrong options or an unusable TLS certificate file ([`StoreError::Config`]), never because the
+    /// database is down; the first operation (typically [`migrate`](Self::migrate)) reports that.
     ///
     /// Without an encryption key, logs once at WARN that tokens are stored in plaintext.
     pub async fn connect(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
@@ -177,9 +210,10 @@ impl DieselStore {
             Target::Postgres(url) => {
                 #[cfg(feature = "postgres")]
                 {
+                    let connector = tls::PgConnector::from_url(&url)?;
                     Pools::Postgres(build_pool(
                         url,
-                        diesel_async::pooled_connection::ManagerConfig::default(),
+                        pool::postgres_config(connector),
                         options.pool_size,
                         &options,
                         false,
@@ -216,9 +250,10 @@ impl DieselStore {
             Target::Mysql(url) => {
                 #[cfg(feature = "mysql")]
                 {
+                    let connector = tls::MysqlConnector::from_url(&url)?;
                     Pools::Mysql(build_pool(
                         url,
-                        diesel_async::pooled_connection::ManagerConfig::default(),
+                        pool::mysql_config(connector),
                         options.pool_size,
                         &options,
                         false,

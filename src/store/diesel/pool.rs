@@ -84,7 +84,12 @@ impl LastError {
 
 impl bb8::ErrorSink<PoolError> for LastError {
     fn sink(&self, error: PoolError) {
-        tracing::debug!(error = %error, "token store connection attempt failed");
+        if is_tls_failure(&error.to_string()) {
+            // Not an outage that passes by itself: a certificate or TLS setting to fix.
+            tracing::warn!(error = %error, "token store connection attempt failed");
+        } else {
+            tracing::debug!(error = %error, "token store connection attempt failed");
+        }
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((Instant::now(), error.to_string()));
     }
@@ -118,6 +123,53 @@ where
     }
     // Unchecked: no connection is made now, so that a service can start while the database is down.
     builder.build_unchecked(manager)
+}
+
+/// Whether a connection error is a failed TLS handshake (the messages of `tls.rs`).
+fn is_tls_failure(message: &str) -> bool {
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    {
+        message.starts_with(super::tls::HANDSHAKE_FAILED)
+    }
+    #[cfg(not(any(feature = "postgres", feature = "mysql")))]
+    {
+        let _ = message;
+        false
+    }
+}
+
+/// PostgreSQL connections made by `connector` (TLS as the URL asks) rather than by diesel-async's `establish`,
+/// which knows no TLS. The URL the manager passes is the one `connector` was read from.
+#[cfg(feature = "postgres")]
+pub(super) fn postgres_config(
+    connector: super::tls::PgConnector,
+) -> ManagerConfig<diesel_async::AsyncPgConnection> {
+    use futures_util::FutureExt;
+
+    let connector = Arc::new(connector);
+    let mut config = ManagerConfig::default();
+    config.custom_setup = Box::new(move |_url: &str| {
+        let connector = Arc::clone(&connector);
+        async move { connector.connect().await }.boxed()
+    });
+    config
+}
+
+/// MySQL/MariaDB connections made by `connector` (TLS as the URL asks, and the options diesel-async's
+/// `establish` sets).
+#[cfg(feature = "mysql")]
+pub(super) fn mysql_config(
+    connector: super::tls::MysqlConnector,
+) -> ManagerConfig<diesel_async::AsyncMysqlConnection> {
+    use futures_util::FutureExt;
+
+    let connector = Arc::new(connector);
+    let mut config = ManagerConfig::default();
+    config.custom_setup = Box::new(move |_url: &str| {
+        let connector = Arc::clone(&connector);
+        async move { connector.connect().await }.boxed()
+    });
+    config
 }
 
 #[cfg(feature = "sqlite")]
@@ -180,6 +232,10 @@ impl DieselStore {
     fn timeout_cause(&self) -> BoxError {
         let timeout = self.inner.connect_timeout;
         match self.inner.last_connect_error.recent(timeout * 2) {
+            // The handshake failure first: it is the cause, and what the operator has to fix.
+            Some(last) if is_tls_failure(&last) => {
+                format!("{last} (the last error; no connection within {timeout:?})").into()
+            }
             Some(last) => format!("no connection within {timeout:?} (last error: {last})").into(),
             None => format!("no connection within {timeout:?}").into(),
         }
