@@ -1,23 +1,34 @@
-//! The layer over hyper-util's client, composed with `ServiceBuilder` and timeouts.
+//! The layer over the built-in HTTPS client (hyper-util + rustls), composed with `ServiceBuilder` and timeouts, in
+//! the shape production has: the gateway speaks HTTPS with a certificate from a private CA, which the client
+//! trusts through `ca_file` (YAML: `tls.ca_file`).
 //!
-//! Runs against the gateway simulator (`paynet-sim`) and an in-memory SQLite store:
+//! Runs against the gateway simulator (`paynet-sim`, serving HTTPS) and an in-memory SQLite store:
 //! `cargo run --example hyper_client --features sqlite,hyper-client`.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use paynet_auth::hyper_client::HttpClient;
 use paynet_auth::store::{self, StoreOptions};
 use paynet_auth::token::PaynetLogin;
 use paynet_auth::{BoxError, PaynetAuthLayer, TokenManager};
 use paynet_sim::Simulator;
+use paynet_sim::tls::ServerTls;
 use tower::{ServiceBuilder, ServiceExt};
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let gateway = Simulator::builder().single_session(true).start().await?;
+    // A certificate for 127.0.0.1 signed by a CA made now; the CA is written where the client reads it.
+    let (tls, ca) = ServerTls::generated();
+    let gateway = Simulator::builder()
+        .single_session(true)
+        .tls(tls)
+        .start()
+        .await?;
+    let ca_file =
+        std::env::temp_dir().join(format!("paynet-example-ca-{}.pem", std::process::id()));
+    ca.write_cert(&ca_file)?;
 
     let store = store::connect("sqlite::memory:", StoreOptions::default()).await?;
     let manager = TokenManager::builder(PaynetLogin::new(
@@ -30,9 +41,11 @@ async fn main() -> Result<(), BoxError> {
     .login_timeout(Duration::from_secs(5))
     .build()?;
 
-    let client = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build_http::<Full<Bytes>>();
+    // Mozilla's roots plus the private CA; HTTPS_PROXY / NO_PROXY would be honoured (`.proxy(url)` sets one).
+    let client = HttpClient::builder()
+        .ca_file(&ca_file)
+        .pool_idle_timeout(Some(Duration::from_secs(30)))
+        .build()?;
     // The timeout sits inside the layer, so it bounds each call and the login (which goes through the same stack),
     // but a refresh and its replay are not cut short by the first call's budget.
     let service = ServiceBuilder::new()
@@ -58,10 +71,12 @@ async fn main() -> Result<(), BoxError> {
     }
     let stats = gateway.stats();
     println!(
-        "logins: {}, rejections: {}, token generation: {}",
+        "logins: {}, rejections: {}, token generation: {}, TLS handshakes: {}",
         stats.logins,
         stats.rejections,
-        manager.cached().map_or(0, |t| t.generation().0)
+        manager.cached().map_or(0, |t| t.generation().0),
+        stats.tls_handshakes,
     );
+    let _ = std::fs::remove_file(&ca_file);
     Ok(())
 }

@@ -510,8 +510,9 @@ pub enum SetupError {
     /// The settings cannot work.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The store could not be opened or migrated.
-    #[error("cannot open the token store {url}")]
+    /// The store could not be opened or migrated. Its `Display` names the store only when the cause does not (a
+    /// store error other than a configuration one names it already), so a chain printer names it once.
+    #[error("cannot open the token store{}", if matches!(source, StoreError::Config(_)) { format!(" {url}") } else { String::new() })]
     Store {
         /// The store URL, without its password.
         url: String,

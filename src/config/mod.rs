@@ -280,6 +280,65 @@ pub struct PaynetConfig {
     /// Where the token is kept.
     #[serde(default)]
     pub store: StoreConfig,
+    /// TLS to the gateway: a CA to trust, a client certificate. Used by the built-in client
+    /// ([`HttpClient::from_config`](crate::hyper_client::HttpClient::from_config), feature `hyper-client`) and
+    /// the command line tool; defaults to Mozilla's roots and no client certificate.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// A forward proxy for this credential's calls and logins (`http://user:pass@proxy:3128`), used instead of
+    /// `HTTPS_PROXY`/`HTTP_PROXY`/`ALL_PROXY`; hosts `NO_PROXY` names still go direct. Defaults to none: the
+    /// environment's proxy variables, as curl reads them, decide.
+    #[serde(default)]
+    pub proxy: Option<String>,
+}
+
+/// TLS settings of a credential's connection to the gateway (the `tls:` section). Relative paths are relative to
+/// the working directory.
+///
+/// ```
+/// use paynet_auth::config::TlsConfig;
+///
+/// let tls: TlsConfig = serde_json::from_value(serde_json::json!({
+///     "ca_file": "/etc/paynet/gateway-ca.pem",
+///     "client_cert": "/etc/paynet/client.crt",
+///     "client_key": "/etc/paynet/client.key",
+/// }))
+/// .unwrap();
+/// assert!(tls.default_roots, "the private CA is trusted in addition to the public roots by default");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// A PEM file of CA certificates to trust, in addition to the default roots (see `default_roots`).
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Whether the default roots (Mozilla's, as the webpki-roots crate bundles them: the same on every machine,
+    /// no system store needed) are trusted too. `false` trusts `ca_file` alone, which pins the gateway to its
+    /// private CA. Defaults to `true`.
+    #[serde(default = "default_true")]
+    pub default_roots: bool,
+    /// A PEM certificate chain (leaf first) to present when the gateway asks for a client certificate.
+    #[serde(default)]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of `client_cert`: PKCS#8 (`BEGIN PRIVATE KEY`), RSA (`BEGIN RSA PRIVATE KEY`) or EC
+    /// (`BEGIN EC PRIVATE KEY`), unencrypted.
+    #[serde(default)]
+    pub client_key: Option<std::path::PathBuf>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            ca_file: None,
+            default_roots: true,
+            client_cert: None,
+            client_key: None,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// The configured token placement.
@@ -391,25 +450,15 @@ impl fmt::Debug for PaynetConfig {
             .field("token_field", &self.token_field)
             .field("rejection_code", &self.rejection_code)
             .field("store", &self.store)
+            .field("tls", &self.tls)
+            .field("proxy", &self.proxy.as_deref().map(redact_url))
             .finish_non_exhaustive()
     }
 }
 
-/// A URL with its password, if any, replaced by `****`.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:****@{host}{path}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
+/// A URL with its secrets replaced by `****`: the project's one redactor, [`crate::redact::url`], under the name
+/// this module has always offered.
+pub use crate::redact::url as redact_url;
 
 fn default_login_path() -> String {
     DEFAULT_LOGIN_PATH.to_owned()
@@ -459,12 +508,39 @@ fn check_gateway_url(url: &str) -> Result<(), String> {
     let expected = "must be an http(s) URL with a host, such as \"https://gateway.example/gw\"";
     let uri: http::Uri = url
         .parse()
-        .map_err(|e| format!("{expected}, found \"{url}\" ({e})"))?;
+        .map_err(|e| format!("{expected}, found \"{}\" ({e})", redact_url(url)))?;
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        // Printed in errors and stored in the credential key if accepted; it is never what a gateway wants.
+        return Err(format!(
+            "must not hold credentials (found \"{}\"): the gateway's own are `username` and `password`, a \
+             proxy's go in `proxy`",
+            redact_url(url)
+        ));
+    }
     match (uri.scheme_str(), uri.host()) {
         (Some("http" | "https"), Some(host)) if !host.is_empty() => Ok(()),
         (None, _) => Err(format!("{expected}, found \"{url}\" (no scheme)")),
         (Some("http" | "https"), _) => Err(format!("{expected}, found \"{url}\" (no host)")),
         (Some(scheme), _) => Err(format!("{expected}, found \"{url}\" (scheme `{scheme}`)")),
+    }
+}
+
+/// An `http://` proxy URL with a host (and a port, or 80), credentials in its user part if any.
+fn check_proxy_url(url: &str) -> Result<(), String> {
+    let shown = redact_url(url);
+    let expected = "must be an http:// URL of the proxy, such as \"http://proxy.internal:3128\" or \
+                    \"http://user:password@proxy.internal:3128\"";
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("{expected}, found \"{shown}\" ({e})"))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http"), Some(host)) if !host.is_empty() => Ok(()),
+        (Some(scheme), _) if scheme != "http" => Err(format!(
+            "{expected}, found \"{shown}\" (scheme `{scheme}`: only HTTP proxies are supported; HTTPS targets \
+             are tunnelled through them with CONNECT)"
+        )),
+        (None, _) => Err(format!("{expected}, found \"{shown}\" (no scheme)")),
+        _ => Err(format!("{expected}, found \"{shown}\" (no host)")),
     }
 }
 
@@ -629,6 +705,9 @@ impl PaynetConfig {
                 ),
             });
         }
+        if let Some(refusal) = self.wire_refusal() {
+            return Some(refusal);
+        }
         if let Some(key) = &self.store.encryption_key
             && let Err(problem) = check_encryption_key(key)
         {
@@ -639,6 +718,60 @@ impl PaynetConfig {
                      `openssl rand -base64 32`"
                 ),
             });
+        }
+        None
+    }
+
+    /// The `tls` files and the `proxy` URL: files that cannot be read or are not what their key says, a client
+    /// certificate without its key, a proxy URL that is not `http://host:port`.
+    fn wire_refusal(&self) -> Option<Refusal> {
+        if let Some(proxy) = &self.proxy
+            && let Err(reason) = check_proxy_url(proxy)
+        {
+            return Some(Refusal {
+                fields: owned(&["paynet.proxy"]),
+                reason: format!("`paynet.proxy` {reason}"),
+            });
+        }
+        let tls = &self.tls;
+        match (&tls.client_cert, &tls.client_key) {
+            (Some(_), None) | (None, Some(_)) => {
+                return Some(Refusal {
+                    fields: owned(&["paynet.tls.client_cert", "paynet.tls.client_key"]),
+                    reason: "`paynet.tls.client_cert` and `paynet.tls.client_key` go together: set both (the \
+                             certificate chain and its private key) or neither"
+                        .into(),
+                });
+            }
+            _ => {}
+        }
+        if !tls.default_roots && tls.ca_file.is_none() {
+            return Some(Refusal {
+                fields: owned(&["paynet.tls.default_roots", "paynet.tls.ca_file"]),
+                reason: "`paynet.tls.default_roots` is false and no `paynet.tls.ca_file` is set: no server \
+                         certificate could be trusted"
+                    .into(),
+            });
+        }
+        #[cfg(feature = "tls")]
+        {
+            let file_refusal = |field: &str, error: crate::tls::PemFileError| Refusal {
+                fields: vec![format!("paynet.tls.{field}")],
+                reason: format!("`paynet.tls.{field}`: {error}"),
+            };
+            if let Some(ca) = &tls.ca_file
+                && let Err(error) = crate::tls::read_certificates(ca)
+            {
+                return Some(file_refusal("ca_file", error));
+            }
+            if let (Some(cert), Some(key)) = (&tls.client_cert, &tls.client_key) {
+                if let Err(error) = crate::tls::read_certificates(cert) {
+                    return Some(file_refusal("client_cert", error));
+                }
+                if let Err(error) = crate::tls::read_identity(cert, key) {
+                    return Some(file_refusal("client_key", error));
+                }
+            }
         }
         None
     }
