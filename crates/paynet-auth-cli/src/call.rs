@@ -19,7 +19,7 @@ pub(crate) async fn run(
     let config = stack::credential(&file, credential)?;
     let params = stack::parse_params(params)?;
     let ready = stack::stack(config).await?;
-    let service = stack::authorised(&ready);
+    let service = stack::authorised(&ready, config)?;
     let request = stack::rpc_request(config, path, method, &params, 1)?;
     let response = service
         .oneshot(request)

@@ -1,6 +1,7 @@
 //! `paynet-auth demo` and `paynet-auth simulate`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -8,16 +9,18 @@ use http_body_util::BodyExt;
 use paynet_auth::Error;
 use paynet_auth::config::PaynetConfig;
 use paynet_auth::setup::Stack;
+use paynet_sim::tls::ServerTls;
 use paynet_sim::{LoginFailure, Simulator};
 use tower::ServiceExt;
 
-use crate::stack;
+use crate::{SimulateTls, stack};
 
 pub(crate) async fn simulate(
     listen: SocketAddr,
     single_session: bool,
     token_ttl: Option<Duration>,
     login_latency: Option<Duration>,
+    tls: &SimulateTls,
 ) -> Result<ExitCode, String> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -28,17 +31,30 @@ pub(crate) async fn simulate(
     if let Some(latency) = login_latency {
         builder = builder.login_latency(latency);
     }
+    // Certificates are made or read, and the CA file written, before the start-up line: a client that reads the
+    // URL can trust the CA file at once.
+    let (scheme, notes) = match simulator_tls(tls)? {
+        Some((server_tls, notes)) => {
+            builder = builder.tls(server_tls);
+            ("https", notes)
+        }
+        None => ("http", Vec::new()),
+    };
     // The bound address, not the requested one: `--listen 127.0.0.1:0` picks a free port.
     let bound = listener
         .local_addr()
         .map_err(|e| format!("cannot read the address bound for {listen}: {e}"))?;
-    println!("Paynet gateway simulator on http://{bound}/gw (Ctrl-C stops it)");
+    println!("Paynet gateway simulator on {scheme}://{bound}/gw (Ctrl-C stops it)");
+    for note in notes {
+        println!("{note}");
+    }
     let simulator = builder
         .start_on(listener)
         .map_err(|e| format!("simulator failed: {e}"))?;
     let _ = tokio::signal::ctrl_c().await;
     // What it counted, as one JSON line: a benchmark that drove it learns the logins and rejections the gateway
-    // saw, which the client cannot count (a replay is invisible to the caller).
+    // saw, which the client cannot count (a replay is invisible to the caller), and whether the client reused its
+    // connections (far fewer connections and handshakes than requests).
     let stats = simulator.stats();
     println!(
         "{}",
@@ -48,10 +64,66 @@ pub(crate) async fn simulate(
             "logins": stats.logins,
             "rejections": stats.rejections,
             "max_concurrent_logins": stats.max_concurrent_logins,
+            "connections": stats.connections,
+            "tls_handshakes": stats.tls_handshakes,
+            "tls_handshake_failures": stats.tls_handshake_failures,
         })
     );
     simulator.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where `simulate --tls` writes its CA certificate unless told otherwise: the current directory, so that a
+/// client's configuration written once keeps pointing at the CA of whichever simulator runs there.
+const DEFAULT_CA_OUT: &str = "paynet-sim-ca.pem";
+
+/// The TLS `simulate` serves with, if any, and the lines that tell its user how a client trusts it.
+fn simulator_tls(args: &SimulateTls) -> Result<Option<(ServerTls, Vec<String>)>, String> {
+    let (server_tls, authority) = if args.tls {
+        let (server_tls, authority) = ServerTls::generated();
+        (server_tls, Some(authority))
+    } else if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let server_tls = ServerTls::from_pem_files(cert, key)
+            .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
+        (server_tls, None)
+    } else {
+        return Ok(None);
+    };
+    let mut notes = Vec::new();
+    let server_tls = match &args.client_ca {
+        Some(ca) => {
+            let server_tls = server_tls
+                .require_client_certs_from_file(ca)
+                .map_err(|e| format!("--client-ca: {e}"))?;
+            notes.push(format!(
+                "Client certificates required, signed by the CA in {}",
+                ca.display()
+            ));
+            server_tls
+        }
+        None => server_tls,
+    };
+    // Written last, so that a refused option leaves an older CA file as it was.
+    if let Some(authority) = authority {
+        let path = args
+            .tls_ca_out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CA_OUT));
+        authority
+            .write_cert(&path)
+            .map_err(|e| format!("--tls: {e}"))?;
+        // Absolute, so the line can be pasted into a configuration that lives elsewhere.
+        let path = std::path::absolute(&path).unwrap_or(path);
+        let shown = path.display().to_string();
+        // A JSON string is a valid YAML double-quoted scalar, whatever the path holds.
+        let yaml = format!(
+            "tls: {{ ca_file: {} }}",
+            serde_json::Value::from(shown.as_str())
+        );
+        notes.insert(0, format!("CA certificate: {shown}"));
+        notes.insert(1, format!("Client configuration (under paynet:): {yaml}"));
+    }
+    Ok(Some((server_tls, notes)))
 }
 
 struct Demo {
@@ -68,7 +140,8 @@ impl Demo {
     }
 
     async fn call(&self, ready: &Stack) -> Result<serde_json::Value, Error> {
-        let service = stack::authorised(ready);
+        let service = stack::authorised(ready, &self.config)
+            .expect("the demo's configuration has no TLS files or proxy to refuse");
         let request = stack::rpc_request(
             &self.config,
             CALL_PATH,
@@ -255,7 +328,8 @@ pub(crate) async fn run() -> Result<ExitCode, String> {
     let calls: Vec<_> = (0..200)
         .map(|_| {
             let demo_config = demo.config.clone();
-            let service = stack::authorised(&restarted);
+            let service = stack::authorised(&restarted, &demo_config)
+                .expect("the demo's configuration has no TLS files or proxy to refuse");
             async move {
                 let request = stack::rpc_request(
                     &demo_config,

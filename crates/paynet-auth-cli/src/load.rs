@@ -124,7 +124,7 @@ pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, 
     let outcomes: Vec<(Outcome, Duration)> = if args.bare {
         // The baseline: the token written in once, the calls sent straight through the client. One call through
         // the layer first makes sure that token is one the gateway accepts (a stored one may be stale).
-        let warm_up = stack::authorised(&ready);
+        let warm_up = stack::authorised(&ready, config)?;
         warm_up
             .oneshot(request(&url, &Bytes::from(call.to_string())))
             .await
@@ -138,14 +138,14 @@ pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, 
             TokenFieldConfig::TopLevel => call["token"] = token,
         }
         let body = Bytes::from(call.to_string());
-        let client = stack::client();
+        let client = stack::client(config)?;
         drive(requests, deadline, args.concurrency, &progress, move |_| {
             result_or_cause(client.clone().oneshot(request(&url, &body)))
         })
         .await
     } else {
         let body = Bytes::from(call.to_string());
-        let service = stack::authorised(&ready);
+        let service = stack::authorised(&ready, config)?;
         drive(requests, deadline, args.concurrency, &progress, move |_| {
             result_or_cause(service.clone().oneshot(request(&url, &body)))
         })

@@ -54,7 +54,7 @@ enum Command {
     },
     /// Applies the store's migrations.
     Migrate,
-    /// Runs the gateway simulator until interrupted.
+    /// Runs the gateway simulator until interrupted, over HTTP or, with --tls or --tls-cert, HTTPS.
     Simulate {
         /// The address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -68,10 +68,37 @@ enum Command {
         /// Logins take this long ("200ms").
         #[arg(long, value_parser = humantime::parse_duration)]
         login_latency: Option<Duration>,
+        #[command(flatten)]
+        tls: SimulateTls,
     },
     /// Starts the simulator and a SQLite store in a temporary directory and walks through the ticket's
     /// acceptance criteria.
     Demo,
+}
+
+/// How `simulate` serves HTTPS. `--tls` and `--tls-cert` are the two ways to turn it on, hence the group that
+/// `--client-ca` requires.
+#[derive(clap::Args)]
+#[group(skip)]
+struct SimulateTls {
+    /// Serves HTTPS with a certificate for 127.0.0.1 and localhost, signed by a CA made at start; that CA's
+    /// certificate is written to --tls-ca-out for clients to trust (it changes at every start).
+    #[arg(long, group = "https")]
+    tls: bool,
+    /// Where --tls writes the CA certificate (PEM), replacing the file [default: paynet-sim-ca.pem in the
+    /// current directory, so a client's configuration can keep pointing at it across restarts].
+    #[arg(long, value_name = "PATH", requires = "tls")]
+    tls_ca_out: Option<PathBuf>,
+    /// Serves HTTPS with this certificate chain (PEM, the leaf first); needs --tls-key.
+    #[arg(long, value_name = "FILE", group = "https", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, EC or RSA).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Requires client certificates signed by a CA certificate in this PEM file (mutual TLS); needs --tls or
+    /// --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "https")]
+    client_ca: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -137,7 +164,8 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             single_session,
             token_ttl,
             login_latency,
-        } => demo::simulate(listen, single_session, token_ttl, login_latency).await,
+            tls,
+        } => demo::simulate(listen, single_session, token_ttl, login_latency, &tls).await,
         Command::Demo => demo::run().await,
     }
 }

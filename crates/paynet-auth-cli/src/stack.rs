@@ -1,4 +1,5 @@
-//! The client stack the commands share: hyper-util's client, a request timeout, the layer.
+//! The client stack the commands share: the library's HTTPS client (with a credential's `tls` and `proxy`), a
+//! request timeout, the layer.
 
 use std::path::Path;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use paynet_auth::config::{Config, PaynetConfig};
-use paynet_auth::hyper_client::{HttpClient, http_client};
+use paynet_auth::hyper_client::{HttpClient, HttpError};
 use paynet_auth::setup::Stack;
 use paynet_auth::{BoxError, PaynetAuth};
 use tower::ServiceExt;
@@ -17,17 +18,20 @@ use tower::util::MapErr;
 /// How long one gateway call may take.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub(crate) type Inner =
-    Timeout<MapErr<HttpClient, fn(hyper_util::client::legacy::Error) -> BoxError>>;
+pub(crate) type Inner = Timeout<MapErr<HttpClient, fn(HttpError) -> BoxError>>;
 
-pub(crate) fn client() -> Inner {
-    Timeout::new(
-        http_client().map_err(box_error as fn(_) -> _),
+/// The client a credential's `tls` and `proxy` describe (the environment's proxy variables without `proxy`).
+/// The configuration was checked when loaded, so this fails only if a file changed since.
+pub(crate) fn client(config: &PaynetConfig) -> Result<Inner, String> {
+    let client = HttpClient::from_config(config)
+        .map_err(|e| format!("{}: {e}", config.credential_name()))?;
+    Ok(Timeout::new(
+        client.map_err(box_error as fn(_) -> _),
         REQUEST_TIMEOUT,
-    )
+    ))
 }
 
-fn box_error(error: hyper_util::client::legacy::Error) -> BoxError {
+fn box_error(error: HttpError) -> BoxError {
     Box::new(error)
 }
 
@@ -63,9 +67,12 @@ pub(crate) async fn stack(config: &PaynetConfig) -> Result<Stack, String> {
         .map_err(|e| crate::one_line(&e))
 }
 
-/// The client wrapped in the stack's layer.
-pub(crate) fn authorised(stack: &Stack) -> PaynetAuth<Inner> {
-    stack.service(client())
+/// The credential's client wrapped in the stack's layer.
+pub(crate) fn authorised(
+    stack: &Stack,
+    config: &PaynetConfig,
+) -> Result<PaynetAuth<Inner>, String> {
+    Ok(stack.service(client(config)?))
 }
 
 /// A JSON-RPC call to `path` below the gateway root; an error naming the URL when the path makes it invalid.

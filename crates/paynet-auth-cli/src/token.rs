@@ -25,7 +25,8 @@ pub(crate) async fn run(
     credential: Option<&str>,
 ) -> Result<ExitCode, String> {
     let file = stack::load_config(config_path)?;
-    let ready = stack::stack(stack::credential(&file, credential)?).await?;
+    let config = stack::credential(&file, credential)?;
+    let ready = stack::stack(config).await?;
     let manager = ready.manager();
     match action {
         TokenAction::Status => {
@@ -58,7 +59,7 @@ pub(crate) async fn run(
         }
         TokenAction::Refresh => {
             let token = manager
-                .force_refresh(LoginSender::from_service(stack::client()))
+                .force_refresh(LoginSender::from_service(stack::client(config)?))
                 .await
                 .map_err(|e| crate::one_line(&e))?;
             println!("refreshed:  generation {}", token.generation());

@@ -857,3 +857,240 @@ async fn credential_picks_which_configured_credential_a_command_acts_as() {
         "{line}"
     );
 }
+
+/// A `paynet-auth simulate` process started in `dir`, its stdout read line by line.
+struct SimulateProcess {
+    child: tokio::process::Child,
+    stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl SimulateProcess {
+    fn spawn(args: &[&str], dir: &Path) -> Self {
+        let mut command = paynet_auth(&[&["simulate", "--listen", "127.0.0.1:0"], args].concat());
+        command.current_dir(dir).stdout(Stdio::piped());
+        let mut child = command.spawn().expect("paynet-auth starts");
+        let stdout = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+            child.stdout.take().unwrap(),
+        ));
+        Self { child, stdout }
+    }
+
+    async fn line(&mut self) -> String {
+        tokio::time::timeout(RUN_TIMEOUT, self.stdout.next_line())
+            .await
+            .expect("the simulator prints the next line in time")
+            .unwrap()
+            .expect("a line")
+    }
+
+    /// The address in the start-up line, which must show an https:// URL.
+    async fn https_addr(&mut self) -> std::net::SocketAddr {
+        let first = self.line().await;
+        let url = first
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix("https://"))
+            .unwrap_or_else(|| panic!("no https:// URL in: {first}"));
+        let (addr, root) = url.split_once('/').expect("a root after the address");
+        assert_eq!(root, "gw", "{first}");
+        addr.parse().unwrap_or_else(|e| panic!("{addr}: {e}"))
+    }
+
+    /// Interrupts it the way Ctrl-C would and returns the counters it prints on the way out.
+    async fn interrupt(mut self) -> serde_json::Value {
+        let pid = self.child.id().unwrap().to_string();
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-INT", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let counted = self.line().await;
+        assert!(self.child.wait().await.unwrap().success());
+        serde_json::from_str(&counted).unwrap_or_else(|e| panic!("{e}: {counted}"))
+    }
+}
+
+/// The ticket's login, by hand over `stream`; the raw HTTP answer.
+async fn raw_login(
+    mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = serde_json::json!({"jsonrpc": "2.0", "method": "login", "id": 1, "params": {
+        "username": DEFAULT_USERNAME, "password": DEFAULT_PASSWORD, "terminal_id": DEFAULT_TERMINAL_ID}})
+    .to_string();
+    let request = format!(
+        "POST /gw/v2/user HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    Ok(response)
+}
+
+/// `simulate --tls`: a CA made at start, written by default into the working directory and named on stdout with
+/// the YAML line a client needs; a client that trusts that file (and nothing else) logs in over HTTPS; the
+/// counters printed on interrupt include the handshake.
+#[tokio::test(flavor = "multi_thread")]
+async fn simulate_tls_serves_https_trusted_through_the_ca_file_it_writes_and_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut simulator = SimulateProcess::spawn(&["--tls"], dir.path());
+
+    let addr = simulator.https_addr().await;
+    let ca_line = simulator.line().await;
+    let ca_file = PathBuf::from(
+        ca_line
+            .strip_prefix("CA certificate: ")
+            .unwrap_or_else(|| panic!("no CA path in: {ca_line}")),
+    );
+    assert_eq!(
+        ca_file.canonicalize().unwrap(),
+        dir.path().join("paynet-sim-ca.pem").canonicalize().unwrap(),
+        "by default in the working directory"
+    );
+    let yaml_line = simulator.line().await;
+    assert!(
+        yaml_line.ends_with(&format!("tls: {{ ca_file: \"{}\" }}", ca_file.display())),
+        "{yaml_line}"
+    );
+
+    let ca_pem = std::fs::read_to_string(&ca_file).unwrap();
+    let config = paynet_sim::tls::client_config(&ca_pem, None).unwrap();
+    let stream = paynet_sim::tls::connect(addr, config)
+        .await
+        .expect("the server's certificate chains to the CA in the file and names 127.0.0.1");
+    let response = raw_login(stream).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert!(response.contains(r#""token":""#), "{response}");
+
+    // Another CA's client is refused: the file, not luck, is what made the first one work.
+    let stranger = paynet_sim::tls::Authority::new("another CA").client_config(None);
+    assert!(paynet_sim::tls::connect(addr, stranger).await.is_err());
+
+    let counted = simulator.interrupt().await;
+    assert_eq!(counted["requests"], 1, "{counted}");
+    assert_eq!(counted["tls_handshakes"], 1, "{counted}");
+    assert_eq!(counted["connections"], 2, "{counted}");
+}
+
+/// `simulate --tls-cert --tls-key --client-ca`: the given pair is served, and only a client with a certificate
+/// from the given CA gets an answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn simulate_serves_a_given_certificate_and_requires_client_certificates_from_the_given_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let authority = paynet_sim::tls::Authority::new("operator's CA");
+    let (cert, key) = authority
+        .issue_server(&["127.0.0.1"])
+        .write(dir.path(), "server")
+        .unwrap();
+    let ca_file = dir.path().join("clients-ca.pem");
+    authority.write_cert(&ca_file).unwrap();
+    let mut simulator = SimulateProcess::spawn(
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+            "--client-ca",
+            ca_file.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+
+    let addr = simulator.https_addr().await;
+    let note = simulator.line().await;
+    assert!(
+        note.contains("Client certificates required") && note.contains("clients-ca.pem"),
+        "{note}"
+    );
+    assert!(
+        !dir.path().join("paynet-sim-ca.pem").exists(),
+        "no CA of its own"
+    );
+
+    let anonymous = paynet_sim::tls::connect(addr, authority.client_config(None)).await;
+    // TLS 1.3 tells a client without a certificate on its first read.
+    let refused = match anonymous {
+        Ok(stream) => raw_login(stream).await,
+        Err(error) => Err(error),
+    };
+    assert!(
+        refused.is_err(),
+        "answered without a client certificate: {refused:?}"
+    );
+
+    let identity = authority.issue_client("terminal 4027096");
+    let stream = paynet_sim::tls::connect(addr, authority.client_config(Some(&identity)))
+        .await
+        .unwrap();
+    let response = raw_login(stream).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+
+    // Its refusal of the anonymous client is not asserted on: the server counts it after sending the alert that
+    // client reads, so across processes nothing orders the two.
+    let counted = simulator.interrupt().await;
+    assert_eq!(counted["requests"], 1, "{counted}");
+    assert_eq!(counted["tls_handshakes"], 1, "{counted}");
+}
+
+/// The TLS options refuse what does not go together before anything starts, and a file that cannot be used is a
+/// one-line failure naming it.
+#[tokio::test(flavor = "multi_thread")]
+async fn simulate_refuses_tls_options_that_do_not_go_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let simulate = |args: &[&str]| {
+        let mut command = paynet_auth(&[&["simulate", "--listen", "127.0.0.1:0"], args].concat());
+        command.current_dir(dir.path());
+        run(command)
+    };
+    for (args, says) in [
+        (&["--client-ca", "ca.pem"][..], "<--tls|--tls-cert <FILE>>"),
+        (&["--tls-cert", "c.pem"][..], "--tls-key <FILE>"),
+        (&["--tls-key", "k.pem"][..], "--tls-cert <FILE>"),
+        (&["--tls-ca-out", "ca.pem"][..], "--tls"),
+        (
+            &["--tls", "--tls-cert", "c.pem", "--tls-key", "k.pem"][..],
+            "'--tls' cannot be used with '--tls-cert <FILE>'",
+        ),
+    ] {
+        let refused = simulate(args).await;
+        assert_eq!(
+            refused.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            refused.stderr
+        );
+        assert!(
+            refused.stderr.contains(says),
+            "{args:?}: {}",
+            refused.stderr
+        );
+        assert!(refused.stdout.is_empty(), "{args:?}: {}", refused.stdout);
+    }
+
+    let missing = dir.path().join("missing.crt");
+    let refused = simulate(&[
+        "--tls-cert",
+        missing.to_str().unwrap(),
+        "--tls-key",
+        missing.to_str().unwrap(),
+    ])
+    .await;
+    let line = refused.assert_one_line_failure();
+    assert!(
+        line.contains(&format!(
+            "cannot read the certificate file {}",
+            missing.display()
+        )),
+        "{line}"
+    );
+    let refused = simulate(&["--tls", "--client-ca", missing.to_str().unwrap()]).await;
+    let line = refused.assert_one_line_failure();
+    assert!(line.contains(&missing.display().to_string()), "{line}");
+    assert!(
+        !dir.path().join("paynet-sim-ca.pem").exists(),
+        "a refused start leaves no CA file behind"
+    );
+}
