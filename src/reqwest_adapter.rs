@@ -30,6 +30,8 @@ use crate::{Error, PaynetAuthLayer};
 /// ))
 /// .build()
 /// .unwrap();
+/// # // The tests' reqwest has no default crypto provider (see the README's reqwest section).
+/// # let _ = rustls::crypto::ring::default_provider().install_default();
 /// let client = reqwest::Client::new();
 /// let client = reqwest_middleware::ClientBuilder::new(client.clone())
 ///     .with(PaynetAuthMiddleware::new(PaynetAuthLayer::new(manager), client))

@@ -795,6 +795,7 @@ mod reqwest_stack {
     use paynet_auth::reqwest_adapter::PaynetAuthMiddleware;
 
     fn client(layer: PaynetAuthLayer) -> reqwest_middleware::ClientWithMiddleware {
+        crate::support::install_ring_provider();
         let client = reqwest::Client::new();
         reqwest_middleware::ClientBuilder::new(client.clone())
             .with(PaynetAuthMiddleware::new(layer, client))

@@ -574,6 +574,7 @@ async fn an_axum_server_serves_the_series_in_prometheus_text() {
     let at = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
+    support::install_ring_provider();
     let client = reqwest::Client::new();
     let pay = || async {
         client

@@ -5,11 +5,24 @@ mod support;
 use paynet_auth::reqwest_adapter::PaynetAuthMiddleware;
 use paynet_auth::token::{Generation, PaynetLogin};
 use paynet_auth::{PaynetAuthLayer, TokenManager};
+use paynet_sim::tls::{Authority, Identity, ServerTls};
 use paynet_sim::{LoginFailure, Simulator};
 use support::{PASSWORD, TERMINAL, USERNAME};
 
+fn plain_http() -> reqwest::Client {
+    support::install_ring_provider();
+    reqwest::Client::new()
+}
+
 fn client(manager: &TokenManager) -> reqwest_middleware::ClientWithMiddleware {
-    let http = reqwest::Client::new();
+    with_adapter(manager, plain_http())
+}
+
+/// `http` with the adapter on `manager`, the login going through `http` too.
+fn with_adapter(
+    manager: &TokenManager,
+    http: reqwest::Client,
+) -> reqwest_middleware::ClientWithMiddleware {
     reqwest_middleware::ClientBuilder::new(http.clone())
         .with(PaynetAuthMiddleware::new(
             PaynetAuthLayer::new(manager.clone()),
@@ -189,7 +202,7 @@ async fn adapter_picks_the_credential_a_request_names() {
         .build()
         .unwrap()
     };
-    let http = reqwest::Client::new();
+    let http = plain_http();
     let layer = PaynetAuthLayer::new(terminal(&north, "north"))
         .credential(PaynetAuthLayer::new(terminal(&south, "south")));
     let client = reqwest_middleware::ClientBuilder::new(http.clone())
@@ -235,4 +248,79 @@ async fn adapter_picks_the_credential_a_request_names() {
         1,
         "nothing sent"
     );
+}
+
+/// A reqwest client that trusts `ca` alone and, with `identity`, presents it as its client certificate; its
+/// timeout is longer than the managers' login timeout, so a slow login ends with the manager's error.
+fn https(ca: &Authority, identity: Option<&Identity>) -> reqwest::Client {
+    support::install_ring_provider();
+    let mut builder = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca.cert_pem().as_bytes()).unwrap()])
+        .timeout(std::time::Duration::from_secs(30));
+    if let Some(identity) = identity {
+        let pem = format!("{}{}", identity.cert_pem, identity.key_pem);
+        builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+    }
+    builder.build().unwrap()
+}
+
+/// The gateway's production shape: HTTPS from a private CA, client certificates required. With the terminal's
+/// certificate, the login and the call go through (over one connection: the login shares the client's pool);
+/// without it, the login is refused in the TLS handshake and the call fails with a middleware error naming the
+/// token endpoint, not a panic, with nothing sent past the handshake.
+#[tokio::test]
+async fn adapter_over_mutual_tls_needs_the_client_certificate_for_the_login_and_the_call() {
+    let ca = Authority::new("gateway CA");
+    let sim = Simulator::builder()
+        .tls(ServerTls::new(&ca.issue_server(&["127.0.0.1"])).require_client_certs(&ca.cert_pem()))
+        .start()
+        .await
+        .unwrap();
+    assert!(sim.base_url().starts_with("https://"), "{}", sim.base_url());
+    let manager = || {
+        TokenManager::builder(PaynetLogin::new(
+            sim.base_url(),
+            USERNAME,
+            PASSWORD.into(),
+            TERMINAL,
+        ))
+        .login_timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap()
+    };
+
+    let terminal = ca.issue_client("terminal 4027096");
+    let with_certificate = manager();
+    let answer = categories(
+        &with_adapter(&with_certificate, https(&ca, Some(&terminal))),
+        &sim,
+    )
+    .await
+    .unwrap();
+    assert!(answer["result"]["categories"].is_array(), "{answer}");
+    let stats = sim.stats();
+    assert_eq!((stats.logins, stats.calls_to("getCategoriesList")), (1, 1));
+    assert_eq!((stats.requests, stats.tls_handshakes), (2, 1), "{stats:?}");
+
+    let without_certificate = manager();
+    let error = categories(&with_adapter(&without_certificate, https(&ca, None)), &sim)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, reqwest_middleware::Error::Middleware(_)),
+        "{error:?}"
+    );
+    let message = format!("{error:#}");
+    assert!(message.contains("/v2/user"), "{message}");
+    assert!(message.to_lowercase().contains("certificate"), "{message}");
+    assert!(!message.contains(PASSWORD), "{message}");
+    assert_eq!(without_certificate.logins(), 0);
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        sim.wait_for(|stats| stats.tls_handshake_failures >= 1),
+    )
+    .await
+    .expect("the gateway refused a handshake");
+    let stats = sim.stats();
+    assert_eq!((stats.requests, stats.logins), (2, 1), "{stats:?}");
 }

@@ -68,7 +68,9 @@ pub async fn expire_every_second(sim: &Simulator, n: u64) -> Vec<Instant> {
 /// replays only once, as it must (a payment is never sent a third time). Such a call fails on any fleet, with any
 /// store; it happens when the machine is so loaded that a call takes as long as the expiry period.
 pub fn across_two_expiries(span: Option<(Instant, Instant)>, ticks: &[Instant]) -> bool {
-    span.is_some_and(|(start, end)| ticks.iter().filter(|t| (start..=end).contains(t)).count() >= 2)
+    span.is_some_and(|(start, end)| {
+        ticks.iter().filter(|t| (start..=end).contains(*t)).count() >= 2
+    })
 }
 
 pub fn report(variant: &str, logins: u64, expiries: u64, tally: &mut Tally, ticks: &[Instant]) {

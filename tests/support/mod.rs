@@ -168,3 +168,13 @@ impl FakeLogin {
         })
     }
 }
+
+/// Installs ring as rustls' process-wide provider, once. The tests' reqwest is built with `rustls-no-provider`
+/// (reqwest's `rustls` feature brings aws-lc-rs, which needs cmake on some machines), and such a client panics
+/// when it is built without a provider installed, even for plain HTTP.
+pub fn install_ring_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
