@@ -6,6 +6,8 @@
 #   PAYNET_E2E_STORE_URL=postgres://postgres@127.0.0.1:5432/test bash benches/e2e.sh
 #   PAYNET_E2E_PAIRS=8 PAYNET_E2E_REQUESTS=60000 PAYNET_E2E_CONCURRENCY=64 bash benches/e2e.sh
 #   PAYNET_E2E_CALLGRIND=1 bash benches/e2e.sh   # instructions per call of the client instead (needs valgrind)
+#   PAYNET_E2E_TLS=1 bash benches/e2e.sh         # over HTTPS (the simulator's --tls, its CA as tls.ca_file); also
+#                                                # prints the TLS handshakes per 10,000 calls
 #
 # Throughput on a shared two-core machine moves by several percent from run to run; the instruction counts of
 # the callgrind mode do not, so they are the figure to compare across changes of the hot path.
@@ -22,8 +24,17 @@ bin=target/release/paynet-auth
 dir=$(mktemp -d)
 store_url=${PAYNET_E2E_STORE_URL:-sqlite://$dir/tokens.db}
 
+scheme=http
+tls_flags=()
+tls_yaml=""
+if [ -n "${PAYNET_E2E_TLS:-}" ]; then
+    scheme=https
+    tls_flags=(--tls --tls-ca-out "$dir/ca.pem")
+    tls_yaml="  tls: { ca_file: \"$dir/ca.pem\" }"
+fi
+
 # Quiet: by default the simulator logs every request it answers, which would cost it CPU the client competes for.
-RUST_LOG=warn "$bin" simulate --listen "127.0.0.1:$port" >"$dir/simulator.log" 2>&1 &
+RUST_LOG=warn "$bin" simulate --listen "127.0.0.1:$port" "${tls_flags[@]}" >"$dir/simulator.log" 2>&1 &
 simulator=$!
 trap 'kill $simulator 2>/dev/null || true; rm -rf "$dir"' EXIT
 for _ in $(seq 50); do
@@ -33,12 +44,13 @@ done
 
 cat >"$dir/paynet.yaml" <<YAML
 paynet:
-  base_url: "http://127.0.0.1:$port/gw"
+  base_url: "$scheme://127.0.0.1:$port/gw"
   username: "username_17627_56530"
   password: "password_17627_56530"
   terminal_id: 4027096
   store:
     url: "$store_url"
+$tls_yaml
 YAML
 
 run() {
@@ -109,3 +121,11 @@ print(f'median layer/bare {statistics.median(r):.3f} (min {min(r):.3f}, max {max
 python3 -c "import statistics,sys; r=[float(x) for x in sys.argv[1:]]; \
 print(f'median client CPU per call, layer/bare {statistics.median(r):.3f} (min {min(r):.3f}, max {max(r):.3f})')" \
     "${cpu_ratios[@]}"
+if [ -n "${PAYNET_E2E_TLS:-}" ]; then
+    # Interrupted, the simulator prints its counters as its last line.
+    kill -INT $simulator
+    wait $simulator 2>/dev/null || true
+    python3 -c "import json,sys; f=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); \
+print(f\"TLS handshakes: {f['tls_handshakes']} for {f['requests']} requests, \
+{f['tls_handshakes'] * 10000 / max(f['requests'], 1):.2f} per 10,000 calls\")" "$dir/simulator.log"
+fi
