@@ -93,8 +93,7 @@ impl Service<Request<Full<Bytes>>> for HttpClient {
     fn call(&mut self, mut request: Request<Full<Bytes>>) -> Self::Future {
         // A request to an `http://` target goes to the proxy as it is (absolute form), so the proxy's credentials
         // ride on it; a tunnel carries them in its CONNECT instead.
-        if self.proxies.forward_auth
-            && request.uri().scheme() == Some(&http::uri::Scheme::HTTP)
+        if request.uri().scheme() == Some(&http::uri::Scheme::HTTP)
             && let Some(proxy) = self.proxies.matcher.intercept(request.uri())
             && let Some(auth) = proxy.basic_auth()
         {
@@ -110,10 +109,13 @@ impl Service<Request<Full<Bytes>>> for HttpClient {
 
 impl HttpClient {
     /// A client with the defaults: Mozilla's roots, no client certificate, the environment's proxy variables.
+    /// A proxy variable naming a proxy this client cannot use (`https://`, `socks5://`) makes each call that
+    /// would go through it fail with [`HttpErrorKind::Proxy`] saying so; [`HttpClientBuilder::build`] refuses it
+    /// at once instead.
     pub fn new() -> Self {
         Self::builder()
-            .build()
-            .expect("the default client needs no file")
+            .build_inner(false)
+            .expect("the default client reads no file")
     }
 
     /// A builder for the TLS, proxy and pool settings.
@@ -144,6 +146,52 @@ impl HttpClient {
         }
         builder.build()
     }
+
+    /// The one client for every credential of `config` behind one layer: a layer has one inner service, so
+    /// credentials with different `tls` or `proxy` settings are refused (give each its own layer and client, as
+    /// the command line tool does per command).
+    ///
+    /// ```
+    /// use paynet_auth::config::Config;
+    /// use paynet_auth::hyper_client::HttpClient;
+    ///
+    /// let terminal = |name: &str, proxy: &str| serde_json::json!({
+    ///     "name": name, "base_url": "https://gateway.example/gw", "username": name, "password": "p",
+    ///     "terminal_id": 1, "proxy": proxy,
+    /// });
+    /// let same: Config = serde_json::from_value(serde_json::json!({
+    ///     "credentials": [terminal("north", "http://proxy:3128"), terminal("south", "http://proxy:3128")],
+    /// })).unwrap();
+    /// assert!(HttpClient::from_credentials(&same).is_ok());
+    /// let different: Config = serde_json::from_value(serde_json::json!({
+    ///     "credentials": [terminal("north", "http://proxy:3128"), terminal("south", "http://other:3128")],
+    /// })).unwrap();
+    /// let error = HttpClient::from_credentials(&different).unwrap_err();
+    /// assert!(error.to_string().contains("`north` and `south`"), "{error}");
+    /// ```
+    pub fn from_credentials(config: &crate::config::Config) -> Result<Self, ClientConfigError> {
+        let default = config.default_credential();
+        if let Some(other) = config
+            .credentials()
+            .into_iter()
+            .find(|c| c.tls != default.tls || c.proxy != default.proxy)
+        {
+            return Err(ClientConfigError {
+                key: if other.tls != default.tls {
+                    "tls"
+                } else {
+                    "proxy"
+                },
+                reason: format!(
+                    "credentials `{}` and `{}` have different `tls` or `proxy` settings, and the credentials of \
+                     one layer share its inner client: give them the same settings, or each its own layer",
+                    default.credential_name(),
+                    other.credential_name()
+                ),
+            });
+        }
+        Self::from_config(default)
+    }
 }
 
 impl Default for HttpClient {
@@ -168,6 +216,8 @@ pub struct HttpClientBuilder {
     default_roots: bool,
     identity_files: Option<(PathBuf, PathBuf)>,
     identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    /// A `tls` section with a certificate and no key, or the reverse: refused by `build`.
+    half_identity: bool,
     proxy: ProxyChoice,
     pool_idle_timeout: Option<Duration>,
     pool_max_idle_per_host: usize,
@@ -181,6 +231,7 @@ impl Default for HttpClientBuilder {
             default_roots: true,
             identity_files: None,
             identity: None,
+            half_identity: false,
             proxy: ProxyChoice::Environment,
             // hyper-util's defaults.
             pool_idle_timeout: Some(Duration::from_secs(90)),
@@ -196,8 +247,10 @@ impl HttpClientBuilder {
             self = self.ca_file(ca);
         }
         self = self.default_roots(tls.default_roots);
-        if let (Some(cert), Some(key)) = (&tls.client_cert, &tls.client_key) {
-            self = self.client_identity_files(cert, key);
+        match (&tls.client_cert, &tls.client_key) {
+            (Some(cert), Some(key)) => self = self.client_identity_files(cert, key),
+            (None, None) => {}
+            _ => self.half_identity = true,
         }
         self
     }
@@ -264,32 +317,36 @@ impl HttpClientBuilder {
         self
     }
 
-    /// Reads the files and builds the client. Must be called inside a tokio runtime only when used, not built.
+    /// Reads the files and builds the client; refuses a file that cannot be used, a proxy URL (configured or in
+    /// the environment) that is not `http://host:port`, and a client certificate without its key.
     pub fn build(self) -> Result<HttpClient, ClientConfigError> {
+        self.build_inner(true)
+    }
+
+    /// `strict`: an unusable proxy in the environment is refused here, rather than failing the calls it serves.
+    fn build_inner(self, strict: bool) -> Result<HttpClient, ClientConfigError> {
         let file_error = |key: &'static str| {
             move |error: PemFileError| ClientConfigError {
                 key,
                 reason: error.to_string(),
             }
         };
+        if self.half_identity {
+            return Err(ClientConfigError {
+                key: "tls.client_key",
+                reason: "`tls.client_cert` and `tls.client_key` go together: set both or neither"
+                    .into(),
+            });
+        }
         let mut extra = self.roots;
         for ca in &self.ca_files {
             extra.extend(crate::tls::read_certificates(ca).map_err(file_error("tls.ca_file"))?);
         }
-        if !self.default_roots && extra.is_empty() {
-            return Err(ClientConfigError {
-                key: "tls.default_roots",
-                reason: "the default roots are off and no CA is given: no server certificate could be trusted"
-                    .into(),
-            });
-        }
-        let mut roots = crate::tls::roots_of(extra);
-        if self.default_roots {
-            roots.extend(crate::tls::webpki_roots());
-        }
+        let roots = root_store(extra, self.default_roots)?;
         let identity = match (self.identity, self.identity_files) {
             (Some(identity), _) => Some(identity),
             (None, Some((cert, key))) => {
+                crate::tls::read_certificates(&cert).map_err(file_error("tls.client_cert"))?;
                 Some(crate::tls::read_identity(&cert, &key).map_err(file_error("tls.client_key"))?)
             }
             (None, None) => None,
@@ -308,7 +365,7 @@ impl HttpClientBuilder {
             }
             None => builder.with_no_client_auth(),
         };
-        let proxies = Arc::new(Proxies::new(&self.proxy)?);
+        let proxies = Arc::new(Proxies::new(&self.proxy, strict)?);
         let mut http = HttpConnector::new();
         // hyper-rustls hands `https://` destinations to this connector too, to open the TCP connection.
         http.enforce_http(false);
@@ -347,48 +404,93 @@ impl fmt::Display for ClientConfigError {
 
 impl StdError for ClientConfigError {}
 
-/// The proxies a client uses, and whether any forward (`http://`) one needs credentials on each request.
+/// The roots a client trusts: `extra` (checked to be certificates), and Mozilla's unless `default_roots` is off.
+fn root_store(
+    extra: Vec<CertificateDer<'static>>,
+    default_roots: bool,
+) -> Result<rustls::RootCertStore, ClientConfigError> {
+    if !default_roots && extra.is_empty() {
+        return Err(ClientConfigError {
+            key: "tls.default_roots",
+            reason: "the default roots are off and no CA is given: no server certificate could be trusted".into(),
+        });
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for (index, certificate) in extra.into_iter().enumerate() {
+        roots.add(certificate).map_err(|e| ClientConfigError {
+            key: "tls.ca_file",
+            reason: format!(
+                "root certificate {} is not a valid X.509 certificate ({e})",
+                index + 1
+            ),
+        })?;
+    }
+    if default_roots {
+        roots.extend(crate::tls::webpki_roots());
+    }
+    Ok(roots)
+}
+
+/// The proxies a client uses.
 #[derive(Debug)]
 struct Proxies {
     matcher: Matcher,
-    forward_auth: bool,
 }
 
 impl Proxies {
-    fn new(choice: &ProxyChoice) -> Result<Self, ClientConfigError> {
+    fn new(choice: &ProxyChoice, strict: bool) -> Result<Self, ClientConfigError> {
+        let no_proxy = ["NO_PROXY", "no_proxy"]
+            .iter()
+            .find_map(|name| std::env::var(name).ok())
+            .unwrap_or_default();
+        // curl's `*`: everything goes direct. hyper-util's matcher applies it to names only, not to a gateway
+        // given by its IP address.
+        let everything_direct = no_proxy.split(',').any(|entry| entry.trim() == "*");
         let matcher = match choice {
-            ProxyChoice::Environment => Matcher::from_env(),
             ProxyChoice::Direct => Matcher::builder().build(),
-            ProxyChoice::Url(url) => {
-                let uri: Uri = url.parse().map_err(|e| ClientConfigError {
-                    key: "proxy",
-                    reason: format!("\"{}\" is not a URL ({e})", crate::redact::url(url)),
-                })?;
-                if uri.scheme_str() != Some("http") || uri.host().is_none() {
-                    return Err(ClientConfigError {
-                        key: "proxy",
-                        reason: format!(
-                            "\"{}\" must be an http:// URL with a host",
-                            crate::redact::url(url)
-                        ),
-                    });
+            _ if everything_direct => Matcher::builder().build(),
+            ProxyChoice::Environment => {
+                let matcher = Matcher::from_env();
+                if strict {
+                    // An https:// or socks proxy would get plain HTTP, with the credentials in clear.
+                    for (variable, probe) in [
+                        ("HTTPS_PROXY or ALL_PROXY", "https://paynet-auth.invalid/"),
+                        ("HTTP_PROXY or ALL_PROXY", "http://paynet-auth.invalid/"),
+                    ] {
+                        if let Some(proxy) = matcher.intercept(&Uri::from_static(probe))
+                            && let Err(reason) = usable_proxy(proxy.uri())
+                        {
+                            return Err(ClientConfigError {
+                                key: variable,
+                                reason,
+                            });
+                        }
+                    }
                 }
+                matcher
+            }
+            ProxyChoice::Url(url) => {
+                crate::config::check_proxy_url(url).map_err(|reason| ClientConfigError {
+                    key: "proxy",
+                    reason,
+                })?;
                 // NO_PROXY still applies, as with curl's --proxy.
-                let no = ["NO_PROXY", "no_proxy"]
-                    .iter()
-                    .find_map(|name| std::env::var(name).ok())
-                    .unwrap_or_default();
-                Matcher::builder().all(url.clone()).no(no).build()
+                Matcher::builder().all(url.clone()).no(no_proxy).build()
             }
         };
-        let probe: Uri = Uri::from_static("http://paynet-auth.invalid/");
-        let forward_auth = matcher
-            .intercept(&probe)
-            .is_some_and(|proxy| proxy.basic_auth().is_some());
-        Ok(Self {
-            matcher,
-            forward_auth,
-        })
+        Ok(Self { matcher })
+    }
+}
+
+/// Whether this client can speak to a proxy: an `http://` one only.
+fn usable_proxy(proxy: &Uri) -> Result<(), String> {
+    match proxy.scheme_str() {
+        Some("http") | None => Ok(()),
+        Some(scheme) => Err(format!(
+            "names a proxy with the scheme `{scheme}` ({}): only http:// proxies are supported (HTTPS targets are \
+             tunnelled through them with CONNECT, end to end encrypted)",
+            crate::redact::url(&proxy.to_string())
+        )),
     }
 }
 
@@ -417,6 +519,14 @@ impl Service<Uri> for WireConnector {
             });
         };
         let proxy_uri = proxy.uri().clone();
+        if let Err(reason) = usable_proxy(&proxy_uri) {
+            return Box::pin(async move {
+                Err(Box::new(ProxyError {
+                    message: format!("the environment {reason}"),
+                    source: None,
+                }) as BoxError)
+            });
+        }
         if target.scheme() == Some(&http::uri::Scheme::HTTPS) {
             let mut tunnel = Tunnel::new(proxy_uri.clone(), http);
             if let Some(auth) = proxy.basic_auth() {
@@ -720,6 +830,54 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(!error.to_string().contains("hunter2"), "{error}");
+    }
+
+    #[test]
+    fn default_roots_false_trusts_the_given_ca_alone() {
+        let ca = rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .self_signed(&rcgen::KeyPair::generate().unwrap())
+            .unwrap();
+        let der = CertificateDer::from(ca.der().to_vec());
+        assert_eq!(root_store(vec![der.clone()], false).unwrap().len(), 1);
+        let with_defaults = root_store(vec![der], true).unwrap().len();
+        assert_eq!(with_defaults, 1 + webpki_roots::TLS_SERVER_ROOTS.len());
+        let error = root_store(vec![CertificateDer::from(vec![1, 2, 3])], true).unwrap_err();
+        assert_eq!(error.key, "tls.ca_file", "{error}");
+    }
+
+    /// What `HttpClient::new()` does with an environment naming such a proxy: each call through it fails,
+    /// saying why, before any byte (or credential) is sent to it.
+    #[tokio::test]
+    async fn a_connection_through_a_proxy_that_is_not_http_fails_naming_the_scheme() {
+        let mut connector = WireConnector {
+            http: HttpConnector::new(),
+            proxies: Arc::new(Proxies {
+                matcher: Matcher::builder()
+                    .all("https://agent:hunter2@127.0.0.1:9")
+                    .build(),
+            }),
+        };
+        let error = connector
+            .call(Uri::from_static("https://gateway.example/gw"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("only http:// proxies are supported"),
+            "{error}"
+        );
+        assert!(!error.contains("hunter2"), "{error}");
+    }
+
+    #[test]
+    fn half_a_client_identity_is_refused() {
+        let tls = TlsConfig {
+            client_cert: Some("client.crt".into()),
+            ..TlsConfig::default()
+        };
+        let error = HttpClient::builder().tls(&tls).build().unwrap_err();
+        assert_eq!(error.key, "tls.client_key", "{error}");
     }
 
     #[test]

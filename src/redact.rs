@@ -40,7 +40,7 @@ const MASK: &str = "****";
 /// ```
 pub fn url(text: &str) -> String {
     let Some(scheme_end) = text.find("://") else {
-        return redact_key_values(text);
+        return without_scheme(text);
     };
     let (scheme, rest) = (&text[..scheme_end], &text[scheme_end + 3..]);
     let (authority, tail) = split_authority(rest);
@@ -82,10 +82,16 @@ fn split_authority(rest: &str) -> (&str, &str) {
                 c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']' | '%')
             })
     };
+    // A user name holds none of `/`, `?`, `#`: an `@` after one of them (a query value `user=app@tenant`) does
+    // not end a user part.
+    let user_part_plausible = |userinfo: &str| {
+        let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+        !user.contains(['/', '?', '#'])
+    };
     let mut at = rest.len();
     while let Some(i) = rest[..at].rfind('@') {
         let end = host_end(i + 1);
-        if looks_like_host(&rest[i + 1..end]) {
+        if looks_like_host(&rest[i + 1..end]) && user_part_plausible(&rest[..i]) {
             return rest.split_at(end);
         }
         at = i;
@@ -137,6 +143,18 @@ fn next_parameter(value: &str) -> Option<usize> {
     })
 }
 
+/// Text without `scheme://`: an authority as curl takes a proxy (`user:password@proxy:3128`, the password masked
+/// from the first `:` to the last `@`), or a libpq `key=value` string.
+fn without_scheme(text: &str) -> String {
+    if let Some((userinfo, host)) = text.rsplit_once('@')
+        && !userinfo.contains(['=', ' '])
+        && let Some((user, _password)) = userinfo.split_once(':')
+    {
+        return format!("{user}:{MASK}@{host}");
+    }
+    redact_key_values(text)
+}
+
 /// A libpq-style `key=value key='quoted value'` string with secret-named values masked.
 fn redact_key_values(text: &str) -> String {
     if !text.contains('=') {
@@ -145,7 +163,11 @@ fn redact_key_values(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(eq) = rest.find('=') {
-        let name_start = rest[..eq].rfind(char::is_whitespace).map_or(0, |i| i + 1);
+        // Past the whitespace character, whatever its length in bytes (a no-break space is two).
+        let name_start = rest[..eq]
+            .char_indices()
+            .rfind(|(_, c)| c.is_whitespace())
+            .map_or(0, |(i, c)| i + c.len_utf8());
         let name = rest[name_start..eq].trim();
         out.push_str(&rest[..=eq]);
         let value = &rest[eq + 1..];
@@ -232,6 +254,40 @@ mod tests {
         ] {
             assert_eq!(url(text), text);
         }
+    }
+
+    #[test]
+    fn an_at_in_a_later_query_value_does_not_hide_a_password_before_it() {
+        assert_eq!(
+            url("postgres://db/pay?password=hunter2&user=app@tenant"),
+            "postgres://db/pay?password=****&user=app@tenant"
+        );
+        assert_eq!(
+            url("postgres://app@tenant:pw@db.postgres.azure.example/pay"),
+            "postgres://app@tenant:****@db.postgres.azure.example/pay"
+        );
+        // Ambiguous (a raw password may hold `@host/path?query`): hidden too much rather than too little.
+        let shown = url("postgres://app@tenant:pw@db.postgres.azure.example/pay?user=x@y");
+        assert!(
+            shown.starts_with("postgres://app@tenant:****@") && !shown.contains("pw"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn authorities_without_a_scheme_are_redacted() {
+        assert_eq!(url("user:hunter2@proxy:3128"), "user:****@proxy:3128");
+        assert_eq!(
+            url("agent:hunter2@gw.example/gw"),
+            "agent:****@gw.example/gw"
+        );
+        assert_eq!(url("proxy.internal:3128"), "proxy.internal:3128");
+    }
+
+    #[test]
+    fn multi_byte_whitespace_does_not_panic() {
+        assert_eq!(url("sqlite:/tmp/a\u{a0}b=c"), "sqlite:/tmp/a\u{a0}b=c");
+        assert_eq!(url("host=db\u{a0}password=x"), "host=db\u{a0}password=****");
     }
 
     #[test]

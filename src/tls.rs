@@ -91,6 +91,13 @@ fn webpki_check(certificate: &CertificateDer<'_>) -> Result<(), String> {
 /// The private key in a PEM file: PKCS#8 (`BEGIN PRIVATE KEY`), PKCS#1 RSA (`BEGIN RSA PRIVATE KEY`) or SEC1 EC
 /// (`BEGIN EC PRIVATE KEY`). Encrypted keys are refused with that said.
 pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemFileError> {
+    read_signing_key(path).map(|(key, _)| key)
+}
+
+/// The private key of a PEM file and the signer rustls makes of it (which checks that it can be used).
+fn read_signing_key(
+    path: &Path,
+) -> Result<(PrivateKeyDer<'static>, Arc<dyn rustls::sign::SigningKey>), PemFileError> {
     let bytes = read_file(path)?;
     if bytes
         .windows(b"ENCRYPTED PRIVATE KEY".len())
@@ -110,7 +117,7 @@ pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemFileEr
             ),
         )
     })?;
-    provider()
+    let signer = provider()
         .key_provider
         .load_private_key(key.clone_key())
         .map_err(|e| {
@@ -119,7 +126,7 @@ pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemFileEr
                 format!("holds a private key that cannot be used ({e})"),
             )
         })?;
-    Ok(key)
+    Ok((key, signer))
 }
 
 /// A certificate chain and its private key, checked to belong together.
@@ -128,16 +135,7 @@ pub fn read_identity(
     key: &Path,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), PemFileError> {
     let chain = read_certificates(cert)?;
-    let private = read_private_key(key)?;
-    let signing = provider()
-        .key_provider
-        .load_private_key(private.clone_key())
-        .map_err(|e| {
-            pem_error(
-                key,
-                format!("holds a private key that cannot be used ({e})"),
-            )
-        })?;
+    let (private, signing) = read_signing_key(key)?;
     let certified = rustls::sign::CertifiedKey::new(chain.clone(), signing);
     if let Err(e) = certified.keys_match() {
         // `keys_match` cannot tell for every key type; only a definite mismatch is refused.
@@ -164,7 +162,7 @@ pub(crate) fn webpki_roots() -> impl Iterator<Item = rustls_pki_types::TrustAnch
 }
 
 /// A root store of `certificates` only.
-#[cfg(any(feature = "hyper-client", feature = "postgres"))]
+#[cfg(feature = "postgres")]
 pub(crate) fn roots_of(certificates: Vec<CertificateDer<'static>>) -> RootCertStore {
     let mut roots = RootCertStore::empty();
     // Checked when read; one that still does not parse is left out rather than failing every connection.

@@ -34,8 +34,13 @@ fn config(base_url: &str, extra: &str) -> Result<PaynetConfig, paynet_auth::erro
 }
 
 fn service(config: &PaynetConfig) -> PaynetAuth<HttpClient> {
-    let client =
-        HttpClient::from_config(config).expect("a configuration that loaded builds its client");
+    // The configuration's `tls`, but no proxy from the environment this test runs in: the gateway is local.
+    assert!(config.proxy.is_none());
+    let client = HttpClient::builder()
+        .tls(&config.tls)
+        .no_proxy()
+        .build()
+        .expect("a configuration that loaded builds its client");
     let manager = TokenManager::builder(config.login())
         .jitter(Arc::new(NoJitter))
         .login_timeout(Duration::from_secs(5))
@@ -282,7 +287,13 @@ async fn the_clients_error_has_its_kind() {
     let request = Request::post(format!("{}/v2/user", sim.base_url()))
         .body(Full::new(Bytes::from_static(b"{}")))
         .unwrap();
-    let error = HttpClient::new().oneshot(request).await.unwrap_err();
+    let error = HttpClient::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .oneshot(request)
+        .await
+        .unwrap_err();
     assert_eq!(
         error.kind(),
         &HttpErrorKind::Tls(TlsFailure::UnknownIssuer),
@@ -396,9 +407,11 @@ fn key_forms_people_have_are_read() {
     let identity = pki.ca.issue_client("terminal");
     let (cert, key) = identity.write(pki.dir.path(), "client").unwrap();
     paynet_auth::tls::read_identity(&cert, &key).unwrap();
-    if let Some(legacy) = identity.key_pem_pkcs1_or_sec1() {
-        let path = pki.dir.path().join("legacy.key");
-        std::fs::write(&path, legacy).unwrap();
-        paynet_auth::tls::read_identity(&cert, Path::new(&path)).unwrap();
-    }
+    let legacy = identity
+        .key_pem_pkcs1_or_sec1()
+        .expect("the simulator's keys have a SEC1 form");
+    assert!(legacy.contains("BEGIN EC PRIVATE KEY"), "{legacy}");
+    let path = pki.dir.path().join("legacy.key");
+    std::fs::write(&path, legacy).unwrap();
+    paynet_auth::tls::read_identity(&cert, Path::new(&path)).unwrap();
 }

@@ -525,23 +525,39 @@ fn check_gateway_url(url: &str) -> Result<(), String> {
     }
 }
 
-/// An `http://` proxy URL with a host (and a port, or 80), credentials in its user part if any.
-fn check_proxy_url(url: &str) -> Result<(), String> {
+/// An `http://` proxy URL with a host (and a numeric port, or 80), credentials in its user part if any, nothing
+/// after the authority. A character that would end a part early (`@`, `#`, `?`, `/` in the password) must be
+/// percent-encoded, or the proxy would be sent part of the password as its user name, or be looked for at a host
+/// made of it.
+pub(crate) fn check_proxy_url(url: &str) -> Result<(), String> {
     let shown = redact_url(url);
     let expected = "must be an http:// URL of the proxy, such as \"http://proxy.internal:3128\" or \
                     \"http://user:password@proxy.internal:3128\"";
     let uri: http::Uri = url
         .parse()
         .map_err(|e| format!("{expected}, found \"{shown}\" ({e})"))?;
+    let unencoded =
+        "(percent-encode `@`, `:`, `#`, `?`, `/` and `%` in the user name and password)";
     match (uri.scheme_str(), uri.host()) {
-        (Some("http"), Some(host)) if !host.is_empty() => Ok(()),
-        (Some(scheme), _) if scheme != "http" => Err(format!(
-            "{expected}, found \"{shown}\" (scheme `{scheme}`: only HTTP proxies are supported; HTTPS targets \
-             are tunnelled through them with CONNECT)"
-        )),
-        (None, _) => Err(format!("{expected}, found \"{shown}\" (no scheme)")),
-        _ => Err(format!("{expected}, found \"{shown}\" (no host)")),
+        (Some("http"), Some(host)) if !host.is_empty() => {}
+        (Some(scheme), _) if scheme != "http" => {
+            return Err(format!(
+                "{expected}, found \"{shown}\" (scheme `{scheme}`: only HTTP proxies are supported; HTTPS targets \
+                 are tunnelled through them with CONNECT)"
+            ));
+        }
+        (None, _) => return Err(format!("{expected}, found \"{shown}\" (no scheme)")),
+        _ => return Err(format!("{expected}, found \"{shown}\" (no host)")),
     }
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    if authority.matches('@').count() > 1
+        || url.contains('#')
+        || uri.query().is_some()
+        || !matches!(uri.path(), "" | "/")
+    {
+        return Err(format!("{expected}, found \"{shown}\" {unencoded}"));
+    }
+    Ok(())
 }
 
 /// One refused setting or combination: the fields by their names in the file, and why.

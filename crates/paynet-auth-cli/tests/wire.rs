@@ -416,7 +416,16 @@ async fn no_command_prints_a_secret_of_a_store_or_proxy_url_even_at_trace() {
         ),
         format!("{live}{live_query}password={query_password}"),
     ];
-    let secrets: Vec<&str> = secrets.iter().copied().chain([encoded]).collect();
+    // The proxy's credentials as they travel, in the CONNECT's Proxy-Authorization header.
+    let proxy_header = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode("paynet:Pr0xyPassw0rd")
+    };
+    let secrets: Vec<&str> = secrets
+        .iter()
+        .copied()
+        .chain([encoded, proxy_header.as_str()])
+        .collect();
     for store in &stores {
         let extra =
             format!("{proxy_line}  store:\n    url: \"{store}\"\n    connect_timeout: \"1s\"\n");
@@ -461,4 +470,118 @@ async fn no_command_prints_a_secret_of_a_store_or_proxy_url_even_at_trace() {
             }
         }
     }
+}
+
+#[tokio::test]
+async fn no_proxy_star_sends_even_a_gateway_named_by_its_address_direct() {
+    let gateway = Gateway::https().await;
+    let proxy = Tinyproxy::start(None).await;
+    let config = gateway.config("");
+    // The gateway is 127.0.0.1: an IP address, which a `*` entry must cover too.
+    let url = proxy.url();
+    run(paynet_auth(
+        &config,
+        &CATEGORIES,
+        &[("HTTPS_PROXY", &url), ("NO_PROXY", "*")],
+    ))
+    .await
+    .assert_success();
+    assert_eq!(proxy.requests(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn no_proxy_applies_to_the_configured_proxy_too() {
+    let gateway = Gateway::https().await;
+    let proxy = Tinyproxy::start(None).await;
+    let config = gateway.config(&format!("  proxy: \"{}\"\n", proxy.url()));
+    run(paynet_auth(
+        &config,
+        &CATEGORIES,
+        &[("NO_PROXY", "127.0.0.1")],
+    ))
+    .await
+    .assert_success();
+    assert_eq!(proxy.requests(), Vec::<String>::new());
+    // And without NO_PROXY it is used.
+    run(paynet_auth(&config, &CATEGORIES, &[]))
+        .await
+        .assert_success();
+    assert!(!proxy.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_proxy_the_client_cannot_speak_to_is_refused_without_its_password() {
+    let gateway = Gateway::https().await;
+    let config = gateway.config("");
+    let port = free_port();
+    for (variable, url) in [
+        (
+            "HTTPS_PROXY",
+            format!("https://agent:Pr0xyPassw0rd@127.0.0.1:{port}"),
+        ),
+        (
+            "ALL_PROXY",
+            format!("socks5://agent:Pr0xyPassw0rd@127.0.0.1:{port}"),
+        ),
+    ] {
+        let run = run(paynet_auth(
+            &config,
+            &CATEGORIES,
+            &[(variable, &url), ("RUST_LOG", "trace")],
+        ))
+        .await;
+        let line = run.failure_line();
+        assert!(
+            line.contains("only http:// proxies are supported") && line.contains(variable),
+            "{variable}: {line}"
+        );
+        run.assert_reveals_none(&["Pr0xyPassw0rd"]);
+    }
+    assert_eq!(gateway.sim.stats().login_attempts, 0);
+}
+
+#[tokio::test]
+async fn a_proxy_url_with_unencoded_separators_in_its_password_is_refused_at_load() {
+    let gateway = Gateway::https().await;
+    for password in ["p@ss", "p#ss", "p/ss"] {
+        let config = gateway.config(&format!(
+            "  proxy: \"http://agent:{password}w0rd@127.0.0.1:3128\"\n"
+        ));
+        let run = run(paynet_auth(&config, &CATEGORIES, &[])).await;
+        let line = run.failure_line();
+        assert!(
+            line.contains("paynet.proxy") && line.contains("percent-encode"),
+            "{password}: {line}"
+        );
+        run.assert_reveals_none(&[&format!("{password}w0rd")]);
+    }
+}
+
+#[tokio::test]
+async fn proxy_credentials_on_forwarded_requests_are_not_logged_even_at_trace() {
+    use base64::Engine as _;
+    let gateway = Gateway::http().await;
+    let proxy = Tinyproxy::start(Some(("paynet", "Pr0xyPassw0rd"))).await;
+    let config = gateway.config(&format!(
+        "  proxy: \"{}\"\n",
+        proxy.url_with("paynet", "Pr0xyPassw0rd")
+    ));
+    let header = base64::engine::general_purpose::STANDARD.encode("paynet:Pr0xyPassw0rd");
+    for args in [
+        &CATEGORIES[..],
+        &["token", "refresh"],
+        &[
+            "load",
+            "/v2/service",
+            "getCategoriesList",
+            "--requests",
+            "5",
+        ],
+    ] {
+        run(paynet_auth(&config, args, &[("RUST_LOG", "trace")]))
+            .await
+            .assert_success()
+            .assert_reveals_none(&["Pr0xyPassw0rd", &header]);
+    }
+    assert!(!proxy.requests().is_empty());
 }

@@ -144,15 +144,7 @@ fn is_tls_failure(message: &str) -> bool {
 pub(super) fn postgres_config(
     connector: super::tls::PgConnector,
 ) -> ManagerConfig<diesel_async::AsyncPgConnection> {
-    use futures_util::FutureExt;
-
-    let connector = Arc::new(connector);
-    let mut config = ManagerConfig::default();
-    config.custom_setup = Box::new(move |_url: &str| {
-        let connector = Arc::clone(&connector);
-        async move { connector.connect().await }.boxed()
-    });
-    config
+    connecting_with(connector, |connector| Box::pin(connector.connect()))
 }
 
 /// MySQL/MariaDB connections made by `connector` (TLS as the URL asks, and the options diesel-async's
@@ -161,13 +153,26 @@ pub(super) fn postgres_config(
 pub(super) fn mysql_config(
     connector: super::tls::MysqlConnector,
 ) -> ManagerConfig<diesel_async::AsyncMysqlConnection> {
+    connecting_with(connector, |connector| Box::pin(connector.connect()))
+}
+
+/// A pool configuration whose connections `connect` makes with `connector`, shared by every connection.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn connecting_with<C, K>(
+    connector: K,
+    connect: for<'a> fn(&'a K) -> futures_util::future::BoxFuture<'a, diesel::ConnectionResult<C>>,
+) -> ManagerConfig<C>
+where
+    C: diesel_async::AsyncConnection + 'static,
+    K: Send + Sync + 'static,
+{
     use futures_util::FutureExt;
 
     let connector = Arc::new(connector);
     let mut config = ManagerConfig::default();
     config.custom_setup = Box::new(move |_url: &str| {
         let connector = Arc::clone(&connector);
-        async move { connector.connect().await }.boxed()
+        async move { connect(&connector).await }.boxed()
     });
     config
 }

@@ -713,14 +713,19 @@ mod mysql {
         built_in_roots: Option<bool>,
     }
 
+    /// How long a `PREFERRED` store goes on connecting in plaintext, without asking again, after the server said it
+    /// offers no TLS.
+    const PLAINTEXT_RECHECK: std::time::Duration = std::time::Duration::from_secs(300);
+
     /// How a MySQL/MariaDB store connects: mysql_async's options (TLS included) and, for `PREFERRED`, the same
     /// without TLS for a server that offers none.
     pub(in crate::store::diesel) struct MysqlConnector {
         opts: Opts,
         plaintext_fallback: Option<Opts>,
-        /// Set once a `PREFERRED` server has answered that it offers no TLS: the next connections go plain at
-        /// once instead of asking again (each ask costs a connection), as a pool opens many.
-        plaintext_learned: std::sync::atomic::AtomicBool,
+        /// When a `PREFERRED` server last answered that it offers no TLS: for a while the next connections go
+        /// plain at once instead of asking again (each ask costs a connection, and a pool opens many); after
+        /// [`PLAINTEXT_RECHECK`] TLS is asked for again, so a server that turns TLS on is not left in plaintext.
+        plaintext_learned: std::sync::Mutex<Option<std::time::Instant>>,
         /// For a mode that verifies the chain but not the name: see [`ChainOnly`].
         chain_only: Option<ChainOnly>,
         /// `ssl-mode=VERIFY_CA, ssl-ca=/etc/ca.pem`, for messages.
@@ -754,7 +759,7 @@ mod mysql {
                 return Ok(Self {
                     opts: plain.into(),
                     plaintext_fallback: None,
-                    plaintext_learned: std::sync::atomic::AtomicBool::new(false),
+                    plaintext_learned: std::sync::Mutex::new(None),
                     chain_only: None,
                     summary,
                 });
@@ -804,7 +809,7 @@ mod mysql {
             Ok(Self {
                 opts: tls.into(),
                 plaintext_fallback: (mode == MysqlSslMode::Preferred).then(|| plain.into()),
-                plaintext_learned: std::sync::atomic::AtomicBool::new(false),
+                plaintext_learned: std::sync::Mutex::new(None),
                 chain_only,
                 summary,
             })
@@ -814,10 +819,13 @@ mod mysql {
         pub(in crate::store::diesel) async fn connect(
             &self,
         ) -> diesel::ConnectionResult<AsyncMysqlConnection> {
+            let learned_plain = self
+                .plaintext_learned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some_and(|at| at.elapsed() < PLAINTEXT_RECHECK);
             if let Some(plain) = &self.plaintext_fallback
-                && self
-                    .plaintext_learned
-                    .load(std::sync::atomic::Ordering::Relaxed)
+                && learned_plain
             {
                 let conn = self
                     .new_conn(plain)
@@ -838,8 +846,10 @@ mod mysql {
                         .new_conn(plain)
                         .await
                         .map_err(|failure| self.failure(failure))?;
-                    self.plaintext_learned
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    *self
+                        .plaintext_learned
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
                     conn
                 }
                 Err(Failure::Driver(error)) => match self.chain_only_retry(&error) {
