@@ -14,10 +14,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use paynet_auth::hyper_client::HttpClient;
 use paynet_auth::store::{self, StoreOptions};
 use paynet_auth::token::PaynetLogin;
 use paynet_auth::{BoxError, Health, PaynetAuth, PaynetAuthLayer, TokenManager};
@@ -25,7 +23,7 @@ use paynet_sim::Simulator;
 use tower::timeout::Timeout;
 use tower::{Layer, ServiceExt};
 
-type Paynet = PaynetAuth<Timeout<Client<HttpConnector, Full<Bytes>>>>;
+type Paynet = PaynetAuth<Timeout<HttpClient>>;
 
 #[derive(Clone)]
 struct AppState {
@@ -97,7 +95,8 @@ async fn main() -> Result<(), BoxError> {
     ))
     .shared_store(store)
     .build()?;
-    let client = Client::builder(TokioExecutor::new()).build_http();
+    // HTTPS and HTTP, HTTPS_PROXY / NO_PROXY honoured; `HttpClient::from_config` reads a credential's `tls` and `proxy`.
+    let client = HttpClient::builder().build()?;
     let state = AppState {
         paynet: PaynetAuthLayer::new(manager).layer(Timeout::new(client, Duration::from_secs(10))),
         gateway: gateway.base_url().to_owned(),
