@@ -28,7 +28,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::TryFutureExt;
 use futures_util::future::BoxFuture;
 use http::{Request, Response, Uri};
 use http_body_util::Full;
@@ -76,9 +75,11 @@ pub struct HttpClient {
 }
 
 /// The future of [`HttpClient`]'s call.
-pub type HttpResponseFuture = futures_util::future::MapErr<
+pub type HttpResponseFuture = futures_util::future::Map<
     hyper_util::client::legacy::ResponseFuture,
-    fn(hyper_util::client::legacy::Error) -> HttpError,
+    fn(
+        Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+    ) -> Result<Response<Incoming>, HttpError>,
 >;
 
 impl Service<Request<Full<Bytes>>> for HttpClient {
@@ -101,20 +102,17 @@ impl Service<Request<Full<Bytes>>> for HttpClient {
                 .headers_mut()
                 .insert(http::header::PROXY_AUTHORIZATION, auth.clone());
         }
-        self.client
-            .request(request)
-            .map_err(HttpError::from_client as fn(_) -> _)
+        futures_util::FutureExt::map(self.client.request(request), answered as fn(_) -> _)
     }
 }
 
 impl HttpClient {
     /// A client with the defaults: Mozilla's roots, no client certificate, the environment's proxy variables.
     /// A proxy variable naming a proxy this client cannot use (`https://`, `socks5://`) makes each call that
-    /// would go through it fail with [`HttpErrorKind::Proxy`] saying so; [`HttpClientBuilder::build`] refuses it
-    /// at once instead.
+    /// would go through it fail with [`HttpErrorKind::Proxy`], naming the variable, before anything is sent.
     pub fn new() -> Self {
         Self::builder()
-            .build_inner(false)
+            .build()
             .expect("the default client reads no file")
     }
 
@@ -317,14 +315,11 @@ impl HttpClientBuilder {
         self
     }
 
-    /// Reads the files and builds the client; refuses a file that cannot be used, a proxy URL (configured or in
-    /// the environment) that is not `http://host:port`, and a client certificate without its key.
+    /// Reads the files and builds the client; refuses a file that cannot be used, a configured proxy URL that is
+    /// not `http://host:port`, and a client certificate without its key. A proxy variable of the environment is
+    /// judged when a call would use it (a variable for another scheme, or a host `NO_PROXY` names, must not stop
+    /// the client).
     pub fn build(self) -> Result<HttpClient, ClientConfigError> {
-        self.build_inner(true)
-    }
-
-    /// `strict`: an unusable proxy in the environment is refused here, rather than failing the calls it serves.
-    fn build_inner(self, strict: bool) -> Result<HttpClient, ClientConfigError> {
         let file_error = |key: &'static str| {
             move |error: PemFileError| ClientConfigError {
                 key,
@@ -365,7 +360,7 @@ impl HttpClientBuilder {
             }
             None => builder.with_no_client_auth(),
         };
-        let proxies = Arc::new(Proxies::new(&self.proxy, strict)?);
+        let proxies = Arc::new(Proxies::new(&self.proxy)?);
         let mut http = HttpConnector::new();
         // hyper-rustls hands `https://` destinations to this connector too, to open the TCP connection.
         http.enforce_http(false);
@@ -438,7 +433,7 @@ struct Proxies {
 }
 
 impl Proxies {
-    fn new(choice: &ProxyChoice, strict: bool) -> Result<Self, ClientConfigError> {
+    fn new(choice: &ProxyChoice) -> Result<Self, ClientConfigError> {
         let no_proxy = ["NO_PROXY", "no_proxy"]
             .iter()
             .find_map(|name| std::env::var(name).ok())
@@ -449,26 +444,7 @@ impl Proxies {
         let matcher = match choice {
             ProxyChoice::Direct => Matcher::builder().build(),
             _ if everything_direct => Matcher::builder().build(),
-            ProxyChoice::Environment => {
-                let matcher = Matcher::from_env();
-                if strict {
-                    // An https:// or socks proxy would get plain HTTP, with the credentials in clear.
-                    for (variable, probe) in [
-                        ("HTTPS_PROXY or ALL_PROXY", "https://paynet-auth.invalid/"),
-                        ("HTTP_PROXY or ALL_PROXY", "http://paynet-auth.invalid/"),
-                    ] {
-                        if let Some(proxy) = matcher.intercept(&Uri::from_static(probe))
-                            && let Err(reason) = usable_proxy(proxy.uri())
-                        {
-                            return Err(ClientConfigError {
-                                key: variable,
-                                reason,
-                            });
-                        }
-                    }
-                }
-                matcher
-            }
+            ProxyChoice::Environment => Matcher::from_env(),
             ProxyChoice::Url(url) => {
                 crate::config::check_proxy_url(url).map_err(|reason| ClientConfigError {
                     key: "proxy",
@@ -480,6 +456,19 @@ impl Proxies {
         };
         Ok(Self { matcher })
     }
+}
+
+/// The environment variable hyper-util's matcher took a target's proxy from, in its order of precedence.
+fn proxy_variable(https: bool) -> String {
+    let names: &[&str] = if https {
+        &["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
+    } else {
+        &["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
+    };
+    names
+        .iter()
+        .find(|name| std::env::var(name).is_ok_and(|value| !value.is_empty()))
+        .map_or_else(|| "the proxy".to_owned(), |name| format!("`{name}`"))
 }
 
 /// Whether this client can speak to a proxy: an `http://` one only.
@@ -520,9 +509,11 @@ impl Service<Uri> for WireConnector {
         };
         let proxy_uri = proxy.uri().clone();
         if let Err(reason) = usable_proxy(&proxy_uri) {
+            let https = target.scheme() == Some(&http::uri::Scheme::HTTPS);
+            let message = format!("{} {reason}", proxy_variable(https));
             return Box::pin(async move {
                 Err(Box::new(ProxyError {
-                    message: format!("the environment {reason}"),
+                    message,
                     source: None,
                 }) as BoxError)
             });
@@ -706,7 +697,7 @@ pub enum HttpErrorKind {
 pub struct HttpError {
     kind: HttpErrorKind,
     message: String,
-    source: hyper_util::client::legacy::Error,
+    source: Option<hyper_util::client::legacy::Error>,
 }
 
 impl HttpError {
@@ -748,7 +739,7 @@ impl HttpError {
         Self {
             kind,
             message,
-            source,
+            source: Some(source),
         }
     }
 
@@ -759,7 +750,27 @@ impl HttpError {
 
     /// Whether no connection was made (the request was not sent), as hyper-util tells.
     pub fn is_connect(&self) -> bool {
-        self.source.is_connect()
+        self.source
+            .as_ref()
+            .is_some_and(|source| source.is_connect())
+    }
+}
+
+/// The answer, or the error it is: a transport failure, or a 407, which only a proxy sends (a proxy that wants
+/// credentials for a forwarded `http://` request answers it and may close the connection before its body).
+fn answered(
+    result: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+) -> Result<Response<Incoming>, HttpError> {
+    match result {
+        Ok(response) if response.status() == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED => Err(HttpError {
+            kind: HttpErrorKind::Proxy,
+            message: "the proxy answered 407 Proxy Authentication Required: give the proxy's user and password in \
+                      its URL (http://user:password@host:port), or check them"
+                .to_owned(),
+            source: None,
+        }),
+        Ok(response) => Ok(response),
+        Err(error) => Err(HttpError::from_client(error)),
     }
 }
 
@@ -777,7 +788,7 @@ impl fmt::Display for HttpError {
 
 impl StdError for HttpError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        Some(&self.source)
+        self.source.as_ref().map(|source| source as _)
     }
 }
 

@@ -393,7 +393,12 @@ fn unusable_tls_files_are_refused_at_load_naming_key_and_file() {
     );
     assert!(!error.contains("hunter2"), "{error}");
 
-    // Each refusal names the line of its key in the file.
+    // Each refusal names the line of its key in the file, or of its section in a flow mapping.
+    let error = refusal(url, &format!("  tls: {{ ca_file: \"{missing}\" }}\n"));
+    assert!(
+        error.contains("paynet.yaml: line 7: `paynet.tls.ca_file`"),
+        "{error}"
+    );
     let error = refusal(url, &format!("  tls:\n    ca_file: \"{missing}\"\n"));
     assert!(
         error.contains("paynet.yaml: line 8: `paynet.tls.ca_file`"),

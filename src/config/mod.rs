@@ -550,12 +550,18 @@ pub(crate) fn check_proxy_url(url: &str) -> Result<(), String> {
         _ => return Err(format!("{expected}, found \"{shown}\" (no host)")),
     }
     let authority = uri.authority().map_or("", |a| a.as_str());
-    if authority.matches('@').count() > 1
-        || url.contains('#')
-        || uri.query().is_some()
-        || !matches!(uri.path(), "" | "/")
-    {
+    if authority.matches('@').count() > 1 || url.contains('#') {
         return Err(format!("{expected}, found \"{shown}\" {unencoded}"));
+    }
+    if uri.query().is_some() || !matches!(uri.path(), "" | "/") {
+        return Err(format!(
+            "{expected}, found \"{shown}\" (a proxy URL has no path or query; if the password holds `/` or `?`, \
+             percent-encode them)"
+        ));
+    }
+    if uri.port_u16().is_none() {
+        // curl would guess 1080, hyper-util 80: neither is worth guessing for an egress proxy.
+        return Err(format!("{expected}, found \"{shown}\" (no port)"));
     }
     Ok(())
 }

@@ -64,6 +64,14 @@ impl Config {
                         .fields
                         .iter()
                         .find_map(|field| line_of_key(text, field))
+                        // A key in a flow mapping (`tls: { ca_file: … }`) is not on a line of its own: its
+                        // section's line, then.
+                        .or_else(|| {
+                            refusal.fields.iter().find_map(|field| {
+                                let (parent, _) = field.rsplit_once('.')?;
+                                parent.contains('.').then(|| line_of_key(text, parent))?
+                            })
+                        })
                         .or_else(|| {
                             refusal
                                 .fields

@@ -24,7 +24,7 @@ pub(crate) type Inner = Timeout<MapErr<HttpClient, fn(HttpError) -> BoxError>>;
 /// The configuration was checked when loaded, so this fails only if a file changed since.
 pub(crate) fn client(config: &PaynetConfig) -> Result<Inner, String> {
     let client = HttpClient::from_config(config)
-        .map_err(|e| format!("{}: {e}", config.credential_name()))?;
+        .map_err(|e| format!("credential `{}`: {e}", config.credential_name()))?;
     Ok(Timeout::new(
         client.map_err(box_error as fn(_) -> _),
         REQUEST_TIMEOUT,

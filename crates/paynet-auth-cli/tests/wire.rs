@@ -585,3 +585,70 @@ async fn proxy_credentials_on_forwarded_requests_are_not_logged_even_at_trace() 
     }
     assert!(!proxy.requests().is_empty());
 }
+
+#[tokio::test]
+async fn a_proxy_variable_for_the_other_scheme_or_bypassed_stops_nothing() {
+    let gateway = Gateway::https().await;
+    let config = gateway.config("");
+    let unusable = format!("https://127.0.0.1:{}", free_port());
+    run(paynet_auth(
+        &config,
+        &CATEGORIES,
+        &[("HTTP_PROXY", &unusable)],
+    ))
+    .await
+    .assert_success();
+    run(paynet_auth(
+        &config,
+        &CATEGORIES,
+        &[("https_proxy", &unusable), ("NO_PROXY", "127.0.0.1")],
+    ))
+    .await
+    .assert_success();
+    // Used, it is refused naming the variable as it was spelled.
+    let line = run(paynet_auth(
+        &config,
+        &CATEGORIES,
+        &[("https_proxy", &unusable)],
+    ))
+    .await
+    .failure_line();
+    assert!(
+        line.contains("`https_proxy` names a proxy with the scheme `https`"),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn a_407_to_a_forwarded_request_is_reported_as_the_proxys() {
+    let gateway = Gateway::http().await;
+    let proxy = Tinyproxy::start(Some(("paynet", "Pr0xyPassw0rd"))).await;
+    let config = gateway.config("");
+    let url = proxy.url();
+    let line = run(paynet_auth(&config, &CATEGORIES, &[("HTTP_PROXY", &url)]))
+        .await
+        .failure_line();
+    assert!(
+        line.contains("the proxy answered 407 Proxy Authentication Required"),
+        "{line}"
+    );
+    assert_eq!(gateway.sim.stats().login_attempts, 0);
+}
+
+#[tokio::test]
+async fn a_proxy_url_without_a_port_or_with_a_path_is_refused_at_load_saying_which() {
+    let gateway = Gateway::https().await;
+    for (proxy, says) in [
+        ("http://127.0.0.1", "(no port)"),
+        ("http://127.0.0.1:3128/foo", "has no path or query"),
+    ] {
+        let config = gateway.config(&format!("  proxy: \"{proxy}\"\n"));
+        let line = run(paynet_auth(&config, &CATEGORIES, &[]))
+            .await
+            .failure_line();
+        assert!(
+            line.contains("paynet.proxy") && line.contains(says),
+            "{proxy}: {line}"
+        );
+    }
+}
