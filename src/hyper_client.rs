@@ -697,7 +697,8 @@ pub enum HttpErrorKind {
 pub struct HttpError {
     kind: HttpErrorKind,
     message: String,
-    source: Option<hyper_util::client::legacy::Error>,
+    // Boxed: hyper-util's error is large, and this one is the `Err` of every call.
+    source: Option<Box<hyper_util::client::legacy::Error>>,
 }
 
 impl HttpError {
@@ -739,7 +740,7 @@ impl HttpError {
         Self {
             kind,
             message,
-            source: Some(source),
+            source: Some(Box::new(source)),
         }
     }
 
@@ -788,7 +789,7 @@ impl fmt::Display for HttpError {
 
 impl StdError for HttpError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source.as_ref().map(|source| source as _)
+        self.source.as_deref().map(|source| source as _)
     }
 }
 
