@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use paynet_auth::token::fingerprint;
@@ -13,9 +13,11 @@ use paynet_sim::{
 use tempfile::TempDir;
 use tokio::process::Command;
 
+mod support;
+
+use support::{RUN_TIMEOUT, Run, run};
+
 const BIN: &str = env!("CARGO_BIN_EXE_paynet-auth");
-/// No run of the binary may take longer than this; it is killed when the test gives up on it.
-const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 /// Base64 of the 32 bytes `0123456789abcdef0123456789abcdef`, passed as `PAYNET_TOKEN_KEY`.
 const TOKEN_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 const TRACE: &str = "paynet_auth=trace";
@@ -31,25 +33,7 @@ const LOAD: [&str; 7] = [
     "16",
 ];
 
-/// What one run of the binary left behind.
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
 impl Run {
-    fn assert_success(&self) -> &Self {
-        assert!(
-            self.status.success(),
-            "expected success, got {}\nstdout:\n{}\nstderr:\n{}",
-            self.status,
-            self.stdout,
-            self.stderr
-        );
-        self
-    }
-
     /// Asserts a failure that is not a panic and whose stderr is exactly one line; returns that line.
     fn assert_one_line_failure(&self) -> &str {
         assert!(
@@ -120,18 +104,6 @@ fn paynet_auth(args: &[&str]) -> Command {
         .stdin(Stdio::null())
         .kill_on_drop(true);
     command
-}
-
-async fn run(mut command: Command) -> Run {
-    let output = tokio::time::timeout(RUN_TIMEOUT, command.output())
-        .await
-        .unwrap_or_else(|_| panic!("paynet-auth did not finish within {RUN_TIMEOUT:?}"))
-        .expect("paynet-auth starts");
-    Run {
-        status: output.status,
-        stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
-        stderr: String::from_utf8(output.stderr).expect("stderr is UTF-8"),
-    }
 }
 
 /// A simulator and a directory holding `paynet.yaml` (pointing at it) and the SQLite store.

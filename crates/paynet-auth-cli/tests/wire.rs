@@ -4,7 +4,7 @@
 
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use paynet_sim::tls::{Authority, ServerTls};
@@ -12,8 +12,11 @@ use paynet_sim::{DEFAULT_PASSWORD, DEFAULT_TERMINAL_ID, DEFAULT_USERNAME, Simula
 use tempfile::TempDir;
 use tokio::process::Command;
 
+mod support;
+
+use support::{Run, run};
+
 const BIN: &str = env!("CARGO_BIN_EXE_paynet-auth");
-const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 const PROXY_VARIABLES: [&str; 8] = [
     "HTTPS_PROXY",
     "https_proxy",
@@ -26,24 +29,7 @@ const PROXY_VARIABLES: [&str; 8] = [
 ];
 const CATEGORIES: [&str; 3] = ["call", "/v2/service", "getCategoriesList"];
 
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
 impl Run {
-    fn assert_success(&self) -> &Self {
-        assert!(
-            self.status.success(),
-            "expected success, got {}\nstdout:\n{}\nstderr:\n{}",
-            self.status,
-            self.stdout,
-            self.stderr
-        );
-        self
-    }
-
     fn failure_line(&self) -> String {
         assert!(!self.status.success(), "expected failure:\n{}", self.stdout);
         assert_ne!(self.status.code(), Some(101), "a panic: {}", self.stderr);
@@ -204,18 +190,6 @@ fn paynet_auth(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
         command.env(name, value);
     }
     command
-}
-
-async fn run(mut command: Command) -> Run {
-    let output = tokio::time::timeout(RUN_TIMEOUT, command.output())
-        .await
-        .expect("paynet-auth finishes")
-        .expect("paynet-auth starts");
-    Run {
-        status: output.status,
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
 }
 
 #[tokio::test]
