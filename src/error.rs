@@ -184,6 +184,20 @@ pub enum LoginError {
         /// What is wrong.
         reason: String,
     },
+    /// The login succeeded, but the gateway rejected the token it issued before accepting a single call with it:
+    /// a session the gateway does not honour (a terminal not allowed to call, a gateway whose sessions are broken,
+    /// another client logging in as the same terminal at once). Counted as a failed login, so that such a gateway
+    /// gets a login per backoff pause rather than one per call.
+    #[error(
+        "token endpoint {endpoint} issued generation {generation}, which the gateway rejected before accepting any \
+         call with it"
+    )]
+    RejectedAtOnce {
+        /// The login URL.
+        endpoint: String,
+        /// The generation of the rejected token.
+        generation: u64,
+    },
 }
 
 impl LoginError {

@@ -11,8 +11,8 @@ use reqwest_middleware::{Middleware, Next};
 
 use crate::error::BoxError;
 use crate::exchange::{
-    Credentials, ExchangePolicy, HeadCopy, Inspected, ResponseBody, authorised_request, inspect,
-    read_request_body, replay,
+    Credentials, ExchangePolicy, HeadCopy, Inspected, ResponseBody, authorised_request,
+    authorised_request_in, inspect, read_request_body, replay, token_slots,
 };
 use crate::token::{LoginResponse, LoginSender};
 use crate::{Error, PaynetAuthLayer};
@@ -138,14 +138,24 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    let token = match policy.manager.usable(&login) {
-        Some(token) => token.into_shared(),
-        None => policy.manager.token(login()).await?,
-    };
     let copy = HeadCopy::of(&parts);
-    let first = authorised_request(policy, parts, &body, &token)?;
+    let first = match policy.manager.usable(&login) {
+        Some(token) => {
+            let first = authorised_request(policy, parts, &body, &token)?;
+            (first, token.into_shared())
+        }
+        None => {
+            // No token to send: a body that would be refused is refused now, before it costs a login.
+            let slots = token_slots(policy, &body)?;
+            let token = policy.manager.token(login()).await?;
+            let first = authorised_request_in(policy, parts, &body, slots.as_ref(), &token)?;
+            (first, token)
+        }
+    };
+    let (first, token) = first;
     let response = send(first).await.map_err(|e| Error::Inner(e.into()))?;
     if let Inspected::Accepted(response) = inspect(policy, response).await? {
+        policy.manager.note_accepted(token.generation());
         return Ok(response);
     }
     replay(

@@ -360,7 +360,9 @@ async fn the_callers_other_extensions_reach_the_service_below_first_and_on_repla
                     request.extensions().get::<TraceId>().cloned(),
                 ));
                 let body = body_json(request.into_body()).await;
-                if body["params"]["token"] == "T-1" {
+                // T-1 serves one call, then expires: a token rejected before any call was accepted with it would
+                // be a failed login, not an expiry to replay.
+                if body["params"]["token"] == "T-1" && seen.lock().unwrap().len() > 1 {
                     return Ok(json_response(UNAUTHORIZED));
                 }
                 Ok(json_response(r#"{"jsonrpc":"2.0","id":1,"result":[]}"#))
@@ -375,11 +377,12 @@ async fn the_callers_other_extensions_reach_the_service_below_first_and_on_repla
             &store,
         )))
         .layer(gateway);
+    service.clone().oneshot(call(Some("south"))).await.unwrap();
     let mut request = call(Some("south"));
     request.extensions_mut().insert(TraceId(7));
     service.oneshot(request).await.unwrap();
     assert_eq!(
-        *seen.lock().unwrap(),
+        seen.lock().unwrap()[1..],
         [(false, Some(TraceId(7))), (false, Some(TraceId(7)))],
         "sent, rejected (T-1), replayed (T-2): the trace id both times, the credential neither"
     );

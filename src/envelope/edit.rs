@@ -80,7 +80,7 @@ impl Edit {
 pub(super) const INLINE_EDITS: usize = 4;
 
 /// The edits of one body, in body order.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub(super) struct Edits {
     inline: [Option<Edit>; INLINE_EDITS],
     spilled: Vec<Edit>,

@@ -60,29 +60,52 @@ pub fn inject_token(
     field: TokenField,
     token_json: &[u8],
 ) -> Result<Vec<u8>, InjectError> {
-    debug_assert!(
-        is_string_literal(token_json),
-        "token_json must be one JSON string literal"
-    );
-    let mut scanner = Scanner::new(body, Some(field));
-    scanner.document()?;
-    if let Some(shape) = scanner.shape {
-        return Err(shape);
+    Ok(TokenSlots::find(body, field)?.write(body, token_json))
+}
+
+/// Where the token goes in one body: what [`inject_token`]'s validating pass finds, kept so that the token can
+/// be written later. A body the layer will refuse is refused before any token is asked for (a cold call must not
+/// cost a login, which on a single-session gateway ends every other instance's session), without scanning the
+/// body a second time once the token is there.
+#[derive(Debug)]
+pub(crate) struct TokenSlots {
+    edits: super::edit::Edits,
+}
+
+impl TokenSlots {
+    /// The one validating pass: see [`inject_token`] for what it refuses.
+    pub(crate) fn find(body: &[u8], field: TokenField) -> Result<Self, InjectError> {
+        let mut scanner = Scanner::new(body, Some(field));
+        scanner.document()?;
+        if let Some(shape) = scanner.shape {
+            return Err(shape);
+        }
+        Ok(Self {
+            edits: scanner.edits,
+        })
     }
-    // Sized exactly, so that `Bytes::from` takes the vector as it is instead of allocating a shared header.
-    let len = scanner.edits.iter().fold(body.len(), |len, edit| {
-        len - (edit.end() - edit.start()) + edit.inserted_len(token_json.len())
-    });
-    let mut out = Vec::with_capacity(len);
-    let mut copied = 0;
-    for edit in scanner.edits.iter() {
-        out.extend_from_slice(&body[copied..edit.start()]);
-        edit.write(&mut out, token_json);
-        copied = edit.end();
+
+    /// `body` (the one these slots were found in) with `token_json` written into them.
+    pub(crate) fn write(&self, body: &[u8], token_json: &[u8]) -> Vec<u8> {
+        debug_assert!(
+            is_string_literal(token_json),
+            "token_json must be one JSON string literal"
+        );
+        // Sized exactly, so that `Bytes::from` takes the vector as it is instead of allocating a shared header.
+        let len = self.edits.iter().fold(body.len(), |len, edit| {
+            len - (edit.end() - edit.start()) + edit.inserted_len(token_json.len())
+        });
+        let mut out = Vec::with_capacity(len);
+        let mut copied = 0;
+        for edit in self.edits.iter() {
+            out.extend_from_slice(&body[copied..edit.start()]);
+            edit.write(&mut out, token_json);
+            copied = edit.end();
+        }
+        out.extend_from_slice(&body[copied..]);
+        debug_assert_eq!(out.len(), out.capacity());
+        out
     }
-    out.extend_from_slice(&body[copied..]);
-    debug_assert_eq!(out.len(), out.capacity());
-    Ok(out)
 }
 
 fn is_string_literal(literal: &[u8]) -> bool {

@@ -30,4 +30,6 @@ pub(crate) use policy::ExchangePolicy;
 pub(crate) use replay::replay;
 #[cfg(feature = "reqwest")]
 pub(crate) use request::read_request_body;
-pub(crate) use request::{HeadCopy, RequestReader, authorised_request};
+pub(crate) use request::{
+    HeadCopy, RequestReader, authorised_request, authorised_request_in, token_slots,
+};

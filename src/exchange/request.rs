@@ -13,6 +13,7 @@ use pin_project_lite::pin_project;
 use super::buffer::Buffer;
 use super::policy::{ExchangePolicy, Placement};
 use crate::envelope::inject_token;
+use crate::envelope::splice::TokenSlots;
 use crate::error::{BoxError, Error};
 use crate::token::ActiveToken;
 
@@ -126,6 +127,39 @@ impl HeadCopy {
     }
 }
 
+/// Where the token will go in `body`, found before any token is asked for: a body the layer refuses is refused
+/// before it costs a login. `None` when the token goes in a header.
+pub(crate) fn token_slots(
+    policy: &ExchangePolicy,
+    body: &Bytes,
+) -> Result<Option<TokenSlots>, Error> {
+    match &policy.placement {
+        Placement::JsonBody(field) => Ok(Some(TokenSlots::find(body, *field)?)),
+        Placement::Header { .. } => Ok(None),
+    }
+}
+
+/// The request with `token` in it, written into the slots [`token_slots`] found in `body` beforehand.
+pub(crate) fn authorised_request_in(
+    policy: &ExchangePolicy,
+    mut head: http::request::Parts,
+    body: &Bytes,
+    slots: Option<&TokenSlots>,
+    token: &ActiveToken,
+) -> Result<Request<Bytes>, Error> {
+    let Some(slots) = slots else {
+        return authorised_request(policy, head, body, token);
+    };
+    if policy.identity_encoding {
+        head.headers
+            .insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    }
+    let rewritten = Bytes::from(slots.write(body, token.json_literal()));
+    head.headers.remove(CONTENT_LENGTH);
+    Ok(Request::from_parts(head, rewritten))
+}
+
+/// The request with `token` in it: the body validated and spliced in one pass, or the header set.
 pub(crate) fn authorised_request(
     policy: &ExchangePolicy,
     mut head: http::request::Parts,

@@ -20,10 +20,11 @@ use pin_project_lite::pin_project;
 use tower::ServiceExt;
 use tower_service::Service;
 
+use crate::envelope::splice::TokenSlots;
 use crate::error::{BoxError, Error, TokenError};
 use crate::exchange::{
     Begun, ExchangePolicy, HeadCopy, Inspected, Inspection, RequestReader, ResponseBody,
-    authorised_request, replay,
+    authorised_request, authorised_request_in, replay, token_slots,
 };
 use crate::token::{ActiveToken, Generation, LoginSender};
 
@@ -104,11 +105,11 @@ pin_project! {
         /// No usable token was cached: waiting for one (rare, so boxed). The readied service was let go first.
         Waiting {
             token: BoxFuture<'static, Result<Arc<ActiveToken>, TokenError>>,
-            call: Option<(http::request::Parts, Bytes)>,
+            call: Option<Box<Call>>,
         },
         /// The token is here: readying the service again before sending.
         Readying {
-            call: Option<(http::request::Parts, Bytes, Arc<ActiveToken>)>,
+            call: Option<(Box<Call>, Arc<ActiveToken>)>,
         },
         /// The first request is with the inner service.
         Sending {
@@ -131,6 +132,13 @@ pin_project! {
         },
         Done,
     }
+}
+
+/// A call that waits for a token, its body checked and the token's place in it found beforehand.
+struct Call {
+    head: http::request::Parts,
+    body: Bytes,
+    slots: Option<TokenSlots>,
 }
 
 /// What a replay needs of the request once the first one is gone.
@@ -198,13 +206,21 @@ where
         let login = || LoginSender::from_service(service.clone());
         if let Some(token) = policy.manager.usable(login) {
             if readied {
-                return Self::sending(service, policy, head, body, &token);
+                return Self::sending(service, policy, head, body, None, &token);
             }
             // The readied service was let go while the body arrived: ready a clone before sending.
-            return State::Readying {
-                call: Some((head, body, token.into_shared())),
+            return match token_slots(policy, &body) {
+                Ok(slots) => State::Readying {
+                    call: Some((Box::new(Call { head, body, slots }), token.into_shared())),
+                },
+                Err(error) => State::Failed { error: Some(error) },
             };
         }
+        // No token to send: a body that would be refused is refused now, before it costs a login.
+        let slots = match token_slots(policy, &body) {
+            Ok(slots) => slots,
+            Err(error) => return State::Failed { error: Some(error) },
+        };
         // Let the readied service go before waiting: its readiness may be a permit of a `ConcurrencyLimit` or a
         // slot of a `Buffer` below, which the login (through a clone of the same stack) or other callers need.
         // Holding it while waiting for a login deadlocks `concurrency_limit(1)` on a cold start. The token's
@@ -214,7 +230,7 @@ where
         let login = LoginSender::from_service(service.clone());
         State::Waiting {
             token: Box::pin(async move { manager.token(login).await }),
-            call: Some((head, body)),
+            call: Some(Box::new(Call { head, body, slots })),
         }
     }
 
@@ -224,10 +240,15 @@ where
         policy: &ExchangePolicy,
         head: http::request::Parts,
         body: Bytes,
+        slots: Option<&TokenSlots>,
         token: &ActiveToken,
     ) -> State<S::Future, ReqBody, ResBody> {
         let copy = HeadCopy::of(&head);
-        match authorised_request(policy, head, &body, token) {
+        let request = match slots {
+            Some(slots) => authorised_request_in(policy, head, &body, Some(slots), token),
+            None => authorised_request(policy, head, &body, token),
+        };
+        match request {
             Ok(first) => State::Sending {
                 future: service.call(first.map(Full::new)),
                 sent: Some(Sent {
@@ -308,10 +329,10 @@ where
                 },
                 StateProj::Waiting { token, call } => {
                     let token = ready!(token.as_mut().poll(cx));
-                    let (head, body) = call.take().expect("waited once");
+                    let call = call.take().expect("waited once");
                     match token {
                         Ok(token) => State::Readying {
-                            call: Some((head, body, token)),
+                            call: Some((call, token)),
                         },
                         Err(error) => State::Failed {
                             error: Some(error.into()),
@@ -320,8 +341,9 @@ where
                 }
                 StateProj::Readying { call } => match ready!(service.poll_ready(cx)) {
                     Ok(()) => {
-                        let (head, body, token) = call.take().expect("readied once");
-                        Self::sending(service, policy, head, body, &token)
+                        let (call, token) = call.take().expect("readied once");
+                        let Call { head, body, slots } = *call;
+                        Self::sending(service, policy, head, body, slots.as_ref(), &token)
                     }
                     Err(error) => State::Failed {
                         error: Some(Error::Inner(error.into())),
@@ -330,6 +352,9 @@ where
                 StateProj::Sending { future, sent } => match ready!(future.poll(cx)) {
                     Ok(response) => match Inspection::begin(policy, response) {
                         Begun::Decided(Inspected::Accepted(response)) => {
+                            if let Some(sent) = sent {
+                                policy.manager.note_accepted(sent.sent_with);
+                            }
                             state.set(State::Done);
                             return Poll::Ready(Ok(response));
                         }
@@ -348,6 +373,9 @@ where
                 StateProj::Inspecting { inspection, sent } => {
                     match ready!(inspection.poll_inspect(cx, policy)) {
                         Ok(Inspected::Accepted(response)) => {
+                            if let Some(sent) = sent {
+                                policy.manager.note_accepted(sent.sent_with);
+                            }
                             state.set(State::Done);
                             return Poll::Ready(Ok(response));
                         }

@@ -375,7 +375,7 @@ async fn token_status_after_a_call_shows_generation_and_fingerprint_never_the_to
     assert_eq!(
         status.field("stats"),
         "logins ok 0, refused 0, unavailable 0, timed out 0; rejections 0, replays 0, adoptions 0, lease waits 0, \
-         backoff refusals 0, store errors 0, uninspected responses 0"
+         rejected at once 0, backoff refusals 0, store errors 0, uninspected responses 0"
     );
 }
 

@@ -7,8 +7,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
+use std::sync::atomic::Ordering;
+
+use tracing::warn;
+
 use super::{FlightResult, Inner, duration_ms};
 use crate::error::{LoginError, TokenError};
+use crate::token::Generation;
 
 pub(super) struct Failure {
     cause: Arc<LoginError>,
@@ -45,6 +50,78 @@ impl Inner {
     pub(super) fn record_failure(&self, cause: &Arc<LoginError>) -> (Duration, SystemTime) {
         let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
         let consecutive = failure.as_ref().map_or(1, |f| f.consecutive + 1);
+        self.pause_after(&mut failure, cause, consecutive)
+    }
+
+    /// Counts the rejection of `rejected` as a failed login when it is this instance's own newest token and no
+    /// call was accepted with it: the gateway will not honour the sessions it issues, and a login per rejected
+    /// call would storm it. The first such token in a row is logged in again at once; from the second on, the
+    /// next login waits `backoff_initial`, doubled with each further one up to `backoff_max`, a successful login
+    /// in between notwithstanding, until a call is accepted. Tokens adopted from the store are not counted here: another
+    /// instance's token may have been ended by a later login, which one refresh past it cures.
+    pub(super) fn rejected_at_once(&self, rejected: Generation) {
+        let current = self.current.load();
+        let Some(token) = current.as_ref() else {
+            return;
+        };
+        if token.generation() != rejected
+            || token.record().written_by != self.owner
+            || self.accepted.load(Ordering::Relaxed) >= rejected.0
+        {
+            return;
+        }
+        // Once per generation, however many callers meet the rejection.
+        if self
+            .counted_at_once
+            .fetch_max(rejected.0, Ordering::Relaxed)
+            >= rejected.0
+        {
+            return;
+        }
+        let consecutive = self.dead_on_arrival.fetch_add(1, Ordering::Relaxed) + 1;
+        self.counters.login_rejected_at_once();
+        if consecutive == 1 {
+            // One such token can be bad luck (an expiry, a restart of the gateway between the login and the first
+            // call): the next login is tried at once. The second in a row backs off.
+            warn!(
+                generation = rejected.0,
+                "the gateway rejected a new token before accepting any call with it; logging in once more"
+            );
+            return;
+        }
+        let cause = Arc::new(LoginError::RejectedAtOnce {
+            endpoint: self.source.endpoint().to_owned(),
+            generation: rejected.0,
+        });
+        let (pause, retry_at) = {
+            let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+            self.pause_after(&mut failure, &cause, consecutive - 1)
+        };
+        warn!(
+            generation = rejected.0,
+            retry_in_ms = pause.as_millis() as u64,
+            retry_at = %humantime::format_rfc3339_millis(retry_at),
+            "the gateway rejected a new token before accepting any call with it; backing off before the next login"
+        );
+    }
+
+    /// A call accepted with `generation`: the tokens are honoured again, and the next rejected one is an expiry
+    /// rather than a failed login. One relaxed load on the hot path; a write once per generation.
+    #[inline]
+    pub(super) fn accepted(&self, generation: Generation) {
+        if self.accepted.load(Ordering::Relaxed) < generation.0 {
+            self.accepted.fetch_max(generation.0, Ordering::Relaxed);
+            self.dead_on_arrival.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Sets the backoff after the `consecutive`th failure in a row.
+    fn pause_after(
+        &self,
+        failure: &mut Option<Failure>,
+        cause: &Arc<LoginError>,
+        consecutive: u32,
+    ) -> (Duration, SystemTime) {
         let factor = 2u32.saturating_pow(consecutive - 1);
         let pause = self
             .settings

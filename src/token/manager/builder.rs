@@ -2,7 +2,7 @@
 //! work together, and the credential key and lease owner a manager gets when none is given.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -316,6 +316,9 @@ impl TokenManagerBuilder {
                 flights: Coalesce::new(),
                 failure: Mutex::new(None),
                 rejected: AtomicU64::new(0),
+                accepted: AtomicU64::new(0),
+                counted_at_once: AtomicU64::new(0),
+                dead_on_arrival: AtomicU32::new(0),
                 degraded: Mutex::new(None),
                 lease_gate: Arc::default(),
                 logins: AtomicU64::new(0),

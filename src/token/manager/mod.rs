@@ -23,7 +23,7 @@ mod refresh;
 mod stats;
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -82,6 +82,15 @@ struct Inner {
     /// that a token known to be dead is never sent again, even while a failed login backs off; an atomic rather
     /// than a field of the cached token so that marking it needs no lock and no new `ActiveToken`.
     rejected: AtomicU64,
+    /// The newest generation the gateway accepted a call with (0: none yet). A token rejected before it is
+    /// accepted once was dead on arrival: see [`Inner::rejected_at_once`].
+    accepted: AtomicU64,
+    /// The generation whose rejection before any acceptance was last counted as a failed login, so that the many
+    /// callers meeting one such rejection count it once.
+    counted_at_once: AtomicU64,
+    /// How many of this instance's logins in a row issued a token rejected before any acceptance: the exponent of
+    /// the backoff after the next, which a successful login does not reset (an accepted call does).
+    dead_on_arrival: AtomicU32,
     /// A hash of `owner`, mixed into generations numbered without the store (see [`Numbering`]).
     ///
     /// [`Numbering`]: generation::Numbering
@@ -198,13 +207,25 @@ impl TokenManager {
         rejected: Generation,
         login: LoginSender,
     ) -> Result<Arc<ActiveToken>, TokenError> {
-        // From now on the cache does not hand out `rejected` or anything older: callers wait for the refresh, or
-        // fail fast while a failed login backs off, instead of sending a token known to be dead.
+        self.note_rejected(rejected);
+        // A rejected token is not served past its lifetime: from here on a failed login fails the callers.
+        self.refresh(Some(rejected), login).await
+    }
+
+    /// The gateway rejected `rejected`. From now on the cache does not hand out it or anything older: callers wait
+    /// for a refresh, or fail fast while a failed login backs off, instead of sending a token known to be dead.
+    pub(crate) fn note_rejected(&self, rejected: Generation) {
         self.inner
             .rejected
             .fetch_max(rejected.0.saturating_add(1), Ordering::Relaxed);
-        // A rejected token is not served past its lifetime: from here on a failed login fails the callers.
-        self.refresh(Some(rejected), login).await
+        // A token of this instance's own login rejected before any call was accepted with it: the login did not
+        // really succeed, and logging in again at once would storm a gateway that rejects every session.
+        self.inner.rejected_at_once(rejected);
+    }
+
+    /// Whether this instance's login obtained `token` (rather than another instance's, adopted from the store).
+    pub(crate) fn is_own(&self, token: &ActiveToken) -> bool {
+        token.record().written_by == self.inner.owner
     }
 
     /// Logs in now (or adopts a newer stored token), whatever the cache holds.

@@ -31,6 +31,9 @@ pub mod names {
     pub const ADOPTIONS: &str = "paynet_auth_adoptions_total";
     /// Histogram, seconds: how long a refresh waited while another instance held the refresh lease.
     pub const LEASE_WAIT: &str = "paynet_auth_lease_wait_seconds";
+    /// Counter: tokens of this instance's logins that the gateway rejected before accepting any call with them,
+    /// each counted as a failed login for the backoff.
+    pub const REJECTED_AT_ONCE: &str = "paynet_auth_tokens_rejected_at_once_total";
     /// Counter: callers failed at once because a failed login is backing off.
     pub const BACKOFF_REFUSALS: &str = "paynet_auth_backoff_refusals_total";
     /// Counter: store operations that failed, by `op` (`load`, `save`, `try_lease`, `release`, `clear`, `lease`,
@@ -75,6 +78,11 @@ pub fn describe_metrics() {
         names::LEASE_WAIT,
         Unit::Seconds,
         "How long a refresh waited for another instance holding the refresh lease."
+    );
+    describe_counter!(
+        names::REJECTED_AT_ONCE,
+        Unit::Count,
+        "New tokens the gateway rejected before accepting any call with them."
     );
     describe_counter!(
         names::BACKOFF_REFUSALS,
@@ -122,6 +130,9 @@ pub struct Stats {
     pub adoptions: u64,
     /// Refreshes that waited while another instance held the lease.
     pub lease_waits: u64,
+    /// Tokens of this instance's logins that the gateway rejected before accepting any call with them (each
+    /// counted as a failed login for the backoff).
+    pub rejected_at_once: u64,
     /// Callers failed at once while a failed login backs off.
     pub backoff_refusals: u64,
     /// Store operations that failed.
@@ -136,7 +147,7 @@ impl std::fmt::Display for Stats {
         write!(
             f,
             "logins ok {}, refused {}, unavailable {}, timed out {}; rejections {}, replays {}, adoptions {}, \
-             lease waits {}, backoff refusals {}, store errors {}, uninspected responses {}",
+             lease waits {}, rejected at once {}, backoff refusals {}, store errors {}, uninspected responses {}",
             self.logins_ok,
             self.logins_refused,
             self.logins_unavailable,
@@ -145,6 +156,7 @@ impl std::fmt::Display for Stats {
             self.replays,
             self.adoptions,
             self.lease_waits,
+            self.rejected_at_once,
             self.backoff_refusals,
             self.store_errors,
             self.uninspected_responses
@@ -225,6 +237,7 @@ pub(super) struct Counters {
     replays: AtomicU64,
     adoptions: AtomicU64,
     lease_waits: AtomicU64,
+    rejected_at_once: AtomicU64,
     backoff_refusals: AtomicU64,
     store_errors: AtomicU64,
     uninspected: AtomicU64,
@@ -296,6 +309,11 @@ impl Counters {
         report!(self, histogram names::LEASE_WAIT, waited);
     }
 
+    pub(super) fn login_rejected_at_once(&self) {
+        self.rejected_at_once.fetch_add(1, Ordering::Relaxed);
+        report!(self, counter names::REJECTED_AT_ONCE);
+    }
+
     pub(super) fn backoff_refusal(&self) {
         self.backoff_refusals.fetch_add(1, Ordering::Relaxed);
         report!(self, counter names::BACKOFF_REFUSALS);
@@ -344,6 +362,7 @@ impl Counters {
             replays: read(&self.replays),
             adoptions: read(&self.adoptions),
             lease_waits: read(&self.lease_waits),
+            rejected_at_once: read(&self.rejected_at_once),
             backoff_refusals: read(&self.backoff_refusals),
             store_errors: read(&self.store_errors),
             uninspected_responses: read(&self.uninspected),
@@ -472,6 +491,12 @@ impl TokenManager {
     /// A rejection seen in an answer.
     pub(crate) fn note_rejection(&self) {
         self.inner.counters.rejection();
+    }
+
+    /// A call the gateway accepted with `generation`.
+    #[inline]
+    pub(crate) fn note_accepted(&self, generation: Generation) {
+        self.inner.accepted(generation);
     }
 
     /// A request about to be sent again with a newer token.
