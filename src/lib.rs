@@ -12,6 +12,7 @@
 pub mod clock;
 pub mod coding;
 pub mod config;
+pub mod deadline;
 pub mod envelope;
 pub mod error;
 #[cfg(feature = "hyper-client")]

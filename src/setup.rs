@@ -5,8 +5,10 @@
 //! turns it into working parts, so a service, the command line tool and a test build the same stack the same way.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::{Config, PaynetConfig, TokenFieldConfig, redact_url};
+use crate::deadline::{Deadline, DeadlineLayer};
 use crate::envelope::TokenField;
 use crate::error::{ConfigError, SetupError};
 use crate::store::TokenStore;
@@ -37,6 +39,7 @@ use crate::{PaynetAuth, PaynetAuthLayer, TokenManager};
 pub struct Stack {
     manager: TokenManager,
     layer: PaynetAuthLayer,
+    request_timeout: Duration,
 }
 
 impl Stack {
@@ -87,11 +90,19 @@ impl Stack {
             stacks.push(Self::from_config(credential).await?);
         }
         let mut stacks = stacks.into_iter();
-        let Self { manager, mut layer } = stacks.next().expect("validate: at least one credential");
+        let Self {
+            manager,
+            mut layer,
+            request_timeout,
+        } = stacks.next().expect("validate: at least one credential");
         for other in stacks {
             layer = layer.credential(other.layer);
         }
-        Ok(Self { manager, layer })
+        Ok(Self {
+            manager,
+            layer,
+            request_timeout,
+        })
     }
 
     /// The same over a store the caller opened (one pool shared with other parts of the service, or a
@@ -117,7 +128,11 @@ impl Stack {
             .rejection_code(config.rejection_code)
             .max_request_body(config.max_request_body)
             .inspect_limit(config.inspect_limit);
-        Ok(Self { manager, layer })
+        Ok(Self {
+            manager,
+            layer,
+            request_timeout: config.request_timeout,
+        })
     }
 
     /// The token manager: for `token status`-like reports, a forced refresh, or a second adapter.
@@ -133,6 +148,18 @@ impl Stack {
     /// `inner` wrapped in the layer.
     pub fn service<S: Clone>(&self, inner: S) -> PaynetAuth<S> {
         tower_layer::Layer::layer(&self.layer, inner)
+    }
+
+    /// The configured `request_timeout` as a layer, to put outside [`layer`](Self::layer): each call must finish,
+    /// the answer's body included, within it (see [`crate::deadline`]).
+    pub fn deadline(&self) -> DeadlineLayer {
+        DeadlineLayer::new(self.request_timeout)
+    }
+
+    /// `inner` wrapped in the layer, and that in the configured `request_timeout`: what the command line tool
+    /// calls the gateway with.
+    pub fn bounded_service<S: Clone>(&self, inner: S) -> Deadline<PaynetAuth<S>> {
+        Deadline::new(self.service(inner), self.request_timeout)
     }
 
     /// The manager and the layer.

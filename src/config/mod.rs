@@ -260,6 +260,12 @@ pub struct PaynetConfig {
     /// How long a login may take. Defaults to 10 s.
     #[serde(default = "default_login_timeout", with = "humantime_serde")]
     pub login_timeout: Duration,
+    /// How long a call may take from the moment it is made to the last byte of the answer's body: the wait for a
+    /// login, the inspection of the answer and a replay included (see [`crate::deadline`]). Must be longer than
+    /// `login_timeout`, so that a call waiting for a slow login reports the login's timeout rather than its own.
+    /// Defaults to 30 s.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
     /// How long a refresh lease lasts if its holder dies. Must exceed `login_timeout` plus twice
     /// `store.connect_timeout` (a database store re-reads before and saves after the login under the lease).
     /// Defaults to 30 s.
@@ -446,6 +452,7 @@ impl fmt::Debug for PaynetConfig {
             .field("refresh_ahead", &self.refresh_ahead)
             .field("static_stability", &self.static_stability)
             .field("login_timeout", &self.login_timeout)
+            .field("request_timeout", &self.request_timeout)
             .field("lease_ttl", &self.lease_ttl)
             .field("token_field", &self.token_field)
             .field("rejection_code", &self.rejection_code)
@@ -470,6 +477,10 @@ fn default_static_stability() -> bool {
 fn default_expiry_skew() -> Duration {
     defaults::EXPIRY_SKEW
 }
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
 fn default_login_timeout() -> Duration {
     defaults::LOGIN_TIMEOUT
 }
@@ -517,12 +528,58 @@ fn check_gateway_url(url: &str) -> Result<(), String> {
             redact_url(url)
         ));
     }
+    if uri.query().is_some() || url.contains('#') {
+        return Err(format!(
+            "{expected}, found \"{}\" (no query or fragment: request paths are appended to it)",
+            redact_url(url)
+        ));
+    }
+    if let Some(authority) = uri.authority()
+        && authority.port().is_some()
+        && authority.port_u16().is_none_or(|port| port == 0)
+    {
+        return Err(format!(
+            "{expected}, found \"{}\" (port `{}` is not between 1 and 65535)",
+            redact_url(url),
+            authority
+                .port()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_default()
+        ));
+    }
     match (uri.scheme_str(), uri.host()) {
         (Some("http" | "https"), Some(host)) if !host.is_empty() => Ok(()),
         (None, _) => Err(format!("{expected}, found \"{url}\" (no scheme)")),
         (Some("http" | "https"), _) => Err(format!("{expected}, found \"{url}\" (no host)")),
         (Some(scheme), _) => Err(format!("{expected}, found \"{url}\" (scheme `{scheme}`)")),
     }
+}
+
+/// The longest span a duration setting may have: 100 years. A token's expiry is kept as milliseconds since 1970
+/// and printed as an RFC 3339 timestamp, which ends with the year 9999; far shorter spans than that are already
+/// no lifetime a gateway means.
+pub const MAX_SPAN: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// A path below the gateway root: `/v2/user`, not a whole URL, no query or fragment.
+fn check_login_path(path: &str) -> Result<(), String> {
+    let expected = "must be a path below `base_url`, such as \"/v2/user\"";
+    if path.contains("://") {
+        return Err(format!(
+            "{expected}, found a whole URL \"{}\": the gateway root goes in `base_url`",
+            redact_url(path)
+        ));
+    }
+    if !path.starts_with('/') {
+        return Err(format!(
+            "{expected}, found \"{path}\" (it must start with `/`)"
+        ));
+    }
+    if path.contains(['?', '#']) || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "{expected}, found \"{path}\" (no query, fragment, space or control character)"
+        ));
+    }
+    Ok(())
 }
 
 /// An `http://` proxy URL with a host (and a numeric port, or 80), credentials in its user part if any, nothing
@@ -608,12 +665,38 @@ fn number_or_numeric_string<'de, D: Deserializer<'de>>(deserializer: D) -> Resul
             Err(E::custom(format!("expected a whole number, found {value}")))
         }
 
-        fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<u64, E> {
-            value
-                .trim()
-                .parse()
-                .map_err(|_| E::custom(format!("expected a whole number, found \"{value}\"")))
+        // YAML reads integers past 64 bits as 128-bit ones; without these serde's message would be "invalid type:
+        // integer as u128, expected any YAML value".
+        fn visit_u128<E: serde::de::Error>(self, value: u128) -> Result<u64, E> {
+            u64::try_from(value).map_err(|_| too_large(value))
         }
+
+        fn visit_i128<E: serde::de::Error>(self, value: i128) -> Result<u64, E> {
+            u64::try_from(value).map_err(|_| {
+                if value < 0 {
+                    E::custom(format!("expected a whole number, found {value}"))
+                } else {
+                    too_large(value)
+                }
+            })
+        }
+
+        fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<u64, E> {
+            let trimmed = value.trim();
+            if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit()) {
+                return trimmed.parse().map_err(|_| too_large(trimmed));
+            }
+            Err(E::custom(format!(
+                "expected a whole number, found \"{value}\""
+            )))
+        }
+    }
+
+    fn too_large<E: serde::de::Error>(value: impl fmt::Display) -> E {
+        E::custom(format!(
+            "{value} is too large: the largest whole number allowed is {}",
+            u64::MAX
+        ))
     }
 
     deserializer.deserialize_any(Visitor)
@@ -653,6 +736,9 @@ impl PaynetConfig {
                 fields: owned(&["paynet.base_url"]),
                 reason: format!("`paynet.base_url` {reason}"),
             });
+        }
+        if let Some(refusal) = self.timing_refusal() {
+            return Some(refusal);
         }
         if let Some(ttl) = self.token_ttl
             && ttl <= self.expiry_skew
@@ -738,6 +824,68 @@ impl PaynetConfig {
                 reason: format!(
                     "`paynet.store.encryption_key` must be base64 of 32 bytes, got {problem}; make one with \
                      `openssl rand -base64 32`"
+                ),
+            });
+        }
+        None
+    }
+
+    /// The login path, and the durations that cannot work alone: zero where a wait must be positive, a span past
+    /// what a timestamp holds, a request timeout that a login wait would always run out.
+    fn timing_refusal(&self) -> Option<Refusal> {
+        if let Err(reason) = check_login_path(&self.login_path) {
+            return Some(Refusal {
+                fields: owned(&["paynet.login_path"]),
+                reason: format!("`paynet.login_path` {reason}"),
+            });
+        }
+        for (field, value) in [
+            ("paynet.login_timeout", self.login_timeout),
+            ("paynet.request_timeout", self.request_timeout),
+            ("paynet.lease_ttl", self.lease_ttl),
+            ("paynet.store.connect_timeout", self.store.connect_timeout),
+        ] {
+            if value.is_zero() {
+                return Some(Refusal {
+                    fields: owned(&[field]),
+                    reason: format!("`{field}` must be longer than 0s"),
+                });
+            }
+        }
+        for (field, value) in [
+            ("paynet.token_ttl", self.token_ttl),
+            ("paynet.expiry_skew", Some(self.expiry_skew)),
+            ("paynet.refresh_ahead", self.refresh_ahead),
+            ("paynet.login_timeout", Some(self.login_timeout)),
+            ("paynet.request_timeout", Some(self.request_timeout)),
+            ("paynet.lease_ttl", Some(self.lease_ttl)),
+            (
+                "paynet.store.connect_timeout",
+                Some(self.store.connect_timeout),
+            ),
+        ] {
+            if let Some(value) = value
+                && value > MAX_SPAN
+            {
+                return Some(Refusal {
+                    fields: owned(&[field]),
+                    reason: format!(
+                        "`{field}` ({}) is longer than {}: an instant that far ahead cannot be kept or printed as a \
+                         timestamp",
+                        humantime::format_duration(value),
+                        humantime::format_duration(MAX_SPAN),
+                    ),
+                });
+            }
+        }
+        if self.request_timeout <= self.login_timeout {
+            return Some(Refusal {
+                fields: owned(&["paynet.request_timeout", "paynet.login_timeout"]),
+                reason: format!(
+                    "`paynet.request_timeout` ({}) must be longer than `paynet.login_timeout` ({}): a call that \
+                     waits for a login would always run out first, and report its own timeout instead of the login's",
+                    humantime::format_duration(self.request_timeout),
+                    humantime::format_duration(self.login_timeout),
                 ),
             });
         }

@@ -24,7 +24,7 @@ pub(crate) async fn run(
     let response = service
         .oneshot(request)
         .await
-        .map_err(|e| crate::one_line(&e))?;
+        .map_err(|e| crate::one_line(&*e))?;
     let status = response.status();
     let body = response
         .into_body()

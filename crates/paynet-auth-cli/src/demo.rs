@@ -140,8 +140,11 @@ impl Demo {
     }
 
     async fn call(&self, ready: &Stack) -> Result<serde_json::Value, Error> {
-        let service = stack::authorised(ready, &self.config)
-            .expect("the demo's configuration has no TLS files or proxy to refuse");
+        // The layer's own error, not the request timeout's boxed one: the demo shows which of them a call met.
+        let service = ready.service(
+            stack::client(&self.config)
+                .expect("the demo's configuration has no TLS files or proxy to refuse"),
+        );
         let request = stack::rpc_request(
             &self.config,
             CALL_PATH,

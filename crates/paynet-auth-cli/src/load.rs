@@ -128,7 +128,7 @@ pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, 
         warm_up
             .oneshot(request(&url, &Bytes::from(call.to_string())))
             .await
-            .map_err(|e| crate::one_line(&e))?;
+            .map_err(|e| crate::one_line(&*e))?;
         let token = manager
             .cached()
             .ok_or("the warm-up call left no token to send bare")?;

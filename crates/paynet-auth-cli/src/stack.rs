@@ -1,34 +1,27 @@
-//! The client stack the commands share: the library's HTTPS client (with a credential's `tls` and `proxy`), a
-//! request timeout, the layer.
+//! The client stack the commands share: the library's HTTPS client (with a credential's `tls` and `proxy`), the
+//! layer, and the configuration's `request_timeout` around both, from the call's start to its answer's last byte.
 
 use std::path::Path;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use paynet_auth::config::{Config, PaynetConfig};
+use paynet_auth::deadline::Deadline;
 use paynet_auth::hyper_client::{HttpClient, HttpError};
 use paynet_auth::setup::Stack;
 use paynet_auth::{BoxError, PaynetAuth};
 use tower::ServiceExt;
-use tower::timeout::Timeout;
 use tower::util::MapErr;
 
-/// How long one gateway call may take.
-pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-pub(crate) type Inner = Timeout<MapErr<HttpClient, fn(HttpError) -> BoxError>>;
+pub(crate) type Inner = MapErr<HttpClient, fn(HttpError) -> BoxError>;
 
 /// The client a credential's `tls` and `proxy` describe (the environment's proxy variables without `proxy`).
 /// The configuration was checked when loaded, so this fails only if a file changed since.
 pub(crate) fn client(config: &PaynetConfig) -> Result<Inner, String> {
     let client = HttpClient::from_config(config)
         .map_err(|e| format!("credential `{}`: {e}", config.credential_name()))?;
-    Ok(Timeout::new(
-        client.map_err(box_error as fn(_) -> _),
-        REQUEST_TIMEOUT,
-    ))
+    Ok(client.map_err(box_error as fn(_) -> _))
 }
 
 fn box_error(error: HttpError) -> BoxError {
@@ -67,12 +60,12 @@ pub(crate) async fn stack(config: &PaynetConfig) -> Result<Stack, String> {
         .map_err(|e| crate::one_line(&e))
 }
 
-/// The credential's client wrapped in the stack's layer.
+/// The credential's client wrapped in the stack's layer, within the configured `request_timeout`.
 pub(crate) fn authorised(
     stack: &Stack,
     config: &PaynetConfig,
-) -> Result<PaynetAuth<Inner>, String> {
-    Ok(stack.service(client(config)?))
+) -> Result<Deadline<PaynetAuth<Inner>>, String> {
+    Ok(stack.bounded_service(client(config)?))
 }
 
 /// A JSON-RPC call to `path` below the gateway root; an error naming the URL when the path makes it invalid.
