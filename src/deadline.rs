@@ -258,3 +258,107 @@ where
         self.body.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use bytes::Bytes;
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    /// A body that yields one byte per `every`, on tokio's clock.
+    struct Dribble {
+        left: VecDeque<u8>,
+        every: Duration,
+        sleep: Option<Pin<Box<Sleep>>>,
+    }
+
+    impl Body for Dribble {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            if self.left.is_empty() {
+                return Poll::Ready(None);
+            }
+            let every = self.every;
+            let sleep = self
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(every)));
+            ready!(sleep.as_mut().poll(cx));
+            self.sleep = None;
+            let byte = self.left.pop_front().expect("checked above");
+            Poll::Ready(Some(Ok(Frame::data(Bytes::copy_from_slice(&[byte])))))
+        }
+    }
+
+    fn dribbling(
+        len: usize,
+        every: Duration,
+    ) -> impl Service<
+        Request<()>,
+        Response = Response<Dribble>,
+        Error = std::convert::Infallible,
+        Future = impl Future<Output = Result<Response<Dribble>, std::convert::Infallible>>,
+    > {
+        tower::service_fn(move |_: Request<()>| async move {
+            Ok(Response::new(Dribble {
+                left: vec![b'x'; len].into(),
+                every,
+                sleep: None,
+            }))
+        })
+    }
+
+    /// The head comes at once, then a byte every 500 ms: 75 bytes would take 37.5 s. The deadline of 30 s ends
+    /// the body at 30 s, not 30 s after the last byte.
+    #[tokio::test(start_paused = true)]
+    async fn a_dribbling_body_ends_at_the_deadline() {
+        use tower::ServiceExt;
+        let service = DeadlineLayer::new(Duration::from_secs(30))
+            .layer(dribbling(75, Duration::from_millis(500)));
+        let started = Instant::now();
+        let response = service.oneshot(Request::new(())).await.unwrap();
+        let error = response.into_body().collect().await.unwrap_err();
+        let exceeded = error.downcast_ref::<DeadlineExceeded>().unwrap();
+        assert!(exceeded.while_reading_body());
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+        assert_eq!(
+            error.to_string(),
+            "the call did not finish within its request timeout (30s): the answer's body was still arriving"
+        );
+    }
+
+    /// A body that ends within the deadline is handed on whole, and nothing fails after it.
+    #[tokio::test(start_paused = true)]
+    async fn a_body_within_the_deadline_is_whole() {
+        use tower::ServiceExt;
+        let service = DeadlineLayer::new(Duration::from_secs(30))
+            .layer(dribbling(10, Duration::from_millis(500)));
+        let response = service.oneshot(Request::new(())).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"xxxxxxxxxx");
+    }
+
+    /// An answer whose head does not come in time fails with the deadline, saying no answer came.
+    #[tokio::test(start_paused = true)]
+    async fn a_head_that_does_not_come_ends_at_the_deadline() {
+        use tower::ServiceExt;
+        let service = DeadlineLayer::new(Duration::from_secs(2)).layer(tower::service_fn(
+            |_: Request<()>| async {
+                std::future::pending::<()>().await;
+                Ok::<_, std::convert::Infallible>(Response::new(
+                    http_body_util::Empty::<Bytes>::new(),
+                ))
+            },
+        ));
+        let error = service.oneshot(Request::new(())).await.unwrap_err();
+        let exceeded = error.downcast_ref::<DeadlineExceeded>().unwrap();
+        assert!(!exceeded.while_reading_body());
+    }
+}
