@@ -98,7 +98,8 @@ async fn main() -> Result<(), BoxError> {
     // HTTPS and HTTP, HTTPS_PROXY / NO_PROXY honoured; `HttpClient::from_config` reads a credential's `tls` and `proxy`.
     let client = HttpClient::builder().build()?;
     let state = AppState {
-        paynet: PaynetAuthLayer::new(manager).layer(Timeout::new(client, Duration::from_secs(10))),
+        paynet: PaynetAuthLayer::new(manager.clone())
+            .layer(Timeout::new(client, Duration::from_secs(10))),
         gateway: gateway.base_url().to_owned(),
         metrics: recorder,
     };
@@ -117,5 +118,12 @@ async fn main() -> Result<(), BoxError> {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
+    // The server took its last request: give back the refresh lease if a login holds it, so the instance that
+    // replaces this one logs in at once instead of waiting out `lease_ttl`.
+    match manager.shutdown().await {
+        Ok(true) => println!("gave the refresh lease back"),
+        Ok(false) => {}
+        Err(error) => eprintln!("could not give the refresh lease back: {error}"),
+    }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Loading [`Config`] from YAML.
 
+use std::io::Read;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -9,14 +10,33 @@ use super::Config;
 use super::env::{ExpandError, expand};
 use crate::error::ConfigError;
 
+/// The largest configuration file [`Config::from_yaml_file`] reads: far more than any configuration needs, far
+/// less than a device that never ends would make it read.
+const MAX_CONFIG_FILE_BYTES: u64 = 1 << 20;
+
 impl Config {
     /// Reads and parses a YAML file, expanding `${VAR}` from the process environment.
+    ///
+    /// A file larger than 1 MiB is refused without being read further, so that a path to a
+    /// device or a stream (`/dev/zero`, a FIFO fed forever) fails at once instead of filling memory.
     pub fn from_yaml_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let read_error = |source| ConfigError::Read {
             path: path.display().to_string(),
             source,
-        })?;
+        };
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|file| file.take(MAX_CONFIG_FILE_BYTES + 1).read_to_end(&mut bytes))
+            .map_err(read_error)?;
+        if bytes.len() as u64 > MAX_CONFIG_FILE_BYTES {
+            return Err(read_error(std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                "larger than 1 MiB, more than any configuration needs (is it the right file?)",
+            )));
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|e| read_error(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
         Self::from_yaml_str(&text, &path.display().to_string(), &|name| {
             std::env::var(name).ok()
         })

@@ -13,6 +13,7 @@ use paynet_sim::tls::ServerTls;
 use paynet_sim::{LoginFailure, Simulator};
 use tower::ServiceExt;
 
+use crate::output::outln;
 use crate::{SimulateTls, stack};
 
 pub(crate) async fn simulate(
@@ -179,7 +180,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 fn check(what: &str, ok: bool) -> Result<(), String> {
     if ok {
-        println!("   ✓ {what}");
+        outln!("   ✓ {what}")?;
         Ok(())
     } else {
         Err(format!("demo expectation failed: {what}"))
@@ -219,13 +220,13 @@ pub(crate) async fn run() -> Result<ExitCode, String> {
         config: config.default_credential().clone(),
         sim,
     };
-    println!(
+    outln!(
         "Paynet gateway simulator at {} (one session per terminal)",
         demo.sim.base_url()
-    );
-    println!("Token store: SQLite at {}\n", db.display());
+    )?;
+    outln!("Token store: SQLite at {}\n", db.display())?;
 
-    println!("1. First acquisition: no token in the database, a request to a protected resource");
+    outln!("1. First acquisition: no token in the database, a request to a protected resource")?;
     let first = demo.stack().await?;
     let manager = first.manager();
     check(
@@ -238,12 +239,12 @@ pub(crate) async fn run() -> Result<ExitCode, String> {
     )?;
     let answer = demo.call(&first).await.map_err(|e| crate::one_line(&e))?;
     let stats = demo.sim.stats();
-    println!(
+    outln!(
         "   logins {}, rejections {}, calls {}",
         stats.logins,
         stats.rejections,
         stats.calls_to(CALL_METHOD)
-    );
+    )?;
     check("the call got a result", answer.get("result").is_some())?;
     check("exactly one login", stats.logins == 1)?;
     let stored = manager.stored().await.map_err(|e| crate::one_line(&e))?;
@@ -252,11 +253,11 @@ pub(crate) async fn run() -> Result<ExitCode, String> {
         stored.as_ref().is_some_and(|r| r.generation.0 == 1),
     )?;
     if let Some(record) = &stored {
-        println!(
+        outln!(
             "   stored token: generation {}, fingerprint {}",
             record.generation,
             record.fingerprint()
-        );
+        )?;
     }
     let on_disk = database_bytes(&db);
     check(
@@ -269,7 +270,7 @@ pub(crate) async fn run() -> Result<ExitCode, String> {
                 .all(|token| !contains(&on_disk, token.as_bytes())),
     )?;
 
-    println!("\n   … a restart: a new manager on the same database");
+    outln!("\n   … a restart: a new manager on the same database")?;
     let restarted = demo.stack().await?;
     demo.call(&restarted)
         .await
@@ -279,7 +280,7 @@ pub(crate) async fn run() -> Result<ExitCode, String> {
         demo.sim.stats().logins == 1,
     )?;
 
-    println!("\n2. Refresh of an expired token: the gateway forgets every token");
+    outln!("\n2. Refresh of an expired token: the gateway forgets every token")?;
     demo.sim.expire_all();
     let before = demo.sim.stats();
     let answer = demo
@@ -287,12 +288,12 @@ pub(crate) async fn run() -> Result<ExitCode, String> {
         .await
         .map_err(|e| crate::one_line(&e))?;
     let after = demo.sim.stats();
-    println!(
+    outln!(
         "   rejections +{}, logins +{}, generation now {}",
         after.rejections - before.rejections,
         after.logins - before.logins,
         restarted.manager().cached().map_or(0, |t| t.generation().0)
-    );
+    )?;
     check(
         "the gateway answered -9999 once",
         after.rejections - before.rejections == 1,
@@ -302,7 +303,7 @@ pub(crate) async fn run() -> Result<ExitCode, String> {
         after.logins - before.logins == 1 && answer.get("result").is_some(),
     )?;
 
-    println!("\n3. Token endpoint unavailable: login answers 503");
+    outln!("\n3. Token endpoint unavailable: login answers 503")?;
     demo.sim.expire_all();
     demo.sim
         .set_login_failure(Some(LoginFailure::ServiceUnavailable));
@@ -313,7 +314,7 @@ pub(crate) async fn run() -> Result<ExitCode, String> {
             ));
         }
         Err(error) => {
-            println!("   the caller gets: {}", crate::one_line(&error));
+            outln!("   the caller gets: {}", crate::one_line(&error))?;
             check(
                 "a typed token error naming the endpoint",
                 matches!(error, Error::Token(_)) && error.to_string().contains("/v2/user"),
@@ -324,7 +325,7 @@ pub(crate) async fn run() -> Result<ExitCode, String> {
     // Let the short backoff after the failed login run out.
     tokio::time::sleep(Duration::from_millis(600)).await;
 
-    println!("\n4. Concurrent access: 200 callers at once with an expired token");
+    outln!("\n4. Concurrent access: 200 callers at once with an expired token")?;
     demo.sim.expire_all();
     let before = demo.sim.stats();
     // All in this task: the point is 200 requests in flight at once, which join_all gives without threads.
@@ -355,18 +356,18 @@ pub(crate) async fn run() -> Result<ExitCode, String> {
         .filter(|ok| *ok)
         .count();
     let after = demo.sim.stats();
-    println!(
+    outln!(
         "   {ok}/200 succeeded, logins +{}, max concurrent logins {}",
         after.logins - before.logins,
         after.max_concurrent_logins
-    );
+    )?;
     check("all 200 succeeded", ok == 200)?;
     check(
         "one login for all of them",
         after.logins - before.logins == 1,
     )?;
 
-    println!("\nDone: every acceptance criterion held.");
+    outln!("\nDone: every acceptance criterion held.")?;
     demo.sim.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }

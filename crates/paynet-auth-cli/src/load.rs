@@ -12,6 +12,8 @@ use paynet_auth::config::TokenFieldConfig;
 use secrecy::ExposeSecret;
 use tower::ServiceExt;
 
+use crate::interrupt::{self, Caught, Signals};
+use crate::output::outln;
 use crate::stack;
 
 #[derive(clap::Args)]
@@ -60,6 +62,9 @@ struct Figures {
     max_ms: f64,
     /// The most frequent causes of the failed calls, most frequent first (ties by text).
     top_errors: Vec<ErrorCount>,
+    /// Present (and true) when a signal ended the run: the figures cover the calls that finished before it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    partial: bool,
 }
 
 #[derive(serde::Serialize)]
@@ -97,6 +102,7 @@ pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, 
     let params = stack::parse_params(args.params.as_deref())?;
     let file = config;
     let config = stack::credential(&file, args.credential.as_deref())?;
+    let mut signals = Signals::install()?;
     let ready = stack::stack(config).await?;
     let manager = ready.manager().clone();
     let progress = ProgressBar::new(args.requests);
@@ -121,14 +127,17 @@ pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, 
         Some(duration) => (u64::MAX, Some(started + duration)),
         None => (args.requests, None),
     };
-    let outcomes: Vec<(Outcome, Duration)> = if args.bare {
+    let (outcomes, interrupted): (Vec<(Outcome, Duration)>, _) = if args.bare {
         // The baseline: the token written in once, the calls sent straight through the client. One call through
         // the layer first makes sure that token is one the gateway accepts (a stored one may be stale).
         let warm_up = stack::authorised(&ready, config)?;
-        warm_up
-            .oneshot(request(&url, &Bytes::from(call.to_string())))
-            .await
-            .map_err(|e| crate::one_line(&*e))?;
+        tokio::select! {
+            biased;
+            signal = signals.caught() => return Ok(interrupt::stop(signal, &manager).await),
+            answer = warm_up.oneshot(request(&url, &Bytes::from(call.to_string()))) => {
+                answer.map_err(|e| crate::one_line(&*e))?;
+            }
+        }
         let token = manager
             .cached()
             .ok_or("the warm-up call left no token to send bare")?;
@@ -139,16 +148,28 @@ pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, 
         }
         let body = Bytes::from(call.to_string());
         let client = stack::client(config)?;
-        drive(requests, deadline, args.concurrency, &progress, move |_| {
-            result_or_cause(client.clone().oneshot(request(&url, &body)))
-        })
+        let stop = async move { signals.caught().await };
+        drive(
+            requests,
+            deadline,
+            args.concurrency,
+            &progress,
+            stop,
+            move |_| result_or_cause(client.clone().oneshot(request(&url, &body))),
+        )
         .await
     } else {
         let body = Bytes::from(call.to_string());
         let service = stack::authorised(&ready, config)?;
-        drive(requests, deadline, args.concurrency, &progress, move |_| {
-            result_or_cause(service.clone().oneshot(request(&url, &body)))
-        })
+        let stop = async move { signals.caught().await };
+        drive(
+            requests,
+            deadline,
+            args.concurrency,
+            &progress,
+            stop,
+            move |_| result_or_cause(service.clone().oneshot(request(&url, &body))),
+        )
         .await
     };
     let elapsed = started.elapsed();
@@ -171,11 +192,20 @@ pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, 
         p999_ms,
         max_ms,
         top_errors: top_errors(outcomes.iter().map(|(cause, _)| cause)),
+        partial: interrupted.is_some(),
     };
-    println!(
+    // Interrupted: the lease first (the fleet waits on it), then the figures so far.
+    let stopped = match interrupted {
+        Some(signal) => Some(interrupt::stop(signal, &manager).await),
+        None => None,
+    };
+    outln!(
         "{}",
         serde_json::to_string(&figures).expect("figures serialise")
-    );
+    )?;
+    if let Some(status) = stopped {
+        return Ok(status);
+    }
     Ok(if figures.errors == 0 {
         ExitCode::SUCCESS
     } else {
@@ -183,7 +213,8 @@ pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, 
     })
 }
 
-/// Runs `requests` calls, `concurrency` at a time, each in its own task as a service's request handlers would
+/// Runs `requests` calls, `concurrency` at a time, until `stop` answers (then the calls that finished, and what
+/// `stop` said; the calls in flight are abandoned), each in its own task as a service's request handlers would
 /// be: one task driving every call would put all of their work on one thread and make that thread the limit.
 /// The loop that starts them is a task too, like a server's accept loop, so that the runtime's workers are the
 /// only busy threads; driven from the thread that started the runtime, it made a third one competing for the
@@ -193,15 +224,16 @@ async fn drive<F, Fut>(
     deadline: Option<Instant>,
     concurrency: usize,
     progress: &ProgressBar,
+    stop: impl std::future::Future<Output = Caught> + Send + 'static,
     call: F,
-) -> Vec<(Outcome, Duration)>
+) -> (Vec<(Outcome, Duration)>, Option<Caught>)
 where
     F: Fn(u64) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Outcome> + Send + 'static,
 {
     let progress = progress.clone();
     let driver = tokio::spawn(async move {
-        futures_util::stream::iter(0..requests)
+        let finished = futures_util::stream::iter(0..requests)
             .take_while(move |_| std::future::ready(deadline.is_none_or(|at| Instant::now() < at)))
             .map(move |i| {
                 let call = call(i);
@@ -218,9 +250,19 @@ where
                 }
             })
             .buffer_unordered(concurrency)
-            .inspect(move |_| progress.inc(1))
-            .collect::<Vec<_>>()
-            .await
+            .inspect(move |_| progress.inc(1));
+        futures_util::pin_mut!(finished, stop);
+        let mut outcomes = Vec::new();
+        loop {
+            tokio::select! {
+                biased;
+                signal = &mut stop => return (outcomes, Some(signal)),
+                outcome = finished.next() => match outcome {
+                    Some(outcome) => outcomes.push(outcome),
+                    None => return (outcomes, None),
+                },
+            }
+        }
     });
     driver
         .await

@@ -2,17 +2,18 @@
 
 mod call;
 mod demo;
+mod interrupt;
 mod load;
+mod log;
+mod output;
 mod stack;
 mod token;
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 
 /// Token management for the Paynet gateway: call it, load-test it, inspect the stored token.
 #[derive(Parser)]
@@ -103,20 +104,11 @@ struct SimulateTls {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Without RUST_LOG a command's own one-line error says what failed; the demo shows errors, and the simulator
-    // narrates the requests it answers (logged at DEBUG, since a library user's simulator should stay quiet).
-    let default_filter = match cli.command {
-        Command::Demo => "paynet_auth=error",
-        Command::Simulate { .. } => "paynet_sim=debug",
-        _ => "off",
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
-        )
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    log::init(match cli.command {
+        Command::Demo => log::Default::Demo,
+        Command::Simulate { .. } => log::Default::Simulator,
+        _ => log::Default::Command,
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -127,7 +119,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // A command interrupted by a signal leaves its login (or its calls) in flight: they are abandoned, not waited
+    // for.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    if let Some(quiet) = output::reader_gone() {
+        return quiet;
+    }
+    match result {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error}");

@@ -4,8 +4,16 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
+use std::sync::Arc;
+
+use paynet_auth::config::{PaynetConfig, redact_url};
+use paynet_auth::error::SetupError;
+use paynet_auth::setup::Stack;
+use paynet_auth::store::MemoryStore;
 use paynet_auth::token::{LoginSender, TokenRecord};
 
+use crate::interrupt::{self, Signals};
+use crate::output::outln;
 use crate::stack;
 
 #[derive(clap::Subcommand)]
@@ -26,65 +34,167 @@ pub(crate) async fn run(
 ) -> Result<ExitCode, String> {
     let file = stack::load_config(config_path)?;
     let config = stack::credential(&file, credential)?;
-    let ready = stack::stack(config).await?;
-    let manager = ready.manager();
     match action {
-        TokenAction::Status => {
-            println!("credential: {}", manager.name());
-            println!("key:        {}", manager.credential_key());
-            println!("store:      {}", manager.store_description());
-            // A store that does not answer is reported, not a reason to stop: health says what it means.
-            match manager.stored().await {
-                Ok(None) => println!("token:      none stored"),
-                Ok(Some(record)) => print_record(&record),
-                Err(error) => println!("token:      unknown: {}", crate::one_line(&error)),
-            }
-            match manager.lease().await {
-                Ok(None) => println!("lease:      never taken"),
-                Ok(Some(lease)) => {
-                    let state = if lease.is_held() { "held" } else { "free" };
-                    println!("lease:      {state}, last taken by {}", lease.holder);
-                    println!("lease from: {}", time(lease.acquired_at_ms));
-                    println!("lease until:{:>25}", time(lease.expires_at_ms));
-                }
-                Err(error) => println!("lease:      unknown: {}", crate::one_line(&error)),
-            }
-            // This process's view: what it did (these reads) and how it stands after them.
-            let health = manager.health();
-            println!("health:     {health}");
-            println!("stats:      {}", manager.stats());
-            if !matches!(health, paynet_auth::Health::Ready) {
-                return Ok(ExitCode::FAILURE);
-            }
-        }
-        TokenAction::Refresh => {
-            let token = manager
-                .force_refresh(LoginSender::from_service(stack::client(config)?))
-                .await
-                .map_err(|e| crate::one_line(&e))?;
-            println!("refreshed:  generation {}", token.generation());
-            print_record(token.record());
-        }
+        TokenAction::Status => status(config).await,
+        TokenAction::Refresh => refresh(config).await,
         TokenAction::Clear => {
+            let ready = stack::stack(config).await?;
+            let manager = ready.manager();
             manager.clear().await.map_err(|e| crate::one_line(&e))?;
-            println!("cleared the stored token of {}", manager.credential_key());
+            outln!("cleared the stored token of {}", manager.credential_key())?;
+            Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// How long `token status` waits for the store: to open it (connect and apply the migrations), then for each
+/// read. Twice the connection timeout, since opening may connect twice (migrations, then the pool).
+fn status_bound(config: &PaynetConfig) -> Duration {
+    config.store.connect_timeout.saturating_mul(2)
+}
+
+/// What is stored and how this process stands; a store that cannot be opened or read is reported, not a reason
+/// to stop, and makes the exit status non-zero.
+async fn status(config: &PaynetConfig) -> Result<ExitCode, String> {
+    let bound = status_bound(config);
+    let waited = || format!("no answer within {}", humantime::format_duration(bound));
+    let ready = match tokio::time::timeout(bound, Stack::from_config(config)).await {
+        Ok(Ok(ready)) => ready,
+        Ok(Err(error @ SetupError::Store { .. })) => {
+            return unopened(config, &crate::one_line(&error));
+        }
+        Ok(Err(error)) => return Err(crate::one_line(&error)),
+        Err(_) => {
+            return unopened(
+                config,
+                &format!("cannot open the token store: {}", waited()),
+            );
+        }
+    };
+    let manager = ready.manager();
+    outln!("credential: {}", manager.name())?;
+    outln!("key:        {}", manager.credential_key())?;
+    outln!("store:      {}", manager.store_description())?;
+    // A store that does not answer is reported, not a reason to stop: health says what it means.
+    let mut unread = false;
+    match tokio::time::timeout(bound, manager.stored()).await {
+        Ok(Ok(None)) => outln!("token:      none stored")?,
+        Ok(Ok(Some(record))) => print_record(&record)?,
+        Ok(Err(error)) => {
+            unread = true;
+            outln!("token:      unknown: {}", crate::one_line(&error))?;
+        }
+        Err(_) => {
+            unread = true;
+            outln!("token:      unknown: {}", waited())?;
+        }
+    }
+    match tokio::time::timeout(bound, manager.lease()).await {
+        Ok(Ok(None)) => outln!("lease:      never taken")?,
+        Ok(Ok(Some(lease))) => {
+            let state = if lease.is_held() { "held" } else { "free" };
+            outln!("lease:      {state}, last taken by {}", lease.holder)?;
+            outln!("lease from: {}", time(lease.acquired_at_ms))?;
+            outln!("lease until:{:>25}", time(lease.expires_at_ms))?;
+        }
+        Ok(Err(error)) => {
+            unread = true;
+            outln!("lease:      unknown: {}", crate::one_line(&error))?;
+        }
+        Err(_) => {
+            unread = true;
+            outln!("lease:      unknown: {}", waited())?;
+        }
+    }
+    // This process's view: what it did (these reads) and how it stands after them.
+    let health = manager.health();
+    outln!("health:     {health}")?;
+    outln!("stats:      {}", manager.stats())?;
+    Ok(if unread || !matches!(health, paynet_auth::Health::Ready) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `token status` of a store that could not be opened: what the configuration says, and why nothing more.
+fn unopened(config: &PaynetConfig, cause: &str) -> Result<ExitCode, String> {
+    // The key and name as a manager derives them, from a manager over no store.
+    let offline =
+        Stack::with_store(config, Arc::new(MemoryStore::new())).map_err(|e| crate::one_line(&e))?;
+    let manager = offline.manager();
+    outln!("credential: {}", manager.name())?;
+    outln!("key:        {}", manager.credential_key())?;
+    outln!("store:      {}", redact_url(&config.store.url))?;
+    outln!("token:      unknown: {cause}")?;
+    outln!("lease:      unknown: the store could not be opened")?;
+    Ok(ExitCode::FAILURE)
+}
+
+/// Logs in now and stores the new token; fails when it could not be stored, which the manager itself works
+/// around (it serves such a token from memory), since the point of this command is the stored token.
+async fn refresh(config: &PaynetConfig) -> Result<ExitCode, String> {
+    let mut signals = Signals::install()?;
+    let ready = stack::stack(config).await?;
+    let manager = ready.manager();
+    let login = LoginSender::from_service(stack::client(config)?);
+    let token = tokio::select! {
+        biased;
+        signal = signals.caught() => return Ok(interrupt::stop(signal, manager).await),
+        token = manager.force_refresh(login) => token.map_err(|e| crate::one_line(&e))?,
+    };
+    let generation = token.generation();
+    let unsaved = |what: String| {
+        Err(format!(
+            "logged in (generation {}, fingerprint {}), but the new token was not saved: {what}",
+            generation,
+            token.record().fingerprint()
+        ))
+    };
+    // Read back: the store holds this generation, or a newer one another instance saved since.
+    let bound = status_bound(config);
+    match tokio::time::timeout(bound, manager.stored()).await {
+        Ok(Ok(Some(stored))) if stored.generation >= generation => {}
+        Ok(Ok(stored)) => {
+            let holds = match stored {
+                Some(stored) => format!("the store still holds generation {}", stored.generation),
+                None => "the store holds no token".to_owned(),
+            };
+            return unsaved(format!(
+                "{holds} (the store's error is logged above, unless RUST_LOG hides it)"
+            ));
+        }
+        Ok(Err(error)) => {
+            return unsaved(format!(
+                "reading it back failed: {}",
+                crate::one_line(&error)
+            ));
+        }
+        Err(_) => {
+            return unsaved(format!(
+                "reading it back got no answer within {}",
+                humantime::format_duration(bound)
+            ));
+        }
+    }
+    outln!("refreshed:  generation {}", token.generation())?;
+    print_record(token.record())?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_record(record: &TokenRecord) {
-    println!("generation: {}", record.generation);
-    println!("fingerprint:{:>9}", record.fingerprint());
-    println!("obtained:   {}", time(record.obtained_at_ms));
+fn print_record(record: &TokenRecord) -> Result<(), String> {
+    outln!("generation: {}", record.generation)?;
+    outln!("fingerprint:{:>9}", record.fingerprint())?;
+    outln!("obtained:   {}", time(record.obtained_at_ms))?;
     match record.expires_at_ms {
-        Some(at) => println!("expires:    {}", time(at)),
-        None => println!("expires:    when the gateway rejects it"),
+        Some(at) => outln!("expires:    {}", time(at))?,
+        None => outln!("expires:    when the gateway rejects it")?,
     }
-    println!("written by: {}", record.written_by);
+    outln!("written by: {}", record.written_by)?;
     if let Some(login) = &record.meta.user_login {
-        println!("user login: {login}");
+        outln!("user login: {login}")?;
     }
+    Ok(())
 }
 
 fn time(ms: i64) -> String {
@@ -103,8 +213,15 @@ pub(crate) async fn migrate(config_path: &Path) -> Result<ExitCode, String> {
         done.push(&credential.store.url);
         let store = paynet_auth::store::connect(&credential.store.url, credential.store_options())
             .await
-            .map_err(|e| crate::one_line(&e))?;
-        println!("migrations applied to {}", store.describe());
+            .map_err(|source| {
+                // Names the store, password hidden, whatever failed: a URL the store refused as well as one it
+                // could not reach.
+                crate::one_line(&SetupError::Store {
+                    url: redact_url(&credential.store.url),
+                    source,
+                })
+            })?;
+        outln!("migrations applied to {}", store.describe())?;
     }
     Ok(ExitCode::SUCCESS)
 }

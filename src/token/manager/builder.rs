@@ -321,6 +321,7 @@ impl TokenManagerBuilder {
                 dead_on_arrival: AtomicU32::new(0),
                 degraded: Mutex::new(None),
                 lease_gate: Arc::default(),
+                shut_down: AtomicBool::new(false),
                 logins: AtomicU64::new(0),
                 login_attempts: AtomicU64::new(0),
                 unreadable_coding_seen: AtomicBool::new(false),

@@ -45,6 +45,10 @@ pub use self::stats::describe_metrics;
 use self::stats::{CountedStore, Counters};
 pub use self::stats::{Degradation, Health, Stats, names as metric_names};
 
+/// How long [`TokenManager::shutdown`] waits for each store operation when the store states no operation
+/// timeout of its own.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What one refresh hands to every task that waited for it.
 type FlightResult = Result<Arc<ActiveToken>, TokenError>;
 
@@ -100,6 +104,9 @@ struct Inner {
     /// Serialises taking the lease with a late release of an earlier one, and numbers the leases taken, so that
     /// a release retried after the store came back never gives up a lease taken since.
     lease_gate: Arc<tokio::sync::Mutex<u64>>,
+    /// Set by [`TokenManager::shutdown`] under `lease_gate`, and read under it before a lease is taken: once the
+    /// lease was given back at shutdown, it is never taken again.
+    shut_down: AtomicBool,
     logins: AtomicU64,
     login_attempts: AtomicU64,
     /// What [`TokenManager::stats`] and the `metrics` series report; the store is wrapped to count its errors.
@@ -240,6 +247,66 @@ impl TokenManager {
         };
         self.refresh(cached.max(stored).or(Some(Generation(0))), login)
             .await
+    }
+
+    /// Gives back the store's refresh lease if this process holds it, so that the next instance (the one a deploy
+    /// starts, or another of the fleet) takes it at once instead of waiting out `lease_ttl`. Call it when the
+    /// service stops, after it stopped taking requests (axum's `with_graceful_shutdown`, a SIGTERM handler).
+    ///
+    /// Returns whether a lease held by this process was given back. Each of the two store operations (reading
+    /// the lease, releasing it) is bounded by the store's operation timeout
+    /// ([`StoreOptions::connect_timeout`](crate::store::StoreOptions::connect_timeout) for a database), or
+    /// 5 seconds for a store without one; a store that does not answer within it is reported as
+    /// [`StoreError::Unavailable`], and the lease then runs out by itself after `lease_ttl`.
+    ///
+    /// A login in flight is not cancelled: its token is still cached and saved when it arrives (saves never
+    /// replace a newer generation), but the lease it was made under is already given back, so another instance
+    /// may log in meanwhile. A service that exits right after this call simply abandons that login.
+    ///
+    /// After shutdown the manager keeps serving: calls still get the cached token, and a store unreachable still
+    /// means logging in without the lease as always. But it never takes the lease again: a refresh waits for
+    /// another instance's token and adopts it, as when the lease is held elsewhere, and fails with
+    /// [`TokenError::LeaseWait`] if none comes within the wait timeout.
+    ///
+    /// ```
+    /// use paynet_auth::TokenManager;
+    /// use paynet_auth::store::MemoryStore;
+    /// use paynet_auth::token::PaynetLogin;
+    ///
+    /// # tokio_test::block_on(async {
+    /// let manager = TokenManager::builder(PaynetLogin::new("https://gateway.example/gw", "u", "p".into(), 1))
+    ///     .store(MemoryStore::new())
+    ///     .build()
+    ///     .unwrap();
+    /// // No refresh ran, so no lease was held.
+    /// assert!(!manager.shutdown().await.unwrap());
+    /// # });
+    /// ```
+    pub async fn shutdown(&self) -> Result<bool, StoreError> {
+        let inner = &self.inner;
+        // Held while the lease is read and released, so that no refresh of this process takes it in between.
+        let _gate = inner.lease_gate.lock().await;
+        inner.shut_down.store(true, Ordering::Relaxed);
+        let bound = inner.store.operation_timeout().unwrap_or(SHUTDOWN_TIMEOUT);
+        let bounded = |what: &'static str| {
+            move |_elapsed| StoreError::Unavailable {
+                store: inner.store.describe(),
+                source: format!("{what} did not finish within {bound:?}").into(),
+            }
+        };
+        let lease = tokio::time::timeout(bound, inner.store.lease(&inner.key))
+            .await
+            .map_err(bounded("reading the refresh lease"))??;
+        let held = lease.is_some_and(|lease| lease.holder == inner.owner && lease.is_held());
+        // Released even when the store reports no lease: a store that keeps no lease information may still keep
+        // a lease, and releasing one this process does not hold changes nothing.
+        tokio::time::timeout(bound, inner.store.release(&inner.key, &inner.owner))
+            .await
+            .map_err(bounded("releasing the refresh lease"))??;
+        if held {
+            tracing::info!(key = %inner.key, "gave the refresh lease back at shutdown");
+        }
+        Ok(held)
     }
 
     /// The token row of this credential in the store.

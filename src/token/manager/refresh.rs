@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -404,6 +405,11 @@ impl Inner {
     /// Tries the lease once, and numbers it when taken (see `lease_gate`).
     async fn take_lease(&self) -> Result<bool, StoreError> {
         let mut taken = self.lease_gate.lock().await;
+        // A manager that was shut down gave its lease back for good: from here on it waits like an instance that
+        // lost the race (see `TokenManager::shutdown`).
+        if self.shut_down.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
         let result = self
             .store
             .try_lease(&self.key, &self.owner, self.settings.lease_ttl)
