@@ -304,6 +304,38 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
+    /// The database refused the store's credentials or permissions: a failed authentication (PostgreSQL
+    /// SQLSTATE 28P01, 28000; MySQL/MariaDB 1045) or a missing grant (PostgreSQL 42501; MySQL/MariaDB 1044, 1142).
+    /// Not an outage that passes by itself, so never served through degraded mode: a refresh that meets it fails,
+    /// logged at ERROR, until the user or its grants are fixed.
+    #[error(
+        "token store {store}: {operation} was refused: access denied (check the store user and its grants)"
+    )]
+    Denied {
+        /// Which store (URL without password).
+        store: String,
+        /// What was being done (`load`, `save`, `lease` …, or `connect`).
+        operation: &'static str,
+        /// The database's error.
+        #[source]
+        source: BoxError,
+    },
+    /// A table of the store is missing (PostgreSQL 42P01, MySQL/MariaDB 1146, SQLite "no such table"): someone
+    /// dropped it, or the migrations never ran on this database. `migrate` (`paynet-auth migrate`) creates it
+    /// again; meanwhile [`TokenManager::health`](crate::TokenManager::health) reports it and tokens live in memory
+    /// only.
+    #[error(
+        "token store {store}: {operation} failed: a table of the token store is missing (run the migrations)"
+    )]
+    MissingTable {
+        /// Which store (URL without password).
+        store: String,
+        /// What was being done (`load`, `save`, `lease` …).
+        operation: &'static str,
+        /// The database's error, which names the table.
+        #[source]
+        source: BoxError,
+    },
 }
 
 impl StoreError {
@@ -316,6 +348,16 @@ impl StoreError {
     /// Whether the database could not be reached ([`StoreError::Unavailable`]).
     pub fn is_unavailable(&self) -> bool {
         matches!(self, StoreError::Unavailable { .. })
+    }
+
+    /// Whether the database refused the store's credentials or permissions ([`StoreError::Denied`]).
+    pub fn is_denied(&self) -> bool {
+        matches!(self, StoreError::Denied { .. })
+    }
+
+    /// Whether a table of the store is missing ([`StoreError::MissingTable`]).
+    pub fn is_missing_table(&self) -> bool {
+        matches!(self, StoreError::MissingTable { .. })
     }
 }
 
@@ -360,16 +402,29 @@ pub enum TokenError {
         #[source]
         cause: Arc<LoginError>,
     },
-    /// Another instance held the refresh lease and no new token appeared in the store in time.
+    /// The refresh lease could not be taken and no new token appeared in the store in time: another instance
+    /// held it, or (`row_locked`) a database session kept the lease row locked past the store's operation timeout.
     #[error(
-        "no token: another instance held the refresh lease in {store} and no new token appeared within {waited:?}"
+        "no token: {} in {store} and no new token appeared within {waited:?}",
+        if *row_locked {
+            "the refresh lease row was locked by another database session"
+        } else {
+            "another instance held the refresh lease"
+        }
     )]
     LeaseWait {
         /// Which store.
         store: String,
         /// How long this instance waited.
         waited: Duration,
+        /// Whether the last attempt found the lease row locked (a lock wait that ran out) rather than the lease
+        /// held by an instance.
+        row_locked: bool,
     },
+    /// The token store refused what the refresh needed in a way that waiting will not cure: its credentials or
+    /// permissions ([`StoreError::Denied`]). No login is made without the store in that case.
+    #[error("token refresh failed: the token store refused access")]
+    Store(#[source] Arc<StoreError>),
     /// The refresh task ended without an answer (it panicked or the runtime is shutting down).
     #[error("token refresh task ended without an answer")]
     Aborted,
@@ -384,7 +439,7 @@ impl TokenError {
         match self {
             Self::Login(cause) | Self::Backoff { cause, .. } => cause.is_outage(),
             Self::LeaseWait { .. } => true,
-            Self::Aborted => false,
+            Self::Store(_) | Self::Aborted => false,
         }
     }
 }

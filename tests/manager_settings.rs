@@ -107,7 +107,7 @@ async fn lease_ttl_must_cover_the_login_and_two_store_operations() {
         &[
             "lease_ttl",
             "login_timeout",
-            "StoreOptions::connect_timeout",
+            "StoreOptions::operation_timeout",
         ],
     );
     assert!(message.contains("20s") && message.contains("10s") && message.contains("5s"));

@@ -78,6 +78,8 @@ async fn database_outage_bounds_logins_per_instance_and_the_fleet_converges_afte
             &proxy.url_through(&db.url),
             StoreOptions {
                 connect_timeout: Duration::from_millis(300),
+                // Statements of a loaded machine may take longer than the connection wait the outage needs short.
+                operation_timeout: Some(Duration::from_secs(2)),
                 pool_size: 2,
                 ..StoreOptions::default()
             },

@@ -49,6 +49,25 @@ fn assert_same(loaded: &TokenRecord, expected: &TokenRecord) {
 mod cases {
     use super::*;
 
+    /// A token with a NUL byte (PostgreSQL's `TEXT` cannot hold one) is saved and read back as it was, in
+    /// plaintext and encrypted, and a later token without one replaces it as usual.
+    pub(super) async fn token_with_nul_round_trips(db: Fixture) {
+        let nul = "before\0after";
+        for store in [db.plain_store().await, db.encrypted_store(7).await] {
+            let key = unique_key("nul_byte");
+            assert!(store.save(&key, &record(1, nul)).await.unwrap());
+            let loaded = store
+                .load(&key)
+                .await
+                .unwrap()
+                .expect("a row with a NUL byte");
+            assert_eq!(loaded.token.expose_secret(), nul);
+            assert!(store.save(&key, &record(2, "plain")).await.unwrap());
+            let loaded = store.load(&key).await.unwrap().unwrap();
+            assert_eq!(loaded.token.expose_secret(), "plain");
+        }
+    }
+
     pub(super) async fn round_trip(db: Fixture) {
         let store = db.plain_store().await;
         let key = unique_key("round_trip");
@@ -704,6 +723,11 @@ macro_rules! backend_tests {
             #[tokio::test]
             async fn round_trip() {
                 cases::round_trip($fixture).await;
+            }
+
+            #[tokio::test]
+            async fn token_with_nul_round_trips() {
+                cases::token_with_nul_round_trips($fixture).await;
             }
 
             #[tokio::test]

@@ -267,7 +267,8 @@ pub struct PaynetConfig {
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
     /// How long a refresh lease lasts if its holder dies. Must exceed `login_timeout` plus twice
-    /// `store.connect_timeout` (a database store re-reads before and saves after the login under the lease).
+    /// `store.operation_timeout` (by default `store.connect_timeout`: a database store re-reads before and saves
+    /// after the login under the lease).
     /// Defaults to 30 s.
     #[serde(default = "default_lease_ttl", with = "humantime_serde")]
     pub lease_ttl: Duration,
@@ -403,10 +404,15 @@ pub struct StoreConfig {
     /// Connections in the pool. Defaults to 8.
     #[serde(default = "default_pool_size")]
     pub pool_size: u32,
-    /// How long an operation waits for a database connection before it fails. Defaults to 5 s. The refresh
-    /// lease must cover a login plus two of these (see [`PaynetConfig::lease_ttl`]).
+    /// How long an operation waits for a database connection before it fails. Defaults to 5 s. Also the default
+    /// of `operation_timeout`.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// How long one store operation may take in all (the connection wait and its statements), and the lock and
+    /// statement timeouts set on every connection. Defaults to `connect_timeout`. The refresh lease must cover a
+    /// login plus two of these (see [`PaynetConfig::lease_ttl`]).
+    #[serde(default, with = "humantime_serde")]
+    pub operation_timeout: Option<Duration>,
 }
 
 impl Default for StoreConfig {
@@ -417,6 +423,7 @@ impl Default for StoreConfig {
             previous_encryption_keys: Vec::new(),
             pool_size: default_pool_size(),
             connect_timeout: default_connect_timeout(),
+            operation_timeout: None,
         }
     }
 }
@@ -435,6 +442,7 @@ impl fmt::Debug for StoreConfig {
             )
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
+            .field("operation_timeout", &self.operation_timeout)
             .finish()
     }
 }
@@ -709,8 +717,9 @@ impl PaynetConfig {
     ///
     /// Refused: a `base_url` that is not an http(s) URL with a host; a `token_ttl` not longer than
     /// `expiry_skew`; a `refresh_ahead` other than `0s` not shorter than `token_ttl` less `expiry_skew`; a
-    /// `lease_ttl` not longer than `login_timeout` plus twice `store.connect_timeout` (a `memory:` store has no
-    /// connection to wait for); a `store.encryption_key` that is not base64 of 32 bytes.
+    /// `lease_ttl` not longer than `login_timeout` plus twice `store.operation_timeout` (by default
+    /// `store.connect_timeout`; a `memory:` store has no connection to wait for); a `store.pool_size` of 0 (whatever
+    /// the store URL) or a zero store timeout; a `store.encryption_key` that is not base64 of 32 bytes.
     ///
     /// ```
     /// use paynet_auth::config::PaynetConfig;
@@ -773,11 +782,39 @@ impl PaynetConfig {
                 ),
             });
         }
+        if self.store.pool_size == 0 {
+            return Some(Refusal {
+                fields: owned(&["paynet.store.pool_size"]),
+                reason: "`paynet.store.pool_size` must be at least 1: a store without connections cannot answer"
+                    .into(),
+            });
+        }
+        for (field, timeout) in [
+            (
+                "paynet.store.connect_timeout",
+                Some(self.store.connect_timeout),
+            ),
+            (
+                "paynet.store.operation_timeout",
+                self.store.operation_timeout,
+            ),
+        ] {
+            if timeout.is_some_and(|t| t.is_zero()) {
+                return Some(Refusal {
+                    fields: owned(&[field]),
+                    reason: format!(
+                        "`{field}` must be more than zero: every store operation would fail at once"
+                    ),
+                });
+            }
+        }
         let in_memory = matches!(self.store.url.trim(), "memory:" | "memory://");
-        let store_timeout = if in_memory {
-            Duration::ZERO
-        } else {
-            self.store.connect_timeout
+        // One store operation's bound: `operation_timeout`, which defaults to `connect_timeout`; the field named is
+        // the one that sets it.
+        let (timeout_field, store_timeout) = match self.store.operation_timeout {
+            _ if in_memory => ("", Duration::ZERO),
+            Some(timeout) => ("paynet.store.operation_timeout", timeout),
+            None => ("paynet.store.connect_timeout", self.store.connect_timeout),
         };
         if self.lease_ttl
             <= self
@@ -791,14 +828,10 @@ impl PaynetConfig {
                 )
             } else {
                 (
-                    owned(&[
-                        "paynet.lease_ttl",
-                        "paynet.login_timeout",
-                        "paynet.store.connect_timeout",
-                    ]),
+                    owned(&["paynet.lease_ttl", "paynet.login_timeout", timeout_field]),
                     format!(
-                        " plus twice `paynet.store.connect_timeout` ({}: the re-read before and the save after \
-                         the login are made under the lease too)",
+                        " plus twice `{timeout_field}` ({}, the bound of one store operation: the re-read before \
+                         and the save after the login are made under the lease too)",
                         humantime::format_duration(store_timeout)
                     ),
                 )
@@ -980,6 +1013,7 @@ impl PaynetConfig {
                 .collect(),
             pool_size: self.store.pool_size,
             connect_timeout: self.store.connect_timeout,
+            operation_timeout: self.store.operation_timeout,
         }
     }
 

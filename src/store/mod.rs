@@ -50,6 +50,25 @@ pub struct StoreOptions {
     pub pool_size: u32,
     /// How long an operation waits for a connection before failing with [`StoreError::Unavailable`] (default 5 s).
     pub connect_timeout: Duration,
+    /// How long one store operation (`load`, `save`, `try_lease` …) may take in all, from waiting for a
+    /// connection to the end of its statements; `None` (the default) takes [`connect_timeout`](Self::connect_timeout):
+    /// an operation may take as long as getting a connection may, so that a lease that covers the connection
+    /// waits covers the whole operations too. Every connection is set up with nine tenths of this bound as its lock
+    /// and statement timeouts (PostgreSQL `lock_timeout` and `statement_timeout`, MySQL/MariaDB
+    /// `innodb_lock_wait_timeout` and `lock_wait_timeout` rounded up to whole seconds and
+    /// `max_statement_time`/`max_execution_time`, SQLite's busy timeout), so that the database ends a wait first and
+    /// says what it was; the operation gives up at the bound itself even if the database does not answer. A lock wait that runs
+    /// out is [`StoreError::Conflict`] for the lease (not acquired) and [`StoreError::Unavailable`] for anything
+    /// else. `migrate` waits up to a minute for another migrator instead.
+    pub operation_timeout: Option<Duration>,
+}
+
+impl StoreOptions {
+    /// The bound of one store operation: [`operation_timeout`](Self::operation_timeout), else
+    /// [`connect_timeout`](Self::connect_timeout).
+    pub fn effective_operation_timeout(&self) -> Duration {
+        self.operation_timeout.unwrap_or(self.connect_timeout)
+    }
 }
 
 impl Default for StoreOptions {
@@ -59,6 +78,7 @@ impl Default for StoreOptions {
             previous_encryption_keys: Vec::new(),
             pool_size: 8,
             connect_timeout: Duration::from_secs(5),
+            operation_timeout: None,
         }
     }
 }
@@ -174,10 +194,10 @@ pub trait TokenStore: Send + Sync + 'static {
     /// A description for messages and logs (a URL without its password).
     fn describe(&self) -> String;
 
-    /// How long one operation may wait for the store before it fails, if it is bounded (for a database, the
-    /// time to get a connection: [`StoreOptions::connect_timeout`]). The manager refuses a `lease_ttl` that does
-    /// not cover a login plus the re-read and the save made under the lease. Defaults to `None`: operations take
-    /// no noticeable time (an in-memory store).
+    /// How long one operation may take before it fails, if it is bounded (for a database, the connection wait and
+    /// the statements: [`StoreOptions::operation_timeout`]). The manager refuses a `lease_ttl` that does not cover
+    /// a login plus the re-read and the save made under the lease. Defaults to `None`: operations take no
+    /// noticeable time (an in-memory store).
     fn operation_timeout(&self) -> Option<Duration> {
         None
     }

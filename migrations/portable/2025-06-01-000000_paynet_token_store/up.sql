@@ -3,7 +3,7 @@
 
 -- One token per credential key. `token` is the plaintext token when `nonce` is NULL, otherwise the base64 of its
 -- AES-256-GCM ciphertext (with the credential key as associated data) and `nonce` the base64 of the nonce.
-CREATE TABLE paynet_tokens (
+CREATE TABLE IF NOT EXISTS paynet_tokens (
     credential_key VARCHAR(255) NOT NULL PRIMARY KEY,
     token TEXT NOT NULL,
     nonce TEXT,
@@ -18,7 +18,7 @@ CREATE TABLE paynet_tokens (
 );
 
 -- The refresh lease, with ShedLock's columns; `name` is the credential key.
-CREATE TABLE paynet_lease (
+CREATE TABLE IF NOT EXISTS paynet_lease (
     name VARCHAR(255) NOT NULL PRIMARY KEY,
     lock_until BIGINT NOT NULL,
     locked_at BIGINT NOT NULL,

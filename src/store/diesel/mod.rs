@@ -168,6 +168,10 @@ struct Inner {
     cipher: Option<KeyRing>,
     queries: AtomicU64,
     connect_timeout: Duration,
+    /// The bound of one operation ([`StoreOptions::operation_timeout`]).
+    operation_timeout: Duration,
+    /// The lock and statement timeouts set on every connection, a little shorter.
+    session_timeout: Duration,
     last_connect_error: LastError,
 }
 
@@ -189,6 +193,16 @@ impl DieselStore {
                 "token store connect_timeout must be more than zero".into(),
             ));
         }
+        if options.operation_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(StoreError::Config(
+                "token store operation_timeout must be more than zero".into(),
+            ));
+        }
+        let operation_timeout = options.effective_operation_timeout();
+        // The database's own lock and statement timeouts end a wait a tenth before the operation's deadline, so
+        // that the caller reads what the database says (a lock wait, a statement timeout) rather than the bare
+        // deadline, which stays for a database that does not answer at all.
+        let session_timeout = operation_timeout - operation_timeout / 10;
         let cipher = match &options.encryption_key {
             Some(current) => Some(KeyRing::from_base64(
                 current,
@@ -213,7 +227,7 @@ impl DieselStore {
                     let connector = tls::PgConnector::from_url(&url)?;
                     Pools::Postgres(build_pool(
                         url,
-                        pool::postgres_config(connector),
+                        pool::postgres_config(connector, session_timeout),
                         options.pool_size,
                         &options,
                         false,
@@ -234,7 +248,7 @@ impl DieselStore {
                     let size = if memory { 1 } else { options.pool_size };
                     Pools::Sqlite(build_pool(
                         path,
-                        pool::sqlite_config(),
+                        pool::sqlite_config(session_timeout),
                         size,
                         &options,
                         memory,
@@ -253,7 +267,7 @@ impl DieselStore {
                     let connector = tls::MysqlConnector::from_url(&url)?;
                     Pools::Mysql(build_pool(
                         url,
-                        pool::mysql_config(connector),
+                        pool::mysql_config(connector, session_timeout),
                         options.pool_size,
                         &options,
                         false,
@@ -281,6 +295,8 @@ impl DieselStore {
                 cipher,
                 queries: AtomicU64::new(0),
                 connect_timeout: options.connect_timeout,
+                operation_timeout,
+                session_timeout,
                 last_connect_error: sink,
             }),
         })
@@ -294,7 +310,8 @@ impl DieselStore {
     /// migrations of its own on the same database shares.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let this = self.clone();
-        self.spawned("migrate", async move { this.migrate_inner().await })
+        // Not bounded by the operation timeout: a migration waits up to a minute for another instance's.
+        self.spawned_within(None, "migrate", async move { this.migrate_inner().await })
             .await
     }
 
@@ -326,12 +343,35 @@ impl DieselStore {
     /// not cancel it halfway: that would leave a lease taken without anyone knowing, and would drop a SQLite
     /// query's blocking task, which diesel-async then waits for with `block_in_place` (a panic on a current-thread
     /// runtime). A panic inside the task comes back as an error, not as a panic.
+    ///
+    /// The caller gets an answer within the operation timeout even when the database stops answering mid-statement
+    /// (the session timeouts only work while it answers): a [`StoreError::Conflict`] for the lease (not acquired;
+    /// the statement is cancelled by the database's own timeout, and a lease it took anyway is this owner's to take
+    /// again), else [`StoreError::Unavailable`].
     async fn spawned<T: Send + 'static>(
         &self,
         operation: &'static str,
         task: impl Future<Output = Result<T, StoreError>> + Send + 'static,
     ) -> Result<T, StoreError> {
-        match tokio::spawn(task).await {
+        self.spawned_within(Some(self.inner.operation_timeout), operation, task)
+            .await
+    }
+
+    async fn spawned_within<T: Send + 'static>(
+        &self,
+        deadline: Option<Duration>,
+        operation: &'static str,
+        task: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let task = tokio::spawn(task);
+        let joined = match deadline {
+            Some(deadline) => match tokio::time::timeout(deadline, task).await {
+                Ok(joined) => joined,
+                Err(_) => return Err(self.deadline_passed(operation, deadline)),
+            },
+            None => task.await,
+        };
+        match joined {
             Ok(result) => result,
             Err(join) => Err(StoreError::Query {
                 store: self.describe(),
@@ -370,7 +410,7 @@ impl TokenStore for DieselStore {
     }
 
     fn operation_timeout(&self) -> Option<Duration> {
-        Some(self.inner.connect_timeout)
+        Some(self.inner.operation_timeout)
     }
 
     async fn load(&self, key: &str) -> Result<Option<TokenRecord>, StoreError> {

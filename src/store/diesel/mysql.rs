@@ -11,7 +11,7 @@ use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel_async::AsyncMysqlConnection;
 
 use super::DieselStore;
-use super::migrations::MYSQL_MIGRATIONS;
+use super::migrations::{MIGRATION_WAIT_SECS, MYSQL_MIGRATIONS, run_and_repair};
 use super::pool::MysqlPool;
 use super::rows::{NewRow, bind_row};
 use crate::error::StoreError;
@@ -139,18 +139,33 @@ pub(super) async fn migrate(store: &DieselStore, pool: &MysqlPool) -> Result<(),
     store
         .run_blocking_migration(move || {
             use diesel::RunQueryDsl;
-            use diesel_migrations::MigrationHarness;
             let mut conn = diesel_async::async_connection_wrapper::AsyncConnectionWrapper::<
                 AsyncMysqlConnection,
             >::from(conn);
+            // This dedicated connection waits for another migrator longer than an operation may: no statement
+            // timeout (MariaDB's or MySQL's, whichever the server knows), GET_LOCK bounds the wait.
+            use diesel::connection::SimpleConnection;
+            if conn
+                .batch_execute("SET SESSION max_statement_time = 0")
+                .is_err()
+            {
+                conn.batch_execute("SET SESSION max_execution_time = 0")?;
+            }
+            conn.batch_execute(&format!(
+                "SET SESSION innodb_lock_wait_timeout = {MIGRATION_WAIT_SECS}, \
+                 SESSION lock_wait_timeout = {MIGRATION_WAIT_SECS}"
+            ))?;
             let locked: Option<i64> = diesel::select(diesel::dsl::sql::<Nullable<BigInt>>(
-                &format!("GET_LOCK('{MIGRATION_LOCK}', 60)"),
+                &format!("GET_LOCK('{MIGRATION_LOCK}', {MIGRATION_WAIT_SECS})"),
             ))
             .get_result(&mut conn)?;
             if locked != Some(1) {
-                return Err("another instance held the migration lock for 60 s".into());
+                return Err(format!(
+                    "another instance held the migration lock for {MIGRATION_WAIT_SECS} s"
+                )
+                .into());
             }
-            let result = conn.run_pending_migrations(MYSQL_MIGRATIONS).map(drop);
+            let result = run_and_repair(&mut conn, || MYSQL_MIGRATIONS);
             let _ = diesel::select(diesel::dsl::sql::<Nullable<BigInt>>(&format!(
                 "RELEASE_LOCK('{MIGRATION_LOCK}')"
             )))

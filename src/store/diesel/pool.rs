@@ -139,28 +139,85 @@ fn is_tls_failure(message: &str) -> bool {
 }
 
 /// PostgreSQL connections made by `connector` (TLS as the URL asks) rather than by diesel-async's `establish`,
-/// which knows no TLS. The URL the manager passes is the one `connector` was read from.
+/// which knows no TLS, each with `session_timeout` as its lock and statement timeouts. The URL the manager
+/// passes is the one `connector` was read from.
 #[cfg(feature = "postgres")]
 pub(super) fn postgres_config(
     connector: super::tls::PgConnector,
+    session_timeout: Duration,
 ) -> ManagerConfig<diesel_async::AsyncPgConnection> {
-    connecting_with(connector, |connector| Box::pin(connector.connect()))
+    use diesel_async::SimpleAsyncConnection;
+    use futures_util::FutureExt;
+
+    let ms = session_timeout.as_millis().max(1);
+    let setup: Arc<str> = format!("SET lock_timeout = {ms}; SET statement_timeout = {ms}").into();
+    connecting_with(connector, move |connector| {
+        let setup = Arc::clone(&setup);
+        async move {
+            let mut conn = connector.connect().await?;
+            conn.batch_execute(&setup)
+                .await
+                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            Ok(conn)
+        }
+        .boxed()
+    })
 }
 
 /// MySQL/MariaDB connections made by `connector` (TLS as the URL asks, and the options diesel-async's
-/// `establish` sets).
+/// `establish` sets), each with `session_timeout` as its lock wait timeouts (row and metadata locks; whole
+/// seconds, rounded up, as the server takes them) and statement timeout (MariaDB's `max_statement_time` in seconds, else MySQL's
+/// `max_execution_time` in milliseconds, which covers only SELECTs; InnoDB's lock wait bounds the writes there).
 #[cfg(feature = "mysql")]
 pub(super) fn mysql_config(
     connector: super::tls::MysqlConnector,
+    session_timeout: Duration,
 ) -> ManagerConfig<diesel_async::AsyncMysqlConnection> {
-    connecting_with(connector, |connector| Box::pin(connector.connect()))
+    use diesel_async::SimpleAsyncConnection;
+    use futures_util::FutureExt;
+
+    let ms = session_timeout.as_millis().max(1);
+    // `lock_wait_timeout` bounds the wait for a table's metadata lock (a `LOCK TABLES` elsewhere), which InnoDB's
+    // row lock timeout does not cover.
+    let secs = ms.div_ceil(1000);
+    let lock_wait = format!(
+        "SET SESSION innodb_lock_wait_timeout = {secs}, SESSION lock_wait_timeout = {secs}"
+    );
+    let mariadb = format!(
+        "SET SESSION max_statement_time = {}",
+        session_timeout.as_secs_f64().max(0.001)
+    );
+    let mysql = format!("SET SESSION max_execution_time = {ms}");
+    let setup: Arc<[String; 3]> = Arc::new([lock_wait, mariadb, mysql]);
+    connecting_with(connector, move |connector| {
+        let setup = Arc::clone(&setup);
+        async move {
+            let mut conn = connector.connect().await?;
+            let [lock_wait, mariadb, mysql] = &*setup;
+            conn.batch_execute(lock_wait)
+                .await
+                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            // MariaDB does not know MySQL's variable and MySQL not MariaDB's: the one the server refuses is not
+            // its own.
+            if conn.batch_execute(mariadb).await.is_err() {
+                conn.batch_execute(mysql)
+                    .await
+                    .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            }
+            Ok(conn)
+        }
+        .boxed()
+    })
 }
 
 /// A pool configuration whose connections `connect` makes with `connector`, shared by every connection.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 fn connecting_with<C, K>(
     connector: K,
-    connect: for<'a> fn(&'a K) -> futures_util::future::BoxFuture<'a, diesel::ConnectionResult<C>>,
+    connect: impl for<'a> Fn(&'a K) -> futures_util::future::BoxFuture<'a, diesel::ConnectionResult<C>>
+    + Send
+    + Sync
+    + 'static,
 ) -> ManagerConfig<C>
 where
     C: diesel_async::AsyncConnection + 'static,
@@ -169,27 +226,35 @@ where
     use futures_util::FutureExt;
 
     let connector = Arc::new(connector);
+    let connect = Arc::new(connect);
     let mut config = ManagerConfig::default();
     config.custom_setup = Box::new(move |_url: &str| {
-        let connector = Arc::clone(&connector);
+        let (connector, connect) = (Arc::clone(&connector), Arc::clone(&connect));
         async move { connect(&connector).await }.boxed()
     });
     config
 }
 
+/// SQLite connections with `session_timeout` as their busy timeout.
 #[cfg(feature = "sqlite")]
-pub(super) fn sqlite_config() -> ManagerConfig<SqliteConnection> {
+pub(super) fn sqlite_config(session_timeout: Duration) -> ManagerConfig<SqliteConnection> {
     use diesel_async::{AsyncConnection, SimpleAsyncConnection};
     use futures_util::FutureExt;
 
+    let setup: Arc<str> = format!(
+        "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL;",
+        session_timeout.as_millis().clamp(1, i32::MAX as u128)
+    )
+    .into();
     let mut config = ManagerConfig::default();
-    config.custom_setup = Box::new(|path: &str| {
-        let path = path.to_owned();
+    config.custom_setup = Box::new(move |path: &str| {
+        let (path, setup) = (path.to_owned(), Arc::clone(&setup));
         async move {
             let mut conn = <SqliteConnection as AsyncConnection>::establish(&path).await?;
-            // Without a busy timeout, concurrent writers fail at once with "database is locked"; WAL lets readers
-            // proceed while one instance writes.
-            conn.batch_execute("PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL;")
+            // Without a busy timeout, concurrent writers fail at once with "database is locked"; with one, a lock
+            // held past it ends the wait (the operation's bound). WAL lets readers proceed while one instance
+            // writes.
+            conn.batch_execute(&setup)
                 .await
                 .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
             Ok(conn)
@@ -210,8 +275,10 @@ impl DieselStore {
         M::Error: std::error::Error + Send + Sync + 'static,
     {
         pool.get().await.map_err(|error| match error {
-            bb8::RunError::User(source) => self.unavailable(Box::new(source)),
-            bb8::RunError::TimedOut => self.unavailable(self.timeout_cause()),
+            bb8::RunError::User(source) => self.connection_error(Box::new(source)),
+            bb8::RunError::TimedOut => {
+                self.connection_error(self.timeout_cause(self.inner.connect_timeout))
+            }
         })
     }
 
@@ -227,16 +294,23 @@ impl DieselStore {
     {
         match tokio::time::timeout(self.inner.connect_timeout, pool.dedicated_connection()).await {
             Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(source)) => Err(self.unavailable(Box::new(source))),
+            Ok(Err(source)) => Err(self.connection_error(Box::new(source))),
             Err(_) => Err(self.unavailable(
                 format!("no connection within {:?}", self.inner.connect_timeout).into(),
             )),
         }
     }
 
-    fn timeout_cause(&self) -> BoxError {
-        let timeout = self.inner.connect_timeout;
-        match self.inner.last_connect_error.recent(timeout * 2) {
+    /// The pool's last connection error, if it is recent.
+    pub(super) fn recent_connect_error(&self) -> Option<String> {
+        self.inner
+            .last_connect_error
+            .recent(self.inner.connect_timeout * 2)
+    }
+
+    /// Why no connection came within `timeout`: the pool's last connection error, if it is recent.
+    pub(super) fn timeout_cause(&self, timeout: Duration) -> BoxError {
+        match self.recent_connect_error() {
             // The handshake failure first: it is the cause, and what the operator has to fix.
             Some(last) if is_tls_failure(&last) => {
                 format!("{last} (the last error; no connection within {timeout:?})").into()

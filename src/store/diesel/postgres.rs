@@ -7,7 +7,7 @@ use diesel::sql_types::{BigInt, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::DieselStore;
-use super::migrations::PORTABLE_MIGRATIONS;
+use super::migrations::{MIGRATION_WAIT_SECS, PORTABLE_MIGRATIONS, run_and_repair};
 use super::pool::PgPool;
 use super::rows::{NewRow, bind_row};
 use crate::error::StoreError;
@@ -91,13 +91,16 @@ pub(super) async fn migrate(store: &DieselStore, pool: &PgPool) -> Result<(), St
     store
         .run_blocking_migration(move || {
             use diesel::connection::SimpleConnection;
-            use diesel_migrations::MigrationHarness;
             let mut conn = diesel_async::async_connection_wrapper::AsyncConnectionWrapper::<
                 AsyncPgConnection,
             >::from(conn);
+            // This dedicated connection waits for another migrator longer than an operation may.
+            conn.batch_execute(&format!(
+                "SET lock_timeout = '{MIGRATION_WAIT_SECS}s'; SET statement_timeout = '{MIGRATION_WAIT_SECS}s'"
+            ))?;
             // Session-level lock: also released when this dedicated connection is dropped.
             conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))?;
-            let result = conn.run_pending_migrations(PORTABLE_MIGRATIONS).map(drop);
+            let result = run_and_repair(&mut conn, || PORTABLE_MIGRATIONS);
             let _ = conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"));
             result
         })

@@ -15,6 +15,12 @@ use crate::store::cipher::Opened;
 /// encryption a real row holds base64 of at least the 16-byte tag.
 pub(super) const TOMBSTONE: &str = "";
 
+/// The `nonce` column of a plaintext token stored as base64 because it holds a NUL byte, which PostgreSQL's `TEXT`
+/// cannot hold (every backend stores such a token this way, so that a row reads the same everywhere). No real
+/// nonce looks like it: those are base64 of 12 bytes. A version of this library that does not know the mark reads
+/// the row as "encrypted without a key", that is as absent, and logs in again.
+const PLAIN_BASE64: &str = "plaintext-base64";
+
 /// A token as written to `paynet_tokens`.
 pub(super) struct NewRow {
     pub(super) credential_key: String,
@@ -110,6 +116,26 @@ impl DieselStore {
             );
         };
         let (token, reseal) = match (&row.nonce, &self.inner.cipher) {
+            (Some(nonce), None) if nonce == PLAIN_BASE64 => {
+                use base64::Engine as _;
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(row.token.as_bytes())
+                    .ok()
+                    .and_then(|bytes| String::from_utf8(bytes).ok());
+                let Some(token) = decoded else {
+                    unusable("it is marked as base64 plaintext but is not base64 of UTF-8 text");
+                    return (None, None);
+                };
+                (SecretString::from(token), None)
+            }
+            // As a plaintext row without a nonce: nothing authenticates it.
+            (Some(nonce), Some(_)) if nonce == PLAIN_BASE64 => {
+                unusable(
+                    "it is in plaintext (base64) although an encryption key is configured, so nothing \
+                     authenticates it",
+                );
+                return (None, None);
+            }
             (Some(nonce), Some(ring)) => match ring.open(key, &row.token, nonce) {
                 Opened::Current(token) => (token, None),
                 Opened::Previous(token) => (token, Some(nonce.clone())),
@@ -176,6 +202,13 @@ impl DieselStore {
                     source: "token encryption failed".into(),
                 })?;
                 (sealed.ciphertext, Some(sealed.nonce))
+            }
+            None if plaintext.contains('\0') => {
+                use base64::Engine as _;
+                (
+                    base64::engine::general_purpose::STANDARD.encode(plaintext),
+                    Some(PLAIN_BASE64.to_owned()),
+                )
             }
             None => (plaintext.to_owned(), None),
         };

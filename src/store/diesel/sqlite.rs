@@ -7,7 +7,7 @@ use diesel::sql_types::{BigInt, Text};
 use diesel_async::RunQueryDsl;
 
 use super::DieselStore;
-use super::migrations::PORTABLE_MIGRATIONS;
+use super::migrations::{PORTABLE_MIGRATIONS, run_and_repair};
 use super::pool::{SqliteConnection, SqlitePool};
 use super::rows::{NewRow, bind_row};
 use crate::error::{BoxError, StoreError};
@@ -87,12 +87,10 @@ pub(super) async fn migrate(store: &DieselStore, pool: &SqlitePool) -> Result<()
     let mut pooled = store.checkout(pool).await?;
     let outcome = pooled
         .spawn_blocking(|conn| {
-            use diesel_migrations::MigrationHarness;
-            // EXCLUSIVE waits (busy_timeout) for another process migrating the same file; diesel runs each
-            // migration in a savepoint inside it.
+            // EXCLUSIVE waits (busy_timeout: the operation timeout; a local file's migration takes milliseconds)
+            // for another process migrating the same file; diesel runs each migration in a savepoint inside it.
             Ok(conn.exclusive_transaction(|conn| -> Result<(), BoxError> {
-                conn.run_pending_migrations(PORTABLE_MIGRATIONS)?;
-                Ok(())
+                run_and_repair(conn, || PORTABLE_MIGRATIONS)
             }))
         })
         .await;

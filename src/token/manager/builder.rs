@@ -265,11 +265,12 @@ impl TokenManagerBuilder {
                     &[
                         "lease_ttl",
                         "login_timeout",
-                        "StoreOptions::connect_timeout",
+                        "StoreOptions::operation_timeout",
                     ],
                     format!(
-                        " plus twice the operation timeout of {} ({store_timeout:?}, StoreOptions::connect_timeout: \
-                         the re-read before and the save after the login are made under the lease too)",
+                        " plus twice the operation timeout of {} ({store_timeout:?}, StoreOptions::operation_timeout, \
+                         which defaults to StoreOptions::connect_timeout: the re-read before and the save after the \
+                         login are made under the lease too)",
                         store.describe()
                     ),
                 )

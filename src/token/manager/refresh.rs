@@ -334,6 +334,7 @@ impl Inner {
         let mut newest = stale.max(self.current.load().as_ref().map(|t| t.generation()));
         let mut waited_since = Instant::now();
         let mut down = None;
+        let mut row_locked;
         match self.read(stale).await {
             Read::Adopt(record) => return Ok(self.adopt(record)),
             Read::Nothing(generation) => newest = newest.max(generation),
@@ -341,6 +342,9 @@ impl Inner {
         }
         loop {
             if let Some(error) = down.take() {
+                if error.is_denied() {
+                    return Err(self.store_refused(error));
+                }
                 let Some(wait) = self.degraded_wait() else {
                     return self.login_without_store(newest, login, &error).await;
                 };
@@ -355,9 +359,11 @@ impl Inner {
                     Ok(true) => return self.refresh_holding_lease(stale, newest, login).await,
                     Ok(false) => {
                         lease_wait.get_or_insert_with(Instant::now);
+                        row_locked = false;
                     }
                     Err(error) if error.is_conflict() => {
                         lease_wait.get_or_insert_with(Instant::now);
+                        row_locked = true;
                         debug!(error = %error, "refresh lease contended: not acquired");
                     }
                     Err(error) => {
@@ -369,6 +375,7 @@ impl Inner {
                     return Err(TokenError::LeaseWait {
                         store: self.store.describe(),
                         waited: waited_since.elapsed(),
+                        row_locked,
                     });
                 }
                 let pause =
@@ -549,6 +556,13 @@ impl Inner {
                 pause = (pause * 2).min(Duration::from_secs(5));
             }
         });
+    }
+
+    /// A store that refuses this process's credentials or permissions: not an outage to ride out with logins
+    /// without the lease, but a failure to fix, handed to the callers (and logged at ERROR as every failed refresh
+    /// is).
+    fn store_refused(&self, error: StoreError) -> TokenError {
+        TokenError::Store(Arc::new(error))
     }
 
     /// Logs a store failure the refresh works around: a query error (schema, bug) at ERROR, since retrying will

@@ -6,7 +6,7 @@
 //! replays, adoptions, lease waits, backoff refusals, store errors and uninspected answers, each rare next to calls.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -196,6 +196,14 @@ impl std::fmt::Display for Health {
             Health::Degraded(Degradation::StoreUnavailable) => f.write_str(
                 "degraded: the token store does not answer; tokens are kept in memory only",
             ),
+            Health::Degraded(Degradation::StoreTableMissing) => f.write_str(
+                "degraded: a table of the token store is missing (run `paynet-auth migrate`, or `migrate()`); \
+                 tokens are kept in memory only",
+            ),
+            Health::Degraded(Degradation::StoreDenied) => f.write_str(
+                "degraded: the token store refuses this user's credentials or permissions; refreshes fail \
+                 until the store user or its grants are fixed",
+            ),
             Health::Degraded(Degradation::ServingPastLifetime) => f.write_str(
                 "degraded: the token endpoint is down; the last token is sent past its lifetime",
             ),
@@ -218,6 +226,13 @@ pub enum Degradation {
     /// The store's last operation failed: tokens live in memory only, logins are not coalesced across instances
     /// until it answers again.
     StoreUnavailable,
+    /// The store's last operation found one of its tables missing (dropped, or never migrated on this database):
+    /// tokens live in memory only until the migrations create it again.
+    StoreTableMissing,
+    /// The store refused its credentials or permissions ([`StoreError::Denied`]): refreshes fail (no login is
+    /// made without the store for it) until the store user or its grants are fixed; a cached token is still
+    /// served.
+    StoreDenied,
     /// The token's lifetime has passed and no new one could be had because the token endpoint is down: the last
     /// token is sent until the gateway rejects it (static stability).
     ServingPastLifetime,
@@ -241,9 +256,18 @@ pub(super) struct Counters {
     backoff_refusals: AtomicU64,
     store_errors: AtomicU64,
     uninspected: AtomicU64,
-    /// Whether the store's last operation failed for a reason other than a conflict.
-    store_down: AtomicBool,
+    /// How the store's last operation went: one of the `STORE_*` states.
+    store_state: AtomicU8,
 }
+
+/// The store's last operation succeeded, or failed only because of a concurrent one (the store answers).
+const STORE_OK: u8 = 0;
+/// The store's last operation failed: unreachable, timed out, or a query error.
+const STORE_DOWN: u8 = 1;
+/// The store's last operation found a table missing.
+const STORE_MISSING_TABLE: u8 = 2;
+/// The store refused its credentials or permissions.
+const STORE_DENIED: u8 = 3;
 
 /// One `metrics` event, with the credential label; nothing without the feature.
 macro_rules! report {
@@ -331,21 +355,23 @@ impl Counters {
     fn store_result<T>(&self, op: &'static str, result: &Result<T, StoreError>) {
         let error = match result {
             Ok(_) => {
-                self.store_down.store(false, Ordering::Relaxed);
+                self.store_state.store(STORE_OK, Ordering::Relaxed);
                 return;
             }
             Err(error) => error,
         };
-        let kind = match error {
-            StoreError::Unavailable { .. } => "unavailable",
-            StoreError::Conflict { .. } => "conflict",
-            StoreError::Query { .. } => "query",
-            StoreError::Config(_) => "config",
-            StoreError::Migration { .. } => "migration",
+        let (kind, state) = match error {
+            StoreError::Unavailable { .. } => ("unavailable", STORE_DOWN),
+            // A conflict is the store answering: busy, not down.
+            StoreError::Conflict { .. } => ("conflict", STORE_OK),
+            StoreError::Query { .. } => ("query", STORE_DOWN),
+            StoreError::Config(_) => ("config", STORE_DOWN),
+            StoreError::Migration { .. } => ("migration", STORE_DOWN),
+            StoreError::Denied { .. } => ("denied", STORE_DENIED),
+            StoreError::MissingTable { .. } => ("missing_table", STORE_MISSING_TABLE),
         };
-        // A conflict is the store answering: busy, not down.
         if kind != "conflict" {
-            self.store_down.store(true, Ordering::Relaxed);
+            self.store_state.store(state, Ordering::Relaxed);
         }
         self.store_errors.fetch_add(1, Ordering::Relaxed);
         report!(self, counter names::STORE_ERRORS, "op" => op, "kind" => kind);
@@ -479,8 +505,11 @@ impl TokenManager {
                 cause,
             };
         }
-        if inner.counters.store_down.load(Ordering::Relaxed) {
-            return Health::Degraded(Degradation::StoreUnavailable);
+        match inner.counters.store_state.load(Ordering::Relaxed) {
+            STORE_DOWN => return Health::Degraded(Degradation::StoreUnavailable),
+            STORE_MISSING_TABLE => return Health::Degraded(Degradation::StoreTableMissing),
+            STORE_DENIED => return Health::Degraded(Degradation::StoreDenied),
+            _ => {}
         }
         if usable == Some(Standing::Stale) {
             return Health::Degraded(Degradation::ServingPastLifetime);
