@@ -1,5 +1,10 @@
 //! The error types. Every enum is `#[non_exhaustive]` and every message says what failed and where, never a
 //! secret: tokens and passwords are not part of any variant.
+//!
+//! One convention holds for every error of the crate, as in std, hyper and reqwest: a wrapper's `Display` says
+//! what it adds (which endpoint, which store, what was being done) and leaves its cause to
+//! [`source()`](std::error::Error::source). `to_string()` is then one level; a chain printer (`{:#}` of anyhow,
+//! eyre's report, [`Chain`]) shows each cause once.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -101,7 +106,7 @@ pub enum InjectError {
 #[non_exhaustive]
 pub enum LoginError {
     /// The endpoint could not be reached (connection refused, DNS, TLS, dropped connection …).
-    #[error("token endpoint {endpoint} is unreachable: {source}")]
+    #[error("token endpoint {endpoint} is unreachable")]
     Unreachable {
         /// The login URL.
         endpoint: String,
@@ -125,12 +130,25 @@ pub enum LoginError {
         /// The status it answered.
         status: http::StatusCode,
     },
+    /// The answer was larger than the manager reads ([`MAX_LOGIN_RESPONSE`](crate::token::defaults::MAX_LOGIN_RESPONSE)
+    /// bytes, after decompression). The endpoint answered, so this is not an outage: the last token is not served
+    /// past its lifetime through it, and the login backs off as after a refusal.
+    #[error(
+        "token endpoint {endpoint} answered with more than the {limit}-byte limit of a login answer"
+    )]
+    TooLarge {
+        /// The login URL.
+        endpoint: String,
+        /// The limit in bytes.
+        limit: usize,
+    },
     /// The answer was not the JSON the endpoint should send.
     #[error("token endpoint {endpoint} answered with a body that is not valid JSON: {reason}")]
     NotJson {
         /// The login URL.
         endpoint: String,
-        /// What was wrong with it.
+        /// What was wrong with it (the parser's words, which may quote the answer: sanitised as
+        /// [`redact::gateway_text`](crate::redact::gateway_text) does).
         reason: String,
     },
     /// The endpoint refused the login with a JSON-RPC error (wrong credentials, blocked terminal …).
@@ -140,7 +158,8 @@ pub enum LoginError {
         endpoint: String,
         /// The JSON-RPC error code.
         code: i64,
-        /// The JSON-RPC error message.
+        /// The JSON-RPC error message, with the password and any token in it replaced by `****`, control
+        /// characters removed and its length bounded ([`redact::gateway_text`](crate::redact::gateway_text)).
         message: String,
     },
     /// An OAuth 2.0 token endpoint (the Bearer preset, [`ClientCredentials`](crate::token::source::ClientCredentials))
@@ -201,6 +220,30 @@ pub enum LoginError {
 }
 
 impl LoginError {
+    /// The error with `secrets` (the tokens the manager holds, which a source cannot know) masked in the text the
+    /// endpoint sent, as [`redact::gateway_text`](crate::redact::gateway_text) does. The sources sanitise what
+    /// they put in an error already; a second pass changes nothing else.
+    pub(crate) fn mask(mut self, secrets: &[&str]) -> Self {
+        use crate::redact::gateway_text;
+        match &mut self {
+            Self::NotJson { reason: text, .. }
+            | Self::Refused { message: text, .. }
+            | Self::UnsupportedTokenType {
+                token_type: text, ..
+            } => *text = gateway_text(text, secrets),
+            Self::OAuthRefused {
+                error, description, ..
+            } => {
+                *error = gateway_text(error, secrets);
+                if let Some(description) = description {
+                    *description = gateway_text(description, secrets);
+                }
+            }
+            _ => {}
+        }
+        self
+    }
+
     /// Whether the endpoint refused the credentials ([`Refused`](Self::Refused) from a JSON-RPC login,
     /// [`OAuthRefused`](Self::OAuthRefused) from an OAuth token endpoint): retrying will not help until the
     /// configuration changes.
@@ -228,6 +271,8 @@ impl LoginError {
     pub fn is_outage(&self) -> bool {
         match self {
             Self::Unreachable { .. } | Self::Timeout { .. } => true,
+            // The endpoint answered, only too much: waiting it out would not help.
+            Self::TooLarge { .. } => false,
             Self::HttpStatus { status, .. } => {
                 status.is_server_error()
                     || *status == http::StatusCode::REQUEST_TIMEOUT
@@ -261,7 +306,7 @@ pub enum StoreError {
     /// The database could not be reached, a connection could not be had from the pool, the connection broke
     /// mid-statement, or the statement ran into the database's statement timeout. The manager serves from memory
     /// and logs in without the lease, spaced out (see the README, "When the database is down").
-    #[error("token store {store} is unreachable: {source}")]
+    #[error("token store {store} is unreachable")]
     Unavailable {
         /// Which store (URL without password).
         store: String,
@@ -273,7 +318,7 @@ pub enum StoreError {
     /// (PostgreSQL SQLSTATE 40001, 40P01), a deadlock or lock wait timeout (MySQL/MariaDB 1213, 1205), or a busy or
     /// locked SQLite database. Nothing is wrong with the store: retry after a jittered pause. For a lease it means
     /// "not acquired", never "log in without the lease".
-    #[error("token store {store}: {operation} collided with a concurrent transaction: {source}")]
+    #[error("token store {store}: {operation} collided with a concurrent transaction")]
     Conflict {
         /// Which store (URL without password).
         store: String,
@@ -285,7 +330,7 @@ pub enum StoreError {
     },
     /// A query failed for a reason retrying will not cure: a missing table or column, a constraint, a bug. Logged
     /// at ERROR.
-    #[error("token store {store}: {operation} failed: {source}")]
+    #[error("token store {store}: {operation} failed")]
     Query {
         /// Which store (URL without password).
         store: String,
@@ -296,7 +341,7 @@ pub enum StoreError {
         source: BoxError,
     },
     /// The migrations could not be applied.
-    #[error("token store {store}: migrations failed: {source}")]
+    #[error("token store {store}: migrations failed")]
     Migration {
         /// Which store (URL without password).
         store: String,
@@ -385,12 +430,12 @@ impl StoreError {
 #[non_exhaustive]
 pub enum TokenError {
     /// The login failed.
-    #[error("token refresh failed: {0}")]
+    #[error("token refresh failed")]
     Login(#[source] Arc<LoginError>),
     /// A recent login failed and the manager is backing off before it tries again. Callers fail with this at
     /// once, without sending anything: a token the gateway rejected is not sent again meanwhile.
     #[error(
-        "token refresh is backing off until {} (in {retry_in:?}) after a failed login: {cause}",
+        "token refresh is backing off until {} (in {retry_in:?}) after a failed login",
         humantime::format_rfc3339_millis(*retry_at)
     )]
     Backoff {
@@ -474,10 +519,10 @@ impl TokenError {
 pub enum Error {
     /// The inner service failed (transport error, timeout …). Returned as it is: the request is never replayed
     /// after such an error, since the gateway may have executed it.
-    #[error("request failed: {0}")]
+    #[error("request failed")]
     Inner(#[source] BoxError),
     /// Reading the request body failed.
-    #[error("reading the request body failed: {0}")]
+    #[error("reading the request body failed")]
     RequestBody(#[source] BoxError),
     /// The request body is larger than the configured limit. It was not sent.
     #[error("request body is larger than the {limit}-byte limit; it was not sent")]
@@ -486,7 +531,7 @@ pub enum Error {
         limit: usize,
     },
     /// The token could not be written into the request body. It was not sent.
-    #[error("request was not sent: {0}")]
+    #[error("request was not sent")]
     Inject(#[from] InjectError),
     /// No token could be obtained. The request was not sent (or, after a rejection, not replayed).
     #[error(transparent)]
@@ -508,7 +553,7 @@ pub enum Error {
         header: http::HeaderName,
     },
     /// Reading the response body failed.
-    #[error("reading the response body failed: {0}")]
+    #[error("reading the response body failed")]
     ResponseBody(#[source] BoxError),
     /// The request names a [`Credential`](crate::Credential) the layer does not serve. It was not sent.
     #[error("no credential named `{name}` here (known: {}); the request was not sent", known.join(", "))]
@@ -617,7 +662,7 @@ pub enum ConfigError {
     #[error("invalid configuration: {0}")]
     Invalid(String),
     /// Reading the configuration file failed.
-    #[error("cannot read configuration file {path}: {source}")]
+    #[error("cannot read configuration file {path}")]
     Read {
         /// The file.
         path: String,
@@ -655,4 +700,38 @@ pub enum ConfigError {
         /// Why, naming the fields and their values (never a secret).
         reason: String,
     },
+}
+
+/// An error and its causes on one line, `error: cause: root cause`: the form for a log line or a CLI's last word.
+///
+/// Every level is printed as it is. Since the crate's errors never repeat their cause in their own `Display` (nor
+/// do those of std, hyper, hyper-util, rustls and tokio-postgres under them), each cause shows once.
+///
+/// ```
+/// use paynet_auth::error::Chain;
+/// use paynet_auth::{LoginError, TokenError};
+/// use std::sync::Arc;
+///
+/// let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+/// let login = LoginError::Unreachable { endpoint: "https://gw.example/v2/user".into(), source: refused.into() };
+/// let error = TokenError::Login(Arc::new(login));
+/// assert_eq!(error.to_string(), "token refresh failed");
+/// assert_eq!(
+///     Chain(&error).to_string(),
+///     "token refresh failed: token endpoint https://gw.example/v2/user is unreachable: connection refused"
+/// );
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(cause) = next {
+            write!(f, ": {cause}")?;
+            next = cause.source();
+        }
+        Ok(())
+    }
 }

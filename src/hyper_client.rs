@@ -708,35 +708,34 @@ impl HttpError {
                 (*e).source()
             })
         };
-        let (kind, message) =
-            if let Some(proxy) = chain().find_map(|e| e.downcast_ref::<ProxyError>()) {
-                let cause = chain()
-                    .filter_map(|e| e.downcast_ref::<std::io::Error>())
-                    .last()
-                    .map(|io| format!(" ({io})"))
-                    .unwrap_or_default();
-                (HttpErrorKind::Proxy, format!("{proxy}{cause}"))
-            } else if let Some(failure) = TlsFailure::find(&source) {
-                let message = format!(
+        // Each message says what failed and leaves the cause (the proxy's refusal, `Connection refused` …) to the
+        // source chain.
+        let (kind, message) = if chain().any(|e| e.is::<ProxyError>()) {
+            (
+                HttpErrorKind::Proxy,
+                "cannot reach the gateway through the proxy".to_owned(),
+            )
+        } else if let Some(failure) = TlsFailure::find(&source) {
+            let message = match failure {
+                // rustls' own words are in the chain.
+                TlsFailure::Other(_) => "TLS with the gateway failed".to_owned(),
+                _ => format!(
                     "TLS with the gateway failed: {}",
                     failure.explain("`tls.ca_file`", "`tls.client_cert` and `tls.client_key`")
-                );
-                (HttpErrorKind::Tls(failure), message)
-            } else if source.is_connect() {
-                let cause = chain()
-                    .filter_map(|e| e.downcast_ref::<std::io::Error>())
-                    .last()
-                    .map_or_else(|| root_cause(&source), |io| io.to_string());
-                (
-                    HttpErrorKind::Connect,
-                    format!("cannot connect to the gateway: {cause}"),
-                )
-            } else {
-                (
-                    HttpErrorKind::Other,
-                    format!("{source}: {}", root_cause(&source)),
-                )
+                ),
             };
+            (HttpErrorKind::Tls(failure), message)
+        } else if source.is_connect() {
+            (
+                HttpErrorKind::Connect,
+                "cannot connect to the gateway".to_owned(),
+            )
+        } else {
+            (
+                HttpErrorKind::Other,
+                "the connection to the gateway failed".to_owned(),
+            )
+        };
         Self {
             kind,
             message,
@@ -773,12 +772,6 @@ fn answered(
         Ok(response) => Ok(response),
         Err(error) => Err(HttpError::from_client(error)),
     }
-}
-
-fn root_cause(error: &(dyn StdError + 'static)) -> String {
-    std::iter::successors(Some(error), |e| (*e).source())
-        .last()
-        .map_or_else(String::new, |e| e.to_string())
 }
 
 impl fmt::Display for HttpError {

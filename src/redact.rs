@@ -1,5 +1,6 @@
-//! The one redactor for every URL or connection string the project prints, logs or puts in an error: store URLs,
-//! proxy URLs, gateway URLs.
+//! The one redactor for every URL or connection string the project prints, logs or puts in an error (store URLs,
+//! proxy URLs, gateway URLs: [`url`]), and the one sanitiser for text a token endpoint or gateway sends that ends
+//! up in an error or a log line ([`gateway_text`]).
 //!
 //! It does not lean on a URL parser, because the URLs it must hide secrets in are the ones a parser gets wrong: a
 //! password with `#`, `@`, `?`, `/` or `%` written as it is (`postgres://app:p@ss#word@db/pay`) makes a parser end
@@ -187,9 +188,59 @@ fn redact_key_values(text: &str) -> String {
     out
 }
 
+/// The longest piece of a server's text [`gateway_text`] keeps, in characters (then `…` marks the cut).
+pub const MAX_GATEWAY_TEXT: usize = 200;
+
+/// Text a server sent (a login refusal's message, an OAuth `error_description`, a JSON-RPC error's message, a
+/// parser's complaint that quotes the answer) made fit for an error message or a log line:
+///
+/// - every non-empty `secrets` entry (the password or client secret, a token) is replaced by `****`, also where
+///   the server split it with control characters;
+/// - control characters (C0 such as ESC, BEL, NUL; DEL; C1) are removed, line breaks and tabs become spaces, so a
+///   terminal shows no escape sequence and a log line stays one line; printable Unicode is kept;
+/// - the length is bounded to [`MAX_GATEWAY_TEXT`] characters, with `…` where it was cut.
+///
+/// User names and client ids are not passed as secrets by the presets: they name the account in credential keys,
+/// `token status` and logs already.
+///
+/// ```
+/// use paynet_auth::redact::gateway_text;
+///
+/// let echoed = "wrong password \"hunter2\"\x1b[2J\x07\r\nretry";
+/// assert_eq!(gateway_text(echoed, &["hunter2"]), "wrong password \"****\"[2J  retry");
+/// assert_eq!(gateway_text(&"x".repeat(5000), &[]).chars().count(), 201);
+/// ```
+pub fn gateway_text(text: &str, secrets: &[&str]) -> String {
+    let secrets: Vec<&str> = secrets.iter().copied().filter(|s| !s.is_empty()).collect();
+    let mask = |text: &str| {
+        secrets
+            .iter()
+            .fold(text.to_owned(), |text, secret| text.replace(secret, MASK))
+    };
+    let cleaned: String = mask(text)
+        .chars()
+        .filter_map(|c| match c {
+            '\t' | '\n' | '\r' | '\u{b}' | '\u{c}' => Some(' '),
+            c if c.is_control() => None,
+            c => Some(c),
+        })
+        .collect();
+    // Removing control characters may have joined the pieces of a secret the server split with them.
+    let cleaned = mask(&cleaned);
+    let mut chars = cleaned.char_indices();
+    match chars.nth(MAX_GATEWAY_TEXT) {
+        None => cleaned,
+        Some((cut, _)) => {
+            let mut bounded = cleaned[..cut].to_owned();
+            bounded.push('…');
+            bounded
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::url;
+    use super::{MAX_GATEWAY_TEXT, gateway_text, url};
 
     #[test]
     fn user_part_passwords_are_hidden_whole() {
@@ -297,5 +348,63 @@ mod tests {
             "host=db password=**** user=app"
         );
         assert_eq!(url("host=db password=x"), "host=db password=****");
+    }
+
+    #[test]
+    fn a_password_with_every_character_that_ends_a_url_part_is_hidden_whole() {
+        for password in [
+            "p#ss",
+            "p@ss",
+            "p?ss",
+            "p/ss",
+            "p%ss",
+            "#@?/%",
+            "a%40b#c@d?e/f%",
+        ] {
+            let text = format!("postgres://postgres:{password}@db:5432/pay?sslmode=require");
+            assert_eq!(
+                url(&text),
+                "postgres://postgres:****@db:5432/pay?sslmode=require",
+                "{text}"
+            );
+            let text = format!("postgres://db/pay?password={password}&sslmode=require");
+            assert_eq!(
+                url(&text),
+                "postgres://db/pay?password=****&sslmode=require",
+                "{text}"
+            );
+            let text = format!("host=db password='{password}' user=app");
+            assert_eq!(url(&text), "host=db password=**** user=app", "{text}");
+        }
+    }
+
+    #[test]
+    fn gateway_text_masks_secrets_even_split_by_control_characters() {
+        assert_eq!(
+            gateway_text(
+                "bad hunter2 and hun\x07ter2 and T-1",
+                &["hunter2", "T-1", ""]
+            ),
+            "bad **** and **** and ****"
+        );
+    }
+
+    #[test]
+    fn gateway_text_keeps_printable_unicode_and_drops_every_control_character() {
+        let text = "caf\u{e9} \u{2713}\u{1b}[31m\u{7}\u{0}\u{7f}\u{85}\u{9b}1m\ttab\r\nline";
+        assert_eq!(
+            gateway_text(text, &[]),
+            "caf\u{e9} \u{2713}[31m1m tab  line"
+        );
+    }
+
+    #[test]
+    fn gateway_text_is_bounded_in_characters() {
+        let short = "\u{e9}".repeat(MAX_GATEWAY_TEXT);
+        assert_eq!(gateway_text(&short, &[]), short);
+        let long = "\u{e9}".repeat(MAX_GATEWAY_TEXT + 1);
+        let shown = gateway_text(&long, &[]);
+        assert_eq!(shown.chars().count(), MAX_GATEWAY_TEXT + 1);
+        assert!(shown.ends_with("\u{e9}…"), "{shown}");
     }
 }

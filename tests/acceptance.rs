@@ -139,7 +139,7 @@ async fn acceptance_3_token_endpoint_unavailable() {
         other => panic!("unexpected {other}"),
     }
     assert_eq!(
-        error.to_string(),
+        paynet_auth::error::Chain(&error).to_string(),
         format!(
             "token refresh failed: token endpoint {endpoint} answered HTTP 503 Service Unavailable"
         )
@@ -170,9 +170,11 @@ async fn acceptance_3_token_endpoint_unavailable() {
         other => panic!("unexpected {other}"),
     }
     assert!(
-        error.to_string().starts_with(&format!(
-            "token refresh failed: token endpoint {base}/v2/user is unreachable"
-        )),
+        paynet_auth::error::Chain(&error)
+            .to_string()
+            .starts_with(&format!(
+                "token refresh failed: token endpoint {base}/v2/user is unreachable"
+            )),
         "{error}"
     );
 }

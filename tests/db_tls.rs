@@ -115,7 +115,9 @@ async fn server_certificate() -> PathBuf {
 
 fn unavailable_message(result: Result<impl std::fmt::Debug, StoreError>) -> String {
     match result {
-        Err(error @ StoreError::Unavailable { .. }) => error.to_string(),
+        Err(error @ StoreError::Unavailable { .. }) => {
+            paynet_auth::error::Chain(&error).to_string()
+        }
         other => panic!("expected the store to be unavailable, got {other:?}"),
     }
 }

@@ -76,7 +76,7 @@ async fn login_failure_row(failure: LoginFailure, expected: fn(&LoginError) -> b
         }
         other => panic!("unexpected error: {other}"),
     }
-    let message = error.to_string();
+    let message = paynet_auth::error::Chain(&error).to_string();
     assert!(message.contains(&endpoint), "{message}");
     assert!(message.contains(cause), "{message}");
     assert_eq!(
@@ -185,12 +185,14 @@ async fn login_connection_refused_is_a_typed_error() {
         matches!(&error, Error::Token(TokenError::Login(login)) if matches!(**login, LoginError::Unreachable { .. })),
         "{error}"
     );
+    let message = paynet_auth::error::Chain(&error).to_string();
     assert!(
-        error
-            .to_string()
-            .contains(&format!("token endpoint {base_url}/v2/user is unreachable")),
-        "{error}"
+        message.contains(&format!(
+            "token endpoint {base_url}/v2/user is unreachable: "
+        )),
+        "{message}"
     );
+    assert!(message.contains("Connection refused"), "{message}");
     assert_eq!(logs.error_lines().len(), 1);
 }
 

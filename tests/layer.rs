@@ -200,7 +200,11 @@ async fn transport_error_is_returned_and_never_replayed() {
     ));
     let error = call.await.unwrap().unwrap_err();
     assert!(matches!(error, Error::Inner(_)), "{error}");
-    assert!(error.to_string().contains("connection reset"));
+    assert!(
+        paynet_auth::error::Chain(&error)
+            .to_string()
+            .contains("connection reset")
+    );
     assert_nothing_more_sent(&mut handle);
     assert_eq!(manager.logins(), 1);
 }
@@ -219,7 +223,12 @@ async fn timeout_of_the_call_is_returned_and_never_replayed() {
     let (_sent, _never_answered) = handle.next_request().await.unwrap();
     let error = call.await.unwrap().unwrap_err();
     assert!(matches!(error, Error::Inner(_)), "{error}");
-    assert!(error.to_string().contains("timed out"), "{error}");
+    assert!(
+        paynet_auth::error::Chain(&error)
+            .to_string()
+            .contains("timed out"),
+        "{error}"
+    );
     assert_nothing_more_sent(&mut handle);
 }
 
@@ -251,7 +260,12 @@ async fn bad_bodies_are_refused_and_not_sent() {
             .await
             .unwrap_err();
         assert!(matches!(error, Error::Inject(_)), "{name}: {error}");
-        assert!(error.to_string().contains(message), "{name}: {error}");
+        assert!(
+            paynet_auth::error::Chain(&error)
+                .to_string()
+                .contains(message),
+            "{name}: {error}"
+        );
         assert!(error.to_string().contains("not sent"), "{name}: {error}");
     }
     let error = service
@@ -328,7 +342,7 @@ async fn failed_login_is_a_typed_error_and_nothing_is_sent() {
         other => panic!("unexpected {other}"),
     }
     assert_eq!(
-        error.to_string(),
+        paynet_auth::error::Chain(&error).to_string(),
         "token refresh failed: token endpoint http://gateway.test/gw/v2/user refused the login: error -1001 \"Invalid login or password\""
     );
     assert!(!error.to_string().contains(PASSWORD));
@@ -341,7 +355,11 @@ async fn failed_login_is_a_typed_error_and_nothing_is_sent() {
         matches!(error, Error::Token(TokenError::Backoff { .. })),
         "{error}"
     );
-    assert!(error.to_string().contains("Invalid login or password"));
+    assert!(
+        paynet_auth::error::Chain(&error)
+            .to_string()
+            .contains("Invalid login or password")
+    );
     assert_eq!(manager.login_attempts(), 1);
     assert_nothing_more_sent(&mut handle);
 }

@@ -84,6 +84,47 @@ async fn lease_wait_that_runs_out_is_an_error() {
     );
 }
 
+/// The ERROR line of a failed refresh carries the whole chain, each cause once, down to the operating system's
+/// `Connection refused`: a real connection to a port nothing listens on.
+#[cfg(feature = "hyper-client")]
+#[tokio::test]
+async fn failed_refresh_error_line_has_the_whole_chain_once() {
+    use paynet_auth::hyper_client::HttpClient;
+    use paynet_auth::token::{LoginSender, PaynetLogin};
+    let logs = Captured::default();
+    let _guard = logs.install(tracing::Level::WARN);
+    let port = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let base = format!("http://127.0.0.1:{port}/gw");
+    let manager = paynet_auth::TokenManager::builder(PaynetLogin::new(
+        &base,
+        USERNAME,
+        PASSWORD.into(),
+        TERMINAL,
+    ))
+    .build()
+    .unwrap();
+    manager
+        .token(LoginSender::from_service(HttpClient::new()))
+        .await
+        .unwrap_err();
+    let errors = lines(&logs, "ERROR", "token refresh failed");
+    assert_eq!(errors.len(), 1, "{}", logs.text());
+    let line = &errors[0];
+    let chain = format!(
+        "error=token endpoint {base}/v2/user is unreachable: cannot connect to the gateway: client error \
+         (Connect): "
+    );
+    assert!(line.contains(&chain), "{line}");
+    assert!(line.contains("Connection refused (os error 111)"), "{line}");
+    for part in ["is unreachable", "cannot connect", "Connection refused"] {
+        assert_eq!(line.matches(part).count(), 1, "`{part}` once: {line}");
+    }
+    assert!(!line.contains(PASSWORD), "{line}");
+}
+
 /// A real outage: a PostgreSQL store on a port nothing listens on.
 #[cfg(feature = "postgres")]
 #[tokio::test]

@@ -72,7 +72,7 @@ async fn login_timeout_is_a_typed_error() {
     let error = manager.token(login.sender()).await.unwrap_err();
     assert_eq!(started.elapsed(), Duration::from_secs(3));
     assert_eq!(
-        error.to_string(),
+        paynet_auth::error::Chain(&error).to_string(),
         "token refresh failed: token endpoint http://gateway.test/gw/v2/user did not answer within 3s"
     );
 }

@@ -542,7 +542,8 @@ mod cases {
                 .expect("migrate gives up after the busy timeout")
                 .unwrap()
                 .expect_err("migrate cannot succeed while another migrator holds the lock");
-            assert!(error.to_string().contains("locked"), "{error}");
+            let message = paynet_auth::error::Chain(&error).to_string();
+            assert!(message.contains("locked"), "{message}");
             on_raw!(&mut raw, |conn| conn.batch_execute(unlock).await.unwrap());
             store.migrate().await.unwrap();
             return;
@@ -642,7 +643,7 @@ mod cases {
             elapsed < timeout + Duration::from_secs(2),
             "took {elapsed:?}"
         );
-        let message = err.to_string();
+        let message = paynet_auth::error::Chain(&err).to_string();
         assert!(!message.contains("hunter2"), "{message}");
         assert!(message.contains(&store.describe()), "{message}");
         // bb8 itself only says "timed out"; the store adds the connection error behind it.

@@ -9,6 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::error::LoginError;
+use crate::redact::gateway_text;
 use crate::token::{Grant, LoginMeta};
 
 /// The answer of the token endpoint, as the transport received it.
@@ -254,16 +255,24 @@ impl TokenSource for PaynetLogin {
                 status: response.status,
             });
         }
+        // The gateway's text goes into the error: a hostile or broken gateway may echo the password, a token,
+        // terminal escapes or megabytes. The user name is not a secret (it names the account in the credential
+        // key and in `token status`).
+        let password = self.password.expose_secret();
         let answer: RpcAnswer =
             serde_json::from_slice(&response.body).map_err(|e| LoginError::NotJson {
                 endpoint: endpoint(),
-                reason: e.to_string(),
+                reason: gateway_text(&e.to_string(), &[password]),
             })?;
         if let Some(error) = answer.error {
+            let token = answer.result.and_then(|result| result.token);
             return Err(LoginError::Refused {
                 endpoint: endpoint(),
                 code: error.code,
-                message: error.message,
+                message: gateway_text(
+                    &error.message,
+                    &[password, token.as_deref().unwrap_or_default()],
+                ),
             });
         }
         let result = answer.result.ok_or_else(|| LoginError::MissingToken {
@@ -368,28 +377,6 @@ fn expires_in(value: Option<serde_json::Value>) -> Result<Option<std::time::Dura
         .ok_or_else(|| "`expires_in` is not a whole number of seconds".to_owned())
 }
 
-/// The longest OAuth error code, description or token type an error carries: they are the server's text, shown
-/// in logs.
-const MAX_ECHO: usize = 200;
-
-/// The server's text made fit for an error message: every secret replaced by `****` (an OAuth server may echo
-/// the client secret or the token it issued), control characters replaced, the length bounded.
-fn redacted(text: &str, secrets: &[&str]) -> String {
-    let mut text = text.to_owned();
-    for secret in secrets.iter().filter(|s| !s.is_empty()) {
-        text = text.replace(secret, "****");
-    }
-    let mut out: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_ECHO)
-        .collect();
-    if text.chars().count() > MAX_ECHO {
-        out.push('…');
-    }
-    out
-}
-
 impl TokenSource for ClientCredentials {
     fn endpoint(&self) -> &str {
         &self.endpoint
@@ -452,10 +439,10 @@ impl TokenSource for ClientCredentials {
             return Err(LoginError::OAuthRefused {
                 endpoint: endpoint(),
                 status: response.status,
-                error: redacted(error, &secrets),
+                error: gateway_text(error, &secrets),
                 description: error_description
                     .as_deref()
-                    .map(|description| redacted(description, &secrets)),
+                    .map(|description| gateway_text(description, &secrets)),
             });
         }
         if !response.status.is_success() {
@@ -466,7 +453,7 @@ impl TokenSource for ClientCredentials {
         }
         let answer = answer.map_err(|e| LoginError::NotJson {
             endpoint: endpoint(),
-            reason: e.to_string(),
+            reason: gateway_text(&e.to_string(), &[self.client_secret.expose_secret()]),
         })?;
         let token = answer
             .access_token
@@ -480,7 +467,7 @@ impl TokenSource for ClientCredentials {
         {
             return Err(LoginError::UnsupportedTokenType {
                 endpoint: endpoint(),
-                token_type: redacted(token_type, &[self.client_secret.expose_secret(), &token]),
+                token_type: gateway_text(token_type, &[self.client_secret.expose_secret(), &token]),
             });
         }
         let expires_in = expires_in(answer.expires_in).map_err(|reason| LoginError::NotJson {
@@ -500,6 +487,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::redact::MAX_GATEWAY_TEXT as MAX_ECHO;
 
     const SECRET: &str = "s3cret-Client-Pa55";
 

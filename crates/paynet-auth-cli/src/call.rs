@@ -67,7 +67,10 @@ pub(crate) async fn run(
             error
                 .get("code")
                 .map_or("?".to_owned(), ToString::to_string),
-            error.get("message").and_then(|m| m.as_str()).unwrap_or("")
+            paynet_auth::redact::gateway_text(
+                error.get("message").and_then(|m| m.as_str()).unwrap_or(""),
+                &[secrecy::ExposeSecret::expose_secret(&config.password)]
+            )
         ),
         None => eprintln!(
             "error: {} answered HTTP {status} without a result",

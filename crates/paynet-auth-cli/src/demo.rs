@@ -317,7 +317,7 @@ pub(crate) async fn run() -> Result<ExitCode, String> {
             outln!("   the caller gets: {}", crate::one_line(&error))?;
             check(
                 "a typed token error naming the endpoint",
-                matches!(error, Error::Token(_)) && error.to_string().contains("/v2/user"),
+                matches!(error, Error::Token(_)) && crate::one_line(&error).contains("/v2/user"),
             )?;
         }
     }

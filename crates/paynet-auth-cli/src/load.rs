@@ -305,7 +305,10 @@ where
             error
                 .get("code")
                 .map_or("?".to_owned(), ToString::to_string),
-            error.get("message").and_then(|m| m.as_str()).unwrap_or("")
+            paynet_auth::redact::gateway_text(
+                error.get("message").and_then(|m| m.as_str()).unwrap_or(""),
+                &[]
+            )
         ),
         None => format!("HTTP {status} without a result"),
     })

@@ -169,17 +169,8 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
     }
 }
 
-/// An error and its causes on one line: `a: b: c`.
-pub(crate) fn one_line(error: &dyn std::error::Error) -> String {
-    let mut line = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        source = cause.source();
-    }
-    line
+/// An error and its causes on one line, `a: b: c`, each cause once down to the root (the library's errors leave
+/// their cause to `source()`).
+pub(crate) fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
+    paynet_auth::error::Chain(error).to_string()
 }

@@ -47,7 +47,7 @@ impl DieselStore {
                 Err(error) => tracing::warn!(
                     store = %self.describe(),
                     credential_key = %key,
-                    error = %error,
+                    error = %crate::error::Chain(&error),
                     "could not encrypt the stored token again with the current key"
                 ),
             }

@@ -105,7 +105,7 @@ impl Inner {
                 key = %self.key,
                 generation = token.generation().0,
                 fingerprint = %crate::token::fingerprint(secrecy::ExposeSecret::expose_secret(token.secret())),
-                error = %error,
+                error = %crate::error::Chain(&error),
                 "the token's lifetime has passed and no new token can be had: sending it on until the gateway \
                  rejects it (said once per token)"
             );

@@ -81,7 +81,9 @@ impl LoginSender {
         Self(Box::new(send))
     }
 
-    /// A sender that calls `service` once and reads its answer (up to 1 MiB).
+    /// A sender that calls `service` once and reads its answer (up to
+    /// [`MAX_LOGIN_RESPONSE`](defaults::MAX_LOGIN_RESPONSE) bytes; a longer one fails the login with
+    /// [`LoginError::TooLarge`]).
     pub fn from_service<S, B>(service: S) -> Self
     where
         S: Service<Request<Full<Bytes>>, Response = http::Response<B>> + Send + 'static,
@@ -145,16 +147,32 @@ impl Inner {
                         after: self.settings.login_timeout,
                     });
                 }
+                // The endpoint answered, with more than the limit (`Limited`, as `from_service` reads): not a
+                // transport failure, and not an outage.
+                Ok(Err(source)) if source.is::<http_body_util::LengthLimitError>() => {
+                    return Err(too_large(endpoint));
+                }
                 Ok(Err(source)) => {
                     return Err(LoginError::Unreachable {
                         endpoint: endpoint.to_owned(),
                         source,
                     });
                 }
+                // A sender of the caller's own (the reqwest adapter's) reads the whole answer.
+                Ok(Ok(response)) if response.body.len() > defaults::MAX_LOGIN_RESPONSE => {
+                    return Err(too_large(endpoint));
+                }
                 Ok(Ok(response)) => response,
             };
         let response = decoded(response, endpoint)?;
-        let grant = self.source.parse_response(response)?;
+        let grant = self.source.parse_response(response).map_err(|error| {
+            // A gateway may echo the token it issued before; the source only knows the answer in hand.
+            let current = self.current.load();
+            let token = current
+                .as_ref()
+                .map(|t| secrecy::ExposeSecret::expose_secret(t.secret()));
+            error.mask(&[token.unwrap_or_default()])
+        })?;
         self.logins.fetch_add(1, Ordering::Relaxed);
         info!(endpoint = %endpoint, fingerprint = %crate::token::fingerprint(secrecy::ExposeSecret::expose_secret(&grant.token)), "logged in");
         Ok(grant)
@@ -229,6 +247,13 @@ impl Inner {
         let record = self.new_record(newest, grant, Numbering::Unordered);
         self.persist_later(record.clone());
         Ok((Arc::new(ActiveToken::new(record)), Outcome::LoggedInUnsaved))
+    }
+}
+
+fn too_large(endpoint: &str) -> LoginError {
+    LoginError::TooLarge {
+        endpoint: endpoint.to_owned(),
+        limit: defaults::MAX_LOGIN_RESPONSE,
     }
 }
 

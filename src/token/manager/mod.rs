@@ -241,7 +241,7 @@ impl TokenManager {
         let stored = match self.inner.store.load(&self.inner.key).await {
             Ok(record) => record.map(|r| r.generation),
             Err(e) => {
-                warn!(key = %self.inner.key, error = %e, "token store unavailable while forcing a refresh");
+                warn!(key = %self.inner.key, error = %crate::error::Chain(&e), "token store unavailable while forcing a refresh");
                 None
             }
         };

@@ -292,13 +292,13 @@ impl Inner {
                     let (pause, retry_at) = self.record_failure(cause);
                     error!(
                         endpoint = %self.source.endpoint(),
-                        error = %cause,
+                        error = %crate::error::Chain(&**cause),
                         retry_in_ms = pause.as_millis() as u64,
                         retry_at = %humantime::format_rfc3339_millis(retry_at),
                         "token refresh failed"
                     );
                 } else {
-                    error!(error = %error, "token refresh failed");
+                    error!(error = %crate::error::Chain(&error), "token refresh failed");
                 }
                 Err(error)
             }
@@ -351,7 +351,7 @@ impl Inner {
                 // A login without the lease was made recently: no other before the pause ends. Meanwhile ask the
                 // store again every poll interval, so that once it is back the lease decides at once rather than
                 // after the rest of a pause that may be long.
-                debug!(wait_ms = wait.as_millis() as u64, error = %error, "token store unavailable; spacing out logins without the lease");
+                debug!(wait_ms = wait.as_millis() as u64, error = %crate::error::Chain(&error), "token store unavailable; spacing out logins without the lease");
                 tokio::time::sleep(wait.min(self.settings.poll_interval)).await;
                 waited_since = Instant::now();
             } else {
@@ -364,7 +364,7 @@ impl Inner {
                     Err(error) if error.is_conflict() => {
                         lease_wait.get_or_insert_with(Instant::now);
                         row_locked = true;
-                        debug!(error = %error, "refresh lease contended: not acquired");
+                        debug!(error = %crate::error::Chain(&error), "refresh lease contended: not acquired");
                     }
                     Err(error) => {
                         down = Some(error);
@@ -402,7 +402,7 @@ impl Inner {
             }
             // The store answers, it is only busy: nothing new seen yet, the next poll asks again.
             Err(error) if error.is_conflict() => {
-                debug!(error = %error, "token store read collided with another transaction");
+                debug!(error = %crate::error::Chain(&error), "token store read collided with another transaction");
                 Read::Nothing(None)
             }
             Err(error) => Read::Down(error),
@@ -444,7 +444,7 @@ impl Inner {
         loop {
             match operation().await {
                 Err(error) if error.is_conflict() && attempt < CONFLICT_ATTEMPTS => {
-                    debug!(attempt, error = %error, "token store conflict; retrying");
+                    debug!(attempt, error = %crate::error::Chain(&error), "token store conflict; retrying");
                     tokio::time::sleep(pause + self.jitter.jitter(pause)).await;
                     pause = pause.saturating_mul(2);
                     attempt += 1;
@@ -530,7 +530,7 @@ impl Inner {
             .retry_conflicts(|| self.store.release(&self.key, &self.owner))
             .await;
         let Err(error) = released else { return };
-        warn!(store = %self.store.describe(), error = %error, "could not release the refresh lease; retrying in the background until it runs out");
+        warn!(store = %self.store.describe(), error = %crate::error::Chain(&error), "could not release the refresh lease; retrying in the background until it runs out");
         let inner = Arc::downgrade(self);
         let gate = Arc::clone(&self.lease_gate);
         let lease = *self.lease_gate.lock().await;
@@ -550,7 +550,9 @@ impl Inner {
                         info!(key = %inner.key, "released the refresh lease after the store came back");
                         return;
                     }
-                    Err(error) => debug!(error = %error, "refresh lease release failed again"),
+                    Err(error) => {
+                        debug!(error = %crate::error::Chain(&error), "refresh lease release failed again")
+                    }
                 }
                 drop(taken);
                 pause = (pause * 2).min(Duration::from_secs(5));
@@ -570,13 +572,13 @@ impl Inner {
     pub(super) fn store_failed(&self, op: &str, then: &str, error: &StoreError) {
         match error {
             StoreError::Unavailable { .. } => {
-                warn!(store = %self.store.describe(), error = %error, "token store unavailable ({op}): {then}");
+                warn!(store = %self.store.describe(), error = %crate::error::Chain(error), "token store unavailable ({op}): {then}");
             }
             StoreError::Conflict { .. } => {
-                warn!(store = %self.store.describe(), error = %error, "token store conflict past its retries ({op}): {then}");
+                warn!(store = %self.store.describe(), error = %crate::error::Chain(error), "token store conflict past its retries ({op}): {then}");
             }
             _ => {
-                error!(store = %self.store.describe(), error = %error, "token store {op} failed: {then}")
+                error!(store = %self.store.describe(), error = %crate::error::Chain(error), "token store {op} failed: {then}")
             }
         }
     }
@@ -613,7 +615,7 @@ impl Inner {
                         return;
                     }
                     Err(error) => {
-                        debug!(error = %error, "token store still unavailable");
+                        debug!(error = %crate::error::Chain(&error), "token store still unavailable");
                         pause = (pause * 2).min(Duration::from_secs(30));
                     }
                 }

@@ -212,8 +212,9 @@ impl std::fmt::Display for Health {
                 cause,
             } => write!(
                 f,
-                "failing: no usable token, next login attempt at {}: {cause}",
-                humantime::format_rfc3339_millis(*next_attempt)
+                "failing: no usable token, next login attempt at {}: {}",
+                humantime::format_rfc3339_millis(*next_attempt),
+                crate::error::Chain(&**cause)
             ),
         }
     }
@@ -303,7 +304,13 @@ impl Counters {
         let (count, outcome) = match result {
             Ok(()) => (&self.logins_ok, "ok"),
             Err(LoginError::Timeout { .. }) => (&self.logins_timeout, "timeout"),
-            Err(error) if error.is_outage() || matches!(error, LoginError::NotJson { .. }) => {
+            Err(error)
+                if error.is_outage()
+                    || matches!(
+                        error,
+                        LoginError::NotJson { .. } | LoginError::TooLarge { .. }
+                    ) =>
+            {
                 (&self.logins_unavailable, "unavailable")
             }
             Err(_) => (&self.logins_refused, "refused"),
