@@ -904,3 +904,97 @@ fn a_refusal_in_a_credentials_list_points_at_its_entrys_line() {
         "{error}"
     );
 }
+
+/// Durations that cannot work alone: a zero wait, a span past what a timestamp holds (which once stored a token
+/// and then panicked printing it), a request timeout that a login wait always runs out. Each is refused with its
+/// file, line and key.
+#[test]
+fn impossible_durations_are_refused_naming_the_key() {
+    for (line, needle, fields) in [
+        (
+            "  login_timeout: \"0s\"",
+            "login_timeout",
+            &["paynet.login_timeout"][..],
+        ),
+        (
+            "  request_timeout: \"0s\"",
+            "request_timeout",
+            &["paynet.request_timeout"],
+        ),
+        ("  token_ttl: \"7980y\"", "token_ttl", &["paynet.token_ttl"]),
+        (
+            "  expiry_skew: \"200y\"",
+            "expiry_skew",
+            &["paynet.expiry_skew"],
+        ),
+        (
+            "  login_timeout: \"30s\"\n  request_timeout: \"20s\"",
+            "request_timeout",
+            &["paynet.request_timeout", "paynet.login_timeout"],
+        ),
+    ] {
+        let text = minimal_with(line);
+        let message = assert_refused(&load_err(&text, PASS_ENV), &text, needle, fields);
+        assert!(!message.contains("poll_interval"), "{message}");
+    }
+    let text = minimal_with("  token_ttl: \"7980y\"");
+    let message = load_err(&text, PASS_ENV).to_string();
+    assert!(message.contains("longer than 100years"), "{message}");
+    // Within bounds, and the default request timeout (30 s) is longer than the default login timeout (10 s).
+    let config = load(&minimal_with("  token_ttl: \"99y\""), PASS_ENV).unwrap();
+    assert_eq!(
+        config.default_credential().request_timeout,
+        Duration::from_secs(30)
+    );
+}
+
+/// A `base_url` with a port past 65535, a query or a fragment, and a `login_path` that is a whole URL or not a
+/// path, are refused at load rather than glued into URLs that cannot work.
+#[test]
+fn urls_that_cannot_be_joined_are_refused() {
+    for (base_url, why) in [
+        ("http://127.0.0.1:99999/gw", "port `99999`"),
+        ("http://127.0.0.1:0/gw", "port `0`"),
+        ("http://127.0.0.1:8080/gw?x=1", "no query or fragment"),
+        ("http://127.0.0.1:8080/gw#top", "no query or fragment"),
+    ] {
+        let text = minimal_with("").replace("http://127.0.0.1:8080/gw", base_url);
+        let error = load_err(&text, PASS_ENV);
+        let message = error.to_string();
+        assert!(message.contains(why), "{base_url}: {message}");
+        assert!(message.contains("base_url"), "{base_url}: {message}");
+    }
+    for (path, why) in [
+        ("https://gateway.example/gw/v2/user", "a whole URL"),
+        ("v2/user", "must start with `/`"),
+        ("/v2/user?x=1", "no query"),
+    ] {
+        let text = minimal_with(&format!("  login_path: \"{path}\""));
+        let message = assert_refused(
+            &load_err(&text, PASS_ENV),
+            &text,
+            "login_path",
+            &["paynet.login_path"],
+        );
+        assert!(message.contains(why), "{path}: {message}");
+    }
+}
+
+/// A `terminal_id` past 64 bits says so, not "integer as u128, expected any YAML value".
+#[test]
+fn a_terminal_id_too_large_says_so() {
+    let text = minimal_with("").replace(
+        "terminal_id: 4027096",
+        "terminal_id: 99999999999999999999999",
+    );
+    let message = load_err(&text, PASS_ENV).to_string();
+    assert!(message.contains("too large"), "{message}");
+    assert!(message.contains("18446744073709551615"), "{message}");
+    assert!(!message.contains("u128"), "{message}");
+    let text = minimal_with("").replace(
+        "terminal_id: 4027096",
+        "terminal_id: \"99999999999999999999999\"",
+    );
+    let message = load_err(&text, PASS_ENV).to_string();
+    assert!(message.contains("too large"), "{message}");
+}

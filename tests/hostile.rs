@@ -408,7 +408,8 @@ async fn a_body_the_reqwest_adapter_refuses_costs_no_login() {
         .send()
         .await
         .unwrap_err();
-    assert!(error.to_string().contains("params"), "{error}");
+    let chain = paynet_auth::error::Chain(&error).to_string();
+    assert!(chain.contains("params"), "{chain}");
     assert_eq!(
         sim.stats().login_attempts,
         0,

@@ -197,9 +197,29 @@ fn print_record(record: &TokenRecord) -> Result<(), String> {
     Ok(())
 }
 
+/// An instant as RFC 3339. A row written before lifetimes were bounded at load may hold one past the year 9999,
+/// which RFC 3339 cannot write (humantime panics on it): such a row is shown in milliseconds instead.
 fn time(ms: i64) -> String {
-    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    const YEAR_10000_MS: i64 = 253_402_300_800_000;
+    if !(0..YEAR_10000_MS).contains(&ms) {
+        return format!("{ms} ms since 1970 (not a date RFC 3339 can write)");
+    }
+    let at = UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs());
     humantime::format_rfc3339_millis(at).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::time;
+
+    #[test]
+    fn instants_past_the_year_9999_are_shown_without_panicking() {
+        assert_eq!(time(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(time(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+        assert!(time(253_402_300_800_000).starts_with("253402300800000 ms"));
+        assert!(time(i64::MAX).contains("ms since 1970"));
+        assert!(time(-1).contains("ms since 1970"));
+    }
 }
 
 /// Applies the migrations to the store of every credential (each once, however many credentials share it).
