@@ -134,6 +134,24 @@ impl SimulatorBuilder {
         self
     }
 
+    /// Whether every call other than `login` is answered with [`UNAUTHORIZED_CODE`](crate::UNAUTHORIZED_CODE),
+    /// even with the token the last login issued: a gateway whose sessions are broken. Logins keep succeeding
+    /// and issuing tokens; the refused calls count in [`SimStats::rejections`](crate::SimStats::rejections).
+    /// Off by default.
+    pub fn reject_all_tokens(mut self, on: bool) -> Self {
+        self.switches.reject_all_tokens = on;
+        self
+    }
+
+    /// Answers every call other than `login` slowly: the status and headers (with the body's true
+    /// `content-length`) at once, then the body one byte per `interval`, waiting an interval before each byte (a
+    /// slow-loris answer, on tokio's clock). A 75-byte answer with 500 ms takes 37.5 s. `None`, the default,
+    /// answers whole.
+    pub fn dribble(mut self, interval: Option<Duration>) -> Self {
+        self.switches.dribble = interval;
+        self
+    }
+
     /// Serves HTTPS instead of plain HTTP: every connection starts with a TLS handshake (one that fails is logged
     /// at DEBUG, counted in [`SimStats::tls_handshake_failures`](crate::SimStats::tls_handshake_failures) and
     /// dropped), then speaks HTTP/1.1, and [`Simulator::base_url`] starts with `https://`.

@@ -3,12 +3,14 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http::HeaderValue;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
+use super::body::SimBody;
 use super::reply::{Answer, Dropped, RpcError};
 use super::state::State;
 use super::{MAX_BODY_BYTES, catalog, login, transaction};
@@ -78,7 +80,7 @@ enum Route {
 pub(crate) async fn handle(
     ctx: Ctx,
     request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Dropped> {
+) -> Result<Response<SimBody>, Dropped> {
     ctx.state.count_request();
     let http_method = request.method().clone();
     let path = request.uri().path().to_owned();
@@ -96,10 +98,28 @@ pub(crate) async fn handle(
         outcome = trace.outcome,
         "gateway simulator request"
     );
-    match answer {
-        Answer::Respond(response) => Ok(response),
-        Answer::Drop => Err(Dropped),
-    }
+    let response = match answer {
+        Answer::Respond(response) => response,
+        Answer::Drop => return Err(Dropped),
+    };
+    let (mut parts, bytes) = response.into_parts();
+    // Logins are exempt: their slowness has switches of its own (latency, hang).
+    let dribble = ctx
+        .state
+        .switches()
+        .dribble
+        .filter(|_| trace.method.as_deref() != Some("login"));
+    let body = match dribble {
+        Some(interval) => {
+            // Stated outright, so the client knows the whole length from the headers, before the first byte.
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            SimBody::dribble(bytes, interval)
+        }
+        None => SimBody::whole(Full::new(bytes)),
+    };
+    Ok(Response::from_parts(parts, body))
 }
 
 async fn route(ctx: &Ctx, request: Request<Incoming>, trace: &mut Trace) -> Answer {
@@ -234,9 +254,14 @@ async fn dispatch(ctx: &Ctx, endpoint: Endpoint, call: Call, trace: &mut Trace) 
 
     let token = call.token().and_then(Value::as_str);
     trace.token = token.map(fingerprint);
-    let Some(token) = token.filter(|token| ctx.state.token_is_valid(token)) else {
+    let reject_all = ctx.state.switches().reject_all_tokens;
+    let Some(token) = token.filter(|token| !reject_all && ctx.state.token_is_valid(token)) else {
         ctx.state.count_rejection();
-        trace.outcome = "unauthorized";
+        trace.outcome = if reject_all {
+            "unauthorized: rejecting every token on purpose"
+        } else {
+            "unauthorized"
+        };
         return Answer::error(&call.id, RpcError::UNAUTHORIZED);
     };
     ctx.state.count_call(&call.method);

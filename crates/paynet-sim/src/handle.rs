@@ -203,6 +203,19 @@ impl Simulator {
             .update_switches(|switches| switches.drop_after_execute = on);
     }
 
+    /// See [`SimulatorBuilder::reject_all_tokens`]. Applies to calls that arrive from now on.
+    pub fn set_reject_all_tokens(&self, on: bool) {
+        self.state
+            .update_switches(|switches| switches.reject_all_tokens = on);
+    }
+
+    /// See [`SimulatorBuilder::dribble`]. Applies to answers that start from now on; one already dribbling
+    /// keeps its pace.
+    pub fn set_dribble(&self, interval: Option<Duration>) {
+        self.state
+            .update_switches(|switches| switches.dribble = interval);
+    }
+
     /// Stops accepting connections, closes idle ones, lets requests in flight finish (a hanging login is cut
     /// off) for up to five seconds, and returns when the server is gone.
     pub async fn shutdown(mut self) {

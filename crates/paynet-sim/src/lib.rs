@@ -36,6 +36,13 @@
 //!   (or per JSON-RPC `id` when it is absent) in [`SimStats::executions`]; `checkTransaction` tells whether a
 //!   `transactionId` was executed, which is how a client reconciles after a lost connection.
 //!
+//! # Faults
+//!
+//! Set on the [`SimulatorBuilder`] before start, or on the running [`Simulator`] with its `set_…` methods:
+//! one session per terminal, token lifetimes, login latency, a [`LoginFailure`] (503, a hang, an HTML 502, cut-off
+//! JSON, wrong credentials, a dropped connection, a result without a token), dropped connections after a payment, every token rejected, answers
+//! dribbled one byte at a time.
+//!
 //! Requests are logged with `tracing` at DEBUG (HTTP method, path, JSON-RPC method, outcome). Passwords are never
 //! logged, and tokens only as their [`fingerprint`].
 //!
@@ -44,6 +51,7 @@
 #![warn(missing_docs)]
 #![deny(unreachable_pub, unsafe_code)]
 
+mod body;
 mod builder;
 mod catalog;
 mod gateway;

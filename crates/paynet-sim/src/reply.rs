@@ -4,7 +4,6 @@ use std::fmt;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::Full;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -48,7 +47,7 @@ impl RpcError {
 
 /// What to do with a request.
 pub(crate) enum Answer {
-    Respond(Response<Full<Bytes>>),
+    Respond(Response<Bytes>),
     /// Close the connection without a response.
     Drop,
 }
@@ -69,7 +68,7 @@ impl Answer {
         content_type: &'static str,
         body: impl Into<Bytes>,
     ) -> Self {
-        let mut response = Response::new(Full::new(body.into()));
+        let mut response = Response::new(body.into());
         *response.status_mut() = status;
         response
             .headers_mut()
@@ -83,7 +82,7 @@ impl Answer {
     }
 
     pub(crate) fn method_not_allowed(allow: &'static str) -> Self {
-        let mut response = Response::new(Full::new(Bytes::from_static(b"Method Not Allowed")));
+        let mut response = Response::new(Bytes::from_static(b"Method Not Allowed"));
         *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
         let headers = response.headers_mut();
         headers.insert(

@@ -27,6 +27,8 @@ pub(crate) struct Switches {
     pub(crate) login_latency: Duration,
     pub(crate) login_failure: Option<LoginFailure>,
     pub(crate) drop_after_execute: bool,
+    pub(crate) reject_all_tokens: bool,
+    pub(crate) dribble: Option<Duration>,
 }
 
 struct Session {

@@ -472,6 +472,78 @@ async fn a_new_ttl_applies_to_tokens_issued_afterwards() {
     assert!(gw.accepts(&forever).await);
 }
 
+// ---- broken sessions and slow answers ----
+
+#[tokio::test]
+async fn reject_all_tokens_refuses_even_the_token_just_issued() {
+    let gw = Gateway::start(Simulator::builder().reject_all_tokens(true)).await;
+    let token = gw.login().await;
+    assert!(!gw.accepts(&token).await);
+    let fresh = gw.login().await;
+    assert!(!gw.accepts(&fresh).await);
+    let stats = gw.sim.stats();
+    assert_eq!((stats.logins, stats.rejections), (2, 2));
+    assert_eq!(stats.total_calls(), 0);
+
+    // The sessions were never ended, only refused: switched off, both tokens work again.
+    gw.sim.set_reject_all_tokens(false);
+    assert!(gw.accepts(&token).await);
+    assert!(gw.accepts(&fresh).await);
+    gw.sim.set_reject_all_tokens(true);
+    assert!(!gw.accepts(&fresh).await);
+    assert_eq!(gw.sim.stats().rejections, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dribble_sends_the_head_at_once_then_one_byte_per_interval() {
+    const INTERVAL: Duration = Duration::from_millis(500);
+    let gw = Gateway::start(Simulator::builder().dribble(Some(INTERVAL))).await;
+    let started = tokio::time::Instant::now();
+    let token = gw.login().await;
+    assert_eq!(started.elapsed(), Duration::ZERO, "logins are not dribbled");
+
+    let body =
+        json!({"jsonrpc": "2.0", "method": "getDepositInfo", "id": 1, "params": {"token": token}});
+    let request = Request::post(gw.url("/v2/user"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let response = gw.client.request(request).await.expect("the head arrives");
+    assert_eq!(
+        started.elapsed(),
+        Duration::ZERO,
+        "the head is not held back"
+    );
+    assert_eq!(response.status(), StatusCode::OK);
+    let declared: usize = response.headers()[header::CONTENT_LENGTH]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let mut body = response.into_body();
+    let mut received = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let data = frame.unwrap().into_data().expect("only data");
+        assert_eq!(data.len(), 1, "one byte at a time");
+        received.extend_from_slice(&data);
+        assert_eq!(started.elapsed(), INTERVAL * received.len() as u32);
+    }
+    assert_eq!(received.len(), declared);
+    let answer: Value = serde_json::from_slice(&received).unwrap();
+    assert_eq!(answer["result"]["currency"], "UZS");
+
+    gw.sim.set_dribble(None);
+    let started = tokio::time::Instant::now();
+    assert!(gw.accepts(&token).await);
+    assert_eq!(
+        started.elapsed(),
+        Duration::ZERO,
+        "switched off, answers come whole"
+    );
+}
+
 // ---- injected login failures ----
 
 #[tokio::test]
