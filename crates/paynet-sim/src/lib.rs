@@ -40,7 +40,8 @@
 //!
 //! Set on the [`SimulatorBuilder`] before start, or on the running [`Simulator`] with its `set_…` methods:
 //! one session per terminal, token lifetimes, login latency, a [`LoginFailure`] (503, a hang, an HTML 502, cut-off
-//! JSON, wrong credentials, a dropped connection, a result without a token), dropped connections after a payment, every token rejected, answers
+//! JSON, wrong credentials, a dropped connection, a result without a token, a 1 MiB token, a refusal that echoes
+//! the password with terminal escapes), dropped connections after a payment, every token rejected, answers
 //! dribbled one byte at a time.
 //!
 //! Requests are logged with `tracing` at DEBUG (HTTP method, path, JSON-RPC method, outcome). Passwords are never

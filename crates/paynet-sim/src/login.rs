@@ -1,6 +1,8 @@
 //! The `login` method: the account it accepts, the session result it answers, and the ways it can fail.
 
 use http::StatusCode;
+use rand::Rng;
+use rand::distr::Alphanumeric;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde_json::Value;
@@ -34,6 +36,24 @@ pub enum LoginFailure {
     DropConnection,
     /// HTTP 200 with a complete login result that lacks the `token` field. No token is issued.
     ResultWithoutToken,
+    /// HTTP 200 with a complete, well-formed login result whose `token` is this many alphanumerics (such as
+    /// 1 MiB, [`OVERSIZED_TOKEN_BYTES`](Self::OVERSIZED_TOKEN_BYTES)): a client must bound what it reads. The
+    /// token opens no session and is not counted in [`SimStats::logins`](super::SimStats::logins).
+    OversizedToken(usize),
+    /// The JSON-RPC error of wrong credentials ([`LOGIN_FAILED_CODE`](super::LOGIN_FAILED_CODE)), even for the
+    /// right ones, from a gateway that cannot be trusted with a terminal: its `message` echoes the submitted
+    /// username and password, carries terminal escapes (`ESC[31m`, BEL, carriage return) and is padded to about
+    /// 200 KB ([`HOSTILE_MESSAGE_BYTES`](Self::HOSTILE_MESSAGE_BYTES)). A client must not print it raw.
+    HostileRefusal,
+}
+
+impl LoginFailure {
+    /// The token length of [`OversizedToken`](Self::OversizedToken) when none is given by name
+    /// (`oversized-token`): 1 MiB.
+    pub const OVERSIZED_TOKEN_BYTES: usize = 1024 * 1024;
+
+    /// The length in bytes of the `message` of [`HostileRefusal`](Self::HostileRefusal) (before JSON escaping).
+    pub const HOSTILE_MESSAGE_BYTES: usize = 200 * 1024;
 }
 
 /// The agent and user of the gateway's published test account.
@@ -127,6 +147,18 @@ impl<'a> LoginParams<'a> {
     }
 }
 
+/// The refusal message of [`LoginFailure::HostileRefusal`]: the submitted secrets, terminal control characters,
+/// and padding up to [`LoginFailure::HOSTILE_MESSAGE_BYTES`].
+fn hostile_message(given: &LoginParams<'_>) -> String {
+    let mut message = format!(
+        "\u{1b}[31mInvalid login or password\u{7}\r for username {} with password {}\u{1b}[0m ",
+        given.username, given.password
+    );
+    let padding = LoginFailure::HOSTILE_MESSAGE_BYTES.saturating_sub(message.len());
+    message.extend(std::iter::repeat_n('x', padding));
+    message
+}
+
 pub(crate) async fn login(
     ctx: &Ctx,
     id: &Value,
@@ -167,6 +199,10 @@ pub(crate) async fn login(
         return Answer::error(id, RpcError::INVALID_PARAMS);
     };
     let account = ctx.state.account();
+    if failure == Some(LoginFailure::HostileRefusal) {
+        trace.outcome = "login failed on purpose: hostile refusal";
+        return Answer::error_message(id, RpcError::LOGIN_FAILED.code, &hostile_message(&given));
+    }
     if failure == Some(LoginFailure::WrongCredentials) || !account.accepts(&given) {
         trace.outcome = "login with wrong credentials";
         return Answer::error(id, RpcError::LOGIN_FAILED);
@@ -183,6 +219,17 @@ pub(crate) async fn login(
         Some(LoginFailure::ResultWithoutToken) => {
             trace.outcome = "login failed on purpose: result without token";
             Answer::result(id, &account.result(None))
+        }
+        Some(LoginFailure::OversizedToken(len)) => {
+            trace.outcome = "login failed on purpose: oversized token";
+            // From the thread's generator rather than the seeded one, so a seeded simulator's usable tokens do
+            // not depend on whether this mode was tried.
+            let token: String = rand::rng()
+                .sample_iter(Alphanumeric)
+                .take(len)
+                .map(char::from)
+                .collect();
+            Answer::result(id, &account.result(Some(&token)))
         }
         _ => {
             let token = ctx.state.issue_token(account.terminal_id);

@@ -59,7 +59,12 @@ impl Answer {
     }
 
     pub(crate) fn error(id: &Value, error: RpcError) -> Self {
-        let error = json!({"code": error.code, "message": error.message});
+        Self::error_message(id, error.code, error.message)
+    }
+
+    /// A JSON-RPC error with a message made at run time.
+    pub(crate) fn error_message(id: &Value, code: i64, message: &str) -> Self {
+        let error = json!({"code": code, "message": message});
         Self::raw(StatusCode::OK, JSON, envelope(id, "error", &error))
     }
 

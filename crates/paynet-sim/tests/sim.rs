@@ -621,6 +621,70 @@ async fn result_without_token_answers_a_result_lacking_the_token() {
 }
 
 #[tokio::test]
+async fn oversized_token_answers_a_well_formed_result_with_a_token_that_long() {
+    let gw = Gateway::start(Simulator::builder().login_failure(Some(
+        LoginFailure::OversizedToken(LoginFailure::OVERSIZED_TOKEN_BYTES),
+    )))
+    .await;
+    let answer = gw.rpc("/v2/user", &login_body(1)).await;
+    let token = answer["result"]["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token in the result: {:.200}", answer.to_string()));
+    assert_eq!(token.len(), 1024 * 1024);
+    assert!(token.bytes().all(|b| b.is_ascii_alphanumeric()));
+    assert_eq!(answer["result"]["userLogin"], DEFAULT_USERNAME);
+
+    // Small enough to send back: it still opens nothing.
+    gw.sim
+        .set_login_failure(Some(LoginFailure::OversizedToken(100)));
+    let answer = gw.rpc("/v2/user", &login_body(2)).await;
+    let token = answer["result"]["token"].as_str().expect("a token");
+    assert_eq!(token.len(), 100);
+    assert!(!gw.accepts(token).await);
+
+    let stats = gw.sim.stats();
+    assert_eq!((stats.logins, stats.login_attempts), (0, 2));
+    assert!(gw.sim.issued_tokens().is_empty());
+}
+
+#[tokio::test]
+async fn hostile_refusal_echoes_the_credentials_with_terminal_escapes_in_a_200_kb_message() {
+    let gw = Gateway::start(Simulator::builder().login_failure(Some(LoginFailure::HostileRefusal)))
+        .await;
+    let answer = gw.rpc("/v2/user", &login_body(3)).await;
+    assert_eq!(answer["id"], 3);
+    assert!(
+        answer.get("result").is_none(),
+        "{:.300}",
+        answer.to_string()
+    );
+    let error = &answer["error"];
+    assert_eq!(error["code"], LOGIN_FAILED_CODE);
+    let message = error["message"].as_str().expect("a message");
+    for expected in [
+        DEFAULT_USERNAME,
+        DEFAULT_PASSWORD,
+        "\u{1b}[31m",
+        "\u{7}",
+        "\r",
+    ] {
+        assert!(
+            message.contains(expected),
+            "{expected:?} in {:?}",
+            &message[..120]
+        );
+    }
+    assert!(
+        (190_000..=210_000).contains(&message.len()),
+        "about 200 KB: {}",
+        message.len()
+    );
+    let stats = gw.sim.stats();
+    assert_eq!((stats.logins, stats.login_attempts), (0, 1));
+    assert!(gw.sim.issued_tokens().is_empty());
+}
+
+#[tokio::test]
 async fn hang_never_answers_until_shutdown() {
     let gw = Gateway::start(Simulator::builder().login_failure(Some(LoginFailure::Hang))).await;
     let client = gw.client.clone();
