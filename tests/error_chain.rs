@@ -23,7 +23,7 @@ use paynet_auth::{
     Error, InjectError, LoginError, SetupError, StoreError, TokenError, TokenManager,
 };
 use paynet_sim::{LoginFailure, Simulator};
-use support::{PASSWORD, TERMINAL, USERNAME};
+use support::{PASSWORD, TERMINAL, USERNAME, account_at};
 use tower::ServiceExt;
 
 const ROOT: &str = "ROOT-CAUSE-7f3a";
@@ -271,14 +271,7 @@ async fn a_refused_connection_says_what_failed_and_its_chain_ends_in_the_os_erro
 async fn a_refused_login_a_broken_store_and_missing_files_print_each_cause_once() {
     let sim = Simulator::builder().start().await.unwrap();
     sim.set_login_failure(Some(LoginFailure::WrongCredentials));
-    let manager = TokenManager::builder(PaynetLogin::new(
-        sim.base_url(),
-        USERNAME,
-        PASSWORD.into(),
-        TERMINAL,
-    ))
-    .build()
-    .unwrap();
+    let manager = account_at(sim.base_url()).build().unwrap();
     let error = manager
         .token(LoginSender::from_service(HttpClient::new()))
         .await

@@ -178,16 +178,11 @@ async fn a_simulator_rejecting_every_token_is_not_stormed() {
         .await
         .unwrap();
     let (initial, max) = (Duration::from_millis(40), Duration::from_millis(320));
-    let manager = TokenManager::builder(PaynetLogin::new(
-        sim.base_url(),
-        USERNAME,
-        PASSWORD.into(),
-        TERMINAL,
-    ))
-    .store(MemoryStore::new())
-    .backoff(initial, max)
-    .build()
-    .unwrap();
+    let manager = account_at(sim.base_url())
+        .store(MemoryStore::new())
+        .backoff(initial, max)
+        .build()
+        .unwrap();
     let service = PaynetAuthLayer::new(manager.clone()).layer(HttpClient::new());
     let span = Duration::from_secs(2);
     let started = std::time::Instant::now();
@@ -387,15 +382,10 @@ async fn a_body_the_layer_refuses_costs_no_login() {
 async fn a_body_the_reqwest_adapter_refuses_costs_no_login() {
     install_ring_provider();
     let sim = Simulator::start().await.unwrap();
-    let manager = TokenManager::builder(PaynetLogin::new(
-        sim.base_url(),
-        USERNAME,
-        PASSWORD.into(),
-        TERMINAL,
-    ))
-    .store(MemoryStore::new())
-    .build()
-    .unwrap();
+    let manager = account_at(sim.base_url())
+        .store(MemoryStore::new())
+        .build()
+        .unwrap();
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(paynet_auth::reqwest_adapter::PaynetAuthMiddleware::new(
             PaynetAuthLayer::new(manager.clone()),
@@ -426,15 +416,10 @@ async fn a_dribbling_answer_ends_at_the_request_timeout() {
         .start()
         .await
         .unwrap();
-    let manager = TokenManager::builder(PaynetLogin::new(
-        sim.base_url(),
-        USERNAME,
-        PASSWORD.into(),
-        TERMINAL,
-    ))
-    .store(MemoryStore::new())
-    .build()
-    .unwrap();
+    let manager = account_at(sim.base_url())
+        .store(MemoryStore::new())
+        .build()
+        .unwrap();
     let timeout = Duration::from_millis(1500);
     let service = ServiceBuilder::new()
         .layer(DeadlineLayer::new(timeout))

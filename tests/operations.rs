@@ -193,6 +193,9 @@ fn a_rejection_and_its_replay_are_counted_once() {
                 s.logins_ok = 3;
                 s.rejections = 3;
                 s.replays = 2;
+                // T-3 was rejected before any call was accepted with it: counted, though the first such token in
+                // a row does not back off.
+                s.rejected_at_once = 1;
             })
         );
     });
@@ -202,6 +205,7 @@ fn a_rejection_and_its_replay_are_counted_once() {
             "paynet_auth_logins_total{outcome=ok} 3",
             "paynet_auth_rejections_total{} 3",
             "paynet_auth_replays_total{} 2",
+            "paynet_auth_tokens_rejected_at_once_total{} 1",
         ]
     );
 }

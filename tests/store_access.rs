@@ -22,12 +22,12 @@ use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use paynet_auth::store::{DieselStore, StoreOptions, TokenStore};
-use paynet_auth::token::{Degradation, Generation, LoginMeta, PaynetLogin, TokenRecord};
-use paynet_auth::{Error, Health, PaynetAuthLayer, StoreError, TokenError, TokenManager};
+use paynet_auth::token::{Degradation, Generation, LoginMeta, TokenRecord};
+use paynet_auth::{Error, Health, PaynetAuthLayer, StoreError, TokenError};
 use paynet_sim::Simulator;
+use support::account_at;
 use support::db::Fixture;
 use support::logs::Captured;
-use support::{PASSWORD, TERMINAL, USERNAME};
 use tower::{Layer, ServiceExt};
 
 const TIMEOUT: Duration = Duration::from_secs(1);
@@ -99,17 +99,12 @@ async fn read_only_user_is_denied_and_fails_the_call(url: String) {
     let logs = Captured::default();
     let _guard = logs.install(tracing::Level::INFO);
     let sim = Simulator::start().await.unwrap();
-    let manager = TokenManager::builder(PaynetLogin::new(
-        sim.base_url(),
-        USERNAME,
-        PASSWORD.into(),
-        TERMINAL,
-    ))
-    .store(store)
-    .credential_key("k")
-    .login_timeout(Duration::from_secs(5))
-    .build()
-    .unwrap();
+    let manager = account_at(sim.base_url())
+        .store(store)
+        .credential_key("k")
+        .login_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     let service = PaynetAuthLayer::new(manager.clone())
         .layer(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
     let request = http::Request::post(format!("{}/v2/service", sim.base_url()))

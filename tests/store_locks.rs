@@ -23,11 +23,11 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use paynet_auth::store::{DieselStore, StoreOptions, TokenStore};
-use paynet_auth::token::{Degradation, Generation, LoginMeta, PaynetLogin, TokenRecord};
+use paynet_auth::token::{Degradation, Generation, LoginMeta, TokenRecord};
 use paynet_auth::{Error, Health, PaynetAuthLayer, StoreError, TokenError, TokenManager};
 use paynet_sim::Simulator;
+use support::account_at;
 use support::db::{Fixture, Raw, on_raw, unique_key};
-use support::{PASSWORD, TERMINAL, USERNAME};
 use tower::{Layer, ServiceExt};
 
 /// The store's operation timeout in these tests (MySQL's lock wait timeouts take whole seconds).
@@ -108,19 +108,14 @@ fn caller(
     store: &DieselStore,
     key: &str,
 ) -> (TokenManager, impl Fn() -> CallFuture) {
-    let manager = TokenManager::builder(PaynetLogin::new(
-        sim.base_url(),
-        USERNAME,
-        PASSWORD.into(),
-        TERMINAL,
-    ))
-    .store(store.clone())
-    .credential_key(key)
-    .login_timeout(Duration::from_secs(5))
-    .poll_interval(Duration::from_millis(100))
-    .wait_timeout(WAIT)
-    .build()
-    .unwrap();
+    let manager = account_at(sim.base_url())
+        .store(store.clone())
+        .credential_key(key)
+        .login_timeout(Duration::from_secs(5))
+        .poll_interval(Duration::from_millis(100))
+        .wait_timeout(WAIT)
+        .build()
+        .unwrap();
     let service = PaynetAuthLayer::new(manager.clone())
         .layer(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
     let url = format!("{}/v2/service", sim.base_url());

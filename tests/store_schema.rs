@@ -21,11 +21,11 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use paynet_auth::store::{self, DieselStore, StoreOptions, TokenStore};
-use paynet_auth::token::{Degradation, PaynetLogin};
-use paynet_auth::{Health, PaynetAuthLayer, TokenManager};
+use paynet_auth::token::Degradation;
+use paynet_auth::{Health, PaynetAuthLayer};
 use paynet_sim::Simulator;
+use support::account_at;
 use support::db::{Fixture, on_raw, unique_key};
-use support::{PASSWORD, TERMINAL, USERNAME};
 use tower::{Layer, ServiceExt};
 
 async fn dropped_tables_are_reported_and_recreated(server: Fixture) {
@@ -38,17 +38,12 @@ async fn dropped_tables_are_reported_and_recreated(server: Fixture) {
     store.migrate().await.unwrap();
     let key = unique_key("dropped_tables");
     let sim = Simulator::start().await.unwrap();
-    let manager = TokenManager::builder(PaynetLogin::new(
-        sim.base_url(),
-        USERNAME,
-        PASSWORD.into(),
-        TERMINAL,
-    ))
-    .store(store.clone())
-    .credential_key(&key)
-    .login_timeout(Duration::from_secs(5))
-    .build()
-    .unwrap();
+    let manager = account_at(sim.base_url())
+        .store(store.clone())
+        .credential_key(&key)
+        .login_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     let service = PaynetAuthLayer::new(manager.clone())
         .layer(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
     let url = format!("{}/v2/service", sim.base_url());

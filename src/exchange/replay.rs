@@ -46,6 +46,7 @@ where
     );
     let mut rejected = rejected;
     let mut adopted_retry_left = true;
+    manager.note_rejected(rejected);
     loop {
         let fresh = manager.token_after(rejected, login()).await?;
         let replay = authorised_request(policy, parts.clone(), body, &fresh)?;

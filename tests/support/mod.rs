@@ -35,6 +35,16 @@ pub fn manager_builder() -> TokenManagerBuilder {
         .backoff(Duration::from_secs(1), Duration::from_secs(8))
 }
 
+/// A manager builder for the published test account at `base_url` (a simulator's, say), with no other setting.
+pub fn account_at(base_url: &str) -> TokenManagerBuilder {
+    TokenManager::builder(PaynetLogin::new(
+        base_url,
+        USERNAME,
+        PASSWORD.into(),
+        TERMINAL,
+    ))
+}
+
 pub fn json_request(path: &str, body: &str) -> Request<Full<Bytes>> {
     Request::post(format!("{BASE}{path}"))
         .header("content-type", "application/json")

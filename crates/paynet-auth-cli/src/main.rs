@@ -55,7 +55,8 @@ enum Command {
     },
     /// Applies the store's migrations.
     Migrate,
-    /// Runs the gateway simulator until interrupted, over HTTP or, with --tls or --tls-cert, HTTPS.
+    /// Runs the gateway simulator until interrupted, over HTTP or, with --tls or --tls-cert, HTTPS. Its switches
+    /// can be changed while it runs, and its counters read, under <root>/__admin/ (expire, mode, reset, stats).
     Simulate {
         /// The address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -69,6 +70,19 @@ enum Command {
         /// Logins take this long ("200ms").
         #[arg(long, value_parser = humantime::parse_duration)]
         login_latency: Option<Duration>,
+        /// Every login fails this way: service-unavailable, hang, html502, truncated-json, wrong-credentials,
+        /// drop-connection, result-without-token, oversized-token[:BYTES] (default 1 MiB), hostile-refusal.
+        #[arg(long, value_name = "MODE")]
+        login_failure: Option<paynet_sim::LoginFailure>,
+        /// Payment calls, once executed, drop the connection instead of answering.
+        #[arg(long)]
+        drop_after_execute: bool,
+        /// Logins succeed, but every other call is answered -9999 unauthorized, even with the token just issued.
+        #[arg(long)]
+        reject_all_tokens: bool,
+        /// Answers to calls (not logins) send their head at once, then one byte of body per interval ("500ms").
+        #[arg(long, value_name = "INTERVAL", value_parser = humantime::parse_duration)]
+        dribble: Option<Duration>,
         #[command(flatten)]
         tls: SimulateTls,
     },
@@ -163,8 +177,22 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             single_session,
             token_ttl,
             login_latency,
+            login_failure,
+            drop_after_execute,
+            reject_all_tokens,
+            dribble,
             tls,
-        } => demo::simulate(listen, single_session, token_ttl, login_latency, &tls).await,
+        } => {
+            let builder = paynet_sim::Simulator::builder()
+                .single_session(single_session)
+                .token_ttl(token_ttl)
+                .login_latency(login_latency.unwrap_or_default())
+                .login_failure(login_failure)
+                .drop_after_execute(drop_after_execute)
+                .reject_all_tokens(reject_all_tokens)
+                .dribble(dribble);
+            demo::simulate(listen, builder, &tls).await
+        }
         Command::Demo => demo::run().await,
     }
 }

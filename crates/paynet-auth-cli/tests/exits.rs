@@ -61,7 +61,7 @@ impl Gateway {
     fn write_config(&self, url: &str) {
         let yaml = format!(
             "paynet:\n  base_url: \"{base}\"\n  username: \"{DEFAULT_USERNAME}\"\n  \
-             password: \"${{PAYNET_PASSWORD}}\"\n  terminal_id: {DEFAULT_TERMINAL_ID}\n  login_timeout: \"60s\"\n  \
+             password: \"${{PAYNET_PASSWORD}}\"\n  terminal_id: {DEFAULT_TERMINAL_ID}\n  login_timeout: \"60s\"\n  request_timeout: \"90s\"\n  \
              lease_ttl: \"{LEASE_TTL}\"\n  store:\n    url: \"{url}\"\n    connect_timeout: \"2s\"\n    \
              encryption_key: \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\n",
             base = self.sim.base_url(),

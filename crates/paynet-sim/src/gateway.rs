@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use super::body::SimBody;
 use super::reply::{Answer, Dropped, RpcError};
 use super::state::State;
-use super::{MAX_BODY_BYTES, catalog, login, transaction};
+use super::{MAX_BODY_BYTES, admin, catalog, login, transaction};
 use crate::fingerprint;
 
 /// What every request handler can reach.
@@ -81,9 +81,20 @@ pub(crate) async fn handle(
     ctx: Ctx,
     request: Request<Incoming>,
 ) -> Result<Response<SimBody>, Dropped> {
-    ctx.state.count_request();
     let http_method = request.method().clone();
     let path = request.uri().path().to_owned();
+    let admin_action = path
+        .strip_prefix(ctx.state.root())
+        .and_then(|rest| rest.strip_prefix("/__admin/"));
+    if let Some(action) = admin_action {
+        let (answer, outcome) = admin::handle(&ctx, action, request).await;
+        tracing::debug!(http.method = %http_method, path, outcome, "gateway simulator admin request");
+        return match answer {
+            Answer::Respond(response) => Ok(response.map(|bytes| SimBody::whole(Full::new(bytes)))),
+            Answer::Drop => Err(Dropped),
+        };
+    }
+    ctx.state.count_request();
     let mut trace = Trace {
         method: None,
         token: None,
@@ -174,7 +185,7 @@ async fn route(ctx: &Ctx, request: Request<Incoming>, trace: &mut Trace) -> Answ
     dispatch(ctx, endpoint, call, trace).await
 }
 
-async fn read_body(request: Request<Incoming>) -> Result<Bytes, Answer> {
+pub(crate) async fn read_body(request: Request<Incoming>) -> Result<Bytes, Answer> {
     let too_large = || Answer::status(StatusCode::PAYLOAD_TOO_LARGE);
     let declared = request
         .headers()
@@ -287,6 +298,7 @@ async fn dispatch(ctx: &Ctx, endpoint: Endpoint, call: Call, trace: &mut Trace) 
     };
     match result {
         Ok(result) => {
+            ctx.state.count_ok();
             trace.outcome = "ok";
             Answer::result(&call.id, &result)
         }

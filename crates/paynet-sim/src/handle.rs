@@ -170,6 +170,13 @@ impl Simulator {
         self.state.expire_all();
     }
 
+    /// Sets every switch back to how the simulator was started (what its builder set) and the counters to zero,
+    /// as `POST /__admin/reset` does. Issued tokens that were still honoured stay honoured (end them with
+    /// [`expire_all`](Self::expire_all)), and executed payments stay known to `checkTransaction`.
+    pub fn reset(&self) {
+        self.state.reset();
+    }
+
     /// See [`SimulatorBuilder::single_session`]. Turning it on does not end sessions opened before; the next
     /// login does.
     pub fn set_single_session(&self, on: bool) {

@@ -52,12 +52,14 @@
 #![warn(missing_docs)]
 #![deny(unreachable_pub, unsafe_code)]
 
+mod admin;
 mod body;
 mod builder;
 mod catalog;
 mod gateway;
 mod handle;
 mod login;
+mod mode;
 mod reply;
 mod server;
 mod state;
@@ -67,7 +69,7 @@ mod transaction;
 
 pub use builder::SimulatorBuilder;
 pub use handle::Simulator;
-pub use login::LoginFailure;
+pub use login::{LoginFailure, ParseLoginFailureError};
 pub use stats::SimStats;
 
 /// The JSON-RPC error code of a missing, unknown or expired token (message `"unauthorized"`).

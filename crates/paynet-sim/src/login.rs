@@ -1,5 +1,8 @@
 //! The `login` method: the account it accepts, the session result it answers, and the ways it can fail.
 
+use std::fmt;
+use std::str::FromStr;
+
 use http::StatusCode;
 use rand::Rng;
 use rand::distr::Alphanumeric;
@@ -54,7 +57,104 @@ impl LoginFailure {
 
     /// The length in bytes of the `message` of [`HostileRefusal`](Self::HostileRefusal) (before JSON escaping).
     pub const HOSTILE_MESSAGE_BYTES: usize = 200 * 1024;
+
+    /// The names [`FromStr`](std::str::FromStr) reads and [`Display`](fmt::Display) writes, one per variant,
+    /// in declaration order: the variant's name in kebab-case. `oversized-token` may carry its length in bytes,
+    /// as in `oversized-token:2000000`; without it the token is [`OVERSIZED_TOKEN_BYTES`](Self::OVERSIZED_TOKEN_BYTES)
+    /// long.
+    pub const NAMES: [&'static str; 9] = [
+        "service-unavailable",
+        "hang",
+        "html502",
+        "truncated-json",
+        "wrong-credentials",
+        "drop-connection",
+        "result-without-token",
+        "oversized-token",
+        "hostile-refusal",
+    ];
 }
+
+/// `service-unavailable`, `oversized-token:2000000` …: see [`LoginFailure::NAMES`].
+impl fmt::Display for LoginFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            Self::ServiceUnavailable => "service-unavailable",
+            Self::Hang => "hang",
+            Self::Html502 => "html502",
+            Self::TruncatedJson => "truncated-json",
+            Self::WrongCredentials => "wrong-credentials",
+            Self::DropConnection => "drop-connection",
+            Self::ResultWithoutToken => "result-without-token",
+            Self::OversizedToken(len) if *len != Self::OVERSIZED_TOKEN_BYTES => {
+                return write!(f, "oversized-token:{len}");
+            }
+            Self::OversizedToken(_) => "oversized-token",
+            Self::HostileRefusal => "hostile-refusal",
+        };
+        f.write_str(name)
+    }
+}
+
+/// Reads the names [`Display`](fmt::Display) writes, listed in [`LoginFailure::NAMES`].
+///
+/// ```
+/// use paynet_sim::LoginFailure;
+///
+/// assert_eq!("html502".parse(), Ok(LoginFailure::Html502));
+/// assert_eq!("oversized-token".parse(), Ok(LoginFailure::OversizedToken(1024 * 1024)));
+/// assert_eq!("oversized-token:5000".parse(), Ok(LoginFailure::OversizedToken(5000)));
+/// assert!("teapot".parse::<LoginFailure>().unwrap_err().to_string().contains("hostile-refusal"));
+/// ```
+impl FromStr for LoginFailure {
+    type Err = ParseLoginFailureError;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        if let Some(len) = name.strip_prefix("oversized-token:") {
+            return match len.parse() {
+                Ok(len) => Ok(Self::OversizedToken(len)),
+                Err(_) => Err(ParseLoginFailureError {
+                    message: format!(
+                        "{name:?}: the length after `oversized-token:` must be a number of bytes"
+                    ),
+                }),
+            };
+        }
+        Ok(match name {
+            "service-unavailable" => Self::ServiceUnavailable,
+            "hang" => Self::Hang,
+            "html502" => Self::Html502,
+            "truncated-json" => Self::TruncatedJson,
+            "wrong-credentials" => Self::WrongCredentials,
+            "drop-connection" => Self::DropConnection,
+            "result-without-token" => Self::ResultWithoutToken,
+            "oversized-token" => Self::OversizedToken(Self::OVERSIZED_TOKEN_BYTES),
+            "hostile-refusal" => Self::HostileRefusal,
+            _ => {
+                return Err(ParseLoginFailureError {
+                    message: format!(
+                        "unknown login failure {name:?} (one of: {})",
+                        Self::NAMES.join(", ")
+                    ),
+                });
+            }
+        })
+    }
+}
+
+/// A name that is not one of [`LoginFailure::NAMES`]; its `Display` says which names are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseLoginFailureError {
+    message: String,
+}
+
+impl fmt::Display for ParseLoginFailureError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ParseLoginFailureError {}
 
 /// The agent and user of the gateway's published test account.
 const DEFAULT_AGENT_ID: &str = "17627";

@@ -40,6 +40,8 @@ struct Session {
 
 struct Inner {
     switches: Switches,
+    // What `reset` goes back to.
+    initial: Switches,
     sessions: HashMap<String, Session>,
     issued: Vec<String>,
     stats: SimStats,
@@ -48,6 +50,16 @@ struct Inner {
     ledger: HashMap<String, u64>,
     next_paynet_id: u64,
     rng: StdRng,
+}
+
+impl Inner {
+    fn reset_stats(&mut self) {
+        self.stats = SimStats {
+            // Logins still being handled are concurrent with whatever comes next.
+            max_concurrent_logins: self.logins_in_flight,
+            ..SimStats::default()
+        };
+    }
 }
 
 /// The state shared by the handle and every connection.
@@ -75,6 +87,7 @@ impl State {
             root,
             account,
             inner: Mutex::new(Inner {
+                initial: switches.clone(),
                 switches,
                 sessions: HashMap::new(),
                 issued: Vec::new(),
@@ -114,6 +127,25 @@ impl State {
 
     pub(crate) fn update_switches(&self, f: impl FnOnce(&mut Switches)) {
         f(&mut self.lock().switches);
+    }
+
+    /// Changes the switches with `f`, or leaves them as they were when it fails; the switches that result.
+    pub(crate) fn try_update_switches<E>(
+        &self,
+        f: impl FnOnce(&mut Switches) -> Result<(), E>,
+    ) -> Result<Switches, E> {
+        let mut inner = self.lock();
+        f(&mut inner.switches)?;
+        Ok(inner.switches.clone())
+    }
+
+    /// The switches back to how the simulator started, the counters to zero; sessions and payments are kept.
+    pub(crate) fn reset(&self) -> Switches {
+        self.counted(|inner| {
+            inner.switches = inner.initial.clone();
+            inner.reset_stats();
+            inner.switches.clone()
+        })
     }
 
     pub(crate) fn count_request(&self) {
@@ -195,12 +227,20 @@ impl State {
         self.lock().sessions.remove(token);
     }
 
-    pub(crate) fn expire_all(&self) {
-        self.lock().sessions.clear();
+    /// Ends every session; how many there were.
+    pub(crate) fn expire_all(&self) -> usize {
+        let mut inner = self.lock();
+        let ended = inner.sessions.len();
+        inner.sessions.clear();
+        ended
     }
 
     pub(crate) fn count_rejection(&self) {
         self.counted(|inner| inner.stats.rejections += 1);
+    }
+
+    pub(crate) fn count_ok(&self) {
+        self.counted(|inner| inner.stats.ok += 1);
     }
 
     pub(crate) fn count_call(&self, method: &str) {
@@ -240,13 +280,7 @@ impl State {
     }
 
     pub(crate) fn reset_stats(&self) {
-        self.counted(|inner| {
-            inner.stats = SimStats {
-                // Logins still being handled are concurrent with whatever comes next.
-                max_concurrent_logins: inner.logins_in_flight,
-                ..SimStats::default()
-            };
-        });
+        self.counted(Inner::reset_stats);
     }
 
     pub(crate) fn issued_tokens(&self) -> Vec<String> {

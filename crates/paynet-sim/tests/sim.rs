@@ -122,6 +122,37 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// A request to `/__admin/<action>`, answered whole.
+    async fn admin(&self, method: Method, action: &str, body: &str) -> Reply {
+        self.send(method, &format!("/__admin/{action}"), body.to_owned())
+            .await
+            .expect("the simulator answers its admin paths")
+    }
+
+    /// `POST /__admin/mode` with `change`, which must be accepted; the mode it answers.
+    async fn set_mode(&self, change: Value) -> Value {
+        let reply = self.admin(Method::POST, "mode", &change.to_string()).await;
+        assert_eq!(reply.status, StatusCode::OK, "{change}: {}", reply.text());
+        assert_eq!(reply.content_type, "application/json; charset=utf-8");
+        reply.json()
+    }
+
+    async fn admin_stats(&self) -> Value {
+        let reply = self.admin(Method::GET, "stats", "").await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        reply.json()
+    }
+}
+
+/// The mode of a simulator started with the builder's defaults, as `/__admin/mode` writes it.
+fn default_mode() -> Value {
+    json!({
+        "single_session": false, "token_ttl": null, "login_latency": "0s", "login_failure": null,
+        "drop_after_execute": false, "reject_all_tokens": false, "dribble": null,
+    })
+}
+
 fn client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
@@ -878,6 +909,243 @@ async fn payment_answers_a_result_that_echoes_the_transaction() {
         gw.rpc("/v2/transaction", &check).await["result"]["status"],
         "NOT_FOUND"
     );
+}
+
+// ---- the admin paths ----
+
+#[tokio::test]
+async fn admin_mode_sets_the_switches_named_and_answers_all_of_them() {
+    let gw = Gateway::default().await;
+    assert_eq!(gw.set_mode(json!({})).await, default_mode());
+    assert_eq!(
+        gw.admin(Method::POST, "mode", "").await.json(),
+        default_mode(),
+        "an empty body is {{}}"
+    );
+
+    let every = json!({
+        "single_session": true, "token_ttl": "2s", "login_latency": "200ms",
+        "login_failure": "oversized-token:5000", "drop_after_execute": true, "reject_all_tokens": true,
+        "dribble": "500ms",
+    });
+    assert_eq!(gw.set_mode(every.clone()).await, every);
+    assert_eq!(gw.set_mode(json!({})).await, every, "{{}} changes nothing");
+
+    // Each switch took effect, and `null` turns one off while the others stay.
+    gw.set_mode(json!({"login_failure": null, "login_latency": null, "dribble": null}))
+        .await;
+    let token = gw.login().await;
+    assert!(!gw.accepts(&token).await, "reject_all_tokens is on");
+    let answered = gw
+        .set_mode(json!({"reject_all_tokens": false, "login_failure": "service-unavailable"}))
+        .await;
+    assert_eq!(answered["single_session"], true);
+    assert_eq!(answered["login_latency"], "0s");
+    assert!(gw.accepts(&token).await);
+    assert_eq!(
+        gw.try_login().await.unwrap().status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    // Admin requests are not gateway traffic: login, two calls and a failed login were.
+    let stats = gw.sim.stats();
+    assert_eq!(
+        (stats.requests, stats.login_attempts, stats.logins),
+        (4, 2, 1)
+    );
+}
+
+#[tokio::test]
+async fn admin_mode_refuses_an_unknown_key_or_a_bad_value_naming_it_and_changes_nothing() {
+    let gw = Gateway::default().await;
+    let refusals = [
+        (r#"{"single_session": true, "colour": "red"}"#, "colour"),
+        (r#"{"single_session": "yes"}"#, "single_session"),
+        (r#"{"token_ttl": "soon"}"#, "token_ttl"),
+        (r#"{"login_latency": 200}"#, "login_latency"),
+        (r#"{"login_failure": "teapot"}"#, "login_failure"),
+        (r#"{"dribble": true}"#, "dribble"),
+        (r#"{"reject_all_tokens": 1}"#, "reject_all_tokens"),
+        (r#"{"drop_after_execute": []}"#, "drop_after_execute"),
+        (r#"[{"single_session": true}]"#, "JSON object"),
+        (r#"{"single_session": tru"#, "not JSON"),
+    ];
+    for (body, named) in refusals {
+        let reply = gw.admin(Method::POST, "mode", body).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}");
+        let error = reply.json()["error"]
+            .as_str()
+            .expect("an error message")
+            .to_owned();
+        assert!(error.contains(named), "{body}: {error}");
+    }
+    let reply = gw
+        .admin(Method::POST, "mode", r#"{"login_failure": "teapot"}"#)
+        .await;
+    assert!(
+        reply.text().contains("hostile-refusal"),
+        "the known names are listed: {}",
+        reply.text()
+    );
+    assert_eq!(gw.set_mode(json!({})).await, default_mode());
+}
+
+#[tokio::test]
+async fn admin_expire_ends_every_session() {
+    let gw = Gateway::default().await;
+    let first = gw.login().await;
+    let second = gw.login().await;
+    let reply = gw.admin(Method::POST, "expire", "").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json(), json!({"expired": 2}));
+    assert!(!gw.accepts(&first).await);
+    assert!(!gw.accepts(&second).await);
+    assert!(gw.accepts(&gw.login().await).await, "later logins work");
+}
+
+#[tokio::test]
+async fn admin_reset_restores_the_start_switches_and_zeroes_the_counters_keeping_sessions() {
+    let gw = Gateway::start(
+        Simulator::builder()
+            .single_session(true)
+            .token_ttl(Some(Duration::from_secs(3600))),
+    )
+    .await;
+    let started = gw.set_mode(json!({})).await;
+    assert_eq!(started["single_session"], true);
+    assert_eq!(started["token_ttl"], "1h");
+    let token = gw.login().await;
+    gw.set_mode(json!({"single_session": false, "token_ttl": null, "reject_all_tokens": true}))
+        .await;
+    gw.sim.set_login_latency(Duration::from_millis(1));
+    assert!(!gw.accepts(&token).await);
+
+    let reply = gw.admin(Method::POST, "reset", "").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.json(),
+        started,
+        "the switches it started with, set in Rust or over HTTP"
+    );
+    let zero = gw.admin_stats().await;
+    for counter in [
+        "requests",
+        "login_attempts",
+        "logins",
+        "unauthorized",
+        "rejections",
+        "ok",
+    ] {
+        assert_eq!(zero[counter], 0, "{counter}: {zero}");
+    }
+    assert_eq!(zero["calls"], json!({}));
+    assert_eq!(gw.sim.stats().rejections, 0);
+    assert!(gw.accepts(&token).await, "issued tokens survive a reset");
+}
+
+#[tokio::test]
+async fn admin_stats_answers_the_counters_as_json() {
+    let gw = Gateway::default().await;
+    let token = gw.login().await;
+    assert!(gw.accepts(&token).await);
+    assert!(!gw.accepts("forged").await);
+    gw.sim
+        .set_login_failure(Some(LoginFailure::WrongCredentials));
+    gw.try_login().await.unwrap();
+
+    let stats = gw.admin_stats().await;
+    assert_eq!(stats["requests"], 4, "{stats}");
+    assert_eq!(stats["login_attempts"], 2, "{stats}");
+    assert_eq!(stats["logins"], 1, "{stats}");
+    assert_eq!(stats["unauthorized"], 1, "{stats}");
+    assert_eq!(stats["rejections"], 1, "{stats}");
+    assert_eq!(stats["ok"], 1, "{stats}");
+    assert_eq!(stats["calls"], json!({"getCategoriesList": 1}), "{stats}");
+    assert_eq!(stats["max_concurrent_logins"], 1, "{stats}");
+    assert_eq!(stats["tls_handshakes"], 0, "{stats}");
+    assert!(
+        stats["connections"].as_u64().is_some_and(|n| n >= 1),
+        "{stats}"
+    );
+    assert_eq!(
+        stats,
+        serde_json::to_value(gw.sim.stats()).unwrap(),
+        "the same as SimStats"
+    );
+    assert_eq!(
+        gw.admin_stats().await,
+        stats,
+        "reading the counters does not move them"
+    );
+}
+
+#[tokio::test]
+async fn ok_counts_results_only() {
+    let gw = Gateway::start(Simulator::builder().drop_after_execute(true)).await;
+    let token = gw.login().await;
+    let unknown_service = json!({"jsonrpc": "2.0", "method": "getServiceInfo", "id": 1, "params": {"token": token, "serviceId": 9}});
+    assert!(
+        gw.rpc("/v2/service", &unknown_service)
+            .await
+            .get("error")
+            .is_some()
+    );
+    let pay = json!({"jsonrpc": "2.0", "method": "performTransaction", "id": 2, "params": {"token": token, "transactionId": "t1"}});
+    assert!(
+        gw.send(Method::POST, "/v2/transaction", pay.to_string())
+            .await
+            .is_err()
+    );
+    assert!(gw.accepts(&token).await);
+    let stats = gw.sim.stats();
+    assert_eq!((stats.ok, stats.total_calls()), (1, 3));
+}
+
+#[tokio::test]
+async fn admin_paths_answer_405_to_the_wrong_method_and_404_to_unknown_ones() {
+    let gw = Gateway::default().await;
+    for (method, action, allow) in [
+        (Method::GET, "expire", "POST"),
+        (Method::GET, "mode", "POST"),
+        (Method::PUT, "reset", "POST"),
+        (Method::POST, "stats", "GET"),
+    ] {
+        let reply = gw.admin(method.clone(), action, "{}").await;
+        assert_eq!(
+            reply.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {action}"
+        );
+        assert_eq!(reply.allow.as_deref(), Some(allow), "{method} {action}");
+    }
+    assert_eq!(
+        gw.admin(Method::POST, "nothing", "").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        gw.sim.stats().requests,
+        0,
+        "admin requests are not gateway requests"
+    );
+
+    // They live under the root, whatever it is.
+    let bare = Gateway::start(Simulator::builder().root("/")).await;
+    let url = format!("http://{}/__admin/stats", bare.sim.addr());
+    let reply = send(&bare.client, Method::GET, &url, Bytes::new())
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    let reply = gw.send(Method::GET, "/../__admin/stats", "").await.unwrap();
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "not outside the root");
+}
+
+#[tokio::test(start_paused = true)]
+async fn admin_answers_are_not_dribbled() {
+    let gw = Gateway::start(Simulator::builder().dribble(Some(Duration::from_secs(1)))).await;
+    let started = tokio::time::Instant::now();
+    gw.admin_stats().await;
+    gw.set_mode(json!({"single_session": true})).await;
+    assert_eq!(started.elapsed(), Duration::ZERO);
 }
 
 // ---- the rest of the gateway ----

@@ -214,19 +214,24 @@ impl TokenManager {
         rejected: Generation,
         login: LoginSender,
     ) -> Result<Arc<ActiveToken>, TokenError> {
-        self.note_rejected(rejected);
+        // From now on the cache does not hand out `rejected` or anything older: callers wait for the refresh, or
+        // fail fast while a failed login backs off, instead of sending a token known to be dead.
+        self.inner
+            .rejected
+            .fetch_max(rejected.0.saturating_add(1), Ordering::Relaxed);
         // A rejected token is not served past its lifetime: from here on a failed login fails the callers.
         self.refresh(Some(rejected), login).await
     }
 
-    /// The gateway rejected `rejected`. From now on the cache does not hand out it or anything older: callers wait
-    /// for a refresh, or fail fast while a failed login backs off, instead of sending a token known to be dead.
+    /// The gateway rejected `rejected` in an answer the layer (or the reqwest adapter) inspected. Besides what
+    /// [`token_after`](Self::token_after) does, a token of this instance's own login rejected before any call was
+    /// accepted with it counts as a failed login: the login did not really succeed, and logging in again at once
+    /// would storm a gateway that rejects every session. Only the exchange knows which calls were accepted, so
+    /// only it applies that rule; a caller of `token_after` alone keeps today's behaviour.
     pub(crate) fn note_rejected(&self, rejected: Generation) {
         self.inner
             .rejected
             .fetch_max(rejected.0.saturating_add(1), Ordering::Relaxed);
-        // A token of this instance's own login rejected before any call was accepted with it: the login did not
-        // really succeed, and logging in again at once would storm a gateway that rejects every session.
         self.inner.rejected_at_once(rejected);
     }
 
