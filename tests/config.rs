@@ -939,7 +939,7 @@ fn impossible_durations_are_refused_naming_the_key() {
     }
     let text = minimal_with("  token_ttl: \"7980y\"");
     let message = load_err(&text, PASS_ENV).to_string();
-    assert!(message.contains("longer than 100years"), "{message}");
+    assert!(message.contains("longer than 100 years"), "{message}");
     // Within bounds, and the default request timeout (30 s) is longer than the default login timeout (10 s).
     let config = load(&minimal_with("  token_ttl: \"99y\""), PASS_ENV).unwrap();
     assert_eq!(

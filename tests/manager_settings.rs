@@ -294,3 +294,24 @@ async fn a_window_longer_than_a_short_expires_in_allows_is_scaled_to_half_the_us
         }
     }
 }
+
+/// A lifetime past what a timestamp holds (`"7980y"` once stored a token and then panicked printing it) is refused
+/// by the builder as by the configuration.
+#[test]
+fn lifetimes_past_a_century_are_refused() {
+    let century = Duration::from_secs(100 * 365 * 24 * 3600);
+    let message = assert_refused(
+        manager_builder()
+            .token_ttl(Some(century + Duration::from_secs(1)))
+            .build(),
+        &["token_ttl"],
+    );
+    assert!(message.contains("100 years"), "{message}");
+    assert_refused(
+        manager_builder()
+            .lease_ttl(Duration::from_secs(u64::MAX / 4))
+            .build(),
+        &["lease_ttl"],
+    );
+    manager_builder().token_ttl(Some(century)).build().unwrap();
+}

@@ -542,18 +542,18 @@ fn check_gateway_url(url: &str) -> Result<(), String> {
             redact_url(url)
         ));
     }
-    if let Some(authority) = uri.authority()
-        && authority.port().is_some()
-        && authority.port_u16().is_none_or(|port| port == 0)
-    {
-        return Err(format!(
-            "{expected}, found \"{}\" (port `{}` is not between 1 and 65535)",
-            redact_url(url),
-            authority
-                .port()
-                .map(|p| p.as_str().to_owned())
-                .unwrap_or_default()
-        ));
+    // `http::Uri` keeps a port it cannot read as a `u16` (`:99999`) without a word: read it from the text.
+    if let Some(authority) = uri.authority() {
+        let host_port = authority.as_str().rsplit('@').next().unwrap_or_default();
+        if let Some((_, port)) = host_port.rsplit_once(':')
+            && !port.contains(']')
+            && port.parse::<u16>().map_or(true, |port| port == 0)
+        {
+            return Err(format!(
+                "{expected}, found \"{}\" (port `{port}` is not between 1 and 65535)",
+                redact_url(url)
+            ));
+        }
     }
     match (uri.scheme_str(), uri.host()) {
         (Some("http" | "https"), Some(host)) if !host.is_empty() => Ok(()),
@@ -903,10 +903,9 @@ impl PaynetConfig {
                 return Some(Refusal {
                     fields: owned(&[field]),
                     reason: format!(
-                        "`{field}` ({}) is longer than {}: an instant that far ahead cannot be kept or printed as a \
-                         timestamp",
+                        "`{field}` ({}) is longer than 100 years: an instant that far ahead cannot be kept or printed \
+                         as a timestamp",
                         humantime::format_duration(value),
-                        humantime::format_duration(MAX_SPAN),
                     ),
                 });
             }

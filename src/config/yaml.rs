@@ -62,7 +62,7 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let parse_error = |e: serde_yaml::Error| ConfigError::Parse {
             path: origin.to_owned(),
-            message: e.to_string(),
+            message: plain_number_error(e.to_string()),
         };
         let mut value: Value = serde_yaml::from_str(text).map_err(parse_error)?;
         expand_values(&mut value, env).map_err(|problem| match problem {
@@ -236,4 +236,24 @@ fn line_of_variable(text: &str, var: &str) -> usize {
                 && (line.contains(&plain) || line.contains(&with_default))
         })
         .map_or(0, |i| i + 1)
+}
+
+/// YAML reads a whole number past 64 bits as a 128-bit one, which no setting holds; the parser then says
+/// "invalid type: integer `N` as u128, expected any YAML value". Said plainly instead.
+fn plain_number_error(message: String) -> String {
+    for wide in ["u128", "i128"] {
+        let tail = format!("` as {wide}, expected any YAML value");
+        if let Some(end) = message.find(&tail)
+            && let Some(start) = message[..end].rfind("invalid type: integer `")
+        {
+            let number = &message[start + "invalid type: integer `".len()..end];
+            return format!(
+                "{}{number} is too large: the largest whole number allowed is {}{}",
+                &message[..start],
+                u64::MAX,
+                &message[end + tail.len()..]
+            );
+        }
+    }
+    message
 }

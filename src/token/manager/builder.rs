@@ -228,6 +228,25 @@ impl TokenManagerBuilder {
             .store
             .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(Arc::clone(&clock))));
         let s = &self.settings;
+        for (field, value) in [
+            ("token_ttl", s.token_ttl),
+            ("expiry_skew", Some(s.expiry_skew)),
+            ("refresh_ahead", s.refresh_ahead),
+            ("login_timeout", Some(s.login_timeout)),
+            ("lease_ttl", Some(s.lease_ttl)),
+        ] {
+            if let Some(value) = value
+                && value > crate::config::MAX_SPAN
+            {
+                return Err(refused(
+                    &[field],
+                    format!(
+                        "{field} ({value:?}) is longer than 100 years: an instant that far ahead cannot be kept or \
+                         printed as a timestamp"
+                    ),
+                ));
+            }
+        }
         if let Some(ttl) = s.token_ttl
             && ttl <= s.expiry_skew
         {
