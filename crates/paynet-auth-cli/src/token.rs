@@ -208,20 +208,6 @@ fn time(ms: i64) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::time;
-
-    #[test]
-    fn instants_past_the_year_9999_are_shown_without_panicking() {
-        assert_eq!(time(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(time(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
-        assert!(time(253_402_300_800_000).starts_with("253402300800000 ms"));
-        assert!(time(i64::MAX).contains("ms since 1970"));
-        assert!(time(-1).contains("ms since 1970"));
-    }
-}
-
 /// Applies the migrations to the store of every credential (each once, however many credentials share it).
 pub(crate) async fn migrate(config_path: &Path) -> Result<ExitCode, String> {
     let config = stack::load_config(config_path)?;
@@ -244,4 +230,18 @@ pub(crate) async fn migrate(config_path: &Path) -> Result<ExitCode, String> {
         outln!("migrations applied to {}", store.describe())?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::time;
+
+    #[test]
+    fn instants_past_the_year_9999_are_shown_without_panicking() {
+        assert_eq!(time(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(time(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+        assert!(time(253_402_300_800_000).starts_with("253402300800000 ms"));
+        assert!(time(i64::MAX).contains("ms since 1970"));
+        assert!(time(-1).contains("ms since 1970"));
+    }
 }

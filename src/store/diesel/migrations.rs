@@ -21,6 +21,7 @@ const TABLES: [&str; 2] = ["paynet_tokens", "paynet_lease"];
 
 /// How long `migrate` waits for another instance's migration (and its statements may run), rather than the
 /// operation timeout: a fleet starting at once queues behind one migrator.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(super) const MIGRATION_WAIT_SECS: u64 = 60;
 
 /// Runs the pending migrations (`migrations` hands out the embedded set, which is not `Clone`), then checks that every table they create exists, and applies them again if one
