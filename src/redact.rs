@@ -1,5 +1,5 @@
 //! The one redactor for every URL or connection string the project prints, logs or puts in an error (store URLs,
-//! proxy URLs, gateway URLs: [`url`]), and the one sanitiser for text a token endpoint or gateway sends that ends
+//! proxy URLs, gateway URLs: [`url()`]), and the one sanitiser for text a token endpoint or gateway sends that ends
 //! up in an error or a log line ([`gateway_text`]).
 //!
 //! It does not lean on a URL parser, because the URLs it must hide secrets in are the ones a parser gets wrong: a
