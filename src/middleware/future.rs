@@ -24,7 +24,7 @@ use crate::envelope::splice::TokenSlots;
 use crate::error::{BoxError, Error, TokenError};
 use crate::exchange::{
     Begun, ExchangePolicy, HeadCopy, Inspected, Inspection, RequestReader, ResponseBody,
-    authorised_request, authorised_request_in, replay, token_slots,
+    authorised_request_in, replay, token_slots,
 };
 use crate::token::{ActiveToken, Generation, LoginSender};
 
@@ -244,11 +244,7 @@ where
         token: &ActiveToken,
     ) -> State<S::Future, ReqBody, ResBody> {
         let copy = HeadCopy::of(&head);
-        let request = match slots {
-            Some(slots) => authorised_request_in(policy, head, &body, Some(slots), token),
-            None => authorised_request(policy, head, &body, token),
-        };
-        match request {
+        match authorised_request_in(policy, head, &body, slots, token) {
             Ok(first) => State::Sending {
                 future: service.call(first.map(Full::new)),
                 sent: Some(Sent {
