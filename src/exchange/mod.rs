@@ -28,8 +28,6 @@ pub(crate) use inspection::inspect;
 pub(crate) use inspection::{Begun, Inspected, Inspection};
 pub(crate) use policy::ExchangePolicy;
 pub(crate) use replay::replay;
+pub(crate) use request::{HeadCopy, RequestReader, authorised_request_in, token_slots};
 #[cfg(feature = "reqwest")]
-pub(crate) use request::read_request_body;
-pub(crate) use request::{
-    HeadCopy, RequestReader, authorised_request, authorised_request_in, token_slots,
-};
+pub(crate) use request::{authorised_request, read_request_body};
