@@ -214,8 +214,11 @@ async fn database_outage_bounds_logins_per_instance_and_the_fleet_converges_afte
         converged_after < Duration::from_secs(3),
         "converged {converged_after:?} after the database came back"
     );
+    // Two, plus at most one more on this single-session gateway: a token adopted from the store right after the
+    // return may already have been ended by a login another instance made without the store just before it, and
+    // the replay rejected with it refreshes past it once (one login) instead of failing the call.
     assert!(
-        logins_to_converge <= 2,
+        logins_to_converge <= 3,
         "{logins_to_converge} logins to converge after the database came back"
     );
     assert_eq!(after_logins, 0, "logins after the fleet converged");
