@@ -86,8 +86,8 @@ enum Command {
         #[command(flatten)]
         tls: SimulateTls,
     },
-    /// Starts the simulator and a SQLite store in a temporary directory and walks through the ticket's
-    /// acceptance criteria.
+    /// Starts the simulator and a SQLite store in a temporary directory and walks through the four acceptance
+    /// criteria: first login, refresh after a rejection, token endpoint down, concurrent callers.
     Demo,
 }
 

@@ -237,8 +237,8 @@ impl Call {
         })
     }
 
-    /// The token the call presents: `params.token` where the gateway reads it, else the top-level `token` the
-    /// ticket writes.
+    /// The token the call presents: `params.token` where the gateway reads it, else the top-level `token` some
+    /// integrations write.
     fn token(&self) -> Option<&Value> {
         self.params
             .as_ref()

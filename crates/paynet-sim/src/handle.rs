@@ -32,7 +32,7 @@ use super::tls::ServerTls;
 ///     assert!(sim.base_url().starts_with("http://127.0.0.1:"));
 ///     assert!(sim.base_url().ends_with("/gw"));
 ///
-///     // The ticket's login request, sent by hand to show what goes over the wire.
+///     // A login request, sent by hand to show what goes over the wire.
 ///     let body = r#"{"jsonrpc":"2.0","method":"login","id":1,"params":{"username":"username_17627_56530","password":"password_17627_56530","terminal_id":4027096}}"#;
 ///     let request = format!(
 ///         "POST /gw/v2/user HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\

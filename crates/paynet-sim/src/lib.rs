@@ -78,7 +78,7 @@ pub const UNAUTHORIZED_CODE: i64 = -9999;
 /// The JSON-RPC error code of a login with wrong credentials (message `"Invalid login or password"`).
 pub const LOGIN_FAILED_CODE: i64 = -1001;
 
-/// The username the simulator accepts unless told otherwise (the ticket's test account).
+/// The username the simulator accepts unless told otherwise (the test account of Paynet's documented login example).
 pub const DEFAULT_USERNAME: &str = "username_17627_56530";
 
 /// The password the simulator accepts unless told otherwise.
