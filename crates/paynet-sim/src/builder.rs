@@ -19,9 +19,9 @@ use super::{DEFAULT_PASSWORD, DEFAULT_ROOT, DEFAULT_TERMINAL_ID, DEFAULT_USERNAM
 
 /// Configures a [`Simulator`]; made by [`Simulator::builder`].
 ///
-/// Defaults: the test account of Paynet's documented login example ([`DEFAULT_USERNAME`], [`DEFAULT_PASSWORD`], [`DEFAULT_TERMINAL_ID`]),
-/// root [`DEFAULT_ROOT`], address `127.0.0.1:0`, plain HTTP, several sessions per terminal allowed, tokens that
-/// never expire, no login latency, no injected failure, random tokens.
+/// Defaults: the test account of Paynet's documented login example ([`DEFAULT_USERNAME`], [`DEFAULT_PASSWORD`],
+/// [`DEFAULT_TERMINAL_ID`]), root [`DEFAULT_ROOT`], address `127.0.0.1:0`, plain HTTP, several sessions per
+/// terminal allowed, tokens that never expire, no login latency, no injected failure, random tokens.
 #[must_use = "a SimulatorBuilder does nothing until it is started"]
 pub struct SimulatorBuilder {
     username: String,
