@@ -808,7 +808,7 @@ impl PaynetConfig {
                 });
             }
         }
-        let in_memory = matches!(self.store.url.trim(), "memory:" | "memory://");
+        let in_memory = crate::store::is_memory_url(&self.store.url);
         // One store operation's bound: `operation_timeout`, which defaults to `connect_timeout`; the field named is
         // the one that sets it.
         let (timeout_field, store_timeout) = match self.store.operation_timeout {

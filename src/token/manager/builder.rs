@@ -12,7 +12,7 @@ use super::generation::owner_salt;
 use super::{CountedStore, Counters, Inner, Settings, TokenManager};
 use crate::clock::{Clock, Jitter, RandomJitter, SystemClock};
 use crate::error::ConfigError;
-use crate::store::{MemoryStore, TokenStore};
+use crate::store::{MAX_KEY_BYTES, MemoryStore, TokenStore};
 use crate::token::coalesce::Coalesce;
 use crate::token::source::TokenSource;
 
@@ -363,13 +363,10 @@ fn refused(fields: &[&str], reason: String) -> ConfigError {
     }
 }
 
-/// The longest credential key every store accepts as a primary key.
-const MAX_KEY_LEN: usize = 255;
-
-/// Keeps a credential key within [`MAX_KEY_LEN`] bytes: a longer one (a long gateway URL) keeps a readable prefix
+/// Keeps a credential key within [`MAX_KEY_BYTES`] bytes: a longer one (a long gateway URL) keeps a readable prefix
 /// and ends with a digest of the whole, so distinct credentials still get distinct rows.
 fn bounded_key(key: String) -> String {
-    if key.len() <= MAX_KEY_LEN {
+    if key.len() <= MAX_KEY_BYTES {
         return key;
     }
     use sha2::{Digest, Sha256};
@@ -377,7 +374,7 @@ fn bounded_key(key: String) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let mut prefix_len = MAX_KEY_LEN - digest.len() - 1;
+    let mut prefix_len = MAX_KEY_BYTES - digest.len() - 1;
     while !key.is_char_boundary(prefix_len) {
         prefix_len -= 1;
     }
@@ -429,16 +426,16 @@ impl TokenManager {
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_KEY_LEN, bounded_key};
+    use super::{MAX_KEY_BYTES, bounded_key};
 
     #[test]
     fn short_keys_are_kept_and_long_keys_are_bounded_and_distinct() {
         assert_eq!(bounded_key("paynet:key".into()), "paynet:key");
         let a = bounded_key(format!("paynet:{}:a", "h".repeat(400)));
         let b = bounded_key(format!("paynet:{}:b", "h".repeat(400)));
-        assert_eq!(a.len(), MAX_KEY_LEN);
+        assert_eq!(a.len(), MAX_KEY_BYTES);
         assert_ne!(a, b);
         let multibyte = bounded_key("ключ".repeat(100));
-        assert!(multibyte.len() <= MAX_KEY_LEN);
+        assert!(multibyte.len() <= MAX_KEY_BYTES);
     }
 }
