@@ -7,6 +7,7 @@ mod active;
 mod coalesce;
 mod grant;
 mod manager;
+pub(crate) mod rules;
 pub mod source;
 
 pub use crate::record::{Generation, LoginMeta, TokenRecord, fingerprint};
