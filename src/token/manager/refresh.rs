@@ -141,7 +141,7 @@ impl TokenManager {
 /// The future of [`TokenManager::refresh`] and [`TokenManager::token`]: a flight handle and little else, written
 /// out rather than an `async fn`, whose state would keep the arguments and the step beside the handle. 10,000
 /// callers meeting one expiry are 10,000 tasks woken at once, and their size is much of what waking them costs
-/// beyond the runtime's own (BENCHMARKS.md §7): this is 32 bytes, where an `async fn` was 104. An error, and the
+/// beyond the runtime's own (BENCHMARKS.md §7): this is 32 bytes, where the equivalent `async fn` takes 104. An error, and the
 /// rare wait for an older refresh, are boxed.
 pub(super) struct Refresh<'a> {
     manager: &'a TokenManager,
@@ -457,62 +457,15 @@ impl Inner {
     async fn refresh_holding_lease(
         self: &Arc<Self>,
         stale: Option<Generation>,
-        mut newest: Option<Generation>,
+        newest: Option<Generation>,
         login: LoginSender,
     ) -> Result<(Arc<ActiveToken>, Outcome), TokenError> {
-        // Re-read after taking the lease: the previous holder may have saved just before releasing it. A read that
-        // fails here is no reason to wait: holding the lease, this instance is the one that logs in.
-        let mut numbering = Numbering::AfterStored;
-        let adopted = match self.retry_conflicts(|| self.store.load(&self.key)).await {
-            Ok(Some(record)) if self.adoptable(&record, stale) => Some(self.adopt(record)),
-            Ok(Some(record)) => {
-                newest = newest.max(Some(record.generation));
-                None
-            }
-            Ok(None) => {
-                // Absent, cleared, or present but unusable here (another encryption key, no valid authentication):
-                // number past it either way.
-                match self
-                    .retry_conflicts(|| self.store.stored_generation(&self.key))
-                    .await
-                {
-                    Ok(stored) => newest = newest.max(stored),
-                    Err(error) => {
-                        numbering = Numbering::Unordered;
-                        self.store_failed("read under the lease", "logging in", &error);
-                    }
-                }
-                None
-            }
-            Err(error) => {
-                numbering = Numbering::Unordered;
-                self.store_failed("read under the lease", "logging in", &error);
-                None
-            }
-        };
-        let result = match adopted {
-            Some(adopted) => Ok(adopted),
-            None => match self.login(login).await {
+        let result = match self.reread_under_lease(stale, newest).await {
+            Reread::Adopted(adopted) => Ok(adopted),
+            Reread::LogIn { newest, numbering } => match self.login(login).await {
                 Ok(grant) => {
                     let record = self.new_record(newest, grant, numbering);
-                    let saved = self
-                        .retry_conflicts(|| self.store.save(&self.key, &record))
-                        .await;
-                    let outcome = match saved {
-                        Ok(true) => Outcome::LoggedIn,
-                        Ok(false) => {
-                            warn!(
-                                generation = record.generation.0,
-                                "the store already holds this or a newer generation; keeping the new token in memory"
-                            );
-                            Outcome::LoggedInUnsaved
-                        }
-                        Err(error) => {
-                            self.store_failed("save", "serving the new token from memory", &error);
-                            self.persist_later(record.clone());
-                            Outcome::LoggedInUnsaved
-                        }
-                    };
+                    let outcome = self.save_new(&record).await;
                     Ok((Arc::new(ActiveToken::new(record)), outcome))
                 }
                 Err(error) => Err(TokenError::Login(Arc::new(error))),
@@ -520,6 +473,66 @@ impl Inner {
         };
         self.release_lease().await;
         result
+    }
+
+    /// Re-reads the store after taking the lease: the previous holder may have saved just before releasing it. A
+    /// read that fails here is no reason to wait: holding the lease, this instance is the one that logs in, and
+    /// numbers its token without the store.
+    async fn reread_under_lease(
+        &self,
+        stale: Option<Generation>,
+        newest: Option<Generation>,
+    ) -> Reread {
+        let unordered = |error: &StoreError| {
+            self.store_failed("read under the lease", "logging in", error);
+            Reread::LogIn {
+                newest,
+                numbering: Numbering::Unordered,
+            }
+        };
+        let stored = match self.retry_conflicts(|| self.store.load(&self.key)).await {
+            Ok(Some(record)) if self.adoptable(&record, stale) => {
+                return Reread::Adopted(self.adopt(record));
+            }
+            Ok(Some(record)) => Some(record.generation),
+            // Absent, cleared, or present but unusable here (another encryption key, no valid authentication):
+            // number past it either way.
+            Ok(None) => match self
+                .retry_conflicts(|| self.store.stored_generation(&self.key))
+                .await
+            {
+                Ok(stored) => stored,
+                Err(error) => return unordered(&error),
+            },
+            Err(error) => return unordered(&error),
+        };
+        Reread::LogIn {
+            newest: newest.max(stored),
+            numbering: Numbering::AfterStored,
+        }
+    }
+
+    /// Saves the token of this instance's login; one the store does not take is served from memory (and, if the
+    /// store failed, saved later).
+    async fn save_new(self: &Arc<Self>, record: &TokenRecord) -> Outcome {
+        match self
+            .retry_conflicts(|| self.store.save(&self.key, record))
+            .await
+        {
+            Ok(true) => Outcome::LoggedIn,
+            Ok(false) => {
+                warn!(
+                    generation = record.generation.0,
+                    "the store already holds this or a newer generation; keeping the new token in memory"
+                );
+                Outcome::LoggedInUnsaved
+            }
+            Err(error) => {
+                self.store_failed("save", "serving the new token from memory", &error);
+                self.persist_later(record.clone());
+                Outcome::LoggedInUnsaved
+            }
+        }
     }
 
     /// Gives the lease back. Conflicts are retried at once; if the store does not answer, a task keeps trying
@@ -622,6 +635,15 @@ impl Inner {
             }
         });
     }
+}
+
+/// What the re-read under the lease found: a token to adopt, or the generation to number a login past and how.
+enum Reread {
+    Adopted((Arc<ActiveToken>, Outcome)),
+    LogIn {
+        newest: Option<Generation>,
+        numbering: Numbering,
+    },
 }
 
 #[cfg(test)]
