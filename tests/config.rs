@@ -856,7 +856,7 @@ fn a_credentials_list_is_read_with_its_default_and_a_single_paynet_section_is_th
     .unwrap();
     assert_eq!(config.default_credential().terminal_id, 2);
 
-    // Today's files: one `paynet:` section, named `default` (or its own `name`).
+    // A file with one `paynet:` section: named `default` (or its own `name`).
     let config = load(&minimal_with(""), PASS_ENV).unwrap();
     assert_eq!(config.credentials().len(), 1);
     assert_eq!(config.default_credential().credential_name(), "default");
@@ -1010,8 +1010,8 @@ fn a_refusal_in_a_credentials_list_points_at_its_entrys_line() {
     );
 }
 
-/// Durations that cannot work alone: a zero wait, a span past what a timestamp holds (which once stored a token
-/// and then panicked printing it), a request timeout that a login wait always runs out. Each is refused with its
+/// Durations that cannot work alone: a zero wait, a span past what a timestamp holds (a token stored with it
+/// could not be printed), a request timeout that a login wait always runs out. Each is refused with its
 /// file, line and key.
 #[test]
 fn impossible_durations_are_refused_naming_the_key() {

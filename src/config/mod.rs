@@ -367,7 +367,7 @@ pub enum TokenFieldConfig {
     /// `params.token`.
     #[default]
     Params,
-    /// A top-level `token`, as the ticket writes it.
+    /// A top-level `token`, beside `method` and `params`.
     TopLevel,
 }
 

@@ -277,8 +277,6 @@ impl TokenManagerBuilder {
             degraded: Mutex::new(None),
             lease_gate: Arc::default(),
             shut_down: AtomicBool::new(false),
-            logins: AtomicU64::new(0),
-            login_attempts: AtomicU64::new(0),
             unreadable_coding_seen: AtomicBool::new(false),
             skew_scaled_logged: AtomicBool::new(false),
             ahead_scaled_logged: AtomicBool::new(false),

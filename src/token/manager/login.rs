@@ -125,7 +125,6 @@ impl fmt::Debug for LoginSender {
 impl Inner {
     pub(super) async fn login(&self, login: LoginSender) -> Result<Grant, LoginError> {
         let request = self.source.login_request()?;
-        self.login_attempts.fetch_add(1, Ordering::Relaxed);
         let started = tokio::time::Instant::now();
         let result = self.send_login(request, login).await;
         self.counters
@@ -173,7 +172,6 @@ impl Inner {
                 .map(|t| secrecy::ExposeSecret::expose_secret(t.secret()));
             error.mask(&[token.unwrap_or_default()])
         })?;
-        self.logins.fetch_add(1, Ordering::Relaxed);
         info!(endpoint = %endpoint, fingerprint = %crate::token::fingerprint(secrecy::ExposeSecret::expose_secret(&grant.token)), "logged in");
         Ok(grant)
     }

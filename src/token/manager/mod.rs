@@ -107,8 +107,6 @@ struct Inner {
     /// Set by [`TokenManager::shutdown`] under `lease_gate`, and read under it before a lease is taken: once the
     /// lease was given back at shutdown, it is never taken again.
     shut_down: AtomicBool,
-    logins: AtomicU64,
-    login_attempts: AtomicU64,
     /// What [`TokenManager::stats`] and the `metrics` series report; the store is wrapped to count its errors.
     counters: Arc<Counters>,
     unreadable_coding_seen: AtomicBool,
@@ -227,7 +225,7 @@ impl TokenManager {
     /// [`token_after`](Self::token_after) does, a token of this instance's own login rejected before any call was
     /// accepted with it counts as a failed login: the login did not really succeed, and logging in again at once
     /// would storm a gateway that rejects every session. Only the exchange knows which calls were accepted, so
-    /// only it applies that rule; a caller of `token_after` alone keeps today's behaviour.
+    /// only it applies that rule; a caller of `token_after` alone is not subject to it.
     pub(crate) fn note_rejected(&self, rejected: Generation) {
         self.inner
             .rejected
@@ -350,14 +348,15 @@ impl TokenManager {
         self.inner.store.describe()
     }
 
-    /// How many logins this manager performed successfully.
+    /// How many logins this manager performed successfully: [`Stats::logins_ok`], read from the same count.
     pub fn logins(&self) -> u64 {
-        self.inner.logins.load(Ordering::Relaxed)
+        self.inner.counters.logins_ok()
     }
 
-    /// How many logins this manager attempted, failed ones included.
+    /// How many logins this manager attempted, failed ones included: the sum of [`stats`](Self::stats)' login
+    /// outcomes, read from the same counts.
     pub fn login_attempts(&self) -> u64 {
-        self.inner.login_attempts.load(Ordering::Relaxed)
+        self.inner.counters.login_attempts()
     }
 
     /// How many responses the layers and adapters on this manager handed on without looking for a rejection:
@@ -420,7 +419,6 @@ impl Inner {
         record.is_fresh(self.now_ms(), self.skew_ms(record))
     }
 
-    /// Whether the gateway rejected `token` (or a newer one).
     /// Where a cached token stands if it may be sent: `None` when it was rejected, or is past its lifetime and not
     /// served through an outage. What the hot path and `health` both ask.
     fn usable_standing(&self, token: &ActiveToken) -> Option<Standing> {
@@ -433,6 +431,7 @@ impl Inner {
         }
     }
 
+    /// Whether the gateway rejected `token` (or a newer one).
     fn is_rejected(&self, token: &ActiveToken) -> bool {
         // Relaxed: a request that reads a stale value sends the rejected token once more, which the gateway
         // rejects again; no ordering with other memory is needed.
