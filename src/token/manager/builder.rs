@@ -2,14 +2,16 @@
 //! work together, and the credential key and lease owner a manager gets when none is given.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 
 use super::generation::owner_salt;
-use super::{CountedStore, Counters, Inner, Settings, TokenManager};
+use super::{
+    BackoffState, Cache, CountedStore, Counters, Inner, Leasing, SaidOnce, Settings, TokenManager,
+};
 use crate::clock::{Clock, Jitter, RandomJitter, SystemClock};
 use crate::error::ConfigError;
 use crate::store::{MAX_KEY_BYTES, MemoryStore, TokenStore};
@@ -267,22 +269,18 @@ impl TokenManagerBuilder {
             clock,
             jitter: self.jitter,
             settings: self.settings,
-            current: ArcSwapOption::empty(),
+            cache: Cache {
+                current: ArcSwapOption::empty(),
+                rejected: AtomicU64::new(0),
+                accepted: AtomicU64::new(0),
+                background: AtomicU64::new(0),
+                serving_stale: AtomicU64::new(0),
+                epoch: tokio::time::Instant::now(),
+            },
             flights: Coalesce::new(),
-            failure: Mutex::new(None),
-            rejected: AtomicU64::new(0),
-            accepted: AtomicU64::new(0),
-            counted_at_once: AtomicU64::new(0),
-            dead_on_arrival: AtomicU32::new(0),
-            degraded: Mutex::new(None),
-            lease_gate: Arc::default(),
-            shut_down: AtomicBool::new(false),
-            unreadable_coding_seen: AtomicBool::new(false),
-            skew_scaled_logged: AtomicBool::new(false),
-            ahead_scaled_logged: AtomicBool::new(false),
-            background: AtomicU64::new(0),
-            serving_stale: AtomicU64::new(0),
-            epoch: tokio::time::Instant::now(),
+            backoff: BackoffState::default(),
+            leasing: Leasing::default(),
+            said: SaidOnce::default(),
         }
     }
 }

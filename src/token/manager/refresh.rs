@@ -79,7 +79,7 @@ impl TokenManager {
         match answer {
             Err(error) if serve_stale => self
                 .inner
-                .serve_stale(self.inner.current.load_full(), error),
+                .serve_stale(self.inner.cache.current.load_full(), error),
             answer => answer,
         }
     }
@@ -206,6 +206,7 @@ impl Future for Refresh<'_> {
                                 .expect("usable() takes the login only when it hands out a token");
                             let stale = manager
                                 .inner
+                                .cache
                                 .current
                                 .load()
                                 .as_ref()
@@ -278,7 +279,7 @@ impl Inner {
                 span.record("outcome", outcome.as_str());
                 self.clear_failure();
                 // Never move the cache backwards: a slower refresh must not replace a newer token.
-                self.current.rcu(|current| match current {
+                self.cache.current.rcu(|current| match current {
                     Some(current) if current.generation() > token.generation() => {
                         Some(Arc::clone(current))
                     }
@@ -331,7 +332,7 @@ impl Inner {
         login: LoginSender,
         lease_wait: &mut Option<Instant>,
     ) -> Result<(Arc<ActiveToken>, Outcome), TokenError> {
-        let mut newest = stale.max(self.current.load().as_ref().map(|t| t.generation()));
+        let mut newest = stale.max(self.cache.current.load().as_ref().map(|t| t.generation()));
         let mut waited_since = Instant::now();
         let mut down = None;
         let mut row_locked;
@@ -411,10 +412,10 @@ impl Inner {
 
     /// Tries the lease once, and numbers it when taken (see `lease_gate`).
     async fn take_lease(&self) -> Result<bool, StoreError> {
-        let mut taken = self.lease_gate.lock().await;
+        let mut taken = self.leasing.gate.lock().await;
         // A manager that was shut down gave its lease back for good: from here on it waits like an instance that
         // lost the race (see `TokenManager::shutdown`).
-        if self.shut_down.load(Ordering::Relaxed) {
+        if self.leasing.shut_down.load(Ordering::Relaxed) {
             return Ok(false);
         }
         let result = self
@@ -545,8 +546,8 @@ impl Inner {
         let Err(error) = released else { return };
         warn!(store = %self.store.describe(), error = %crate::error::Chain(&error), "could not release the refresh lease; retrying in the background until it runs out");
         let inner = Arc::downgrade(self);
-        let gate = Arc::clone(&self.lease_gate);
-        let lease = *self.lease_gate.lock().await;
+        let gate = Arc::clone(&self.leasing.gate);
+        let lease = *self.leasing.gate.lock().await;
         let give_up = Instant::now() + self.settings.lease_ttl;
         tokio::spawn(async move {
             let mut pause = Duration::from_millis(100);
@@ -615,6 +616,7 @@ impl Inner {
                 tokio::time::sleep(pause).await;
                 let Some(inner) = inner.upgrade() else { return };
                 let superseded = inner
+                    .cache
                     .current
                     .load()
                     .as_ref()

@@ -518,7 +518,7 @@ impl TokenManager {
     /// ```
     pub fn health(&self) -> Health {
         let inner = &self.inner;
-        let current = inner.current.load();
+        let current = inner.cache.current.load();
         let usable = current
             .as_ref()
             .and_then(|token| inner.usable_standing(token));
