@@ -56,6 +56,24 @@ impl TokenManager {
         }
     }
 
+    /// The first state of a call to [`token`](Self::token): its usable token, or the refresh of the cached one
+    /// (which a failed login may answer with the last token, past its lifetime).
+    fn start(&self, login: LoginSender) -> State<'_> {
+        let mut login = Some(login);
+        if let Some(token) = self.usable(|| login.take().expect("taken once")) {
+            return State::Ready(token.into_shared());
+        }
+        let login = login.expect("usable() takes the login only when it hands out a token");
+        let stale = self
+            .inner
+            .cache
+            .current
+            .load()
+            .as_ref()
+            .map(|t| t.generation());
+        self.state(stale, login, true)
+    }
+
     /// Where a refresh's future goes from the step taken. With `serve_stale`, a failure is handed to
     /// [`Inner::serve_stale`], which may answer the last token instead.
     fn state(&self, stale: Option<Generation>, login: LoginSender, serve_stale: bool) -> State<'_> {
@@ -197,24 +215,7 @@ impl Future for Refresh<'_> {
                 _ => {}
             }
             match std::mem::replace(&mut this.state, State::Answered) {
-                State::Start(login) => {
-                    let mut login = Some(login);
-                    this.state = match manager.usable(|| login.take().expect("taken once")) {
-                        Some(token) => State::Ready(token.into_shared()),
-                        None => {
-                            let login = login
-                                .expect("usable() takes the login only when it hands out a token");
-                            let stale = manager
-                                .inner
-                                .cache
-                                .current
-                                .load()
-                                .as_ref()
-                                .map(|t| t.generation());
-                            manager.state(stale, login, true)
-                        }
-                    };
-                }
+                State::Start(login) => this.state = manager.start(login),
                 State::Ready(token) => return Poll::Ready(Ok(token)),
                 State::Failed(error) => return Poll::Ready(Err(*error)),
                 State::Answered => panic!("polled after it answered"),
