@@ -291,6 +291,90 @@ mod tests {
         );
     }
 
+    /// Every form of URL the project prints, with what it prints of it.
+    #[test]
+    fn every_url_form_is_redacted() {
+        for (text, shown) in [
+            // User part with a password, without one, and percent-encoded.
+            (
+                "postgres://app:hunter2@db:5432/pay",
+                "postgres://app:****@db:5432/pay",
+            ),
+            (
+                "mysql://root@127.0.0.1:3306/test",
+                "mysql://root@127.0.0.1:3306/test",
+            ),
+            (
+                "postgres://app:p%40ss%23w%25@db/pay",
+                "postgres://app:****@db/pay",
+            ),
+            (
+                "postgres://us%40er:pw@db/pay",
+                "postgres://us%40er:****@db/pay",
+            ),
+            (
+                "http://proxy-user:%2F%3F@proxy:3128",
+                "http://proxy-user:****@proxy:3128",
+            ),
+            // Secret query parameters, whatever their case, among others that are kept.
+            (
+                "postgres://db/pay?password=hunter2",
+                "postgres://db/pay?password=****",
+            ),
+            (
+                "postgres://db/pay?sslmode=require&sslpassword=k3y",
+                "postgres://db/pay?sslmode=require&sslpassword=****",
+            ),
+            (
+                "https://gw.example/cb?token=abc&state=1",
+                "https://gw.example/cb?token=****&state=1",
+            ),
+            (
+                "https://gw.example/cb?access_token=abc",
+                "https://gw.example/cb?access_token=****",
+            ),
+            (
+                "https://gw.example/cb?API_KEY=abc#top",
+                "https://gw.example/cb?API_KEY=****",
+            ),
+            (
+                "https://gw.example/cb?client_secret=abc",
+                "https://gw.example/cb?client_secret=****",
+            ),
+            // SQLite paths and the memory store hold no secret.
+            ("sqlite://paynet-tokens.db", "sqlite://paynet-tokens.db"),
+            (
+                "sqlite:///var/lib/paynet/token.db",
+                "sqlite:///var/lib/paynet/token.db",
+            ),
+            ("sqlite::memory:", "sqlite::memory:"),
+            ("sqlite://:memory:", "sqlite://:memory:"),
+            ("memory:", "memory:"),
+            ("memory://", "memory://"),
+            // IPv6 hosts, with and without a user part.
+            (
+                "postgres://app:pw@[::1]:5432/pay",
+                "postgres://app:****@[::1]:5432/pay",
+            ),
+            ("http://[2001:db8::1]:3128", "http://[2001:db8::1]:3128"),
+            (
+                "postgres://[::1]/pay?password=x",
+                "postgres://[::1]/pay?password=****",
+            ),
+            // Strings no URL parser reads: still no password shown.
+            ("postgres://app:pw@", "postgres://app:****@"),
+            ("http://", "http://"),
+            ("not a url", "not a url"),
+            ("user:pw@proxy:3128", "user:****@proxy:3128"),
+            (
+                "host=db user=app password='a b'",
+                "host=db user=app password=****",
+            ),
+        ] {
+            assert_eq!(url(text), shown, "{text}");
+        }
+    }
+
     #[test]
     fn what_holds_no_secret_is_kept() {
         for text in [

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, PaynetConfig, TokenFieldConfig, redact_url};
+use crate::config::{Config, PaynetConfig, TokenFieldConfig};
 use crate::deadline::{Deadline, DeadlineLayer};
 use crate::envelope::TokenField;
 use crate::error::{ConfigError, SetupError};
@@ -50,7 +50,7 @@ impl Stack {
         let store = crate::store::connect(&config.store.url, config.store_options())
             .await
             .map_err(|source| SetupError::Store {
-                url: redact_url(&config.store.url),
+                url: crate::redact::url(&config.store.url),
                 source,
             })?;
         Ok(Self::with_store(config, store)?)

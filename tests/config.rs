@@ -608,7 +608,7 @@ fn bad_encryption_key_names_the_field_the_file_and_how_to_make_one_never_the_key
 }
 
 #[test]
-fn base_url_without_scheme_or_host_is_an_error_with_its_line_and_column() {
+fn base_url_without_scheme_or_host_is_refused_with_its_line() {
     for url in [
         "gateway.example/gw",
         "/gw",
@@ -616,21 +616,126 @@ fn base_url_without_scheme_or_host_is_an_error_with_its_line_and_column() {
         "http:///gw",
     ] {
         let text = minimal_with("").replace("http://127.0.0.1:8080/gw", url);
-        assert_located(
+        let message = assert_refused(
             &load_err(&text, PASS_ENV),
             &text,
             "base_url",
-            &["`paynet.base_url`", url, "https://gateway.example/gw"],
+            &["paynet.base_url"],
+        );
+        assert!(
+            message.contains(url) && message.contains("https://gateway.example/gw"),
+            "{message}"
         );
     }
     // From a variable, the line is that of the key that uses it.
     let text = minimal_with("").replace("http://127.0.0.1:8080/gw", "${GATEWAY}");
-    assert_located(
+    let message = assert_refused(
         &load_err(&text, &[("PASS", PASSWORD), ("GATEWAY", "gateway.example")]),
         &text,
         "base_url",
-        &["`paynet.base_url`", "gateway.example"],
+        &["paynet.base_url"],
     );
+    assert!(message.contains("gateway.example"), "{message}");
+}
+
+/// An entry of `credentials` is named by its own path, not by the `paynet:` section's.
+#[test]
+fn a_bad_base_url_in_a_credentials_entry_names_the_entrys_field() {
+    let text = two_credentials("", "").replacen(
+        "base_url: \"http://127.0.0.1:8080/gw\"\n    username: \"u\"\n    password: \"${PASS}\"\n    terminal_id: 2",
+        "base_url: \"gateway.example/gw\"\n    username: \"u\"\n    password: \"${PASS}\"\n    terminal_id: 2",
+        1,
+    );
+    assert!(text.contains("gateway.example/gw"), "{text}");
+    let message = assert_refused(
+        &load_err(&text, PASS_ENV),
+        &text,
+        "gateway.example/gw",
+        &["credentials[1].base_url"],
+    );
+    assert!(message.contains("credential `south`"), "{message}");
+    assert!(!message.contains("paynet.base_url"), "{message}");
+}
+
+/// Each timing rule is written once and reported by both readers of the settings: the builder under its method
+/// names, the file under its keys (with the line).
+#[test]
+fn each_timing_rule_is_refused_by_the_builder_and_the_file_under_their_own_names() {
+    use paynet_auth::TokenManager;
+    use paynet_auth::token::PaynetLogin;
+    let builder = || {
+        TokenManager::builder(PaynetLogin::new(
+            "http://127.0.0.1:8080/gw",
+            "agent",
+            PASSWORD.into(),
+            1,
+        ))
+    };
+    let secs = Duration::from_secs;
+    let cases: [(&str, &str, _, &[&str], &[&str]); 5] = [
+        (
+            "  token_ttl: \"30s\"\n  expiry_skew: \"30s\"",
+            "token_ttl",
+            builder().token_ttl(Some(secs(30))).expiry_skew(secs(30)),
+            &["paynet.token_ttl", "paynet.expiry_skew"],
+            &["token_ttl", "expiry_skew"],
+        ),
+        (
+            "  token_ttl: \"2m\"\n  refresh_ahead: \"90s\"",
+            "refresh_ahead",
+            builder().token_ttl(Some(secs(120))).refresh_ahead(secs(90)),
+            &[
+                "paynet.refresh_ahead",
+                "paynet.token_ttl",
+                "paynet.expiry_skew",
+            ],
+            &["refresh_ahead", "token_ttl", "expiry_skew"],
+        ),
+        (
+            "  login_timeout: \"10s\"\n  lease_ttl: \"10s\"\n  store:\n    url: \"memory:\"",
+            "lease_ttl",
+            builder().login_timeout(secs(10)).lease_ttl(secs(10)),
+            &["paynet.lease_ttl", "paynet.login_timeout"],
+            &["lease_ttl", "login_timeout"],
+        ),
+        (
+            "  login_timeout: \"0s\"",
+            "login_timeout",
+            builder().login_timeout(Duration::ZERO),
+            &["paynet.login_timeout"],
+            &["login_timeout"],
+        ),
+        (
+            "  expiry_skew: \"6307200000s\"",
+            "expiry_skew",
+            builder().expiry_skew(secs(200 * 365 * 24 * 3600)),
+            &["paynet.expiry_skew"],
+            &["expiry_skew"],
+        ),
+    ];
+    for (line, needle, built, yaml_fields, builder_fields) in cases {
+        let text = minimal_with(line);
+        let from_file = assert_refused(&load_err(&text, PASS_ENV), &text, needle, yaml_fields);
+        let from_builder = built
+            .build()
+            .expect_err("the builder refuses what the file does");
+        let ConfigError::Refused {
+            origin,
+            fields,
+            reason,
+        } = &from_builder
+        else {
+            panic!("expected a refusal, got {from_builder:?}");
+        };
+        assert_eq!(origin, "TokenManagerBuilder");
+        assert_eq!(fields, builder_fields, "{from_builder}");
+        // One rule, one wording: the file's reason is the builder's with the file's names.
+        let mut renamed = reason.clone();
+        for (builder_name, yaml_name) in builder_fields.iter().zip(yaml_fields) {
+            renamed = renamed.replace(&format!("`{builder_name}`"), &format!("`{yaml_name}`"));
+        }
+        assert!(from_file.ends_with(&renamed), "{from_file}\n{renamed}");
+    }
 }
 
 #[test]
@@ -751,7 +856,7 @@ fn a_credentials_list_is_read_with_its_default_and_a_single_paynet_section_is_th
     .unwrap();
     assert_eq!(config.default_credential().terminal_id, 2);
 
-    // Today's files: one `paynet:` section, named `default` (or its own `name`).
+    // A file with one `paynet:` section: named `default` (or its own `name`).
     let config = load(&minimal_with(""), PASS_ENV).unwrap();
     assert_eq!(config.credentials().len(), 1);
     assert_eq!(config.default_credential().credential_name(), "default");
@@ -905,8 +1010,8 @@ fn a_refusal_in_a_credentials_list_points_at_its_entrys_line() {
     );
 }
 
-/// Durations that cannot work alone: a zero wait, a span past what a timestamp holds (which once stored a token
-/// and then panicked printing it), a request timeout that a login wait always runs out. Each is refused with its
+/// Durations that cannot work alone: a zero wait, a span past what a timestamp holds (a token stored with it
+/// could not be printed), a request timeout that a login wait always runs out. Each is refused with its
 /// file, line and key.
 #[test]
 fn impossible_durations_are_refused_naming_the_key() {

@@ -278,6 +278,7 @@ async fn a_replay_rejected_with_an_adopted_token_refreshes_past_it_once() {
         "T-1 rejected, T-2 (adopted) rejected, T-3 (its own login) accepted"
     );
     assert_eq!(this.logins(), 1, "one login for the call");
+    assert_logins_agree(&this);
     assert_eq!(this.stats().rejections, 2);
     assert_eq!(this.stats().replays, 2);
 

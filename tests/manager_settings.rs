@@ -209,7 +209,7 @@ fn refresh_ahead_not_shorter_than_the_usable_lifetime_is_refused() {
         &["refresh_ahead", "token_ttl", "expiry_skew"],
     );
     assert!(
-        message.contains("use 0s to turn refresh-ahead off"),
+        message.contains("`0s` turns refresh-ahead off"),
         "{message}"
     );
     manager_builder()
@@ -295,7 +295,7 @@ async fn a_window_longer_than_a_short_expires_in_allows_is_scaled_to_half_the_us
     }
 }
 
-/// A lifetime past what a timestamp holds (`"7980y"` once stored a token and then panicked printing it) is refused
+/// A lifetime past what a timestamp holds (a token stored with `"7980y"` could not be printed) is refused
 /// by the builder as by the configuration.
 #[test]
 fn lifetimes_past_a_century_are_refused() {

@@ -27,6 +27,7 @@ async fn many_concurrent_callers_share_one_login() {
     }
     assert_eq!(login.attempts(), 1);
     assert_eq!(manager.logins(), 1);
+    assert_logins_agree(&manager);
 }
 
 #[tokio::test(start_paused = true)]
@@ -58,6 +59,8 @@ async fn every_waiter_gets_the_same_login_error() {
         }
     }
     assert_eq!(login.attempts(), 1);
+    assert_eq!(manager.login_attempts(), 1);
+    assert_logins_agree(&manager);
 }
 
 #[tokio::test(start_paused = true)]
@@ -75,6 +78,8 @@ async fn login_timeout_is_a_typed_error() {
         paynet_auth::error::Chain(&error).to_string(),
         "token refresh failed: token endpoint http://gateway.test/gw/v2/user did not answer within 3s"
     );
+    assert_eq!(manager.login_attempts(), 1);
+    assert_logins_agree(&manager);
 }
 
 /// 200 callers keep calling for 10 s against a dead endpoint. With the default backoff (0.5 s, doubling, at most
@@ -125,6 +130,8 @@ async fn backoff_bounds_login_attempts_against_a_dead_endpoint() {
         manager.token(login.sender()).await.unwrap().generation(),
         Generation(1)
     );
+    assert_eq!((manager.logins(), manager.login_attempts()), (1, 6));
+    assert_logins_agree(&manager);
 }
 
 /// A store whose every operation takes a while, so that a refresh has many points at which a caller can give up.

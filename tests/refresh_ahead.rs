@@ -174,6 +174,7 @@ async fn after_a_login(gateway: &Gateway, manager: &TokenManager, logins: usize)
         manager.cached().unwrap().generation(),
         Generation(logins as u64)
     );
+    assert_logins_agree(manager);
 }
 
 #[tokio::test(start_paused = true)]
@@ -331,6 +332,8 @@ async fn two_managers_on_one_store_refresh_ahead_once_and_the_other_adopts() {
     settle().await;
     assert_eq!(gateway.logins(), 2, "one login for both instances");
     assert_eq!(a.logins() + b.logins(), 2);
+    assert_logins_agree(&a);
+    assert_logins_agree(&b);
     assert_eq!(a.cached().unwrap().generation(), Generation(2));
     assert_eq!(b.cached().unwrap().generation(), Generation(2));
 }

@@ -74,7 +74,7 @@ fn lease_must_cover_the_login_and_two_operations_of_the_operation_timeout() {
         "{message}"
     );
     assert!(
-        message.contains("(5s, the bound of one store operation"),
+        message.contains("(5s) (the bound of one store operation"),
         "{message}"
     );
 

@@ -25,8 +25,10 @@ use serde::{Deserialize, Deserializer};
 
 use crate::error::ConfigError;
 use crate::exchange::{DEFAULT_INSPECT_LIMIT, DEFAULT_MAX_REQUEST_BODY, PAYNET_REJECTION_CODE};
+use crate::redact;
 use crate::token::PaynetLogin;
 use crate::token::defaults;
+use crate::token::rules::{self, Breach, Setting};
 use crate::token::source::DEFAULT_LOGIN_PATH;
 
 /// The whole configuration file.
@@ -144,7 +146,7 @@ impl Config {
                 reason: "no credential: write a `paynet:` section, or a `credentials:` list".into(),
             });
         }
-        if let Some(refusal) = self.paynet.as_ref().and_then(PaynetConfig::refusal) {
+        if let Some(refusal) = self.paynet.as_ref().and_then(|p| p.refusal("paynet")) {
             return Some(refusal);
         }
         let mut seen: Vec<&str> = self.paynet.iter().map(|p| p.credential_name()).collect();
@@ -172,11 +174,10 @@ impl Config {
                 });
             }
             seen.push(name);
-            if let Some(refusal) = credential.refusal() {
-                let rename = |text: &str| text.replace("paynet.", &format!("{at}."));
+            if let Some(refusal) = credential.refusal(&at) {
                 return Some(Refusal {
-                    fields: refusal.fields.iter().map(|f| rename(f)).collect(),
-                    reason: format!("credential `{name}`: {}", rename(&refusal.reason)),
+                    fields: refusal.fields,
+                    reason: format!("credential `{name}`: {}", refusal.reason),
                 });
             }
         }
@@ -228,8 +229,9 @@ pub struct PaynetConfig {
     #[serde(default)]
     pub name: Option<String>,
     /// The gateway root; request paths are relative to it (`https://gateway.example/gw`). An `http` or `https`
-    /// URL with a host: anything else is refused where it is read, with its line and column.
-    #[serde(deserialize_with = "gateway_url")]
+    /// URL with a host: anything else is refused when the configuration is checked (a URL without a scheme or
+    /// host would only fail when the first request is built), naming the key as the file spells it
+    /// (`credentials[1].base_url`) and its line.
     pub base_url: String,
     /// The login method's path below the root. Defaults to `/v2/user`.
     #[serde(default = "default_login_path")]
@@ -365,7 +367,7 @@ pub enum TokenFieldConfig {
     /// `params.token`.
     #[default]
     Params,
-    /// A top-level `token`, as the ticket writes it.
+    /// A top-level `token`, beside `method` and `params`.
     TopLevel,
 }
 
@@ -431,7 +433,7 @@ impl Default for StoreConfig {
 impl fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StoreConfig")
-            .field("url", &redact_url(&self.url))
+            .field("url", &redact::url(&self.url))
             .field(
                 "encryption_key",
                 &self.encryption_key.as_ref().map(|_| "****"),
@@ -466,14 +468,10 @@ impl fmt::Debug for PaynetConfig {
             .field("rejection_code", &self.rejection_code)
             .field("store", &self.store)
             .field("tls", &self.tls)
-            .field("proxy", &self.proxy.as_deref().map(redact_url))
+            .field("proxy", &self.proxy.as_deref().map(redact::url))
             .finish_non_exhaustive()
     }
 }
-
-/// A URL with its secrets replaced by `****`: the project's one redactor, [`crate::redact::url`], under the name
-/// this module has always offered.
-pub use crate::redact::url as redact_url;
 
 fn default_login_path() -> String {
     DEFAULT_LOGIN_PATH.to_owned()
@@ -514,32 +512,23 @@ fn default_connect_timeout() -> Duration {
     crate::store::StoreOptions::default().connect_timeout
 }
 
-// A URL without a scheme or host would only fail when the first request is built; refusing it where it is read
-// gives the operator its line and column.
-fn gateway_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
-    let url = String::deserialize(deserializer)?;
-    check_gateway_url(&url)
-        .map_err(|reason| serde::de::Error::custom(format!("`paynet.base_url` {reason}")))?;
-    Ok(url)
-}
-
 fn check_gateway_url(url: &str) -> Result<(), String> {
     let expected = "must be an http(s) URL with a host, such as \"https://gateway.example/gw\"";
     let uri: http::Uri = url
         .parse()
-        .map_err(|e| format!("{expected}, found \"{}\" ({e})", redact_url(url)))?;
+        .map_err(|e| format!("{expected}, found \"{}\" ({e})", redact::url(url)))?;
     if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
         // Printed in errors and stored in the credential key if accepted; it is never what a gateway wants.
         return Err(format!(
             "must not hold credentials (found \"{}\"): the gateway's own are `username` and `password`, a \
              proxy's go in `proxy`",
-            redact_url(url)
+            redact::url(url)
         ));
     }
     if uri.query().is_some() || url.contains('#') {
         return Err(format!(
             "{expected}, found \"{}\" (no query or fragment: request paths are appended to it)",
-            redact_url(url)
+            redact::url(url)
         ));
     }
     // `http::Uri` keeps a port it cannot read as a `u16` (`:99999`) without a word: read it from the text.
@@ -551,7 +540,7 @@ fn check_gateway_url(url: &str) -> Result<(), String> {
         {
             return Err(format!(
                 "{expected}, found \"{}\" (port `{port}` is not between 1 and 65535)",
-                redact_url(url)
+                redact::url(url)
             ));
         }
     }
@@ -574,7 +563,7 @@ fn check_login_path(path: &str) -> Result<(), String> {
     if path.contains("://") {
         return Err(format!(
             "{expected}, found a whole URL \"{}\": the gateway root goes in `base_url`",
-            redact_url(path)
+            redact::url(path)
         ));
     }
     if !path.starts_with('/') {
@@ -595,7 +584,7 @@ fn check_login_path(path: &str) -> Result<(), String> {
 /// percent-encoded, or the proxy would be sent part of the password as its user name, or be looked for at a host
 /// made of it.
 pub(crate) fn check_proxy_url(url: &str) -> Result<(), String> {
-    let shown = redact_url(url);
+    let shown = redact::url(url);
     let expected = "must be an http:// URL of the proxy, such as \"http://proxy.internal:3128\" or \
                     \"http://user:password@proxy.internal:3128\"";
     let uri: http::Uri = url
@@ -638,6 +627,20 @@ pub(crate) struct Refusal {
 }
 
 impl Refusal {
+    /// A refusal of one field, the reason following its name.
+    fn single(field: String, reason: String) -> Self {
+        Self {
+            reason: format!("`{field}` {reason}"),
+            fields: vec![field],
+        }
+    }
+
+    /// The refusal of a broken timing rule, each setting called what `name` calls it.
+    fn of(breach: &Breach, name: impl Fn(Setting) -> String) -> Self {
+        let (fields, reason) = breach.describe(name);
+        Self { fields, reason }
+    }
+
     /// The error refusing these fields of the configuration read from `origin`.
     fn at(self, origin: &str) -> ConfigError {
         ConfigError::Refused {
@@ -734,232 +737,177 @@ impl PaynetConfig {
     ///     if fields == &["paynet.token_ttl", "paynet.expiry_skew"]));
     /// ```
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
-        self.refusal()
+        self.refusal("paynet")
             .map_or(Ok(()), |refusal| Err(refusal.at(origin)))
     }
 
-    /// The first setting (or combination) that cannot work.
-    pub(crate) fn refusal(&self) -> Option<Refusal> {
+    /// The first setting (or combination) that cannot work, its fields named below `at` (`paynet`,
+    /// `credentials[2]`).
+    pub(crate) fn refusal(&self, at: &str) -> Option<Refusal> {
+        self.url_refusal(at)
+            .or_else(|| {
+                self.timing_breach()
+                    .map(|breach| Refusal::of(&breach, |s| self.yaml_name(at, s)))
+            })
+            .or_else(|| self.store_refusal(at))
+            .or_else(|| {
+                self.lease_breach()
+                    .map(|breach| Refusal::of(&breach, |s| self.yaml_name(at, s)))
+            })
+            .or_else(|| self.wire_refusal(at))
+            .or_else(|| self.key_refusal(at))
+    }
+
+    /// A `base_url` or `login_path` that cannot be joined into the URLs of calls and logins.
+    fn url_refusal(&self, at: &str) -> Option<Refusal> {
         if let Err(reason) = check_gateway_url(&self.base_url) {
-            return Some(Refusal {
-                fields: owned(&["paynet.base_url"]),
-                reason: format!("`paynet.base_url` {reason}"),
-            });
+            return Some(Refusal::single(format!("{at}.base_url"), reason));
         }
-        if let Some(refusal) = self.timing_refusal() {
-            return Some(refusal);
-        }
-        if let Some(ttl) = self.token_ttl
-            && ttl <= self.expiry_skew
-        {
-            return Some(Refusal {
-                fields: owned(&["paynet.token_ttl", "paynet.expiry_skew"]),
-                reason: format!(
-                    "`paynet.token_ttl` ({}) must be longer than `paynet.expiry_skew` ({}): a token is not used \
-                     during its last expiry_skew, so it would never be used and every call would log in",
-                    humantime::format_duration(ttl),
-                    humantime::format_duration(self.expiry_skew),
-                ),
-            });
-        }
-        if let (Some(ttl), Some(window)) = (self.token_ttl, self.refresh_ahead)
-            && !window.is_zero()
-            && window >= ttl.saturating_sub(self.expiry_skew)
-        {
-            return Some(Refusal {
-                fields: owned(&[
-                    "paynet.refresh_ahead",
-                    "paynet.token_ttl",
-                    "paynet.expiry_skew",
-                ]),
-                reason: format!(
-                    "`paynet.refresh_ahead` ({}) must be shorter than `paynet.token_ttl` ({}) less \
-                     `paynet.expiry_skew` ({}): every token would be refreshed as soon as it arrived; `0s` turns \
-                     refresh-ahead off",
-                    humantime::format_duration(window),
-                    humantime::format_duration(ttl),
-                    humantime::format_duration(self.expiry_skew),
-                ),
-            });
-        }
-        if self.store.pool_size == 0 {
-            return Some(Refusal {
-                fields: owned(&["paynet.store.pool_size"]),
-                reason: "`paynet.store.pool_size` must be at least 1: a store without connections cannot answer"
-                    .into(),
-            });
-        }
-        for (field, timeout) in [
-            (
-                "paynet.store.connect_timeout",
-                Some(self.store.connect_timeout),
-            ),
-            (
-                "paynet.store.operation_timeout",
-                self.store.operation_timeout,
-            ),
-        ] {
-            if timeout.is_some_and(|t| t.is_zero()) {
-                return Some(Refusal {
-                    fields: owned(&[field]),
-                    reason: format!(
-                        "`{field}` must be more than zero: every store operation would fail at once"
-                    ),
-                });
-            }
-        }
-        let in_memory = matches!(self.store.url.trim(), "memory:" | "memory://");
-        // One store operation's bound: `operation_timeout`, which defaults to `connect_timeout`; the field named is
-        // the one that sets it.
-        let (timeout_field, store_timeout) = match self.store.operation_timeout {
-            _ if in_memory => ("", Duration::ZERO),
-            Some(timeout) => ("paynet.store.operation_timeout", timeout),
-            None => ("paynet.store.connect_timeout", self.store.connect_timeout),
-        };
-        if self.lease_ttl
-            <= self
-                .login_timeout
-                .saturating_add(store_timeout.saturating_mul(2))
-        {
-            let (fields, store_part) = if in_memory {
-                (
-                    owned(&["paynet.lease_ttl", "paynet.login_timeout"]),
-                    String::new(),
-                )
-            } else {
-                (
-                    owned(&["paynet.lease_ttl", "paynet.login_timeout", timeout_field]),
-                    format!(
-                        " plus twice `{timeout_field}` ({}, the bound of one store operation: the re-read before \
-                         and the save after the login are made under the lease too)",
-                        humantime::format_duration(store_timeout)
-                    ),
-                )
-            };
-            return Some(Refusal {
-                fields,
-                reason: format!(
-                    "`paynet.lease_ttl` ({}) must be longer than `paynet.login_timeout` ({}){store_part}, or a \
-                     second instance could log in while the first is still logging in",
-                    humantime::format_duration(self.lease_ttl),
-                    humantime::format_duration(self.login_timeout),
-                ),
-            });
-        }
-        if let Some(refusal) = self.wire_refusal() {
-            return Some(refusal);
-        }
-        if let Some(key) = &self.store.encryption_key
-            && let Err(problem) = check_encryption_key(key)
-        {
-            return Some(Refusal {
-                fields: owned(&["paynet.store.encryption_key"]),
-                reason: format!(
-                    "`paynet.store.encryption_key` must be base64 of 32 bytes, got {problem}; make one with \
-                     `openssl rand -base64 32`"
-                ),
-            });
+        if let Err(reason) = check_login_path(&self.login_path) {
+            return Some(Refusal::single(format!("{at}.login_path"), reason));
         }
         None
     }
 
-    /// The login path, and the durations that cannot work alone: zero where a wait must be positive, a span past
-    /// what a timestamp holds, a request timeout that a login wait would always run out.
-    fn timing_refusal(&self) -> Option<Refusal> {
-        if let Err(reason) = check_login_path(&self.login_path) {
-            return Some(Refusal {
-                fields: owned(&["paynet.login_path"]),
-                reason: format!("`paynet.login_path` {reason}"),
-            });
-        }
-        for (field, value) in [
-            ("paynet.login_timeout", self.login_timeout),
-            ("paynet.request_timeout", self.request_timeout),
-            ("paynet.lease_ttl", self.lease_ttl),
-            ("paynet.store.connect_timeout", self.store.connect_timeout),
-        ] {
-            if value.is_zero() {
-                return Some(Refusal {
-                    fields: owned(&[field]),
-                    reason: format!("`{field}` must be longer than 0s"),
-                });
-            }
-        }
-        for (field, value) in [
-            ("paynet.token_ttl", self.token_ttl),
-            ("paynet.expiry_skew", Some(self.expiry_skew)),
-            ("paynet.refresh_ahead", self.refresh_ahead),
-            ("paynet.login_timeout", Some(self.login_timeout)),
-            ("paynet.request_timeout", Some(self.request_timeout)),
-            ("paynet.lease_ttl", Some(self.lease_ttl)),
+    /// The first timing rule (see [`crate::token::rules`]) these settings break, but the lease's, which needs the
+    /// store settings checked first.
+    fn timing_breach(&self) -> Option<Breach> {
+        let positive = [
+            (Setting::LoginTimeout, self.login_timeout),
+            (Setting::RequestTimeout, self.request_timeout),
+            (Setting::LeaseTtl, self.lease_ttl),
+            (Setting::StoreConnectTimeout, self.store.connect_timeout),
+        ]
+        .into_iter()
+        .map(|(setting, value)| rules::positive(setting, value));
+        let spans = [
+            (Setting::TokenTtl, self.token_ttl),
+            (Setting::ExpirySkew, Some(self.expiry_skew)),
+            (Setting::RefreshAhead, self.refresh_ahead),
+            (Setting::LoginTimeout, Some(self.login_timeout)),
+            (Setting::RequestTimeout, Some(self.request_timeout)),
+            (Setting::LeaseTtl, Some(self.lease_ttl)),
             (
-                "paynet.store.connect_timeout",
+                Setting::StoreConnectTimeout,
                 Some(self.store.connect_timeout),
             ),
-        ] {
-            if let Some(value) = value
-                && value > MAX_SPAN
-            {
-                return Some(Refusal {
-                    fields: owned(&[field]),
-                    reason: format!(
-                        "`{field}` ({}) is longer than 100 years: an instant that far ahead cannot be kept or printed \
-                         as a timestamp",
-                        humantime::format_duration(value),
-                    ),
-                });
-            }
+        ]
+        .into_iter()
+        .map(|(setting, value)| rules::within_span(setting, value));
+        positive
+            .chain(spans)
+            .chain([
+                rules::request_outlasts_login(self.request_timeout, self.login_timeout),
+                rules::token_outlives_skew(self.token_ttl, self.expiry_skew),
+                rules::window_fits_life(self.refresh_ahead, self.token_ttl, self.expiry_skew),
+            ])
+            .flatten()
+            .next()
+    }
+
+    /// The lease rule, with the bound of one store operation: `operation_timeout`, which defaults to
+    /// `connect_timeout`; none for a `memory:` store, which has no connection to wait for.
+    fn lease_breach(&self) -> Option<Breach> {
+        let store_timeout = (!crate::store::is_memory_url(&self.store.url)).then(|| {
+            self.store
+                .operation_timeout
+                .unwrap_or(self.store.connect_timeout)
+        });
+        rules::lease_covers_login(self.lease_ttl, self.login_timeout, store_timeout)
+    }
+
+    /// A store without connections, or whose every operation would fail at once.
+    fn store_refusal(&self, at: &str) -> Option<Refusal> {
+        if self.store.pool_size == 0 {
+            return Some(Refusal::single(
+                format!("{at}.store.pool_size"),
+                "must be at least 1: a store without connections cannot answer".into(),
+            ));
         }
-        if self.request_timeout <= self.login_timeout {
-            return Some(Refusal {
-                fields: owned(&["paynet.request_timeout", "paynet.login_timeout"]),
-                reason: format!(
-                    "`paynet.request_timeout` ({}) must be longer than `paynet.login_timeout` ({}): a call that \
-                     waits for a login would always run out first, and report its own timeout instead of the login's",
-                    humantime::format_duration(self.request_timeout),
-                    humantime::format_duration(self.login_timeout),
-                ),
-            });
+        if self.store.operation_timeout.is_some_and(|t| t.is_zero()) {
+            return Some(Refusal::single(
+                format!("{at}.store.operation_timeout"),
+                "must be more than zero: every store operation would fail at once".into(),
+            ));
         }
         None
+    }
+
+    /// An encryption key that is not base64 of 32 bytes.
+    fn key_refusal(&self, at: &str) -> Option<Refusal> {
+        let problem = check_encryption_key(self.store.encryption_key.as_ref()?).err()?;
+        Some(Refusal::single(
+            format!("{at}.store.encryption_key"),
+            format!(
+                "must be base64 of 32 bytes, got {problem}; make one with `openssl rand -base64 32`"
+            ),
+        ))
+    }
+
+    /// What the file calls a setting of the section at `at`. The bound of one store operation is named by the key
+    /// that sets it: `operation_timeout`, or `connect_timeout` when that is left to its default.
+    fn yaml_name(&self, at: &str, setting: Setting) -> String {
+        let key = match setting {
+            Setting::TokenTtl => "token_ttl",
+            Setting::ExpirySkew => "expiry_skew",
+            Setting::RefreshAhead => "refresh_ahead",
+            Setting::LoginTimeout => "login_timeout",
+            Setting::RequestTimeout => "request_timeout",
+            Setting::LeaseTtl => "lease_ttl",
+            Setting::PollInterval => "poll_interval",
+            Setting::BackoffInitial => "backoff_initial",
+            Setting::BackoffMax => "backoff_max",
+            Setting::StoreOperationTimeout if self.store.operation_timeout.is_some() => {
+                "store.operation_timeout"
+            }
+            Setting::StoreOperationTimeout | Setting::StoreConnectTimeout => {
+                "store.connect_timeout"
+            }
+        };
+        format!("{at}.{key}")
     }
 
     /// The `tls` files and the `proxy` URL: files that cannot be read or are not what their key says, a client
     /// certificate without its key, a proxy URL that is not `http://host:port`.
-    fn wire_refusal(&self) -> Option<Refusal> {
+    fn wire_refusal(&self, at: &str) -> Option<Refusal> {
         if let Some(proxy) = &self.proxy
             && let Err(reason) = check_proxy_url(proxy)
         {
-            return Some(Refusal {
-                fields: owned(&["paynet.proxy"]),
-                reason: format!("`paynet.proxy` {reason}"),
-            });
+            return Some(Refusal::single(format!("{at}.proxy"), reason));
         }
         let tls = &self.tls;
         match (&tls.client_cert, &tls.client_key) {
             (Some(_), None) | (None, Some(_)) => {
                 return Some(Refusal {
-                    fields: owned(&["paynet.tls.client_cert", "paynet.tls.client_key"]),
-                    reason: "`paynet.tls.client_cert` and `paynet.tls.client_key` go together: set both (the \
-                             certificate chain and its private key) or neither"
-                        .into(),
+                    fields: vec![
+                        format!("{at}.tls.client_cert"),
+                        format!("{at}.tls.client_key"),
+                    ],
+                    reason: format!(
+                        "`{at}.tls.client_cert` and `{at}.tls.client_key` go together: set both (the certificate \
+                         chain and its private key) or neither"
+                    ),
                 });
             }
             _ => {}
         }
         if !tls.default_roots && tls.ca_file.is_none() {
             return Some(Refusal {
-                fields: owned(&["paynet.tls.default_roots", "paynet.tls.ca_file"]),
-                reason: "`paynet.tls.default_roots` is false and no `paynet.tls.ca_file` is set: no server \
-                         certificate could be trusted"
-                    .into(),
+                fields: vec![
+                    format!("{at}.tls.default_roots"),
+                    format!("{at}.tls.ca_file"),
+                ],
+                reason: format!(
+                    "`{at}.tls.default_roots` is false and no `{at}.tls.ca_file` is set: no server certificate \
+                     could be trusted"
+                ),
             });
         }
         #[cfg(feature = "tls")]
         {
             let file_refusal = |field: &str, error: crate::tls::PemFileError| Refusal {
-                fields: vec![format!("paynet.tls.{field}")],
-                reason: format!("`paynet.tls.{field}`: {error}"),
+                fields: vec![format!("{at}.tls.{field}")],
+                reason: format!("`{at}.tls.{field}`: {error}"),
             };
             if let Some(ca) = &tls.ca_file
                 && let Err(error) = crate::tls::read_certificates(ca)

@@ -83,13 +83,24 @@ impl Default for StoreOptions {
     }
 }
 
+/// Whether a store URL names a [`MemoryStore`] (`memory:` or `memory://`) rather than a database.
+pub(crate) fn is_memory_url(url: &str) -> bool {
+    matches!(url.trim(), "memory:" | "memory://")
+}
+
+/// Longest credential key and lease owner a store holds, in bytes: the tables' `VARCHAR(255)`. The manager keeps
+/// its keys within it, and the database store checks both up front so that every backend refuses the same keys,
+/// rather than PostgreSQL failing, SQLite accepting and a non-strict MySQL truncating (which would let two keys
+/// share a row).
+pub(crate) const MAX_KEY_BYTES: usize = 255;
+
 /// Opens the store a URL names: `memory:` for a [`MemoryStore`], otherwise a database (see `DieselStore` for the
 /// URL forms), whose tables are then created if missing.
 ///
 /// Unlike `DieselStore::connect`, this fails when the database cannot be reached now (the migrations need it). A
 /// service that must start while its database is down can call `DieselStore::connect` and `migrate` later itself.
 pub async fn connect(url: &str, options: StoreOptions) -> Result<Arc<dyn TokenStore>, StoreError> {
-    if matches!(url.trim(), "memory:" | "memory://") {
+    if is_memory_url(url) {
         return Ok(Arc::new(MemoryStore::new()));
     }
     #[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]

@@ -1,12 +1,13 @@
 //! Tokens: the sources that log in, and the manager that caches and refreshes.
 //!
 //! The stored form of a token ([`TokenRecord`], [`Generation`], [`LoginMeta`]) lives in [`record`](crate::record),
-//! which the stores use too; it is re-exported here under its former paths.
+//! which the stores use too; it is re-exported here beside the tokens it describes.
 
 mod active;
 mod coalesce;
 mod grant;
 mod manager;
+pub(crate) mod rules;
 pub mod source;
 
 pub use crate::record::{Generation, LoginMeta, TokenRecord, fingerprint};

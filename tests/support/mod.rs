@@ -27,6 +27,22 @@ pub const BASE: &str = "http://gateway.test/gw";
 pub type MockRequest = Request<Full<Bytes>>;
 pub type MockResponse = Response<Full<Bytes>>;
 
+/// Asserts that the manager's login counts and its [`stats`](TokenManager::stats) agree: `logins()` is the count of
+/// successful logins, `login_attempts()` the sum of every outcome.
+pub fn assert_logins_agree(manager: &TokenManager) {
+    let stats = manager.stats();
+    assert_eq!(
+        manager.logins(),
+        stats.logins_ok,
+        "logins() against {stats}"
+    );
+    assert_eq!(
+        manager.login_attempts(),
+        stats.logins_ok + stats.logins_refused + stats.logins_unavailable + stats.logins_timeout,
+        "login_attempts() against {stats}"
+    );
+}
+
 /// A manager builder for the mock gateway at [`BASE`], deterministic (no jitter).
 pub fn manager_builder() -> TokenManagerBuilder {
     TokenManager::builder(PaynetLogin::new(BASE, USERNAME, PASSWORD.into(), TERMINAL))

@@ -6,8 +6,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use std::sync::Arc;
 
-use paynet_auth::config::{PaynetConfig, redact_url};
+use paynet_auth::config::PaynetConfig;
 use paynet_auth::error::SetupError;
+use paynet_auth::redact;
 use paynet_auth::setup::Stack;
 use paynet_auth::store::MemoryStore;
 use paynet_auth::token::{LoginSender, TokenRecord};
@@ -125,7 +126,7 @@ fn unopened(config: &PaynetConfig, cause: &str) -> Result<ExitCode, String> {
     let manager = offline.manager();
     outln!("credential: {}", manager.name())?;
     outln!("key:        {}", manager.credential_key())?;
-    outln!("store:      {}", redact_url(&config.store.url))?;
+    outln!("store:      {}", redact::url(&config.store.url))?;
     outln!("token:      unknown: {cause}")?;
     outln!("lease:      unknown: the store could not be opened")?;
     Ok(ExitCode::FAILURE)
@@ -223,7 +224,7 @@ pub(crate) async fn migrate(config_path: &Path) -> Result<ExitCode, String> {
                 // Names the store, password hidden, whatever failed: a URL the store refused as well as one it
                 // could not reach.
                 crate::one_line(&SetupError::Store {
-                    url: redact_url(&credential.store.url),
+                    url: redact::url(&credential.store.url),
                     source,
                 })
             })?;

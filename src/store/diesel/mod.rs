@@ -17,6 +17,7 @@ use async_trait::async_trait;
 
 use self::pool::{LastError, Pools, build_pool};
 use self::url::Target;
+use super::MAX_KEY_BYTES;
 use super::cipher::KeyRing;
 use super::{LeaseInfo, StoreOptions, TokenStore};
 use crate::error::StoreError;
@@ -37,11 +38,6 @@ mod sqlite;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod tls;
 mod url;
-
-/// Longest credential key and lease owner the tables hold (`VARCHAR(255)`). Checked up front so that every backend
-/// refuses the same keys, rather than PostgreSQL failing, SQLite accepting and a non-strict MySQL truncating (which
-/// would let two keys share a row).
-const MAX_KEY_BYTES: usize = 255;
 
 /// Longest lease the store records: keeps `now + ttl` far from overflowing a `BIGINT` on every backend.
 const MAX_TTL_MS: i64 = 100 * 365 * 24 * 3600 * 1000;

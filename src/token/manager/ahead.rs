@@ -36,10 +36,11 @@ impl TokenManager {
         login: impl FnOnce() -> LoginSender,
     ) {
         let inner = &self.inner;
-        let not_before = inner.background.load(Ordering::Acquire);
+        let not_before = inner.cache.background.load(Ordering::Acquire);
         if not_before == RUNNING
             || inner.since_epoch_ms(Instant::now()) < not_before
             || inner
+                .cache
                 .background
                 .compare_exchange(not_before, RUNNING, Ordering::AcqRel, Ordering::Acquire)
                 .is_err()
@@ -59,7 +60,7 @@ impl TokenManager {
                     Ok(_) => 0,
                     Err(_) => manager.inner.next_attempt_ms(),
                 };
-                manager.inner.background.store(next, Ordering::Release);
+                manager.inner.cache.background.store(next, Ordering::Release);
             }
             .instrument(span),
         );
@@ -68,7 +69,8 @@ impl TokenManager {
 
 impl Inner {
     fn since_epoch_ms(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(RUNNING - 1)
+        u64::try_from(at.saturating_duration_since(self.cache.epoch).as_millis())
+            .unwrap_or(RUNNING - 1)
     }
 
     /// When a refresh may next be tried after one failed: when the login's backoff ends, or after the initial
@@ -82,7 +84,7 @@ impl Inner {
 
     /// Whether `generation` is being served past its lifetime.
     pub(super) fn is_served_stale(&self, generation: Generation) -> bool {
-        self.serving_stale.load(Ordering::Relaxed) == generation.0.saturating_add(1)
+        self.cache.serving_stale.load(Ordering::Relaxed) == generation.0.saturating_add(1)
     }
 
     /// After the refresh of a token past its lifetime failed with `error`: that token, when static stability is
@@ -100,7 +102,7 @@ impl Inner {
             return Err(error);
         }
         let marker = token.generation().0.saturating_add(1);
-        if self.serving_stale.swap(marker, Ordering::Relaxed) != marker {
+        if self.cache.serving_stale.swap(marker, Ordering::Relaxed) != marker {
             warn!(
                 key = %self.key,
                 generation = token.generation().0,
@@ -113,11 +115,12 @@ impl Inner {
         // The hot path now hands this token out and refreshes in the background, but not before the backoff
         // ends: the failed login was this caller's.
         let next = self.next_attempt_ms();
-        let _ = self
-            .background
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
-                (current != RUNNING).then_some(next)
-            });
+        let _ =
+            self.cache
+                .background
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
+                    (current != RUNNING).then_some(next)
+                });
         Ok(token)
     }
 }

@@ -32,7 +32,11 @@ pub(super) struct Degraded {
 
 impl Inner {
     pub(super) fn check_backoff(&self) -> Result<(), FlightResult> {
-        let failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        let failure = self
+            .backoff
+            .failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(failure) = failure.as_ref() {
             let now = Instant::now();
             if now < failure.until {
@@ -48,7 +52,11 @@ impl Inner {
     }
 
     pub(super) fn record_failure(&self, cause: &Arc<LoginError>) -> (Duration, SystemTime) {
-        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        let mut failure = self
+            .backoff
+            .failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let consecutive = failure.as_ref().map_or(1, |f| f.consecutive + 1);
         self.pause_after(&mut failure, cause, consecutive)
     }
@@ -60,25 +68,26 @@ impl Inner {
     /// in between notwithstanding, until a call is accepted. Tokens adopted from the store are not counted here: another
     /// instance's token may have been ended by a later login, which one refresh past it cures.
     pub(super) fn rejected_at_once(&self, rejected: Generation) {
-        let current = self.current.load();
+        let current = self.cache.current.load();
         let Some(token) = current.as_ref() else {
             return;
         };
         if token.generation() != rejected
             || token.record().written_by != self.owner
-            || self.accepted.load(Ordering::Relaxed) >= rejected.0
+            || self.cache.accepted.load(Ordering::Relaxed) >= rejected.0
         {
             return;
         }
         // Once per generation, however many callers meet the rejection.
         if self
+            .backoff
             .counted_at_once
             .fetch_max(rejected.0, Ordering::Relaxed)
             >= rejected.0
         {
             return;
         }
-        let consecutive = self.dead_on_arrival.fetch_add(1, Ordering::Relaxed) + 1;
+        let consecutive = self.backoff.dead_on_arrival.fetch_add(1, Ordering::Relaxed) + 1;
         self.counters.login_rejected_at_once();
         if consecutive == 1 {
             // One such token can be bad luck (an expiry, a restart of the gateway between the login and the first
@@ -94,7 +103,11 @@ impl Inner {
             generation: rejected.0,
         });
         let (pause, retry_at) = {
-            let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+            let mut failure = self
+                .backoff
+                .failure
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             self.pause_after(&mut failure, &cause, consecutive - 1)
         };
         warn!(
@@ -109,9 +122,11 @@ impl Inner {
     /// rather than a failed login. One relaxed load on the hot path; a write once per generation.
     #[inline]
     pub(super) fn accepted(&self, generation: Generation) {
-        if self.accepted.load(Ordering::Relaxed) < generation.0 {
-            self.accepted.fetch_max(generation.0, Ordering::Relaxed);
-            self.dead_on_arrival.store(0, Ordering::Relaxed);
+        if self.cache.accepted.load(Ordering::Relaxed) < generation.0 {
+            self.cache
+                .accepted
+                .fetch_max(generation.0, Ordering::Relaxed);
+            self.backoff.dead_on_arrival.store(0, Ordering::Relaxed);
         }
     }
 
@@ -141,7 +156,11 @@ impl Inner {
     /// When the next login may be tried (on the injected wall clock) and the failure that waits, while a failed
     /// login backs off.
     pub(super) fn backoff(&self) -> Option<(SystemTime, Arc<LoginError>)> {
-        let failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        let failure = self
+            .backoff
+            .failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         failure
             .as_ref()
             .filter(|f| Instant::now() < f.until)
@@ -150,7 +169,11 @@ impl Inner {
 
     /// When the backoff after the last failed login ends, if it has not yet.
     pub(super) fn backoff_until(&self) -> Option<Instant> {
-        let failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        let failure = self
+            .backoff
+            .failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         failure
             .as_ref()
@@ -159,12 +182,20 @@ impl Inner {
     }
 
     pub(super) fn clear_failure(&self) {
-        *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *self
+            .backoff
+            .failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// How long until the next login without the lease is allowed, if that is not yet.
     pub(super) fn degraded_wait(&self) -> Option<Duration> {
-        let degraded = self.degraded.lock().unwrap_or_else(|e| e.into_inner());
+        let degraded = self
+            .backoff
+            .degraded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         degraded
             .as_ref()
@@ -175,7 +206,11 @@ impl Inner {
     /// Counts a login without the lease: the next one waits `backoff_initial`, doubled after each further one up
     /// to `backoff_max`, until the store answers again.
     pub(super) fn degraded_login(&self) -> Duration {
-        let mut degraded = self.degraded.lock().unwrap_or_else(|e| e.into_inner());
+        let mut degraded = self
+            .backoff
+            .degraded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let consecutive = degraded.as_ref().map_or(1, |d| d.consecutive + 1);
         let pause = self
             .settings
@@ -190,7 +225,11 @@ impl Inner {
     }
 
     pub(super) fn store_answered(&self) {
-        let mut degraded = self.degraded.lock().unwrap_or_else(|e| e.into_inner());
+        let mut degraded = self
+            .backoff
+            .degraded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if degraded.is_some() {
             *degraded = None;
         }

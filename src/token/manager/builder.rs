@@ -2,18 +2,21 @@
 //! work together, and the credential key and lease owner a manager gets when none is given.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 
 use super::generation::owner_salt;
-use super::{CountedStore, Counters, Inner, Settings, TokenManager};
+use super::{
+    BackoffState, Cache, CountedStore, Counters, Inner, Leasing, SaidOnce, Settings, TokenManager,
+};
 use crate::clock::{Clock, Jitter, RandomJitter, SystemClock};
 use crate::error::ConfigError;
-use crate::store::{MemoryStore, TokenStore};
+use crate::store::{MAX_KEY_BYTES, MemoryStore, TokenStore};
 use crate::token::coalesce::Coalesce;
+use crate::token::rules::{self, Breach, Setting};
 use crate::token::source::TokenSource;
 
 /// Defaults for [`TokenManagerBuilder`].
@@ -219,157 +222,119 @@ impl TokenManagerBuilder {
     /// - a `lease_ttl` not longer than `login_timeout` plus twice the store's
     ///   [`operation_timeout`](TokenStore::operation_timeout) (the re-read before and the save after the login
     ///   happen under the lease too; a shorter lease lets a second instance log in while the first still
-    ///   holds a login in flight).
+    ///   holds a login in flight);
+    /// - a `login_timeout` or `poll_interval` of zero, a duration longer than 100 years
+    ///   ([`MAX_SPAN`](crate::config::MAX_SPAN)), a `backoff_initial` longer than `backoff_max` (the two arguments
+    ///   of [`backoff`](Self::backoff)).
+    ///
+    /// The configuration's checks apply the same rules, under the names of the file.
     pub fn build(self) -> Result<TokenManager, ConfigError> {
         let clock = self
             .clock
+            .clone()
             .unwrap_or_else(|| Arc::new(SystemClock::new()) as Arc<dyn Clock>);
         let store = self
             .store
+            .clone()
             .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(Arc::clone(&clock))));
-        let s = &self.settings;
-        for (field, value) in [
-            ("token_ttl", s.token_ttl),
-            ("expiry_skew", Some(s.expiry_skew)),
-            ("refresh_ahead", s.refresh_ahead),
-            ("login_timeout", Some(s.login_timeout)),
-            ("lease_ttl", Some(s.lease_ttl)),
-        ] {
-            if let Some(value) = value
-                && value > crate::config::MAX_SPAN
-            {
-                return Err(refused(
-                    &[field],
-                    format!(
-                        "{field} ({value:?}) is longer than 100 years: an instant that far ahead cannot be kept or \
-                         printed as a timestamp"
-                    ),
-                ));
-            }
-        }
-        if let Some(ttl) = s.token_ttl
-            && ttl <= s.expiry_skew
-        {
-            return Err(refused(
-                &["token_ttl", "expiry_skew"],
-                format!(
-                    "token_ttl ({ttl:?}) must be longer than expiry_skew ({:?}): a token is not used during its \
-                     last expiry_skew, so it would never be used and every call would log in",
-                    s.expiry_skew
-                ),
-            ));
-        }
-        if let (Some(ttl), Some(window)) = (s.token_ttl, s.refresh_ahead)
-            && !window.is_zero()
-            && window >= ttl.saturating_sub(s.expiry_skew)
-        {
-            return Err(refused(
-                &["refresh_ahead", "token_ttl", "expiry_skew"],
-                format!(
-                    "refresh_ahead ({window:?}) must be shorter than token_ttl ({ttl:?}) less expiry_skew ({:?}): \
-                     every token would be refreshed as soon as it arrived; use 0s to turn refresh-ahead off",
-                    s.expiry_skew
-                ),
-            ));
-        }
-        let store_timeout = store.operation_timeout().unwrap_or(Duration::ZERO);
-        let lease_needs = s
-            .login_timeout
-            .saturating_add(store_timeout.saturating_mul(2));
-        if s.lease_ttl <= lease_needs {
-            let (fields, store_part): (&[&str], String) = if store_timeout.is_zero() {
-                (&["lease_ttl", "login_timeout"], String::new())
-            } else {
-                (
-                    &[
-                        "lease_ttl",
-                        "login_timeout",
-                        "StoreOptions::operation_timeout",
-                    ],
-                    format!(
-                        " plus twice the operation timeout of {} ({store_timeout:?}, StoreOptions::operation_timeout, \
-                         which defaults to StoreOptions::connect_timeout: the re-read before and the save after the \
-                         login are made under the lease too)",
-                        store.describe()
-                    ),
-                )
-            };
-            return Err(refused(
+        if let Some(breach) = breach(&self.settings, store.operation_timeout()) {
+            let (fields, reason) = breach.describe(builder_name);
+            return Err(ConfigError::Refused {
+                origin: "TokenManagerBuilder".to_owned(),
                 fields,
-                format!(
-                    "lease_ttl ({:?}) must be longer than login_timeout ({:?}){store_part}, or a second instance \
-                     could log in while the first is still logging in",
-                    s.lease_ttl, s.login_timeout
-                ),
-            ));
+                reason,
+            });
         }
-        if s.login_timeout.is_zero() || s.poll_interval.is_zero() {
-            return Err(ConfigError::Invalid(
-                "login_timeout and poll_interval must be positive".into(),
-            ));
-        }
-        if s.backoff_initial > s.backoff_max {
-            return Err(ConfigError::Invalid(format!(
-                "backoff initial ({:?}) exceeds its maximum ({:?})",
-                s.backoff_initial, s.backoff_max
-            )));
-        }
+        Ok(TokenManager {
+            inner: Arc::new(self.into_inner(clock, store)),
+        })
+    }
+
+    /// The manager's state, from settings [`build`](Self::build) checked.
+    fn into_inner(self, clock: Arc<dyn Clock>, store: Arc<dyn TokenStore>) -> Inner {
         let owner = self.owner.unwrap_or_else(default_owner);
         let counters = Arc::new(Counters::new(&self.name));
         let store = Arc::new(CountedStore {
             store,
             counters: Arc::clone(&counters),
         });
-        Ok(TokenManager {
-            inner: Arc::new(Inner {
-                name: self.name,
-                counters,
-                key: bounded_key(self.key.unwrap_or_else(|| self.source.credential_key())),
-                owner_salt: owner_salt(&owner),
-                owner,
-                source: self.source,
-                store,
-                clock,
-                jitter: self.jitter,
-                settings: self.settings,
+        Inner {
+            name: self.name,
+            counters,
+            key: bounded_key(self.key.unwrap_or_else(|| self.source.credential_key())),
+            owner_salt: owner_salt(&owner),
+            owner,
+            source: self.source,
+            store,
+            clock,
+            jitter: self.jitter,
+            settings: self.settings,
+            cache: Cache {
                 current: ArcSwapOption::empty(),
-                flights: Coalesce::new(),
-                failure: Mutex::new(None),
                 rejected: AtomicU64::new(0),
                 accepted: AtomicU64::new(0),
-                counted_at_once: AtomicU64::new(0),
-                dead_on_arrival: AtomicU32::new(0),
-                degraded: Mutex::new(None),
-                lease_gate: Arc::default(),
-                shut_down: AtomicBool::new(false),
-                logins: AtomicU64::new(0),
-                login_attempts: AtomicU64::new(0),
-                unreadable_coding_seen: AtomicBool::new(false),
-                skew_scaled_logged: AtomicBool::new(false),
-                ahead_scaled_logged: AtomicBool::new(false),
                 background: AtomicU64::new(0),
                 serving_stale: AtomicU64::new(0),
                 epoch: tokio::time::Instant::now(),
-            }),
-        })
+            },
+            flights: Coalesce::new(),
+            backoff: BackoffState::default(),
+            leasing: Leasing::default(),
+            said: SaidOnce::default(),
+        }
     }
 }
 
-fn refused(fields: &[&str], reason: String) -> ConfigError {
-    ConfigError::Refused {
-        origin: "TokenManagerBuilder".to_owned(),
-        fields: fields.iter().map(|f| (*f).to_owned()).collect(),
-        reason,
-    }
+/// The first rule the settings break, if any, for a store whose operations are bounded by `store_timeout`.
+fn breach(s: &Settings, store_timeout: Option<Duration>) -> Option<Breach> {
+    [
+        rules::positive(Setting::LoginTimeout, s.login_timeout),
+        rules::positive(Setting::PollInterval, s.poll_interval),
+    ]
+    .into_iter()
+    .chain([
+        rules::within_span(Setting::TokenTtl, s.token_ttl),
+        rules::within_span(Setting::ExpirySkew, Some(s.expiry_skew)),
+        rules::within_span(Setting::RefreshAhead, s.refresh_ahead),
+        rules::within_span(Setting::LoginTimeout, Some(s.login_timeout)),
+        rules::within_span(Setting::LeaseTtl, Some(s.lease_ttl)),
+    ])
+    .chain([
+        rules::token_outlives_skew(s.token_ttl, s.expiry_skew),
+        rules::window_fits_life(s.refresh_ahead, s.token_ttl, s.expiry_skew),
+        rules::lease_covers_login(
+            s.lease_ttl,
+            s.login_timeout,
+            store_timeout.filter(|t| !t.is_zero()),
+        ),
+        rules::backoff_ordered(s.backoff_initial, s.backoff_max),
+    ])
+    .flatten()
+    .next()
 }
 
-/// The longest credential key every store accepts as a primary key.
-const MAX_KEY_LEN: usize = 255;
+/// What the builder calls each setting: its method's name.
+fn builder_name(setting: Setting) -> String {
+    match setting {
+        Setting::TokenTtl => "token_ttl",
+        Setting::ExpirySkew => "expiry_skew",
+        Setting::RefreshAhead => "refresh_ahead",
+        Setting::LoginTimeout => "login_timeout",
+        Setting::RequestTimeout => "request_timeout",
+        Setting::LeaseTtl => "lease_ttl",
+        Setting::PollInterval => "poll_interval",
+        Setting::BackoffInitial => "backoff_initial",
+        Setting::BackoffMax => "backoff_max",
+        Setting::StoreOperationTimeout => "StoreOptions::operation_timeout",
+        Setting::StoreConnectTimeout => "StoreOptions::connect_timeout",
+    }
+    .to_owned()
+}
 
-/// Keeps a credential key within [`MAX_KEY_LEN`] bytes: a longer one (a long gateway URL) keeps a readable prefix
+/// Keeps a credential key within [`MAX_KEY_BYTES`] bytes: a longer one (a long gateway URL) keeps a readable prefix
 /// and ends with a digest of the whole, so distinct credentials still get distinct rows.
 fn bounded_key(key: String) -> String {
-    if key.len() <= MAX_KEY_LEN {
+    if key.len() <= MAX_KEY_BYTES {
         return key;
     }
     use sha2::{Digest, Sha256};
@@ -377,7 +342,7 @@ fn bounded_key(key: String) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let mut prefix_len = MAX_KEY_LEN - digest.len() - 1;
+    let mut prefix_len = MAX_KEY_BYTES - digest.len() - 1;
     while !key.is_char_boundary(prefix_len) {
         prefix_len -= 1;
     }
@@ -429,16 +394,16 @@ impl TokenManager {
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_KEY_LEN, bounded_key};
+    use super::{MAX_KEY_BYTES, bounded_key};
 
     #[test]
     fn short_keys_are_kept_and_long_keys_are_bounded_and_distinct() {
         assert_eq!(bounded_key("paynet:key".into()), "paynet:key");
         let a = bounded_key(format!("paynet:{}:a", "h".repeat(400)));
         let b = bounded_key(format!("paynet:{}:b", "h".repeat(400)));
-        assert_eq!(a.len(), MAX_KEY_LEN);
+        assert_eq!(a.len(), MAX_KEY_BYTES);
         assert_ne!(a, b);
         let multibyte = bounded_key("ключ".repeat(100));
-        assert!(multibyte.len() <= MAX_KEY_LEN);
+        assert!(multibyte.len() <= MAX_KEY_BYTES);
     }
 }

@@ -125,7 +125,6 @@ impl fmt::Debug for LoginSender {
 impl Inner {
     pub(super) async fn login(&self, login: LoginSender) -> Result<Grant, LoginError> {
         let request = self.source.login_request()?;
-        self.login_attempts.fetch_add(1, Ordering::Relaxed);
         let started = tokio::time::Instant::now();
         let result = self.send_login(request, login).await;
         self.counters
@@ -167,13 +166,12 @@ impl Inner {
         let response = decoded(response, endpoint)?;
         let grant = self.source.parse_response(response).map_err(|error| {
             // A gateway may echo the token it issued before; the source only knows the answer in hand.
-            let current = self.current.load();
+            let current = self.cache.current.load();
             let token = current
                 .as_ref()
                 .map(|t| secrecy::ExposeSecret::expose_secret(t.secret()));
             error.mask(&[token.unwrap_or_default()])
         })?;
-        self.logins.fetch_add(1, Ordering::Relaxed);
         info!(endpoint = %endpoint, fingerprint = %crate::token::fingerprint(secrecy::ExposeSecret::expose_secret(&grant.token)), "logged in");
         Ok(grant)
     }
@@ -187,7 +185,7 @@ impl Inner {
         let now = self.now_ms();
         if let Some(expires_in) = grant.expires_in
             && expires_in / 2 < self.settings.expiry_skew
-            && !self.skew_scaled_logged.swap(true, Ordering::Relaxed)
+            && !self.said.skew_scaled.swap(true, Ordering::Relaxed)
         {
             warn!(
                 endpoint = %self.source.endpoint(),
@@ -212,7 +210,7 @@ impl Inner {
         };
         if let (Some(expires_in), Some(window)) = (expires_in, self.settings.refresh_ahead)
             && self.window_shrunk(&record)
-            && !self.ahead_scaled_logged.swap(true, Ordering::Relaxed)
+            && !self.said.ahead_scaled.swap(true, Ordering::Relaxed)
         {
             warn!(
                 endpoint = %self.source.endpoint(),

@@ -68,20 +68,36 @@ struct Settings {
     static_stability: bool,
 }
 
-/// The state every clone of a [`TokenManager`] shares. Each file of this module adds the methods of its concern.
+/// The state every clone of a [`TokenManager`] shares, in the parts it is made of: what the builder gave it, the
+/// cache the hot path reads, the backoff after failed logins, the lease's local guard, the refreshes in flight,
+/// the counts, and what is said once. Each file of this module adds the methods of its concern.
 struct Inner {
     key: String,
     /// See [`TokenManagerBuilder::name`].
     name: String,
     owner: String,
+    /// A hash of `owner`, mixed into generations numbered without the store (see [`Numbering`]).
+    ///
+    /// [`Numbering`]: generation::Numbering
+    owner_salt: u64,
     source: Arc<dyn TokenSource>,
     store: Arc<dyn TokenStore>,
     clock: Arc<dyn Clock>,
     jitter: Arc<dyn Jitter>,
     settings: Settings,
-    current: ArcSwapOption<ActiveToken>,
+    cache: Cache,
     flights: Coalesce<Option<Generation>, FlightResult>,
-    failure: Mutex<Option<Failure>>,
+    backoff: BackoffState,
+    leasing: Leasing,
+    /// What [`TokenManager::stats`] and the `metrics` series report; the store is wrapped to count its errors.
+    counters: Arc<Counters>,
+    said: SaidOnce,
+}
+
+/// The cached token and what the hot path reads beside it: each an atomic, so that a call finding a fresh token
+/// makes one load of the token (and one of `rejected`), takes no lock and touches no reference count.
+struct Cache {
+    current: ArcSwapOption<ActiveToken>,
     /// One more than the newest generation the gateway rejected (0: none). The hot path reads it with the cache, so
     /// that a token known to be dead is never sent again, even while a failed login backs off; an atomic rather
     /// than a field of the cached token so that marking it needs no lock and no new `ActiveToken`.
@@ -89,34 +105,6 @@ struct Inner {
     /// The newest generation the gateway accepted a call with (0: none yet). A token rejected before it is
     /// accepted once was dead on arrival: see [`Inner::rejected_at_once`].
     accepted: AtomicU64,
-    /// The generation whose rejection before any acceptance was last counted as a failed login, so that the many
-    /// callers meeting one such rejection count it once.
-    counted_at_once: AtomicU64,
-    /// How many of this instance's logins in a row issued a token rejected before any acceptance: the exponent of
-    /// the backoff after the next, which a successful login does not reset (an accepted call does).
-    dead_on_arrival: AtomicU32,
-    /// A hash of `owner`, mixed into generations numbered without the store (see [`Numbering`]).
-    ///
-    /// [`Numbering`]: generation::Numbering
-    owner_salt: u64,
-    /// Spacing of logins made without the lease while the store is unreachable.
-    degraded: Mutex<Option<Degraded>>,
-    /// Serialises taking the lease with a late release of an earlier one, and numbers the leases taken, so that
-    /// a release retried after the store came back never gives up a lease taken since.
-    lease_gate: Arc<tokio::sync::Mutex<u64>>,
-    /// Set by [`TokenManager::shutdown`] under `lease_gate`, and read under it before a lease is taken: once the
-    /// lease was given back at shutdown, it is never taken again.
-    shut_down: AtomicBool,
-    logins: AtomicU64,
-    login_attempts: AtomicU64,
-    /// What [`TokenManager::stats`] and the `metrics` series report; the store is wrapped to count its errors.
-    counters: Arc<Counters>,
-    unreadable_coding_seen: AtomicBool,
-    /// Whether the expiry skew was said to be scaled down for a short `expires_in`, so that it is said once.
-    skew_scaled_logged: AtomicBool,
-    /// Whether the refresh-ahead window was said to be scaled down for a short `expires_in`, so that it is said
-    /// once.
-    ahead_scaled_logged: AtomicBool,
     /// When the next background refresh may start, in milliseconds of tokio time since `epoch`; `u64::MAX` while
     /// one runs. The hot path reads it only for a token inside its refresh window (or served past its lifetime),
     /// so that one caller starts the refresh and the others neither take a lock nor clone the service.
@@ -126,6 +114,42 @@ struct Inner {
     serving_stale: AtomicU64,
     /// The origin of `background`.
     epoch: tokio::time::Instant,
+}
+
+/// The pause after failed logins, and the spacing of logins made without the lease.
+#[derive(Default)]
+struct BackoffState {
+    failure: Mutex<Option<Failure>>,
+    /// The generation whose rejection before any acceptance was last counted as a failed login, so that the many
+    /// callers meeting one such rejection count it once.
+    counted_at_once: AtomicU64,
+    /// How many of this instance's logins in a row issued a token rejected before any acceptance: the exponent of
+    /// the backoff after the next, which a successful login does not reset (an accepted call does).
+    dead_on_arrival: AtomicU32,
+    /// Spacing of logins made without the lease while the store is unreachable.
+    degraded: Mutex<Option<Degraded>>,
+}
+
+/// This process's side of the store's refresh lease.
+#[derive(Default)]
+struct Leasing {
+    /// Serialises taking the lease with a late release of an earlier one, and numbers the leases taken, so that
+    /// a release retried after the store came back never gives up a lease taken since.
+    gate: Arc<tokio::sync::Mutex<u64>>,
+    /// Set by [`TokenManager::shutdown`] under `gate`, and read under it before a lease is taken: once the lease
+    /// was given back at shutdown, it is never taken again.
+    shut_down: AtomicBool,
+}
+
+/// Whether each WARN said once per manager was said.
+#[derive(Default)]
+struct SaidOnce {
+    /// An answer in a content coding that could not be read.
+    unreadable_coding: AtomicBool,
+    /// The expiry skew scaled down for a short `expires_in`.
+    skew_scaled: AtomicBool,
+    /// The refresh-ahead window scaled down for a short `expires_in`.
+    ahead_scaled: AtomicBool,
 }
 
 /// Caches the token of one credential and refreshes it when it is missing, expired or rejected.
@@ -165,7 +189,13 @@ impl fmt::Debug for TokenManager {
             .field("store", &self.inner.store.describe())
             .field(
                 "generation",
-                &self.inner.current.load().as_ref().map(|t| t.generation()),
+                &self
+                    .inner
+                    .cache
+                    .current
+                    .load()
+                    .as_ref()
+                    .map(|t| t.generation()),
             )
             .finish()
     }
@@ -174,7 +204,7 @@ impl fmt::Debug for TokenManager {
 impl TokenManager {
     /// The cached token, if there is one and it has not expired. No lock, no I/O.
     pub fn cached(&self) -> Option<Arc<ActiveToken>> {
-        let guard = self.inner.current.load();
+        let guard = self.inner.cache.current.load();
         let fresh = guard.as_ref().is_some_and(|token| {
             !self.inner.is_rejected(token) && self.inner.is_fresh(token.record())
         });
@@ -189,7 +219,7 @@ impl TokenManager {
     /// at once, and the first such caller starts a refresh in the background with the login `login` builds (only
     /// that caller calls it).
     pub(crate) fn usable(&self, login: impl FnOnce() -> LoginSender) -> Option<UsableToken> {
-        let guard = self.inner.current.load();
+        let guard = self.inner.cache.current.load();
         let token = guard.as_ref()?;
         if self.inner.usable_standing(token)? != Standing::Fresh {
             self.refresh_in_background(token.generation(), login);
@@ -217,6 +247,7 @@ impl TokenManager {
         // From now on the cache does not hand out `rejected` or anything older: callers wait for the refresh, or
         // fail fast while a failed login backs off, instead of sending a token known to be dead.
         self.inner
+            .cache
             .rejected
             .fetch_max(rejected.0.saturating_add(1), Ordering::Relaxed);
         // A rejected token is not served past its lifetime: from here on a failed login fails the callers.
@@ -227,9 +258,10 @@ impl TokenManager {
     /// [`token_after`](Self::token_after) does, a token of this instance's own login rejected before any call was
     /// accepted with it counts as a failed login: the login did not really succeed, and logging in again at once
     /// would storm a gateway that rejects every session. Only the exchange knows which calls were accepted, so
-    /// only it applies that rule; a caller of `token_after` alone keeps today's behaviour.
+    /// only it applies that rule; a caller of `token_after` alone is not subject to it.
     pub(crate) fn note_rejected(&self, rejected: Generation) {
         self.inner
+            .cache
             .rejected
             .fetch_max(rejected.0.saturating_add(1), Ordering::Relaxed);
         self.inner.rejected_at_once(rejected);
@@ -242,7 +274,13 @@ impl TokenManager {
 
     /// Logs in now (or adopts a newer stored token), whatever the cache holds.
     pub async fn force_refresh(&self, login: LoginSender) -> Result<Arc<ActiveToken>, TokenError> {
-        let cached = self.inner.current.load().as_ref().map(|t| t.generation());
+        let cached = self
+            .inner
+            .cache
+            .current
+            .load()
+            .as_ref()
+            .map(|t| t.generation());
         let stored = match self.inner.store.load(&self.inner.key).await {
             Ok(record) => record.map(|r| r.generation),
             Err(e) => {
@@ -290,8 +328,8 @@ impl TokenManager {
     pub async fn shutdown(&self) -> Result<bool, StoreError> {
         let inner = &self.inner;
         // Held while the lease is read and released, so that no refresh of this process takes it in between.
-        let _gate = inner.lease_gate.lock().await;
-        inner.shut_down.store(true, Ordering::Relaxed);
+        let _gate = inner.leasing.gate.lock().await;
+        inner.leasing.shut_down.store(true, Ordering::Relaxed);
         let bound = inner.store.operation_timeout().unwrap_or(SHUTDOWN_TIMEOUT);
         let bounded = |what: &'static str| {
             move |_elapsed| StoreError::Unavailable {
@@ -326,7 +364,7 @@ impl TokenManager {
 
     /// Forgets the token, in this process and in the store: the next request logs in.
     pub async fn clear(&self) -> Result<(), StoreError> {
-        self.inner.current.store(None);
+        self.inner.cache.current.store(None);
         self.inner.store.clear(&self.inner.key).await
     }
 
@@ -350,14 +388,15 @@ impl TokenManager {
         self.inner.store.describe()
     }
 
-    /// How many logins this manager performed successfully.
+    /// How many logins this manager performed successfully: [`Stats::logins_ok`], read from the same count.
     pub fn logins(&self) -> u64 {
-        self.inner.logins.load(Ordering::Relaxed)
+        self.inner.counters.logins_ok()
     }
 
-    /// How many logins this manager attempted, failed ones included.
+    /// How many logins this manager attempted, failed ones included: the sum of [`stats`](Self::stats)' login
+    /// outcomes, read from the same counts.
     pub fn login_attempts(&self) -> u64 {
-        self.inner.login_attempts.load(Ordering::Relaxed)
+        self.inner.counters.login_attempts()
     }
 
     /// How many responses the layers and adapters on this manager handed on without looking for a rejection:
@@ -377,7 +416,8 @@ impl TokenManager {
     pub(crate) fn first_unreadable_coding(&self) -> bool {
         !self
             .inner
-            .unreadable_coding_seen
+            .said
+            .unreadable_coding
             .swap(true, Ordering::Relaxed)
     }
 }
@@ -420,7 +460,6 @@ impl Inner {
         record.is_fresh(self.now_ms(), self.skew_ms(record))
     }
 
-    /// Whether the gateway rejected `token` (or a newer one).
     /// Where a cached token stands if it may be sent: `None` when it was rejected, or is past its lifetime and not
     /// served through an outage. What the hot path and `health` both ask.
     fn usable_standing(&self, token: &ActiveToken) -> Option<Standing> {
@@ -433,10 +472,11 @@ impl Inner {
         }
     }
 
+    /// Whether the gateway rejected `token` (or a newer one).
     fn is_rejected(&self, token: &ActiveToken) -> bool {
         // Relaxed: a request that reads a stale value sends the rejected token once more, which the gateway
         // rejects again; no ordering with other memory is needed.
-        token.generation().0 < self.rejected.load(Ordering::Relaxed)
+        token.generation().0 < self.cache.rejected.load(Ordering::Relaxed)
     }
 
     /// Where `record` stands in its lifetime. Integer arithmetic and one clock read: this runs on the hot path.

@@ -56,6 +56,24 @@ impl TokenManager {
         }
     }
 
+    /// The first state of a call to [`token`](Self::token): its usable token, or the refresh of the cached one
+    /// (which a failed login may answer with the last token, past its lifetime).
+    fn start(&self, login: LoginSender) -> State<'_> {
+        let mut login = Some(login);
+        if let Some(token) = self.usable(|| login.take().expect("taken once")) {
+            return State::Ready(token.into_shared());
+        }
+        let login = login.expect("usable() takes the login only when it hands out a token");
+        let stale = self
+            .inner
+            .cache
+            .current
+            .load()
+            .as_ref()
+            .map(|t| t.generation());
+        self.state(stale, login, true)
+    }
+
     /// Where a refresh's future goes from the step taken. With `serve_stale`, a failure is handed to
     /// [`Inner::serve_stale`], which may answer the last token instead.
     fn state(&self, stale: Option<Generation>, login: LoginSender, serve_stale: bool) -> State<'_> {
@@ -79,7 +97,7 @@ impl TokenManager {
         match answer {
             Err(error) if serve_stale => self
                 .inner
-                .serve_stale(self.inner.current.load_full(), error),
+                .serve_stale(self.inner.cache.current.load_full(), error),
             answer => answer,
         }
     }
@@ -141,7 +159,7 @@ impl TokenManager {
 /// The future of [`TokenManager::refresh`] and [`TokenManager::token`]: a flight handle and little else, written
 /// out rather than an `async fn`, whose state would keep the arguments and the step beside the handle. 10,000
 /// callers meeting one expiry are 10,000 tasks woken at once, and their size is much of what waking them costs
-/// beyond the runtime's own (BENCHMARKS.md §7): this is 32 bytes, where an `async fn` was 104. An error, and the
+/// beyond the runtime's own (BENCHMARKS.md §7): this is 32 bytes, where the equivalent `async fn` takes 104. An error, and the
 /// rare wait for an older refresh, are boxed.
 pub(super) struct Refresh<'a> {
     manager: &'a TokenManager,
@@ -197,23 +215,7 @@ impl Future for Refresh<'_> {
                 _ => {}
             }
             match std::mem::replace(&mut this.state, State::Answered) {
-                State::Start(login) => {
-                    let mut login = Some(login);
-                    this.state = match manager.usable(|| login.take().expect("taken once")) {
-                        Some(token) => State::Ready(token.into_shared()),
-                        None => {
-                            let login = login
-                                .expect("usable() takes the login only when it hands out a token");
-                            let stale = manager
-                                .inner
-                                .current
-                                .load()
-                                .as_ref()
-                                .map(|t| t.generation());
-                            manager.state(stale, login, true)
-                        }
-                    };
-                }
+                State::Start(login) => this.state = manager.start(login),
                 State::Ready(token) => return Poll::Ready(Ok(token)),
                 State::Failed(error) => return Poll::Ready(Err(*error)),
                 State::Answered => panic!("polled after it answered"),
@@ -278,7 +280,7 @@ impl Inner {
                 span.record("outcome", outcome.as_str());
                 self.clear_failure();
                 // Never move the cache backwards: a slower refresh must not replace a newer token.
-                self.current.rcu(|current| match current {
+                self.cache.current.rcu(|current| match current {
                     Some(current) if current.generation() > token.generation() => {
                         Some(Arc::clone(current))
                     }
@@ -331,7 +333,7 @@ impl Inner {
         login: LoginSender,
         lease_wait: &mut Option<Instant>,
     ) -> Result<(Arc<ActiveToken>, Outcome), TokenError> {
-        let mut newest = stale.max(self.current.load().as_ref().map(|t| t.generation()));
+        let mut newest = stale.max(self.cache.current.load().as_ref().map(|t| t.generation()));
         let mut waited_since = Instant::now();
         let mut down = None;
         let mut row_locked;
@@ -411,10 +413,10 @@ impl Inner {
 
     /// Tries the lease once, and numbers it when taken (see `lease_gate`).
     async fn take_lease(&self) -> Result<bool, StoreError> {
-        let mut taken = self.lease_gate.lock().await;
+        let mut taken = self.leasing.gate.lock().await;
         // A manager that was shut down gave its lease back for good: from here on it waits like an instance that
         // lost the race (see `TokenManager::shutdown`).
-        if self.shut_down.load(Ordering::Relaxed) {
+        if self.leasing.shut_down.load(Ordering::Relaxed) {
             return Ok(false);
         }
         let result = self
@@ -457,62 +459,15 @@ impl Inner {
     async fn refresh_holding_lease(
         self: &Arc<Self>,
         stale: Option<Generation>,
-        mut newest: Option<Generation>,
+        newest: Option<Generation>,
         login: LoginSender,
     ) -> Result<(Arc<ActiveToken>, Outcome), TokenError> {
-        // Re-read after taking the lease: the previous holder may have saved just before releasing it. A read that
-        // fails here is no reason to wait: holding the lease, this instance is the one that logs in.
-        let mut numbering = Numbering::AfterStored;
-        let adopted = match self.retry_conflicts(|| self.store.load(&self.key)).await {
-            Ok(Some(record)) if self.adoptable(&record, stale) => Some(self.adopt(record)),
-            Ok(Some(record)) => {
-                newest = newest.max(Some(record.generation));
-                None
-            }
-            Ok(None) => {
-                // Absent, cleared, or present but unusable here (another encryption key, no valid authentication):
-                // number past it either way.
-                match self
-                    .retry_conflicts(|| self.store.stored_generation(&self.key))
-                    .await
-                {
-                    Ok(stored) => newest = newest.max(stored),
-                    Err(error) => {
-                        numbering = Numbering::Unordered;
-                        self.store_failed("read under the lease", "logging in", &error);
-                    }
-                }
-                None
-            }
-            Err(error) => {
-                numbering = Numbering::Unordered;
-                self.store_failed("read under the lease", "logging in", &error);
-                None
-            }
-        };
-        let result = match adopted {
-            Some(adopted) => Ok(adopted),
-            None => match self.login(login).await {
+        let result = match self.reread_under_lease(stale, newest).await {
+            Reread::Adopted(adopted) => Ok(adopted),
+            Reread::LogIn { newest, numbering } => match self.login(login).await {
                 Ok(grant) => {
                     let record = self.new_record(newest, grant, numbering);
-                    let saved = self
-                        .retry_conflicts(|| self.store.save(&self.key, &record))
-                        .await;
-                    let outcome = match saved {
-                        Ok(true) => Outcome::LoggedIn,
-                        Ok(false) => {
-                            warn!(
-                                generation = record.generation.0,
-                                "the store already holds this or a newer generation; keeping the new token in memory"
-                            );
-                            Outcome::LoggedInUnsaved
-                        }
-                        Err(error) => {
-                            self.store_failed("save", "serving the new token from memory", &error);
-                            self.persist_later(record.clone());
-                            Outcome::LoggedInUnsaved
-                        }
-                    };
+                    let outcome = self.save_new(&record).await;
                     Ok((Arc::new(ActiveToken::new(record)), outcome))
                 }
                 Err(error) => Err(TokenError::Login(Arc::new(error))),
@@ -520,6 +475,66 @@ impl Inner {
         };
         self.release_lease().await;
         result
+    }
+
+    /// Re-reads the store after taking the lease: the previous holder may have saved just before releasing it. A
+    /// read that fails here is no reason to wait: holding the lease, this instance is the one that logs in, and
+    /// numbers its token without the store.
+    async fn reread_under_lease(
+        &self,
+        stale: Option<Generation>,
+        newest: Option<Generation>,
+    ) -> Reread {
+        let unordered = |error: &StoreError| {
+            self.store_failed("read under the lease", "logging in", error);
+            Reread::LogIn {
+                newest,
+                numbering: Numbering::Unordered,
+            }
+        };
+        let stored = match self.retry_conflicts(|| self.store.load(&self.key)).await {
+            Ok(Some(record)) if self.adoptable(&record, stale) => {
+                return Reread::Adopted(self.adopt(record));
+            }
+            Ok(Some(record)) => Some(record.generation),
+            // Absent, cleared, or present but unusable here (another encryption key, no valid authentication):
+            // number past it either way.
+            Ok(None) => match self
+                .retry_conflicts(|| self.store.stored_generation(&self.key))
+                .await
+            {
+                Ok(stored) => stored,
+                Err(error) => return unordered(&error),
+            },
+            Err(error) => return unordered(&error),
+        };
+        Reread::LogIn {
+            newest: newest.max(stored),
+            numbering: Numbering::AfterStored,
+        }
+    }
+
+    /// Saves the token of this instance's login; one the store does not take is served from memory (and, if the
+    /// store failed, saved later).
+    async fn save_new(self: &Arc<Self>, record: &TokenRecord) -> Outcome {
+        match self
+            .retry_conflicts(|| self.store.save(&self.key, record))
+            .await
+        {
+            Ok(true) => Outcome::LoggedIn,
+            Ok(false) => {
+                warn!(
+                    generation = record.generation.0,
+                    "the store already holds this or a newer generation; keeping the new token in memory"
+                );
+                Outcome::LoggedInUnsaved
+            }
+            Err(error) => {
+                self.store_failed("save", "serving the new token from memory", &error);
+                self.persist_later(record.clone());
+                Outcome::LoggedInUnsaved
+            }
+        }
     }
 
     /// Gives the lease back. Conflicts are retried at once; if the store does not answer, a task keeps trying
@@ -532,8 +547,8 @@ impl Inner {
         let Err(error) = released else { return };
         warn!(store = %self.store.describe(), error = %crate::error::Chain(&error), "could not release the refresh lease; retrying in the background until it runs out");
         let inner = Arc::downgrade(self);
-        let gate = Arc::clone(&self.lease_gate);
-        let lease = *self.lease_gate.lock().await;
+        let gate = Arc::clone(&self.leasing.gate);
+        let lease = *self.leasing.gate.lock().await;
         let give_up = Instant::now() + self.settings.lease_ttl;
         tokio::spawn(async move {
             let mut pause = Duration::from_millis(100);
@@ -602,6 +617,7 @@ impl Inner {
                 tokio::time::sleep(pause).await;
                 let Some(inner) = inner.upgrade() else { return };
                 let superseded = inner
+                    .cache
                     .current
                     .load()
                     .as_ref()
@@ -622,6 +638,15 @@ impl Inner {
             }
         });
     }
+}
+
+/// What the re-read under the lease found: a token to adopt, or the generation to number a login past and how.
+enum Reread {
+    Adopted((Arc<ActiveToken>, Outcome)),
+    LogIn {
+        newest: Option<Generation>,
+        numbering: Numbering,
+    },
 }
 
 #[cfg(test)]

@@ -355,6 +355,24 @@ impl Counters {
         report!(self, counter names::UNINSPECTED);
     }
 
+    /// Successful logins: what [`TokenManager::logins`] reports.
+    pub(super) fn logins_ok(&self) -> u64 {
+        self.logins_ok.load(Ordering::Relaxed)
+    }
+
+    /// Logins attempted, whatever their outcome: what [`TokenManager::login_attempts`] reports.
+    pub(super) fn login_attempts(&self) -> u64 {
+        [
+            &self.logins_ok,
+            &self.logins_refused,
+            &self.logins_unavailable,
+            &self.logins_timeout,
+        ]
+        .iter()
+        .map(|count| count.load(Ordering::Relaxed))
+        .sum()
+    }
+
     pub(super) fn uninspected_count(&self) -> u64 {
         self.uninspected.load(Ordering::Relaxed)
     }
@@ -500,7 +518,7 @@ impl TokenManager {
     /// ```
     pub fn health(&self) -> Health {
         let inner = &self.inner;
-        let current = inner.current.load();
+        let current = inner.cache.current.load();
         let usable = current
             .as_ref()
             .and_then(|token| inner.usable_standing(token));
