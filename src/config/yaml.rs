@@ -6,8 +6,8 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_yaml::Value;
 
-use super::Config;
 use super::env::{ExpandError, expand};
+use super::{Config, ConfigFile, EntryError};
 use crate::error::ConfigError;
 
 /// The largest configuration file [`Config::from_yaml_file`] reads: far more than any configuration needs, far
@@ -76,7 +76,13 @@ impl Config {
                 message,
             },
         })?;
-        match Config::deserialize(value) {
+        let file = ConfigFile::deserialize(value);
+        let config = match file.map(ConfigFile::resolve) {
+            Ok(Ok(config)) => Ok(config),
+            Ok(Err(entry)) => return Err(entry_error(entry, text, origin)),
+            Err(error) => Err(error),
+        };
+        match config {
             Ok(config) => match config.refusal() {
                 None => Ok(config),
                 Some(refusal) => {
@@ -84,6 +90,14 @@ impl Config {
                         .fields
                         .iter()
                         .find_map(|field| line_of_key(text, field))
+                        // A setting an entry of `credentials` takes from `defaults` is written there.
+                        .or_else(|| {
+                            refusal.fields.iter().find_map(|field| {
+                                let (_, setting) =
+                                    field.strip_prefix("credentials[")?.split_once("].")?;
+                                line_of_key(text, &format!("defaults.{setting}"))
+                            })
+                        })
                         // A key in a flow mapping (`tls: { ca_file: … }`) is not on a line of its own: its
                         // section's line, then.
                         .or_else(|| {
@@ -112,7 +126,7 @@ impl Config {
             // message stays the expanded one, which shows the value that was actually wrong.
             Err(expanded_error) => Err(ConfigError::Parse {
                 path: origin.to_owned(),
-                message: match serde_yaml::from_str::<Config>(text)
+                message: match serde_yaml::from_str::<ConfigFile>(text)
                     .err()
                     .and_then(|e| e.location())
                 {
@@ -125,6 +139,28 @@ impl Config {
                 },
             }),
         }
+    }
+}
+
+/// An entry of `credentials` that lacks a setting even with those of `defaults` is refused, naming it and the
+/// setting; one whose settings do not read is a parse error. Either is reported at the entry's first line: the
+/// settings were merged before they were read, so the parser's position is not the entry's.
+fn entry_error(entry: EntryError, text: &str, origin: &str) -> ConfigError {
+    let line = line_of_key(text, &entry.at).or_else(|| line_of_entry(text, &entry.at));
+    let reason = match line {
+        Some(line) => format!("line {line}: {}", entry.reason),
+        None => entry.reason,
+    };
+    match entry.field {
+        Some(field) => ConfigError::Refused {
+            origin: origin.to_owned(),
+            fields: vec![format!("{}.{field}", entry.at)],
+            reason,
+        },
+        None => ConfigError::Parse {
+            path: origin.to_owned(),
+            message: reason,
+        },
     }
 }
 
