@@ -1072,3 +1072,17 @@ fn a_setting_taken_from_defaults_that_cannot_work_is_refused_at_its_line_in_defa
     // `north` sets a token_ttl that works; `south` is the first to take the default's.
     assert!(message.contains("credential `south`"), "{message}");
 }
+
+/// The line of a refused key is where the file writes that key, whatever the text around it looks like: here a
+/// multi-line password holds a line that reads like the key, and the key itself is quoted.
+#[test]
+fn a_refusal_points_at_the_key_not_at_text_that_reads_like_it() {
+    let text = "paynet:\n  base_url: \"http://127.0.0.1:8080/gw\"\n  username: agent\n  password: |\n    \
+                token_ttl: 1h\n  terminal_id: 4027096\n  \"token_ttl\": \"20s\"\n";
+    assert_refused(
+        &load_err(text, &[]),
+        text,
+        "\"token_ttl\": \"20s\"",
+        &["paynet.token_ttl", "paynet.expiry_skew"],
+    );
+}
