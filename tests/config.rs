@@ -1086,3 +1086,54 @@ fn a_refusal_points_at_the_key_not_at_text_that_reads_like_it() {
         &["paynet.token_ttl", "paynet.expiry_skew"],
     );
 }
+
+/// A setting of an entry that does not read is reported at its line, in the entry or in `defaults` where the entry
+/// took it from, with the parser's own words; so is a `defaults` section without a `credentials` list to use it.
+#[test]
+fn a_setting_of_an_entry_that_does_not_read_is_reported_at_its_line() {
+    for (defaults, west, needle, words) in [
+        (
+            "  login_timeout: \"soon\"\n",
+            "    username: w\n",
+            "login_timeout: \"soon\"",
+            "`credentials[0]` (`north`): ",
+        ),
+        (
+            "",
+            "    username: w\n    token_ttl: \"later\"\n",
+            "token_ttl: \"later\"",
+            "`credentials[3]` (`west`): ",
+        ),
+        (
+            "",
+            "    username: w\n    tokn_ttl: \"1h\"\n",
+            "tokn_ttl",
+            "unknown field `tokn_ttl`",
+        ),
+    ] {
+        let text = with_defaults(defaults, west);
+        let error = load_err(&text, PASS_ENV);
+        let message = error.to_string();
+        assert!(matches!(&error, ConfigError::Parse { .. }), "{error:?}");
+        let line = line_containing(&text, needle);
+        assert!(
+            message.starts_with(&format!("{ORIGIN}: line {line}: ")),
+            "line {line} (`{needle}`): {message}"
+        );
+        assert!(message.contains(words), "{message}");
+    }
+
+    let text = minimal_with("") + "defaults:\n  token_ttl: \"12h\"\n";
+    let error = load_err(&text, PASS_ENV);
+    assert!(
+        matches!(&error, ConfigError::Refused { fields, .. } if fields == &["defaults"]),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains(&format!(
+            "line {}: `defaults` holds the settings",
+            line_containing(&text, "defaults:")
+        )),
+        "{error}"
+    );
+}

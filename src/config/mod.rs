@@ -157,12 +157,23 @@ const REQUIRED: [&str; 4] = ["base_url", "username", "password", "terminal_id"];
 impl ConfigFile {
     /// Each entry of `credentials` with the settings of `defaults` it does not set, read as a [`PaynetConfig`].
     pub(crate) fn resolve(self) -> Result<Config, EntryError> {
+        if self.defaults.is_some() && self.credentials.is_empty() {
+            return Err(EntryError {
+                at: "defaults".into(),
+                setting: None,
+                refused: true,
+                reason: "`defaults` holds the settings the entries of `credentials` share, and there is no \
+                         `credentials` list: write the settings in `paynet`"
+                    .into(),
+            });
+        }
         let defaults = self.defaults.unwrap_or_default();
         if defaults.contains_key("name") {
             return Err(EntryError {
                 at: "defaults".into(),
-                field: Some("name".into()),
-                reason: "`defaults` cannot set `name`: each credential's name is its own".into(),
+                setting: Some("name".into()),
+                refused: true,
+                reason: "`defaults.name`: `defaults` cannot set `name`, each credential's name is its own".into(),
             });
         }
         let credentials = self
@@ -183,14 +194,18 @@ impl ConfigFile {
                              in `defaults`"
                         ),
                         at,
-                        field: Some((*missing).into()),
+                        setting: Some((*missing).into()),
+                        refused: true,
                     });
                 }
-                PaynetConfig::deserialize(serde_json::Value::Object(entry)).map_err(|error| {
+                // The path of the setting that does not read, for its line in a file.
+                serde_path_to_error::deserialize(serde_json::Value::Object(entry)).map_err(|error| {
+                    let setting = error.path().to_string();
                     EntryError {
-                        reason: format!("`{at}` ({name}): {error}"),
+                        reason: format!("`{at}` ({name}): {}", error.into_inner()),
                         at,
-                        field: None,
+                        setting: (setting != ".").then_some(setting),
+                        refused: false,
                     }
                 })
             })
@@ -218,13 +233,16 @@ fn inherit(defaults: &Settings, entry: Settings) -> Settings {
     merged
 }
 
-/// An entry of `credentials` that cannot be read once it has taken the settings of `defaults`.
+/// An entry of `credentials` that cannot be read once it has taken the settings of `defaults`, or a `defaults`
+/// section that cannot be used.
 #[derive(Debug)]
 pub(crate) struct EntryError {
     /// `credentials[3]`, or `defaults`.
     pub(crate) at: String,
-    /// The setting missing (or not allowed), when that is what is wrong.
-    pub(crate) field: Option<String>,
+    /// The setting at fault in it (`username`, `store.pool_size`), when one is.
+    pub(crate) setting: Option<String>,
+    /// Whether the entry is refused (a setting missing, or not allowed) rather than a setting unreadable.
+    pub(crate) refused: bool,
     pub(crate) reason: String,
 }
 

@@ -130,24 +130,37 @@ impl Config {
 }
 
 /// An entry of `credentials` that lacks a setting even with those of `defaults` is refused, naming it and the
-/// setting; one whose settings do not read is a parse error. Either is reported at the entry's first line: the
-/// settings were merged before they were read, so the parser's position is not the entry's.
+/// setting; one with a setting that does not read is a parse error. The settings were merged before they were
+/// read, so the parser's position is not theirs: the line is that of the setting in the entry, else in
+/// `defaults`, else the entry's first line.
 fn entry_error(entry: EntryError, text: &str, origin: &str) -> ConfigError {
-    let line = Positions::of(text).line(&entry.at);
+    let positions = Positions::of(text);
+    let field = match &entry.setting {
+        Some(setting) => format!("{}.{setting}", entry.at),
+        None => entry.at.clone(),
+    };
+    let line = positions
+        .line(&field)
+        .or_else(|| {
+            let setting = entry.setting.as_ref()?;
+            positions.line(&format!("defaults.{setting}"))
+        })
+        .or_else(|| positions.line(&entry.at));
     let reason = match line {
         Some(line) => format!("line {line}: {}", entry.reason),
         None => entry.reason,
     };
-    match entry.field {
-        Some(field) => ConfigError::Refused {
+    if entry.refused {
+        ConfigError::Refused {
             origin: origin.to_owned(),
-            fields: vec![format!("{}.{field}", entry.at)],
+            fields: vec![field],
             reason,
-        },
-        None => ConfigError::Parse {
+        }
+    } else {
+        ConfigError::Parse {
             path: origin.to_owned(),
             message: reason,
-        },
+        }
     }
 }
 
