@@ -598,11 +598,11 @@ impl Error {
     }
 }
 
-/// Why a configuration could not be turned into a ready stack ([`Stack::from_config`](crate::setup::Stack::from_config)).
+/// Why a configuration could not be turned into a ready stack ([`Configured::open`](crate::setup::Configured::open)).
 ///
 /// ```
-/// use paynet_auth::config::PaynetConfig;
-/// use paynet_auth::setup::Stack;
+/// use paynet_auth::config::{Config, PaynetConfig};
+/// use paynet_auth::setup::Configured;
 /// use paynet_auth::{SetupError, StoreError};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -614,7 +614,7 @@ impl Error {
 ///     "store": { "url": "redis://cache.internal" },
 /// }))
 /// .unwrap();
-/// let error = Stack::from_config(&config).await.unwrap_err();
+/// let error = Configured::open(&Config::from(config)).await.unwrap_err();
 /// assert!(matches!(&error, SetupError::Store { url, source: StoreError::Config(_) } if url == "redis://cache.internal"));
 /// # }
 /// ```

@@ -1103,3 +1103,142 @@ fn a_terminal_id_too_large_says_so() {
     let message = load_err(&text, PASS_ENV).to_string();
     assert!(message.contains("too large"), "{message}");
 }
+
+/// A `credentials:` list with `defaults:` (written after the list, as a file may have it) and four terminals.
+fn with_defaults(defaults: &str, west: &str) -> String {
+    format!(
+        "credentials:\n  - name: north\n    username: n\n    terminal_id: 1\n    token_ttl: \"2h\"\n  \
+         - name: south\n    username: s\n    terminal_id: 2\n    store:\n      pool_size: 2\n  \
+         - name: east\n    username: e\n    terminal_id: 3\n  - name: west\n{west}    terminal_id: 4\n\
+         defaults:\n  base_url: \"http://127.0.0.1:8080/gw\"\n  password: \"${{PASS}}\"\n{defaults}  store:\n    \
+         url: \"memory:\"\n    pool_size: 4\n"
+    )
+}
+
+#[test]
+fn entries_take_the_settings_of_defaults_they_do_not_set() {
+    let text = with_defaults("  token_ttl: \"12h\"\n", "    username: w\n");
+    let config = load(&text, PASS_ENV).unwrap();
+    for credential in config.credentials() {
+        assert_eq!(credential.base_url, "http://127.0.0.1:8080/gw");
+        assert_eq!(credential.password.expose_secret(), PASSWORD);
+        assert_eq!(
+            credential.store.url,
+            "memory:",
+            "{}",
+            credential.credential_name()
+        );
+    }
+    let east = config.credential("east").unwrap();
+    assert_eq!(
+        (east.username.as_str(), east.terminal_id),
+        ("e", 3),
+        "the entry's own"
+    );
+    assert_eq!(east.token_ttl, Some(Duration::from_secs(12 * 3600)));
+    assert_eq!(east.store.pool_size, 4);
+    // An entry's own setting wins over the default, and inside `store` only the keys it sets.
+    let north = config.credential("north").unwrap();
+    assert_eq!(north.token_ttl, Some(Duration::from_secs(2 * 3600)));
+    let south = config.credential("south").unwrap();
+    assert_eq!(
+        (south.store.url.as_str(), south.store.pool_size),
+        ("memory:", 2)
+    );
+}
+
+#[test]
+fn an_entry_incomplete_after_defaults_is_refused_naming_it_and_the_setting() {
+    let text = with_defaults("", "");
+    let error = load_err(&text, PASS_ENV);
+    assert!(
+        matches!(&error, ConfigError::Refused { fields, .. } if fields == &["credentials[3].username"]),
+        "{error:?}"
+    );
+    let line = line_containing(&text, "- name: west");
+    let message = error.to_string();
+    assert!(
+        message.contains(&format!(
+            "line {line}: `credentials[3]` (`west`) has no `username`, and `defaults` has none"
+        )),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_setting_taken_from_defaults_that_cannot_work_is_refused_at_its_line_in_defaults() {
+    let text = with_defaults("  token_ttl: \"20s\"\n", "    username: w\n");
+    let message = assert_refused(
+        &load_err(&text, PASS_ENV),
+        &text,
+        "token_ttl: \"20s\"",
+        &["credentials[1].token_ttl", "credentials[1].expiry_skew"],
+    );
+    // `north` sets a token_ttl that works; `south` is the first to take the default's.
+    assert!(message.contains("credential `south`"), "{message}");
+}
+
+/// The line of a refused key is where the file writes that key, whatever the text around it looks like: here a
+/// multi-line password holds a line that reads like the key, and the key itself is quoted.
+#[test]
+fn a_refusal_points_at_the_key_not_at_text_that_reads_like_it() {
+    let text = "paynet:\n  base_url: \"http://127.0.0.1:8080/gw\"\n  username: agent\n  password: |\n    \
+                token_ttl: 1h\n  terminal_id: 4027096\n  \"token_ttl\": \"20s\"\n";
+    assert_refused(
+        &load_err(text, &[]),
+        text,
+        "\"token_ttl\": \"20s\"",
+        &["paynet.token_ttl", "paynet.expiry_skew"],
+    );
+}
+
+/// A setting of an entry that does not read is reported at its line, in the entry or in `defaults` where the entry
+/// took it from, with the parser's own words; so is a `defaults` section without a `credentials` list to use it.
+#[test]
+fn a_setting_of_an_entry_that_does_not_read_is_reported_at_its_line() {
+    for (defaults, west, needle, words) in [
+        (
+            "  login_timeout: \"soon\"\n",
+            "    username: w\n",
+            "login_timeout: \"soon\"",
+            "`credentials[0]` (`north`): ",
+        ),
+        (
+            "",
+            "    username: w\n    token_ttl: \"later\"\n",
+            "token_ttl: \"later\"",
+            "`credentials[3]` (`west`): ",
+        ),
+        (
+            "",
+            "    username: w\n    tokn_ttl: \"1h\"\n",
+            "tokn_ttl",
+            "unknown field `tokn_ttl`",
+        ),
+    ] {
+        let text = with_defaults(defaults, west);
+        let error = load_err(&text, PASS_ENV);
+        let message = error.to_string();
+        assert!(matches!(&error, ConfigError::Parse { .. }), "{error:?}");
+        let line = line_containing(&text, needle);
+        assert!(
+            message.starts_with(&format!("{ORIGIN}: line {line}: ")),
+            "line {line} (`{needle}`): {message}"
+        );
+        assert!(message.contains(words), "{message}");
+    }
+
+    let text = minimal_with("") + "defaults:\n  token_ttl: \"12h\"\n";
+    let error = load_err(&text, PASS_ENV);
+    assert!(
+        matches!(&error, ConfigError::Refused { fields, .. } if fields == &["defaults"]),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains(&format!(
+            "line {}: `defaults` holds the settings",
+            line_containing(&text, "defaults:")
+        )),
+        "{error}"
+    );
+}

@@ -1,4 +1,4 @@
-//! From configuration to a ready stack in one pass (`Stack::from_config`): every setting of the file reaches the
+//! From configuration to ready managers and a layer in one pass (`Configured::open`): every setting of the file reaches the
 //! manager and the layer, and what cannot be built says why.
 
 #![cfg(feature = "yaml")]
@@ -8,7 +8,7 @@ mod support;
 use paynet_auth::SetupError;
 use paynet_auth::config::{Config, PaynetConfig};
 use paynet_auth::error::ConfigError;
-use paynet_auth::setup::Stack;
+use paynet_auth::setup::Configured;
 use support::{MockRequest, MockResponse, body_json, json_response, login_ok};
 use tower::ServiceExt;
 use tower_test::mock;
@@ -28,7 +28,7 @@ async fn the_stack_uses_every_setting_of_the_file() {
         "paynet:\n  base_url: http://gateway.test/gw\n  login_path: /v3/auth\n  username: u\n  password: p\n  \
          terminal_id: 7\n  token_field: top_level\n  rejection_code: -32001\n  store:\n    url: \"memory:\"\n",
     );
-    let stack = Stack::from_config(&config).await.unwrap();
+    let stack = Configured::open(&Config::from(config)).await.unwrap();
     assert_eq!(stack.manager().endpoint(), "http://gateway.test/gw/v3/auth");
     let (inner, mut gateway) = mock::pair::<MockRequest, MockResponse>();
     let service = stack.service(inner);
@@ -66,7 +66,7 @@ async fn a_configuration_built_in_code_that_cannot_work_is_refused() {
          store:\n    url: \"memory:\"\n",
     );
     config.token_ttl = Some(config.expiry_skew);
-    match Stack::from_config(&config).await {
+    match Configured::open(&Config::from(config)).await {
         Err(SetupError::Config(ConfigError::Refused { fields, .. })) => {
             assert_eq!(fields, ["paynet.token_ttl", "paynet.expiry_skew"]);
         }
@@ -82,7 +82,7 @@ async fn a_store_that_cannot_be_opened_is_named_without_its_password() {
         "paynet:\n  base_url: http://gateway.test/gw\n  username: u\n  password: p\n  terminal_id: 7\n  \
          store:\n    url: \"postgres://app:hunter2@127.0.0.1:1/payments\"\n    connect_timeout: 2s\n",
     );
-    let error = Stack::from_config(&config).await.unwrap_err();
+    let error = Configured::open(&Config::from(config)).await.unwrap_err();
     assert!(matches!(error, SetupError::Store { .. }), "{error:?}");
     // The whole chain, as a chain printer shows it: the store named once (by the store's own error), no password.
     let chain: Vec<String> =
@@ -105,5 +105,50 @@ async fn a_store_that_cannot_be_opened_is_named_without_its_password() {
         chain[0].matches("127.0.0.1:1").count() + chain[1].matches("127.0.0.1:1").count(),
         1,
         "{message}"
+    );
+}
+
+/// A file of 50 terminals sharing their settings in `defaults`, all on one PostgreSQL database, opens one pool:
+/// once every credential has read the store (all at once, so that separate pools would each open a connection),
+/// the database counts at most one pool's connections under the test's `application_name`, not 50 pools' worth.
+#[cfg(all(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_credentials_on_one_database_share_one_pool() {
+    use diesel::sql_types::BigInt;
+    use diesel_async::RunQueryDsl;
+    use support::db::{Fixture, Raw};
+
+    const POOL_SIZE: i64 = 3;
+    let application = support::db::unique_key("setup-pool");
+    let base = support::db::postgres_url();
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{separator}application_name={application}");
+    let mut text = format!(
+        "defaults:\n  base_url: http://gateway.test/gw\n  password: p\n  store:\n    url: \"{url}\"\n    \
+         pool_size: {POOL_SIZE}\ncredentials:\n"
+    );
+    for i in 0..50 {
+        text += &format!("  - name: t{i}\n    username: {application}-{i}\n    terminal_id: {i}\n");
+    }
+    let config = Config::from_yaml_str(&text, "paynet.yaml", &|_| None).unwrap();
+    let configured = Configured::open(&config).await.unwrap();
+    assert_eq!(configured.managers().len(), 50);
+    let reads = configured.managers().iter().map(|manager| manager.stored());
+    for read in futures_util::future::join_all(reads).await {
+        assert!(read.unwrap().is_none());
+    }
+
+    let Raw::Postgres(mut raw) = Fixture::postgres().raw().await else {
+        panic!("the PostgreSQL fixture gives a PostgreSQL connection")
+    };
+    let connections: i64 = diesel::select(diesel::dsl::sql::<BigInt>(&format!(
+        "(SELECT count(*) FROM pg_stat_activity WHERE application_name = '{application}')"
+    )))
+    .get_result(&mut raw)
+    .await
+    .unwrap();
+    assert!(
+        (1..=POOL_SIZE).contains(&connections),
+        "{connections} connections for 50 credentials on one database: one pool holds at most {POOL_SIZE}"
     );
 }

@@ -1,6 +1,6 @@
 //! Configuration: the plain [`Config`] struct and its checks, deserializable from any serde format, and (feature
 //! `yaml`) loading it from a YAML file with `${VAR}` / `${VAR:-default}` expanded from the environment.
-//! [`Stack::from_config`](crate::setup::Stack::from_config) turns it into a ready manager and layer.
+//! [`Configured::open`](crate::setup::Configured::open) turns it into ready managers and a layer.
 //!
 //! ```yaml
 //! paynet:
@@ -88,19 +88,170 @@ use crate::token::source::DEFAULT_LOGIN_PATH;
 /// assert_eq!(config.default_credential().terminal_id, 42);
 /// # }
 /// ```
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+///
+/// The settings the entries of `credentials` share are written once, in a `defaults:` section: each entry takes
+/// every setting of `defaults` it does not set itself (inside `store` and `tls`, key by key). An entry that still
+/// lacks a required setting (`base_url`, `username`, `password`, `terminal_id`) is refused, naming the entry:
+///
+/// ```
+/// use paynet_auth::config::Config;
+///
+/// let entry = |name: &str, id: u64| serde_json::json!({ "name": name, "username": name, "terminal_id": id });
+/// let mut file = serde_json::json!({
+///     "defaults": {
+///         "base_url": "https://gateway.example/gw", "password": "p", "token_ttl": "12h",
+///         "store": { "url": "memory:", "pool_size": 4 },
+///     },
+///     "credentials": [entry("north", 17), entry("south", 42)],
+/// });
+/// file["credentials"][1]["store"] = serde_json::json!({ "pool_size": 2 });
+/// let config: Config = serde_json::from_value(file.clone()).unwrap();
+/// let south = config.credential("south").unwrap();
+/// assert_eq!((south.base_url.as_str(), south.terminal_id), ("https://gateway.example/gw", 42));
+/// assert_eq!((south.store.url.as_str(), south.store.pool_size), ("memory:", 2));
+///
+/// file["defaults"].as_object_mut().unwrap().remove("base_url");
+/// let error = serde_json::from_value::<Config>(file).unwrap_err().to_string();
+/// assert!(error.starts_with("`credentials[0]` (`north`) has no `base_url`"), "{error}");
+/// ```
+#[derive(Debug, Clone)]
 pub struct Config {
     /// The Paynet integration, one credential (named `default` unless it has a `name`). Either this or
     /// `credentials`, or both (this one first).
-    #[serde(default)]
     pub paynet: Option<PaynetConfig>,
-    /// Several credentials, each with a distinct `name`.
-    #[serde(default)]
+    /// Several credentials, each with a distinct `name`, each with the settings of the file's `defaults:`
+    /// section it does not set itself.
     pub credentials: Vec<PaynetConfig>,
     /// The name of the credential requests without a [`Credential`](crate::Credential) use. Defaults to the first.
-    #[serde(default)]
     pub default_credential: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for Config {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        ConfigFile::deserialize(deserializer)?
+            .resolve()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// The configuration as written: the entries of `credentials` before they take the settings of `defaults`.
+///
+/// An entry is kept as a generic tree until it is complete, since a setting it leaves out may come from
+/// `defaults`; serde_json's tree serves any format the configuration is read from.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ConfigFile {
+    #[serde(default)]
+    paynet: Option<PaynetConfig>,
+    #[serde(default)]
+    defaults: Option<Settings>,
+    #[serde(default)]
+    credentials: Vec<Settings>,
+    #[serde(default)]
+    default_credential: Option<String>,
+}
+
+type Settings = serde_json::Map<String, serde_json::Value>;
+
+/// The settings a credential cannot do without: no default exists for them.
+const REQUIRED: [&str; 4] = ["base_url", "username", "password", "terminal_id"];
+
+impl ConfigFile {
+    /// Each entry of `credentials` with the settings of `defaults` it does not set, read as a [`PaynetConfig`].
+    pub(crate) fn resolve(self) -> Result<Config, EntryError> {
+        if self.defaults.is_some() && self.credentials.is_empty() {
+            return Err(EntryError {
+                at: "defaults".into(),
+                setting: None,
+                refused: true,
+                reason: "`defaults` holds the settings the entries of `credentials` share, and there is no \
+                         `credentials` list: write the settings in `paynet`"
+                    .into(),
+            });
+        }
+        let defaults = self.defaults.unwrap_or_default();
+        if defaults.contains_key("name") {
+            return Err(EntryError {
+                at: "defaults".into(),
+                setting: Some("name".into()),
+                refused: true,
+                reason: "`defaults.name`: `defaults` cannot set `name`, each credential's name is its own".into(),
+            });
+        }
+        let credentials = self
+            .credentials
+            .into_iter()
+            .enumerate()
+            .map(|(i, entry)| {
+                let entry = inherit(&defaults, entry);
+                let name = match entry.get("name") {
+                    Some(serde_json::Value::String(name)) => format!("`{name}`"),
+                    _ => "no name".into(),
+                };
+                let at = format!("credentials[{i}]");
+                if let Some(missing) = REQUIRED.iter().find(|key| !entry.contains_key(**key)) {
+                    return Err(EntryError {
+                        reason: format!(
+                            "`{at}` ({name}) has no `{missing}`, and `defaults` has none: set it in the entry or \
+                             in `defaults`"
+                        ),
+                        at,
+                        setting: Some((*missing).into()),
+                        refused: true,
+                    });
+                }
+                // The path of the setting that does not read, for its line in a file.
+                serde_path_to_error::deserialize(serde_json::Value::Object(entry)).map_err(|error| {
+                    let setting = error.path().to_string();
+                    EntryError {
+                        reason: format!("`{at}` ({name}): {}", error.into_inner()),
+                        at,
+                        setting: (setting != ".").then_some(setting),
+                        refused: false,
+                    }
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Config {
+            paynet: self.paynet,
+            credentials,
+            default_credential: self.default_credential,
+        })
+    }
+}
+
+/// `entry` with every setting of `defaults` it does not set; sections (`store`, `tls`) are merged key by key.
+fn inherit(defaults: &Settings, entry: Settings) -> Settings {
+    let mut merged = defaults.clone();
+    for (key, value) in entry {
+        let value = match (merged.get(&key), value) {
+            (Some(serde_json::Value::Object(base)), serde_json::Value::Object(own)) => {
+                serde_json::Value::Object(inherit(base, own))
+            }
+            (_, value) => value,
+        };
+        merged.insert(key, value);
+    }
+    merged
+}
+
+/// An entry of `credentials` that cannot be read once it has taken the settings of `defaults`, or a `defaults`
+/// section that cannot be used.
+#[derive(Debug)]
+pub(crate) struct EntryError {
+    /// `credentials[3]`, or `defaults`.
+    pub(crate) at: String,
+    /// The setting at fault in it (`username`, `store.pool_size`), when one is.
+    pub(crate) setting: Option<String>,
+    /// Whether the entry is refused (a setting missing, or not allowed) rather than a setting unreadable.
+    pub(crate) refused: bool,
+    pub(crate) reason: String,
+}
+
+impl fmt::Display for EntryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
 }
 
 impl Config {
@@ -193,6 +344,18 @@ impl Config {
             });
         }
         None
+    }
+}
+
+/// A configuration of this one credential, as its `paynet:` section: what [`Configured`](crate::setup::Configured)
+/// takes to build a single credential of a larger configuration.
+impl From<PaynetConfig> for Config {
+    fn from(paynet: PaynetConfig) -> Self {
+        Self {
+            paynet: Some(paynet),
+            credentials: Vec::new(),
+            default_credential: None,
+        }
     }
 }
 

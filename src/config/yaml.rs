@@ -1,13 +1,25 @@
 //! Loading [`Config`] from YAML.
+//!
+//! Two crates read the file. `yaml_serde` (the maintained continuation of serde_yaml, imported as `serde_yaml`)
+//! deserializes it: its errors carry the line and column of a bad value or an unknown key, and its `Value` tree is
+//! where `${VAR}` is expanded. It has no spans for the keys of a document that deserialized well, which is what a
+//! refusal of settings that parse but cannot work together needs (`paynet.lease_ttl`, and a `credentials[1]`
+//! entry's setting taken from `defaults`). Those lines come from `saphyr-parser`'s event spans ([`Positions`]):
+//! exact for any layout (flow mappings, nested lists, sections in any order) where a reading of the text would
+//! have to guess. serde-saphyr's `Spanned<T>` would give spans too, but only to fields declared as spanned: every
+//! public setting would change type, or a second, spanned copy of every struct would be kept. The parser's events
+//! give every key's line without either.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 
+use saphyr_parser::Event;
 use serde::Deserialize;
 use serde_yaml::Value;
 
-use super::Config;
 use super::env::{ExpandError, expand};
+use super::{Config, ConfigFile, EntryError};
 use crate::error::ConfigError;
 
 /// The largest configuration file [`Config::from_yaml_file`] reads: far more than any configuration needs, far
@@ -68,7 +80,7 @@ impl Config {
         expand_values(&mut value, env).map_err(|problem| match problem {
             Problem::Missing(var) => ConfigError::MissingVar {
                 path: origin.to_owned(),
-                line: line_of_variable(text, &var),
+                line: Positions::of(text).variable_line(&var).unwrap_or(0),
                 var,
             },
             Problem::Malformed(message) => ConfigError::Parse {
@@ -76,28 +88,17 @@ impl Config {
                 message,
             },
         })?;
-        match Config::deserialize(value) {
+        let file = ConfigFile::deserialize(value);
+        let config = match file.map(ConfigFile::resolve) {
+            Ok(Ok(config)) => Ok(config),
+            Ok(Err(entry)) => return Err(entry_error(entry, text, origin)),
+            Err(error) => Err(error),
+        };
+        match config {
             Ok(config) => match config.refusal() {
                 None => Ok(config),
                 Some(refusal) => {
-                    let line = refusal
-                        .fields
-                        .iter()
-                        .find_map(|field| line_of_key(text, field))
-                        // A key in a flow mapping (`tls: { ca_file: … }`) is not on a line of its own: its
-                        // section's line, then.
-                        .or_else(|| {
-                            refusal.fields.iter().find_map(|field| {
-                                let (parent, _) = field.rsplit_once('.')?;
-                                parent.contains('.').then(|| line_of_key(text, parent))?
-                            })
-                        })
-                        .or_else(|| {
-                            refusal
-                                .fields
-                                .first()
-                                .and_then(|field| line_of_entry(text, field))
-                        });
+                    let line = Positions::of(text).refusal_line(&refusal.fields);
                     Err(ConfigError::Refused {
                         origin: origin.to_owned(),
                         fields: refusal.fields.iter().map(|f| (*f).to_owned()).collect(),
@@ -112,7 +113,7 @@ impl Config {
             // message stays the expanded one, which shows the value that was actually wrong.
             Err(expanded_error) => Err(ConfigError::Parse {
                 path: origin.to_owned(),
-                message: match serde_yaml::from_str::<Config>(text)
+                message: match serde_yaml::from_str::<ConfigFile>(text)
                     .err()
                     .and_then(|e| e.location())
                 {
@@ -124,6 +125,41 @@ impl Config {
                     None => format!("after expanding environment variables: {expanded_error}"),
                 },
             }),
+        }
+    }
+}
+
+/// An entry of `credentials` that lacks a setting even with those of `defaults` is refused, naming it and the
+/// setting; one with a setting that does not read is a parse error. The settings were merged before they were
+/// read, so the parser's position is not theirs: the line is that of the setting in the entry, else in
+/// `defaults`, else the entry's first line.
+fn entry_error(entry: EntryError, text: &str, origin: &str) -> ConfigError {
+    let positions = Positions::of(text);
+    let field = match &entry.setting {
+        Some(setting) => format!("{}.{setting}", entry.at),
+        None => entry.at.clone(),
+    };
+    let line = positions
+        .line(&field)
+        .or_else(|| {
+            let setting = entry.setting.as_ref()?;
+            positions.line(&format!("defaults.{setting}"))
+        })
+        .or_else(|| positions.line(&entry.at));
+    let reason = match line {
+        Some(line) => format!("line {line}: {}", entry.reason),
+        None => entry.reason,
+    };
+    if entry.refused {
+        ConfigError::Refused {
+            origin: origin.to_owned(),
+            fields: vec![field],
+            reason,
+        }
+    } else {
+        ConfigError::Parse {
+            path: origin.to_owned(),
+            message: reason,
         }
     }
 }
@@ -157,85 +193,135 @@ fn expand_values(value: &mut Value, env: &dyn Fn(&str) -> Option<String>) -> Res
     Ok(())
 }
 
-/// The line where the last segment of a dotted field (`paynet.store.encryption_key`) is written as a key, if
-/// the file sets it rather than leaving it to its default.
+/// Where the file writes each key and each value, from the parser's spans.
 ///
-/// The key is looked for inside the section the field belongs to: `paynet.…` in the `paynet:` section, wherever it
-/// is in the file, and `credentials[1].…` in that entry of the list (entries counted at the list's own indentation,
-/// so a nested list does not shift them).
-fn line_of_key(text: &str, field: &str) -> Option<usize> {
-    let lines: Vec<&str> = text.lines().collect();
-    let key = field.rsplit('.').next().unwrap_or(field);
-    let is_key = |line: &str| {
-        let line = line.trim_start();
-        let line = line.strip_prefix("- ").unwrap_or(line).trim_start();
-        line.strip_prefix(key)
-            .is_some_and(|rest| rest.trim_start().starts_with(':'))
-    };
-    let find = |from: usize, to: usize| (from..to).find(|&i| is_key(lines[i])).map(|i| i + 1);
-    if let Some((start, end)) = entry(&lines, field) {
-        return find(start, end);
+/// A key is named by its path, as refusals name fields: `paynet.store.url`, `credentials[1].token_ttl`; an entry of
+/// a list by its index (`credentials[1]`, the line where the entry starts). A file the parser cannot read has no
+/// positions: it has been read by `yaml_serde` already, so this happens only where the two disagree, and then a
+/// refusal has no line rather than a wrong one.
+struct Positions {
+    keys: HashMap<String, usize>,
+    /// Every scalar value (not key) with the line where it starts, in the order of the file.
+    values: Vec<(usize, String)>,
+}
+
+/// An open collection while the events are read: a mapping (with the path of the key whose value comes next) or
+/// a sequence (with the index of the next entry).
+enum Open {
+    Mapping { path: String, key: Option<String> },
+    Sequence { path: String, next: usize },
+}
+
+impl Positions {
+    fn of(text: &str) -> Self {
+        let mut positions = Self {
+            keys: HashMap::new(),
+            values: Vec::new(),
+        };
+        let mut open: Vec<Open> = Vec::new();
+        for item in saphyr_parser::Parser::new_from_str(text) {
+            let Ok((event, span)) = item else {
+                return Self {
+                    keys: HashMap::new(),
+                    values: Vec::new(),
+                };
+            };
+            let line = span.start.line();
+            match event {
+                Event::Scalar(scalar, ..) => {
+                    if let Some(Open::Mapping {
+                        path,
+                        key: key @ None,
+                    }) = open.last_mut()
+                    {
+                        let at = child(path, &scalar);
+                        positions.keys.entry(at.clone()).or_insert(line);
+                        *key = Some(at);
+                    } else {
+                        positions.values.push((line, scalar.into_owned()));
+                        done(&mut open);
+                    }
+                }
+                Event::MappingStart(..) | Event::SequenceStart(..) => {
+                    let path = match open.last() {
+                        Some(Open::Mapping { key: Some(key), .. }) => key.clone(),
+                        Some(Open::Sequence { path, next }) => format!("{path}[{next}]"),
+                        // The document itself, or a mapping used as a key (which no setting is).
+                        _ => String::new(),
+                    };
+                    positions.keys.entry(path.clone()).or_insert(line);
+                    open.push(match event {
+                        Event::MappingStart(..) => Open::Mapping { path, key: None },
+                        _ => Open::Sequence { path, next: 0 },
+                    });
+                }
+                Event::MappingEnd | Event::SequenceEnd => {
+                    open.pop();
+                    done(&mut open);
+                }
+                Event::Alias(_) => done(&mut open),
+                _ => {}
+            }
+        }
+        positions
     }
-    match field.split_once('.') {
-        Some((top, _)) => section(&lines, top).and_then(|(from, to)| find(from, to)),
-        None => find(0, lines.len()),
+
+    /// The line of the key `path`, or of the entry of a list it names.
+    fn line(&self, path: &str) -> Option<usize> {
+        self.keys.get(path).copied()
+    }
+
+    /// The line of a refusal of `fields`: the first of them the file sets; for an entry of `credentials`, a setting
+    /// it takes from `defaults` where `defaults` sets it; else the entry itself (a refusal of settings it leaves to
+    /// their defaults, or of an entry without a `name`).
+    fn refusal_line(&self, fields: &[String]) -> Option<usize> {
+        fn in_entry(field: &str) -> Option<(String, Option<&str>)> {
+            let (index, setting) = field.strip_prefix("credentials[")?.split_once(']')?;
+            Some((format!("credentials[{index}]"), setting.strip_prefix('.')))
+        }
+        fields
+            .iter()
+            .find_map(|field| self.line(field))
+            .or_else(|| {
+                fields.iter().find_map(|field| {
+                    let (_, setting) = in_entry(field)?;
+                    self.line(&format!("defaults.{}", setting?))
+                })
+            })
+            .or_else(|| {
+                fields
+                    .iter()
+                    .find_map(|field| self.line(&in_entry(field)?.0))
+            })
+    }
+
+    /// The first line whose value uses `${var}` or `${var:-…}`.
+    fn variable_line(&self, var: &str) -> Option<usize> {
+        let plain = format!("${{{var}}}");
+        let with_default = format!("${{{var}:-");
+        self.values
+            .iter()
+            .find(|(_, value)| value.contains(&plain) || value.contains(&with_default))
+            .map(|(line, _)| *line)
     }
 }
 
-/// The first line of the entry of `credentials` a field (`credentials[1].token_ttl`) belongs to: where a refusal
-/// of settings the entry leaves to their defaults, or of an entry without a `name`, is reported.
-fn line_of_entry(text: &str, field: &str) -> Option<usize> {
-    let lines: Vec<&str> = text.lines().collect();
-    entry(&lines, field).map(|(start, _)| start + 1)
+/// The path of `key` in the mapping at `path`.
+fn child(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
-/// The lines of the entry of `credentials` that `field` names, counted at the list's own indentation so that a
-/// nested list does not shift them; `None` for a field of no entry.
-fn entry(lines: &[&str], field: &str) -> Option<(usize, usize)> {
-    let index: usize = field
-        .strip_prefix("credentials[")?
-        .split(']')
-        .next()?
-        .parse()
-        .ok()?;
-    let (from, to) = section(lines, "credentials")?;
-    let indent = |line: &str| line.len() - line.trim_start().len();
-    let item = |line: &str| line.trim_start().starts_with("- ");
-    let list_indent = lines[from..to]
-        .iter()
-        .find(|l| item(l))
-        .map(|l| indent(l))?;
-    let entries: Vec<usize> = (from..to)
-        .filter(|&i| item(lines[i]) && indent(lines[i]) == list_indent)
-        .collect();
-    let start = *entries.get(index)?;
-    Some((start, entries.get(index + 1).copied().unwrap_or(to)))
-}
-
-/// The lines of the top-level section `name:`, from the one after its key to the next top-level key.
-fn section(lines: &[&str], name: &str) -> Option<(usize, usize)> {
-    let key = lines.iter().position(|line| {
-        line.strip_prefix(name)
-            .is_some_and(|rest| rest.trim_start().starts_with(':'))
-    })?;
-    let top_level = |line: &&str| !line.is_empty() && !line.starts_with([' ', '\t', '#', '-']);
-    let end = lines[key + 1..]
-        .iter()
-        .position(top_level)
-        .map_or(lines.len(), |i| key + 1 + i);
-    Some((key + 1, end))
-}
-
-/// The first line that uses `${var}` or `${var:-…}` outside a comment.
-fn line_of_variable(text: &str, var: &str) -> usize {
-    let plain = format!("${{{var}}}");
-    let with_default = format!("${{{var}:-");
-    text.lines()
-        .position(|line| {
-            !line.trim_start().starts_with('#')
-                && (line.contains(&plain) || line.contains(&with_default))
-        })
-        .map_or(0, |i| i + 1)
+/// A value has ended: the mapping holding it waits for its next key, the sequence for its next entry.
+fn done(open: &mut [Open]) {
+    match open.last_mut() {
+        Some(Open::Mapping { key, .. }) => *key = None,
+        Some(Open::Sequence { next, .. }) => *next += 1,
+        None => {}
+    }
 }
 
 /// YAML reads a whole number past 64 bits as a 128-bit one, which no setting holds; the parser then says

@@ -21,7 +21,7 @@ pub(crate) async fn run(
     let config = stack::credential(&file, credential)?;
     let params = stack::parse_params(params)?;
     let mut signals = Signals::install()?;
-    let ready = stack::stack(config).await?;
+    let ready = stack::configured(config).await?;
     let service = stack::authorised(&ready, config)?;
     let request = stack::rpc_request(config, path, method, &params, 1)?;
     let exchange = async {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use http_body_util::BodyExt;
 use paynet_auth::Error;
 use paynet_auth::config::PaynetConfig;
-use paynet_auth::setup::Stack;
+use paynet_auth::setup::Configured;
 use paynet_sim::tls::ServerTls;
 use paynet_sim::{LoginFailure, Simulator, SimulatorBuilder};
 use tower::ServiceExt;
@@ -120,11 +120,11 @@ const CALL_PATH: &str = "/v2/service";
 const CALL_METHOD: &str = "getCategoriesList";
 
 impl Demo {
-    async fn stack(&self) -> Result<Stack, String> {
-        stack::stack(&self.config).await
+    async fn stack(&self) -> Result<Configured, String> {
+        stack::configured(&self.config).await
     }
 
-    async fn call(&self, ready: &Stack) -> Result<serde_json::Value, Error> {
+    async fn call(&self, ready: &Configured) -> Result<serde_json::Value, Error> {
         // The layer's own error, not the request timeout's boxed one: the demo shows which of them a call met.
         let service = ready.service(
             stack::client(&self.config)

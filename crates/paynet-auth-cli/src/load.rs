@@ -103,7 +103,7 @@ pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, 
     let file = config;
     let config = stack::credential(&file, args.credential.as_deref())?;
     let mut signals = Signals::install()?;
-    let ready = stack::stack(config).await?;
+    let ready = stack::configured(config).await?;
     let manager = ready.manager().clone();
     let progress = ProgressBar::new(args.requests);
     progress.set_style(

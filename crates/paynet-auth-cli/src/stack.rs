@@ -9,7 +9,7 @@ use http_body_util::Full;
 use paynet_auth::config::{Config, PaynetConfig};
 use paynet_auth::deadline::Deadline;
 use paynet_auth::hyper_client::{HttpClient, HttpError};
-use paynet_auth::setup::Stack;
+use paynet_auth::setup::Configured;
 use paynet_auth::{BoxError, PaynetAuth};
 use tower::ServiceExt;
 use tower::util::MapErr;
@@ -53,19 +53,19 @@ pub(crate) fn credential<'a>(
     })
 }
 
-/// The manager and the layer of `config`, over its store, in one pass.
-pub(crate) async fn stack(config: &PaynetConfig) -> Result<Stack, String> {
-    Stack::from_config(config)
+/// The manager and the layer of the one credential `config`, over its store, in one pass.
+pub(crate) async fn configured(config: &PaynetConfig) -> Result<Configured, String> {
+    Configured::open(&Config::from(config.clone()))
         .await
         .map_err(|e| crate::one_line(&e))
 }
 
 /// The credential's client wrapped in the stack's layer, within the configured `request_timeout`.
 pub(crate) fn authorised(
-    stack: &Stack,
+    configured: &Configured,
     config: &PaynetConfig,
 ) -> Result<Deadline<PaynetAuth<Inner>>, String> {
-    Ok(stack.bounded_service(client(config)?))
+    Ok(configured.bounded_service(client(config)?))
 }
 
 /// A JSON-RPC call to `path` below the gateway root; an error naming the URL when the path makes it invalid.

@@ -6,10 +6,10 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use std::sync::Arc;
 
-use paynet_auth::config::PaynetConfig;
+use paynet_auth::config::{Config, PaynetConfig};
 use paynet_auth::error::SetupError;
 use paynet_auth::redact;
-use paynet_auth::setup::Stack;
+use paynet_auth::setup::Configured;
 use paynet_auth::store::MemoryStore;
 use paynet_auth::token::{LoginSender, TokenRecord};
 
@@ -39,7 +39,7 @@ pub(crate) async fn run(
         TokenAction::Status => status(config).await,
         TokenAction::Refresh => refresh(config).await,
         TokenAction::Clear => {
-            let ready = stack::stack(config).await?;
+            let ready = stack::configured(config).await?;
             let manager = ready.manager();
             manager.clear().await.map_err(|e| crate::one_line(&e))?;
             outln!("cleared the stored token of {}", manager.credential_key())?;
@@ -59,19 +59,20 @@ fn status_bound(config: &PaynetConfig) -> Duration {
 async fn status(config: &PaynetConfig) -> Result<ExitCode, String> {
     let bound = status_bound(config);
     let waited = || format!("no answer within {}", humantime::format_duration(bound));
-    let ready = match tokio::time::timeout(bound, Stack::from_config(config)).await {
-        Ok(Ok(ready)) => ready,
-        Ok(Err(error @ SetupError::Store { .. })) => {
-            return unopened(config, &crate::one_line(&error));
-        }
-        Ok(Err(error)) => return Err(crate::one_line(&error)),
-        Err(_) => {
-            return unopened(
-                config,
-                &format!("cannot open the token store: {}", waited()),
-            );
-        }
-    };
+    let ready =
+        match tokio::time::timeout(bound, Configured::open(&Config::from(config.clone()))).await {
+            Ok(Ok(ready)) => ready,
+            Ok(Err(error @ SetupError::Store { .. })) => {
+                return unopened(config, &crate::one_line(&error));
+            }
+            Ok(Err(error)) => return Err(crate::one_line(&error)),
+            Err(_) => {
+                return unopened(
+                    config,
+                    &format!("cannot open the token store: {}", waited()),
+                );
+            }
+        };
     let manager = ready.manager();
     outln!("credential: {}", manager.name())?;
     outln!("key:        {}", manager.credential_key())?;
@@ -122,7 +123,8 @@ async fn status(config: &PaynetConfig) -> Result<ExitCode, String> {
 fn unopened(config: &PaynetConfig, cause: &str) -> Result<ExitCode, String> {
     // The key and name as a manager derives them, from a manager over no store.
     let offline =
-        Stack::with_store(config, Arc::new(MemoryStore::new())).map_err(|e| crate::one_line(&e))?;
+        Configured::with_store(&Config::from(config.clone()), Arc::new(MemoryStore::new()))
+            .map_err(|e| crate::one_line(&e))?;
     let manager = offline.manager();
     outln!("credential: {}", manager.name())?;
     outln!("key:        {}", manager.credential_key())?;
@@ -136,7 +138,7 @@ fn unopened(config: &PaynetConfig, cause: &str) -> Result<ExitCode, String> {
 /// around (it serves such a token from memory), since the point of this command is the stored token.
 async fn refresh(config: &PaynetConfig) -> Result<ExitCode, String> {
     let mut signals = Signals::install()?;
-    let ready = stack::stack(config).await?;
+    let ready = stack::configured(config).await?;
     let manager = ready.manager();
     let login = LoginSender::from_service(stack::client(config)?);
     let token = tokio::select! {
