@@ -57,8 +57,8 @@ impl Stack {
     }
 
     /// Every credential of `config` behind one layer ([`PaynetAuthLayer::credential`]): the default one
-    /// ([`Config::default_credential`]) serves requests without a [`Credential`](crate::Credential), each has its own
-    /// manager and opens its own store. [`manager`](Self::manager) is the default's.
+    /// ([`Config::default_credential`]) serves requests without a [`CredentialName`](crate::CredentialName), each
+    /// has its own manager and opens its own store. [`manager`](Self::manager) is the default's.
     ///
     /// ```
     /// use paynet_auth::config::Config;

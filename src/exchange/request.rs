@@ -11,7 +11,7 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 
 use super::buffer::Buffer;
-use super::policy::{ExchangePolicy, Placement};
+use super::policy::{AuthPolicy, Placement};
 use crate::envelope::inject_token;
 use crate::envelope::splice::TokenSlots;
 use crate::error::{BoxError, Error};
@@ -129,10 +129,7 @@ impl HeadCopy {
 
 /// Where the token will go in `body`, found before any token is asked for: a body the layer refuses is refused
 /// before it costs a login. `None` when the token goes in a header.
-pub(crate) fn token_slots(
-    policy: &ExchangePolicy,
-    body: &Bytes,
-) -> Result<Option<TokenSlots>, Error> {
+pub(crate) fn token_slots(policy: &AuthPolicy, body: &Bytes) -> Result<Option<TokenSlots>, Error> {
     match &policy.placement {
         Placement::JsonBody(field) => Ok(Some(TokenSlots::find(body, *field)?)),
         Placement::Header { .. } => Ok(None),
@@ -141,7 +138,7 @@ pub(crate) fn token_slots(
 
 /// The request with `token` in it, written into the slots [`token_slots`] found in `body` beforehand.
 pub(crate) fn authorised_request_in(
-    policy: &ExchangePolicy,
+    policy: &AuthPolicy,
     mut head: http::request::Parts,
     body: &Bytes,
     slots: Option<&TokenSlots>,
@@ -161,7 +158,7 @@ pub(crate) fn authorised_request_in(
 
 /// The request with `token` in it: the body validated and spliced in one pass, or the header set.
 pub(crate) fn authorised_request(
-    policy: &ExchangePolicy,
+    policy: &AuthPolicy,
     mut head: http::request::Parts,
     body: &Bytes,
     token: &ActiveToken,
