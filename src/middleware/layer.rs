@@ -1,4 +1,4 @@
-//! [`PaynetAuthLayer`]: what the layer does, and how it is configured.
+//! [`PaynetAuthLayer`]: what the layer does, where it goes in a stack, and the policies it holds.
 
 use std::sync::Arc;
 
