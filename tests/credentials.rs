@@ -1,6 +1,6 @@
 //! Several credentials behind one layer: a Paynet terminal per merchant and a Bearer API, each with its own token,
-//! lifetime, lease and backoff, chosen per request by a `CredentialName` extension. Paused tokio time and a gateway in
-//! memory make every count exact; the fleet test runs two instances on real threads over one store.
+//! lifetime, lease and backoff, chosen per request by a `CredentialName` extension. Paused tokio time and a gateway
+//! in memory make every count exact; the fleet test runs two instances on real threads over one store.
 
 mod support;
 
@@ -332,10 +332,10 @@ fn every_service_of_a_layer_shares_its_one_policy_set() {
     assert_eq!(first.policies().names(), ["north", "south"]);
 }
 
-/// The hyper helper takes a set, a policy or a layer; from a layer it shares the layer's set.
+/// `authorised_http_client` takes a set, a policy or a layer; from a layer it shares the layer's set.
 #[cfg(feature = "hyper-client")]
 #[tokio::test]
-async fn the_hyper_helper_takes_a_policy_set_or_a_layer() {
+async fn the_hyper_client_function_takes_a_policy_set_or_a_layer() {
     use paynet_auth::hyper_client::authorised_http_client;
     let store = MemoryStore::new();
     let layer =

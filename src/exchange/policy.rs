@@ -116,8 +116,9 @@ impl RejectionRule {
 ///
 /// It is the policy of the layer, apart from the plumbing, as tower's `retry` keeps its `Policy` apart from the
 /// service: [`PaynetAuthLayer`](crate::PaynetAuthLayer) holds a [`PolicySet`](crate::PolicySet) of these (one, or
-/// one per credential), and so do the reqwest adapter and the hyper helper. The presets are
-/// [`paynet`](Self::paynet) and [`bearer`](Self::bearer); each setting has a builder method that says its default.
+/// one per credential), and so do the reqwest adapter and `hyper_client::authorised_http_client`. The presets
+/// are [`paynet`](Self::paynet) and [`bearer`](Self::bearer); each setting has a builder method that says its
+/// default.
 ///
 /// ```
 /// use paynet_auth::envelope::TokenField;

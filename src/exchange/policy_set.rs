@@ -12,7 +12,7 @@ use crate::error::{Error, PolicySetError};
 /// A request without a [`CredentialName`] gets the default, with no lookup; one with a name gets that policy, one
 /// map lookup; a name the set does not hold fails the call unsent ([`Error::UnknownCredential`]). Built once:
 /// [`PaynetAuthLayer`](crate::PaynetAuthLayer) holds it behind an `Arc`, which every service the layer makes, the
-/// reqwest adapter and the hyper helper share.
+/// reqwest adapter and `hyper_client::authorised_http_client` share.
 ///
 /// ```
 /// use paynet_auth::token::{ClientCredentials, PaynetLogin};
