@@ -11,7 +11,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use paynet_auth::token::PaynetLogin;
-use paynet_auth::{Credential, PaynetAuthLayer, TokenManager};
+use paynet_auth::{CredentialName, PaynetAuthLayer, TokenManager};
 use tower::{Layer, Service, ServiceExt};
 
 struct Counting;
@@ -76,7 +76,7 @@ fn request(body: &Bytes) -> Request<Full<Bytes>> {
 }
 
 /// `request` naming `credential` in its extensions, as a service serving several credentials sends it.
-fn named(body: &Bytes, credential: &Credential) -> Request<Full<Bytes>> {
+fn named(body: &Bytes, credential: &CredentialName) -> Request<Full<Bytes>> {
     let mut request = request(body);
     request.extensions_mut().insert(credential.clone());
     request
@@ -112,7 +112,7 @@ fn layer_overhead(c: &mut Criterion) {
         .credential(PaynetAuthLayer::new(terminal("east", 2)))
         .credential(PaynetAuthLayer::new(terminal("south", 3)))
         .layer(gateway());
-    let south = Credential::new("south");
+    let south = CredentialName::new("south");
     let bare = gateway();
     let body = request_body();
     // Obtain the tokens once, so the benchmark measures the steady state.
@@ -178,7 +178,7 @@ fn layer_overhead(c: &mut Criterion) {
             response.into_body().collect().await.unwrap()
         })
     });
-    // The same two with a `Credential` in the request: the extension's own cost is in both.
+    // The same two with a `CredentialName` in the request: the extension's own cost is in both.
     group.bench_function("bare_named", |b| {
         b.to_async(&runtime).iter(|| async {
             let response = bare.clone().oneshot(named(&body, &south)).await.unwrap();

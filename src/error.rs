@@ -555,7 +555,7 @@ pub enum Error {
     /// Reading the response body failed.
     #[error("reading the response body failed")]
     ResponseBody(#[source] BoxError),
-    /// The request names a [`Credential`](crate::Credential) the layer does not serve. It was not sent.
+    /// The request names a [`CredentialName`](crate::CredentialName) the layer does not serve. It was not sent.
     #[error("no credential named `{name}` here (known: {}); the request was not sent", known.join(", "))]
     UnknownCredential {
         /// The name the request asked for.
@@ -596,6 +596,34 @@ impl Error {
             | Error::UnknownCredential { .. } => true,
         }
     }
+}
+
+/// Why a policy could not join a [`PolicySet`](crate::PolicySet).
+///
+/// ```
+/// use paynet_auth::token::PaynetLogin;
+/// use paynet_auth::{AuthPolicy, PolicySet, PolicySetError, TokenManager};
+///
+/// let terminal = |id| {
+///     let login = PaynetLogin::new("https://gateway.example/gw", "username", "secret".into(), id);
+///     AuthPolicy::paynet(TokenManager::builder(login).name("north").build().unwrap())
+/// };
+/// let mut policies = PolicySet::new(terminal(17));
+/// let error = policies.insert(terminal(42)).unwrap_err();
+/// assert!(matches!(&error, PolicySetError::DuplicateName { name } if name == "north"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicySetError {
+    /// A policy of this name is in the set already: a request's
+    /// [`CredentialName`](crate::CredentialName) must select one policy. The set is left as it was.
+    #[error(
+        "a policy named `{name}` is in the set already; give each manager its own name (TokenManagerBuilder::name)"
+    )]
+    DuplicateName {
+        /// The name.
+        name: String,
+    },
 }
 
 /// Why a configuration could not be turned into a ready stack ([`Configured::open`](crate::setup::Configured::open)).

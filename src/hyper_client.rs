@@ -45,7 +45,7 @@ use tower_service::Service;
 use crate::config::{PaynetConfig, TlsConfig};
 use crate::error::BoxError;
 use crate::tls::{PemFileError, TlsFailure};
-use crate::{PaynetAuth, PaynetAuthLayer};
+use crate::{PaynetAuth, PolicySet};
 
 /// hyper-util's pooled client over HTTPS (rustls) or HTTP, direct or through a forward proxy, sending the bodies
 /// the layer hands on. Cloning is cheap: clones share the connection pool.
@@ -798,12 +798,15 @@ pub fn http_client() -> HttpClient {
     HttpClient::new()
 }
 
-/// The layer over a new [`http_client`]: a service that calls the gateway with the token written in.
+/// A new [`http_client`] authorised by `policies`: a service that calls the gateway with the token written in.
+///
+/// `policies` is a [`PolicySet`], an [`AuthPolicy`](crate::AuthPolicy), or a layer (`&PaynetAuthLayer` or
+/// [`PaynetAuthLayer`](crate::PaynetAuthLayer)), whose set the service then shares.
 ///
 /// ```
 /// use paynet_auth::hyper_client::authorised_http_client;
 /// use paynet_auth::token::PaynetLogin;
-/// use paynet_auth::{PaynetAuthLayer, TokenManager};
+/// use paynet_auth::{AuthPolicy, PaynetAuthLayer, TokenManager};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), paynet_auth::BoxError> {
 /// let manager = TokenManager::builder(PaynetLogin::new(
@@ -813,11 +816,13 @@ pub fn http_client() -> HttpClient {
 ///     4_027_096,
 /// ))
 /// .build()?;
-/// let service = authorised_http_client(&PaynetAuthLayer::new(manager));
-/// # let _ = service; Ok(()) }
+/// let service = authorised_http_client(AuthPolicy::paynet(manager.clone()));
+/// let layer = PaynetAuthLayer::new(manager);
+/// let same = authorised_http_client(&layer);
+/// # let _ = (service, same); Ok(()) }
 /// ```
-pub fn authorised_http_client(layer: &PaynetAuthLayer) -> PaynetAuth<HttpClient> {
-    tower_layer::Layer::layer(layer, http_client())
+pub fn authorised_http_client(policies: impl Into<Arc<PolicySet>>) -> PaynetAuth<HttpClient> {
+    PaynetAuth::with_policies(http_client(), policies)
 }
 
 #[cfg(test)]

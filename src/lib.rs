@@ -66,10 +66,12 @@ pub mod token;
 mod exchange;
 mod middleware;
 
-pub use error::{BoxError, Error, InjectError, LoginError, SetupError, StoreError, TokenError};
+pub use error::{
+    BoxError, Error, InjectError, LoginError, PolicySetError, SetupError, StoreError, TokenError,
+};
 pub use exchange::{
-    Credential, DEFAULT_INSPECT_LIMIT, DEFAULT_MAX_REQUEST_BODY, PAYNET_REJECTION_CODE, Placement,
-    RejectionRule, ResponseBody,
+    AuthPolicy, CredentialName, DEFAULT_INSPECT_LIMIT, DEFAULT_MAX_REQUEST_BODY,
+    PAYNET_REJECTION_CODE, Placement, PolicySet, RejectionRule, ResponseBody,
 };
 pub use middleware::{PaynetAuth, PaynetAuthLayer, ResponseFuture};
 pub use token::{Health, Stats, TokenManager, TokenManagerBuilder};

@@ -11,13 +11,14 @@ use reqwest_middleware::{Middleware, Next};
 
 use crate::error::BoxError;
 use crate::exchange::{
-    Credentials, ExchangePolicy, HeadCopy, Inspected, ResponseBody, authorised_request,
-    authorised_request_in, inspect, read_request_body, replay, token_slots,
+    AuthPolicy, HeadCopy, Inspected, ResponseBody, authorised_request, authorised_request_in,
+    inspect, read_request_body, replay, token_slots,
 };
 use crate::token::{LoginResponse, LoginSender};
-use crate::{Error, PaynetAuthLayer};
+use crate::{Error, PolicySet};
 
-/// Authorises reqwest calls with the manager's token, like [`PaynetAuthLayer`] does for tower services.
+/// Authorises reqwest calls with the manager's token, like [`PaynetAuthLayer`](crate::PaynetAuthLayer) does for
+/// tower services, following the same [`PolicySet`].
 ///
 /// The login goes through `login_client`, usually the same `reqwest::Client` the middleware is attached to.
 ///
@@ -40,17 +41,18 @@ use crate::{Error, PaynetAuthLayer};
 /// ```
 #[derive(Debug, Clone)]
 pub struct PaynetAuthMiddleware {
-    credentials: Arc<Credentials>,
+    policies: Arc<PolicySet>,
     login_client: reqwest::Client,
 }
 
 impl PaynetAuthMiddleware {
-    /// The middleware with `layer`'s credentials, each with its policy (placement, rejection rule, limits) and
-    /// manager. A request names its credential with a [`Credential`](crate::Credential) extension
-    /// (`RequestBuilder::with_extension`); without one it uses the layer's default.
-    pub fn new(layer: PaynetAuthLayer, login_client: reqwest::Client) -> Self {
+    /// The middleware with the policies of `policies`, each credential's (placement, rejection rule, limits,
+    /// manager): a [`PolicySet`], an [`AuthPolicy`], or a [`PaynetAuthLayer`](crate::PaynetAuthLayer), whose set it
+    /// then shares. A request names its credential with a [`CredentialName`](crate::CredentialName) extension
+    /// (`RequestBuilder::with_extension`); without one it uses the set's default.
+    pub fn new(policies: impl Into<Arc<PolicySet>>, login_client: reqwest::Client) -> Self {
         Self {
-            credentials: layer.credentials(),
+            policies: policies.into(),
             login_client,
         }
     }
@@ -98,7 +100,7 @@ impl Middleware for PaynetAuthMiddleware {
         let (parts, body) = request.into_parts();
         // reqwest-middleware carries a request's extensions (`with_extension`) beside it, not in it.
         let policy = self
-            .credentials
+            .policies
             .for_request(extensions)
             .map_err(middleware_error)?;
         let body = read_request_body(body, &parts.headers, policy.max_request_body)
@@ -126,7 +128,7 @@ impl Middleware for PaynetAuthMiddleware {
 /// runs the same steps as a state machine ([`ResponseFuture`](crate::ResponseFuture)) and shares `replay` with
 /// this.
 async fn authorise_buffered<B, E, Fut>(
-    policy: &ExchangePolicy,
+    policy: &AuthPolicy,
     parts: http::request::Parts,
     body: Bytes,
     mut send: impl FnMut(Request<Bytes>) -> Fut,

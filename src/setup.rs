@@ -54,8 +54,8 @@ pub struct Configured {
 impl Configured {
     /// Checks `config` ([`Config::validate`]), opens its stores (applying their migrations) and builds a manager
     /// per credential and the layer over them all: the default credential ([`Config::default_credential`]) serves
-    /// requests without a [`Credential`](crate::Credential). Credentials whose stores have the same URL and options
-    /// share one opened store, and so one pool of connections.
+    /// requests without a [`CredentialName`](crate::CredentialName). Credentials whose stores have the same URL and
+    /// options share one opened store, and so one pool of connections.
     ///
     /// ```
     /// use paynet_auth::config::Config;

@@ -1,6 +1,6 @@
 //! Several credentials behind one layer: a Paynet terminal per merchant and a Bearer API, each with its own token,
-//! lifetime, lease and backoff, chosen per request by a `Credential` extension. Paused tokio time and a gateway in
-//! memory make every count exact; the fleet test runs two instances on real threads over one store.
+//! lifetime, lease and backoff, chosen per request by a `CredentialName` extension. Paused tokio time and a gateway
+//! in memory make every count exact; the fleet test runs two instances on real threads over one store.
 
 mod support;
 
@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use paynet_auth::store::MemoryStore;
 use paynet_auth::token::{ClientCredentials, PaynetLogin};
-use paynet_auth::{Credential, Error, Health, PaynetAuthLayer, TokenError, TokenManager};
+use paynet_auth::{
+    AuthPolicy, CredentialName, Error, Health, PaynetAuthLayer, PolicySet, PolicySetError,
+    TokenError, TokenManager,
+};
 use support::*;
 use tower::{Layer, ServiceExt};
 
@@ -123,7 +126,7 @@ fn call(credential: Option<&str>) -> MockRequest {
         r#"{"jsonrpc":"2.0","method":"getCategoriesList","id":1,"params":{}}"#,
     );
     if let Some(name) = credential {
-        request.extensions_mut().insert(Credential::new(name));
+        request.extensions_mut().insert(CredentialName::new(name));
     }
     request
 }
@@ -278,6 +281,81 @@ fn a_credential_name_served_twice_panics() {
     );
 }
 
+/// A set refuses a second policy of a name it holds with a typed error, and stays as it was.
+#[test]
+fn a_policy_set_refuses_a_name_twice_with_an_error() {
+    let store = MemoryStore::new();
+    let policy = |name: &str| AuthPolicy::paynet(terminal(name, Duration::from_secs(60), &store));
+    let mut policies = PolicySet::new(policy("north"))
+        .with(policy("south"))
+        .unwrap();
+    for taken in ["north", "south"] {
+        assert_eq!(
+            policies.insert(AuthPolicy::bearer(terminal(
+                taken,
+                Duration::from_secs(60),
+                &store
+            ))),
+            Err(PolicySetError::DuplicateName {
+                name: taken.to_owned()
+            })
+        );
+    }
+    assert_eq!(policies.names(), ["north", "south"]);
+    assert_eq!(
+        policies.get("south").unwrap().rejection_rule(),
+        &paynet_auth::RejectionRule::json_rpc_error(-9999),
+        "the refused Bearer policy replaced nothing"
+    );
+    let error = PolicySet::new(policy("north"))
+        .with(policy("north"))
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("`north`"),
+        "the error names the name: {error}"
+    );
+}
+
+/// The layer builds its set once: every service it makes shares it, whatever the number of `layer` calls.
+#[test]
+fn every_service_of_a_layer_shares_its_one_policy_set() {
+    let store = MemoryStore::new();
+    let gateway = Gateway::default();
+    let layer =
+        PaynetAuthLayer::new(terminal("north", Duration::from_secs(60), &store)).credential(
+            PaynetAuthLayer::new(terminal("south", Duration::from_secs(60), &store)),
+        );
+    let first = layer.layer(gateway.service());
+    let second = layer.layer(gateway.service());
+    assert!(std::ptr::eq(first.policies(), second.policies()));
+    assert!(std::ptr::eq(first.policies(), layer.policies()));
+    assert_eq!(first.policies().names(), ["north", "south"]);
+}
+
+/// `authorised_http_client` takes a set, a policy or a layer; from a layer it shares the layer's set.
+#[cfg(feature = "hyper-client")]
+#[tokio::test]
+async fn the_hyper_client_function_takes_a_policy_set_or_a_layer() {
+    use paynet_auth::hyper_client::authorised_http_client;
+    let store = MemoryStore::new();
+    let layer =
+        PaynetAuthLayer::new(terminal("north", Duration::from_secs(60), &store)).credential(
+            PaynetAuthLayer::new(terminal("south", Duration::from_secs(60), &store)),
+        );
+    let borrowed = authorised_http_client(&layer);
+    assert!(std::ptr::eq(borrowed.policies(), layer.policies()));
+    let owned = authorised_http_client(layer.clone());
+    assert!(std::ptr::eq(owned.policies(), layer.policies()));
+    let set = authorised_http_client(PolicySet::from(layer.clone()));
+    assert_eq!(set.policies().names(), ["north", "south"]);
+    let one = authorised_http_client(AuthPolicy::bearer(terminal(
+        "reports",
+        Duration::from_secs(60),
+        &store,
+    )));
+    assert_eq!(one.manager().name(), "reports");
+}
+
 /// Two instances (a layer each, with both terminals, each instance with its own connection pool to one SQLite
 /// file), 50 concurrent callers per credential on each, on real threads, from a cold start: one login per
 /// credential for the whole fleet, the other instance adopting it through the store.
@@ -336,13 +414,13 @@ async fn a_fleet_of_two_instances_logs_in_once_per_credential() {
     assert_eq!(calls.iter().filter(|t| *t == "south-1").count(), 100);
 }
 
-/// The layer takes the `Credential` out of the request, and nothing else: an extension of the caller's own still
+/// The layer takes the `CredentialName` out of the request, and nothing else: an extension of the caller's own still
 /// reaches the service below, on the first send and on the replay after a rejection.
 #[tokio::test(start_paused = true)]
 async fn the_callers_other_extensions_reach_the_service_below_first_and_on_replay() {
     #[derive(Clone, Debug, PartialEq)]
     struct TraceId(u64);
-    /// Per send: whether it carried a `Credential`, and its trace id.
+    /// Per send: whether it carried a `CredentialName`, and its trace id.
     type Seen = Arc<Mutex<Vec<(bool, Option<TraceId>)>>>;
     let seen: Seen = Arc::default();
     let gateway = {
@@ -356,7 +434,7 @@ async fn the_callers_other_extensions_reach_the_service_below_first_and_on_repla
                     return Ok::<_, Infallible>(login_ok(&format!("T-{n}")));
                 }
                 seen.lock().unwrap().push((
-                    request.extensions().get::<Credential>().is_some(),
+                    request.extensions().get::<CredentialName>().is_some(),
                     request.extensions().get::<TraceId>().cloned(),
                 ));
                 let body = body_json(request.into_body()).await;

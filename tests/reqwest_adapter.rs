@@ -4,7 +4,7 @@ mod support;
 
 use paynet_auth::reqwest_adapter::PaynetAuthMiddleware;
 use paynet_auth::token::{Generation, PaynetLogin};
-use paynet_auth::{PaynetAuthLayer, TokenManager};
+use paynet_auth::{AuthPolicy, PaynetAuthLayer, PolicySet, TokenManager};
 use paynet_sim::tls::{Authority, Identity, ServerTls};
 use paynet_sim::{LoginFailure, Simulator};
 use support::{PASSWORD, TERMINAL, USERNAME};
@@ -182,11 +182,34 @@ async fn adapter_serves_the_last_token_through_a_login_outage_until_the_gateway_
     assert_eq!(sim.stats().rejections, 1);
 }
 
-/// Two credentials behind one adapter, each a terminal of its own gateway: a request's `Credential` extension
+/// Two credentials behind one adapter, each a terminal of its own gateway: a request's `CredentialName` extension
 /// (`with_extension`) picks the token, a request without one gets the default's, and a name the adapter does not
-/// serve is a middleware error with nothing sent.
+/// serve is a middleware error with nothing sent. The adapter is made from a layer.
 #[tokio::test]
 async fn adapter_picks_the_credential_a_request_names() {
+    picks_the_named_credential(|north, south, http| {
+        let layer = PaynetAuthLayer::new(north).credential(PaynetAuthLayer::new(south));
+        PaynetAuthMiddleware::new(layer, http)
+    })
+    .await;
+}
+
+/// The same with the adapter made from a policy set.
+#[tokio::test]
+async fn adapter_takes_a_policy_set() {
+    picks_the_named_credential(|north, south, http| {
+        let policies = PolicySet::new(AuthPolicy::paynet(north))
+            .with(AuthPolicy::paynet(south))
+            .unwrap();
+        PaynetAuthMiddleware::new(policies, http)
+    })
+    .await;
+}
+
+/// `adapter(north, south, client)` is an adapter serving north by default and south by name.
+async fn picks_the_named_credential(
+    adapter: impl FnOnce(TokenManager, TokenManager, reqwest::Client) -> PaynetAuthMiddleware,
+) {
     let (north, south) = (
         Simulator::builder().start().await.unwrap(),
         Simulator::builder().start().await.unwrap(),
@@ -203,10 +226,12 @@ async fn adapter_picks_the_credential_a_request_names() {
         .unwrap()
     };
     let http = plain_http();
-    let layer = PaynetAuthLayer::new(terminal(&north, "north"))
-        .credential(PaynetAuthLayer::new(terminal(&south, "south")));
     let client = reqwest_middleware::ClientBuilder::new(http.clone())
-        .with(PaynetAuthMiddleware::new(layer, http))
+        .with(adapter(
+            terminal(&north, "north"),
+            terminal(&south, "south"),
+            http,
+        ))
         .build();
     let call = |sim: &Simulator, credential: Option<&str>| {
         let mut request = client
@@ -214,7 +239,7 @@ async fn adapter_picks_the_credential_a_request_names() {
             .header("content-type", "application/json")
             .body(r#"{"jsonrpc":"2.0","method":"getCategoriesList","id":5,"params":{}}"#);
         if let Some(name) = credential {
-            request = request.with_extension(paynet_auth::Credential::new(name));
+            request = request.with_extension(paynet_auth::CredentialName::new(name));
         }
         request.send()
     };

@@ -61,8 +61,8 @@ use crate::token::source::DEFAULT_LOGIN_PATH;
 /// ```
 ///
 /// Several credentials (a terminal per merchant) are a `credentials:` list of the same settings, each with a
-/// `name`; requests choose one with a [`Credential`](crate::Credential) extension, and those without one get
-/// `default_credential` (the first by default):
+/// `name`; requests choose one with a [`CredentialName`](crate::CredentialName) extension, and those without one
+/// get `default_credential` (the first by default):
 ///
 /// ```
 /// # #[cfg(feature = "yaml")] {
@@ -122,7 +122,8 @@ pub struct Config {
     /// Several credentials, each with a distinct `name`, each with the settings of the file's `defaults:`
     /// section it does not set itself.
     pub credentials: Vec<PaynetConfig>,
-    /// The name of the credential requests without a [`Credential`](crate::Credential) use. Defaults to the first.
+    /// The name of the credential requests without a [`CredentialName`](crate::CredentialName) use. Defaults to
+    /// the first.
     pub default_credential: Option<String>,
 }
 
@@ -267,7 +268,7 @@ impl Config {
             .find(|c| c.credential_name() == name)
     }
 
-    /// The credential of requests without a [`Credential`](crate::Credential): `default_credential`, else the
+    /// The credential of requests without a [`CredentialName`](crate::CredentialName): `default_credential`, else the
     /// first. Panics on a configuration that [`validate`](Self::validate) refuses (none at all, or an unknown
     /// `default_credential`).
     pub fn default_credential(&self) -> &PaynetConfig {
@@ -387,8 +388,8 @@ pub const DEFAULT_STORE_URL: &str = "sqlite://paynet-tokens.db";
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PaynetConfig {
-    /// The credential's name: what a request's [`Credential`](crate::Credential) names, and the `credential` label
-    /// of its metrics. Required in a `credentials:` list; `default` when absent.
+    /// The credential's name: what a request's [`CredentialName`](crate::CredentialName) names, and the `credential`
+    /// label of its metrics. Required in a `credentials:` list; `default` when absent.
     #[serde(default)]
     pub name: Option<String>,
     /// The gateway root; request paths are relative to it (`https://gateway.example/gw`). An `http` or `https`

@@ -24,6 +24,8 @@ use super::scan::is_valid_json;
 /// JSON integer equal to the code is always spelled exactly like the code's decimal form (JSON has no
 /// leading zeros or `+`), so a body without those bytes can be answered without parsing.
 ///
+/// Two detectors are equal when they look for the same code: the rest is derived from it.
+///
 /// # Examples
 ///
 /// ```
@@ -40,6 +42,14 @@ pub struct RejectionDetector {
     /// The code's decimal bytes. A body without them cannot hold the code as a JSON integer.
     finder: Finder<'static>,
 }
+
+impl PartialEq for RejectionDetector {
+    fn eq(&self, other: &Self) -> bool {
+        self.code == other.code
+    }
+}
+
+impl Eq for RejectionDetector {}
 
 impl RejectionDetector {
     /// A detector for the JSON-RPC error code `code` (`-9999` for the Paynet gateway).

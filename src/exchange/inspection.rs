@@ -11,7 +11,7 @@ use http_body::Body;
 use tracing::{debug, warn};
 
 use super::buffer::Buffer;
-use super::policy::{ExchangePolicy, RejectionRule};
+use super::policy::AuthPolicy;
 use super::response_body::ResponseBody;
 use crate::coding::{ContentCoding, decode_bounded};
 use crate::error::{BoxError, Error};
@@ -26,7 +26,7 @@ pub(crate) enum Inspected<B> {
 /// The whole inspection as one future, for the async paths (the replay, the reqwest adapter); the middleware's
 /// future drives an [`Inspection`] itself.
 pub(crate) async fn inspect<B>(
-    policy: &ExchangePolicy,
+    policy: &AuthPolicy,
     response: Response<B>,
 ) -> Result<Inspected<B>, Error>
 where
@@ -63,16 +63,13 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    pub(crate) fn begin(policy: &ExchangePolicy, response: Response<B>) -> Begun<B> {
-        match &policy.rejection {
-            RejectionRule::HttpStatus(status) => {
-                return Begun::Decided(if response.status() == *status {
-                    Inspected::Rejected
-                } else {
-                    Inspected::Accepted(response.map(ResponseBody::streaming))
-                });
-            }
-            RejectionRule::JsonRpcError { .. } => {}
+    pub(crate) fn begin(policy: &AuthPolicy, response: Response<B>) -> Begun<B> {
+        if let Some(rejected) = policy.rejection.judge_head(response.status()) {
+            return Begun::Decided(if rejected {
+                Inspected::Rejected
+            } else {
+                Inspected::Accepted(response.map(ResponseBody::streaming))
+            });
         }
         let limit = policy.inspect_limit as u64;
         let coding = ContentCoding::of(response.headers());
@@ -112,7 +109,7 @@ where
     pub(crate) fn poll_inspect(
         &mut self,
         cx: &mut Context<'_>,
-        policy: &ExchangePolicy,
+        policy: &AuthPolicy,
     ) -> Poll<Result<Inspected<B>, Error>> {
         let (_, body) = self
             .response
@@ -147,15 +144,13 @@ where
         }
         let (parts, _) = self.response.take().expect("taken once");
         let bytes = std::mem::take(&mut self.buffer).into_bytes();
-        let Some(detector) = &policy.detector else {
-            unreachable!("only a JSON-RPC rule reads the body, and it always has a detector")
-        };
+        let rule = &policy.rejection;
         let rejected = match self.coding {
-            ContentCoding::Identity => detector.is_rejection(&bytes),
+            ContentCoding::Identity => rule.rejects_body(&bytes),
             // An empty body holds no rejection, whatever its label says.
             _ if bytes.is_empty() => false,
             coding => match decode_bounded(coding, &bytes, self.limit as usize) {
-                Some(decoded) => detector.is_rejection(&decoded),
+                Some(decoded) => rule.rejects_body(&decoded),
                 None => {
                     policy.manager.note_uninspected();
                     debug!(

@@ -6,7 +6,7 @@ use http_body::Body;
 use tracing::{info, warn};
 
 use super::inspection::{Inspected, inspect};
-use super::policy::ExchangePolicy;
+use super::policy::AuthPolicy;
 use super::request::authorised_request;
 use super::response_body::ResponseBody;
 use crate::error::{BoxError, Error};
@@ -20,7 +20,7 @@ use crate::token::{Generation, LoginSender};
 /// rejected ends the call with [`Error::RejectedAfterRefresh`], so a call costs at most one login. Every send
 /// follows an explicit rejection; a transport error or a timeout ends the call.
 pub(crate) async fn replay<B, E, Fut>(
-    policy: &ExchangePolicy,
+    policy: &AuthPolicy,
     parts: http::request::Parts,
     body: &Bytes,
     rejected: Generation,

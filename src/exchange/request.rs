@@ -11,7 +11,7 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 
 use super::buffer::Buffer;
-use super::policy::{ExchangePolicy, Placement};
+use super::policy::{AuthPolicy, Placement};
 use crate::envelope::inject_token;
 use crate::envelope::splice::TokenSlots;
 use crate::error::{BoxError, Error};
@@ -87,27 +87,43 @@ where
     }
 }
 
-/// What a replay needs of the request head. The first send takes the head itself; this copy keeps the headers as
-/// a flat list, one allocation where a cloned header map costs two, and rebuilds the map only for a replay.
+/// What a replay needs of the request head. The first send takes the head itself; this copy keeps the headers'
+/// names and values in one buffer: one allocation however many headers there are, and no header value cloned (the
+/// first clone of a value built from a `&str` allocates a shared buffer for it, an allocation per such value). The
+/// header map is rebuilt from the buffer only for a replay, which is rare.
 pub(crate) struct HeadCopy {
     method: http::Method,
     uri: http::Uri,
     version: http::Version,
-    headers: Vec<(HeaderName, HeaderValue)>,
+    /// Each header in order: whether its value is sensitive (one byte), the lengths of its name and its value
+    /// (native-endian `usize`s), then the name's bytes and the value's.
+    headers: Box<[u8]>,
     extensions: http::Extensions,
 }
 
+const LENGTH: usize = size_of::<usize>();
+
 impl HeadCopy {
     pub(crate) fn of(parts: &http::request::Parts) -> Self {
+        let size = parts
+            .headers
+            .iter()
+            .map(|(name, value)| 1 + 2 * LENGTH + name.as_str().len() + value.len())
+            .sum();
+        // Sized exactly, so that `into_boxed_slice` keeps the allocation.
+        let mut headers = Vec::with_capacity(size);
+        for (name, value) in &parts.headers {
+            headers.push(u8::from(value.is_sensitive()));
+            headers.extend_from_slice(&name.as_str().len().to_ne_bytes());
+            headers.extend_from_slice(&value.len().to_ne_bytes());
+            headers.extend_from_slice(name.as_str().as_bytes());
+            headers.extend_from_slice(value.as_bytes());
+        }
         Self {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
             version: parts.version,
-            headers: parts
-                .headers
-                .iter()
-                .map(|(name, value)| (name.clone(), value.clone()))
-                .collect(),
+            headers: headers.into_boxed_slice(),
             extensions: parts.extensions.clone(),
         }
     }
@@ -117,9 +133,16 @@ impl HeadCopy {
         head.method = self.method;
         head.uri = self.uri;
         head.version = self.version;
-        head.headers = HeaderMap::with_capacity(self.headers.len());
+        head.headers = HeaderMap::with_capacity(copied_headers(&self.headers).count());
         // `append`, so that repeated headers come back as they were, in order.
-        for (name, value) in self.headers {
+        for (sensitive, name, value) in copied_headers(&self.headers) {
+            // Both were copied from a valid name and value, so both parse again.
+            let (Ok(name), Ok(mut value)) =
+                (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+            else {
+                continue;
+            };
+            value.set_sensitive(sensitive);
             head.headers.append(name, value);
         }
         head.extensions = self.extensions;
@@ -127,12 +150,22 @@ impl HeadCopy {
     }
 }
 
+/// The headers [`HeadCopy::of`] wrote into `buffer`, in order: whether the value is sensitive, the name, the value.
+fn copied_headers(mut buffer: &[u8]) -> impl Iterator<Item = (bool, &[u8], &[u8])> {
+    std::iter::from_fn(move || {
+        let (&sensitive, rest) = buffer.split_first()?;
+        let (name_length, rest) = rest.split_first_chunk::<LENGTH>()?;
+        let (value_length, rest) = rest.split_first_chunk::<LENGTH>()?;
+        let (name, rest) = rest.split_at_checked(usize::from_ne_bytes(*name_length))?;
+        let (value, rest) = rest.split_at_checked(usize::from_ne_bytes(*value_length))?;
+        buffer = rest;
+        Some((sensitive != 0, name, value))
+    })
+}
+
 /// Where the token will go in `body`, found before any token is asked for: a body the layer refuses is refused
 /// before it costs a login. `None` when the token goes in a header.
-pub(crate) fn token_slots(
-    policy: &ExchangePolicy,
-    body: &Bytes,
-) -> Result<Option<TokenSlots>, Error> {
+pub(crate) fn token_slots(policy: &AuthPolicy, body: &Bytes) -> Result<Option<TokenSlots>, Error> {
     match &policy.placement {
         Placement::JsonBody(field) => Ok(Some(TokenSlots::find(body, *field)?)),
         Placement::Header { .. } => Ok(None),
@@ -141,7 +174,7 @@ pub(crate) fn token_slots(
 
 /// The request with `token` in it, written into the slots [`token_slots`] found in `body` beforehand.
 pub(crate) fn authorised_request_in(
-    policy: &ExchangePolicy,
+    policy: &AuthPolicy,
     mut head: http::request::Parts,
     body: &Bytes,
     slots: Option<&TokenSlots>,
@@ -161,7 +194,7 @@ pub(crate) fn authorised_request_in(
 
 /// The request with `token` in it: the body validated and spliced in one pass, or the header set.
 pub(crate) fn authorised_request(
-    policy: &ExchangePolicy,
+    policy: &AuthPolicy,
     mut head: http::request::Parts,
     body: &Bytes,
     token: &ActiveToken,
@@ -192,4 +225,66 @@ pub(crate) fn authorised_request(
         }
     };
     Ok(Request::from_parts(head, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use http::header::{AUTHORIZATION, CONTENT_TYPE};
+
+    use super::*;
+
+    /// A replay resends the caller's head as it was: every header in order, repeated ones included, custom names,
+    /// bytes past ASCII, and the sensitive flag.
+    #[test]
+    fn the_head_copy_gives_back_the_head_it_copied() {
+        let mut sensitive = HeaderValue::from_str("Basic dXNlcjpwYXNz").unwrap();
+        sensitive.set_sensitive(true);
+        let request = Request::post("http://gateway.test/gw/v2/service?lang=ru")
+            .version(http::Version::HTTP_11)
+            .header(CONTENT_TYPE, "application/json")
+            .header("x-trace", "first")
+            .header(AUTHORIZATION, sensitive)
+            .header("x-trace", "second")
+            .header("x-latin-1", HeaderValue::from_bytes(b"caf\xe9").unwrap())
+            .header("x-empty", "")
+            .extension(7_u32)
+            .body(())
+            .unwrap();
+        let (parts, ()) = request.into_parts();
+        let copy = HeadCopy::of(&parts).into_parts();
+        assert_eq!(copy.method, parts.method);
+        assert_eq!(copy.uri, parts.uri);
+        assert_eq!(copy.version, parts.version);
+        assert_eq!(copy.extensions.get::<u32>(), Some(&7));
+        let listed = |headers: &HeaderMap| -> Vec<(String, Vec<u8>, bool)> {
+            headers
+                .iter()
+                .map(|(name, value)| {
+                    (
+                        name.to_string(),
+                        value.as_bytes().to_vec(),
+                        value.is_sensitive(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(listed(&copy.headers), listed(&parts.headers));
+        assert_eq!(copy.headers.len(), 6);
+        assert!(copy.headers[AUTHORIZATION].is_sensitive());
+        assert_eq!(
+            copy.headers.get_all("x-trace").iter().collect::<Vec<_>>(),
+            ["first", "second"]
+        );
+    }
+
+    #[test]
+    fn the_head_copy_of_a_head_without_headers_is_empty() {
+        let (parts, ()) = Request::get("http://gateway.test/")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let copy = HeadCopy::of(&parts);
+        assert!(copy.headers.is_empty());
+        assert!(copy.into_parts().headers.is_empty());
+    }
 }

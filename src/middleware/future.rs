@@ -23,7 +23,7 @@ use tower_service::Service;
 use crate::envelope::splice::TokenSlots;
 use crate::error::{BoxError, Error, TokenError};
 use crate::exchange::{
-    Begun, ExchangePolicy, HeadCopy, Inspected, Inspection, RequestReader, ResponseBody,
+    AuthPolicy, Begun, HeadCopy, Inspected, Inspection, RequestReader, ResponseBody,
     authorised_request_in, replay, token_slots,
 };
 use crate::token::{ActiveToken, Generation, LoginSender};
@@ -87,7 +87,7 @@ pin_project! {
         // that the hot path clones the inner service only the once tower requires (in `PaynetAuth::call`).
         // Kept outside the state, like the policy, so that moving from state to state does not copy it.
         service: S,
-        policy: Arc<ExchangePolicy>,
+        policy: Arc<AuthPolicy>,
     }
 }
 
@@ -156,7 +156,7 @@ where
     ReqBody::Error: Into<BoxError>,
 {
     /// `ready` is the service that `poll_ready` readied.
-    pub(crate) fn new(ready: S, policy: Arc<ExchangePolicy>, request: Request<ReqBody>) -> Self {
+    pub(crate) fn new(ready: S, policy: Arc<AuthPolicy>, request: Request<ReqBody>) -> Self {
         let (head, body) = request.into_parts();
         let state = match RequestReader::new(body, &head.headers, policy.max_request_body) {
             Ok(reader) => State::Reading {
@@ -174,7 +174,7 @@ where
     }
 
     /// A call that fails with `error` before anything is sent.
-    pub(crate) fn failed(ready: S, policy: Arc<ExchangePolicy>, error: Error) -> Self {
+    pub(crate) fn failed(ready: S, policy: Arc<AuthPolicy>, error: Error) -> Self {
         Self {
             state: State::Failed { error: Some(error) },
             service: ready,
@@ -196,7 +196,7 @@ where
     /// The state once the body is read: sending with the cached token, or waiting for one when there is none.
     fn send(
         service: &mut S,
-        policy: &ExchangePolicy,
+        policy: &AuthPolicy,
         head: http::request::Parts,
         body: Bytes,
         readied: bool,
@@ -237,7 +237,7 @@ where
     /// The first request, sent through the service that `poll_ready` readied.
     fn sending(
         service: &mut S,
-        policy: &ExchangePolicy,
+        policy: &AuthPolicy,
         head: http::request::Parts,
         body: Bytes,
         slots: Option<&TokenSlots>,
@@ -260,7 +260,7 @@ where
     /// The state after a rejection: a refresh and the replay, boxed since they are rare.
     fn replay(
         service: &S,
-        policy: &Arc<ExchangePolicy>,
+        policy: &Arc<AuthPolicy>,
         sent: Sent,
     ) -> State<S::Future, ReqBody, ResBody> {
         let Sent {

@@ -1,16 +1,12 @@
-//! [`PaynetAuthLayer`]: what the layer does, and how it is configured.
+//! [`PaynetAuthLayer`]: what the layer does, where it goes in a stack, and the policies it holds.
 
 use std::sync::Arc;
 
-use http::StatusCode;
 use tower_layer::Layer;
 
 use super::service::PaynetAuth;
-use crate::envelope::{RejectionDetector, TokenField};
-use crate::exchange::{
-    Credentials, DEFAULT_INSPECT_LIMIT, DEFAULT_MAX_REQUEST_BODY, ExchangePolicy,
-    PAYNET_REJECTION_CODE, Placement, RejectionRule,
-};
+use crate::envelope::TokenField;
+use crate::exchange::{AuthPolicy, Placement, PolicySet, RejectionRule};
 use crate::token::TokenManager;
 
 /// Authorises every request with the manager's token and replays it once when the gateway rejects the token.
@@ -18,6 +14,11 @@ use crate::token::TokenManager;
 /// The Paynet preset ([`new`](Self::new)) writes the token into `params.token` of the JSON-RPC body and treats the
 /// JSON-RPC error `-9999` as a rejection. [`bearer`](Self::bearer) is the preset for APIs that take
 /// `Authorization: Bearer` and answer `401`.
+///
+/// The layer is plumbing around a [`PolicySet`]: what each exchange follows is an [`AuthPolicy`], and the set
+/// holds the default one and one per other credential. The layer keeps the set behind an `Arc`, and every service
+/// it makes shares that `Arc`: making a service builds nothing. The builder methods below change the default
+/// policy; [`from_policies`](Self::from_policies) takes a set built beforehand.
 ///
 /// # What the wrapped service must be
 ///
@@ -125,14 +126,14 @@ use crate::token::TokenManager;
 /// # Several credentials
 ///
 /// One layer serves several credentials (a terminal per merchant, a Bearer API beside Paynet), each with its own
-/// token, store row, lease and backoff: add each with [`credential`](Self::credential), and name the one a
-/// request uses with a [`Credential`](crate::Credential) in its extensions. A request without one uses the
-/// layer's own credential, the default.
+/// token, store row, lease and backoff: add each with [`credential`](Self::credential) (or build a [`PolicySet`]),
+/// and name the one a request uses with a [`CredentialName`](crate::CredentialName) in its extensions. A request
+/// without one uses the layer's own credential, the default.
 ///
 /// ```
 /// use bytes::Bytes;
 /// use http_body_util::Full;
-/// use paynet_auth::{Credential, PaynetAuthLayer, TokenManager};
+/// use paynet_auth::{CredentialName, PaynetAuthLayer, TokenManager};
 /// use paynet_auth::token::{ClientCredentials, PaynetLogin};
 ///
 /// let terminal = |name: &str, username: &str, terminal_id| {
@@ -151,159 +152,154 @@ use crate::token::TokenManager;
 /// let mut request = http::Request::post("https://gateway.example/gw/v2/payment")
 ///     .body(Full::new(Bytes::from_static(br#"{"jsonrpc":"2.0","method":"pay","id":1,"params":{}}"#)))
 ///     .unwrap();
-/// request.extensions_mut().insert(Credential::new("merchant-42"));
+/// request.extensions_mut().insert(CredentialName::new("merchant-42"));
 /// ```
 #[derive(Debug, Clone)]
 pub struct PaynetAuthLayer {
-    manager: TokenManager,
-    placement: Placement,
-    rejection: RejectionRule,
-    max_request_body: usize,
-    inspect_limit: usize,
-    identity_encoding: bool,
-    /// The other credentials, each with its own settings; none of them has others of its own.
-    others: Vec<PaynetAuthLayer>,
+    /// Shared with every service made from this layer. The builder methods change it through `Arc::make_mut`,
+    /// which copies it only if a service already shares it.
+    policies: Arc<PolicySet>,
 }
 
 impl PaynetAuthLayer {
-    /// The Paynet preset: token in `params.token`, rejection is the JSON-RPC error `-9999`.
+    /// The Paynet preset ([`AuthPolicy::paynet`]): token in `params.token`, rejection is the JSON-RPC error
+    /// `-9999`.
     pub fn new(manager: TokenManager) -> Self {
+        Self::from_policies(PolicySet::new(AuthPolicy::paynet(manager)))
+    }
+
+    /// The Bearer preset ([`AuthPolicy::bearer`]): `Authorization: Bearer <token>`, rejection is HTTP `401`.
+    pub fn bearer(manager: TokenManager) -> Self {
+        Self::from_policies(PolicySet::new(AuthPolicy::bearer(manager)))
+    }
+
+    /// A layer serving the policies of `policies`: its default for requests without a
+    /// [`CredentialName`](crate::CredentialName), the others by name.
+    pub fn from_policies(policies: impl Into<Arc<PolicySet>>) -> Self {
         Self {
-            manager,
-            placement: Placement::JsonBody(TokenField::Params),
-            rejection: RejectionRule::JsonRpcError {
-                code: PAYNET_REJECTION_CODE,
-            },
-            max_request_body: DEFAULT_MAX_REQUEST_BODY,
-            inspect_limit: DEFAULT_INSPECT_LIMIT,
-            identity_encoding: false,
-            others: Vec::new(),
+            policies: policies.into(),
         }
     }
 
-    /// Serves the credential of `layer` too, with `layer`'s settings (preset, placement, rejection rule, limits),
-    /// for requests whose [`Credential`](crate::Credential) extension names its manager
-    /// ([`TokenManager::name`]); the credentials `layer` serves besides its own are added as well.
+    /// Serves the credentials of `layer` too, each with its policy (preset, placement, rejection rule, limits), for
+    /// requests whose [`CredentialName`](crate::CredentialName) names its manager ([`TokenManager::name`]): the
+    /// policies of `layer`'s set join this layer's with [`PolicySet::insert`].
     ///
     /// # Panics
     ///
     /// If a credential of that name is already served: each name selects one credential. (A configuration file
-    /// with a name twice is refused when it is loaded.)
-    pub fn credential(mut self, mut layer: PaynetAuthLayer) -> Self {
-        let more = std::mem::take(&mut layer.others);
-        for added in std::iter::once(layer).chain(more) {
-            let name = added.manager.name();
-            assert!(
-                self.credential_manager(name).is_none(),
-                "PaynetAuthLayer::credential: a credential named `{name}` is already served; give each manager its \
-                 own name (TokenManagerBuilder::name)"
-            );
-            self.others.push(added);
+    /// with a name twice is refused when it is loaded; [`PolicySet::insert`] says it as an error.)
+    pub fn credential(mut self, layer: PaynetAuthLayer) -> Self {
+        let policies = Arc::make_mut(&mut self.policies);
+        for policy in layer.policies.iter() {
+            if policies.insert(policy.clone()).is_err() {
+                panic!(
+                    "PaynetAuthLayer::credential: a credential named `{}` is already served; give each manager \
+                     its own name (TokenManagerBuilder::name)",
+                    policy.name()
+                );
+            }
         }
         self
     }
 
-    /// The Bearer preset: `Authorization: Bearer <token>`, rejection is HTTP `401`.
-    pub fn bearer(manager: TokenManager) -> Self {
-        Self::new(manager)
-            .placement(Placement::bearer())
-            .rejection(RejectionRule::HttpStatus(StatusCode::UNAUTHORIZED))
-    }
-
-    /// Where the token goes. Defaults to `params.token`.
-    pub fn placement(mut self, placement: Placement) -> Self {
-        self.placement = placement;
+    fn default_policy(mut self, edit: impl FnOnce(AuthPolicy) -> AuthPolicy) -> Self {
+        let policy = Arc::make_mut(&mut self.policies).default_mut();
+        *policy = edit(policy.clone());
         self
     }
 
-    /// Shorthand for a JSON body placement: `params.token` or the top-level `token` (the ticket's form).
+    /// Where the token goes. Defaults to `params.token` ([`AuthPolicy::placement`]).
+    pub fn placement(self, placement: Placement) -> Self {
+        self.default_policy(|policy| policy.placement(placement))
+    }
+
+    /// Shorthand for a JSON body placement: `params.token` or the top-level `token`.
     pub fn token_field(self, field: TokenField) -> Self {
         self.placement(Placement::JsonBody(field))
     }
 
-    /// How a rejection is recognised. Defaults to the JSON-RPC error `-9999`.
-    pub fn rejection(mut self, rule: RejectionRule) -> Self {
-        self.rejection = rule;
-        self
+    /// How a rejection is recognised. Defaults to the JSON-RPC error `-9999` ([`AuthPolicy::rejection`]).
+    pub fn rejection(self, rule: RejectionRule) -> Self {
+        self.default_policy(|policy| policy.rejection(rule))
     }
 
-    /// The JSON-RPC error code that means "token rejected". Defaults to [`PAYNET_REJECTION_CODE`].
+    /// The JSON-RPC error code that means "token rejected". Defaults to
+    /// [`PAYNET_REJECTION_CODE`](crate::PAYNET_REJECTION_CODE).
     pub fn rejection_code(self, code: i64) -> Self {
-        self.rejection(RejectionRule::JsonRpcError { code })
+        self.rejection(RejectionRule::json_rpc_error(code))
     }
 
     /// The largest request body accepted; a larger one is refused unsent. Defaults to
-    /// [`DEFAULT_MAX_REQUEST_BODY`].
-    pub fn max_request_body(mut self, limit: usize) -> Self {
-        self.max_request_body = limit;
-        self
+    /// [`DEFAULT_MAX_REQUEST_BODY`](crate::DEFAULT_MAX_REQUEST_BODY).
+    pub fn max_request_body(self, limit: usize) -> Self {
+        self.default_policy(|policy| policy.max_request_body(limit))
     }
 
     /// Response bodies longer than this stream through without inspection. Defaults to
-    /// [`DEFAULT_INSPECT_LIMIT`].
-    pub fn inspect_limit(mut self, limit: usize) -> Self {
-        self.inspect_limit = limit;
-        self
+    /// [`DEFAULT_INSPECT_LIMIT`](crate::DEFAULT_INSPECT_LIMIT).
+    pub fn inspect_limit(self, limit: usize) -> Self {
+        self.default_policy(|policy| policy.inspect_limit(limit))
     }
 
-    /// Asks the gateway for uncompressed answers: every request the layer sends carries
-    /// `Accept-Encoding: identity`, replacing what the caller or a `DecompressionLayer` above set. Defaults to
-    /// `false`: the `Accept-Encoding` of the request is left alone, and gzip, deflate and br answers are decoded
-    /// (a copy, up to the inspection limit) to look for the rejection, then handed on still compressed.
-    ///
-    /// Turn it on when the build has no `decompression` feature, or to spare the decoding when the answers are
-    /// small anyway (a JSON-RPC answer rarely gains from compression). A gateway that compresses regardless is
-    /// still read, calls and logins alike; an answer in a coding this build cannot read is handed on uninspected,
-    /// counted in [`TokenManager::uninspected_responses`], and said once at WARN.
-    pub fn identity_encoding(mut self, on: bool) -> Self {
-        self.identity_encoding = on;
-        self
+    /// Asks the gateway for uncompressed answers ([`AuthPolicy::identity_encoding`], which says when to). Defaults
+    /// to `false`.
+    pub fn identity_encoding(self, on: bool) -> Self {
+        self.default_policy(|policy| policy.identity_encoding(on))
+    }
+
+    /// The policies served: the default and one per other credential.
+    pub fn policies(&self) -> &PolicySet {
+        &self.policies
     }
 
     /// The manager of the default credential.
     pub fn manager(&self) -> &TokenManager {
-        &self.manager
+        self.policies.default_policy().manager()
     }
 
     /// The manager of the credential named `name`, the default's included.
     pub fn credential_manager(&self, name: &str) -> Option<&TokenManager> {
-        std::iter::once(self)
-            .chain(&self.others)
-            .map(|layer| &layer.manager)
-            .find(|manager| manager.name() == name)
+        self.policies.get(name).map(AuthPolicy::manager)
     }
 
     /// The names of the credentials served, the default's first.
     pub fn credential_names(&self) -> Vec<&str> {
-        std::iter::once(self)
-            .chain(&self.others)
-            .map(|layer| layer.manager.name())
-            .collect()
+        self.policies.names()
     }
+}
 
-    /// This credential's own policy.
-    fn policy(&self) -> ExchangePolicy {
-        let detector = match &self.rejection {
-            RejectionRule::JsonRpcError { code } => Some(RejectionDetector::new(*code)),
-            RejectionRule::HttpStatus(_) => None,
-        };
-        ExchangePolicy {
-            manager: self.manager.clone(),
-            placement: self.placement.clone(),
-            rejection: self.rejection.clone(),
-            detector,
-            max_request_body: self.max_request_body,
-            inspect_limit: self.inspect_limit,
-            identity_encoding: self.identity_encoding,
-        }
+impl From<PolicySet> for PaynetAuthLayer {
+    fn from(policies: PolicySet) -> Self {
+        Self::from_policies(policies)
     }
+}
 
-    /// The policy of every credential, made once and shared by the services and adapters made from this layer.
-    pub(crate) fn credentials(&self) -> Arc<Credentials> {
-        Arc::new(Credentials::new(
-            self.policy(),
-            self.others.iter().map(Self::policy).collect(),
-        ))
+impl From<AuthPolicy> for PaynetAuthLayer {
+    /// A layer of one policy.
+    fn from(policy: AuthPolicy) -> Self {
+        Self::from_policies(PolicySet::new(policy))
+    }
+}
+
+impl From<PaynetAuthLayer> for PolicySet {
+    /// The layer's policies (copied only if a service made from the layer still shares them).
+    fn from(layer: PaynetAuthLayer) -> Self {
+        Arc::unwrap_or_clone(layer.policies)
+    }
+}
+
+impl From<PaynetAuthLayer> for Arc<PolicySet> {
+    /// The layer's policies, still shared with the services made from it.
+    fn from(layer: PaynetAuthLayer) -> Self {
+        layer.policies
+    }
+}
+
+impl From<&PaynetAuthLayer> for Arc<PolicySet> {
+    /// The layer's policies, shared with it.
+    fn from(layer: &PaynetAuthLayer) -> Self {
+        Arc::clone(&layer.policies)
     }
 }
 
@@ -313,6 +309,6 @@ impl<S: Clone> Layer<S> for PaynetAuthLayer {
     type Service = PaynetAuth<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        PaynetAuth::from_credentials(inner, self.credentials())
+        PaynetAuth::with_policies(inner, Arc::clone(&self.policies))
     }
 }

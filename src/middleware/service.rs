@@ -12,7 +12,7 @@ use tower_service::Service;
 use super::future::ResponseFuture;
 use super::layer::PaynetAuthLayer;
 use crate::error::{BoxError, Error};
-use crate::exchange::{Credential, Credentials, ResponseBody};
+use crate::exchange::{AuthPolicy, CredentialName, PolicySet, ResponseBody};
 use crate::token::TokenManager;
 
 /// Authorises requests to the wrapped service with the manager's token. Made by [`PaynetAuthLayer`].
@@ -53,13 +53,13 @@ use crate::token::TokenManager;
 #[derive(Debug, Clone)]
 pub struct PaynetAuth<S> {
     inner: S,
-    credentials: Arc<Credentials>,
+    policies: Arc<PolicySet>,
 }
 
 impl<S> PaynetAuth<S> {
     /// Wraps `inner` with the Paynet preset of [`PaynetAuthLayer::new`].
     pub fn new(inner: S, manager: TokenManager) -> Self {
-        Self::from_credentials(inner, PaynetAuthLayer::new(manager).credentials())
+        Self::with_policies(inner, PolicySet::new(AuthPolicy::paynet(manager)))
     }
 
     /// A layer of the Paynet preset.
@@ -67,18 +67,27 @@ impl<S> PaynetAuth<S> {
         PaynetAuthLayer::new(manager)
     }
 
-    pub(crate) fn from_credentials(inner: S, credentials: Arc<Credentials>) -> Self {
-        Self { inner, credentials }
+    /// Wraps `inner` with the policies of `policies` (shared, when given as an `Arc` or a layer).
+    pub fn with_policies(inner: S, policies: impl Into<Arc<PolicySet>>) -> Self {
+        Self {
+            inner,
+            policies: policies.into(),
+        }
     }
 
     /// The token manager of the default credential.
     pub fn manager(&self) -> &TokenManager {
-        &self.credentials.default.manager
+        self.policies.default_policy().manager()
     }
 
-    /// The token manager of the credential named `name` (see [`Credential`](crate::Credential)).
+    /// The token manager of the credential named `name` (see [`CredentialName`](crate::CredentialName)).
     pub fn credential_manager(&self, name: &str) -> Option<&TokenManager> {
-        self.credentials.get(name).map(|policy| &policy.manager)
+        self.policies.get(name).map(AuthPolicy::manager)
+    }
+
+    /// The policies served, shared with the layer that made this service and with its other services.
+    pub fn policies(&self) -> &PolicySet {
+        &self.policies
     }
 
     /// The inner service.
@@ -123,22 +132,22 @@ where
         // https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);
-        // Without a `Credential` extension, the default: no lookup. A name the layer does not serve fails the call
-        // unsent. The credential is taken out of the request: nothing below needs it, and extensions left empty are
+        // Without a `CredentialName` extension, the default: no lookup. A name the layer does not serve fails the
+        // call unsent. The name is taken out of the request: nothing below needs it, and extensions left empty are
         // dropped, so that the copy kept for a replay clones nothing (a map of one costs three allocations).
-        let chosen = match request.extensions_mut().remove::<Credential>() {
-            None => Ok(&self.credentials.default),
+        let chosen = match request.extensions_mut().remove::<CredentialName>() {
+            None => Ok(self.policies.default_shared()),
             Some(credential) => {
                 if request.extensions().is_empty() {
                     *request.extensions_mut() = http::Extensions::new();
                 }
-                self.credentials.named(&credential)
+                self.policies.named(&credential)
             }
         };
         match chosen {
             Ok(policy) => ResponseFuture::new(ready, Arc::clone(policy), request),
             Err(error) => {
-                ResponseFuture::failed(ready, Arc::clone(&self.credentials.default), error)
+                ResponseFuture::failed(ready, Arc::clone(self.policies.default_shared()), error)
             }
         }
     }
