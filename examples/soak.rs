@@ -808,7 +808,7 @@ async fn run() -> Result<bool, BoxError> {
         paynet_sim::DEFAULT_TERMINAL_ID,
     ))
     .store(store.clone())
-    .credential_key(&credential_key)
+    .store_key(&credential_key)
     .login_timeout(Duration::from_secs(5))
     .build()?;
 

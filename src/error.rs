@@ -28,7 +28,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Why a request body could not carry the token. The request was **not sent**.
 ///
 /// ```
-/// use paynet_auth::InjectError;
+/// use paynet_auth::error::InjectError;
 /// use paynet_auth::envelope::{TokenField, inject_token};
 ///
 /// let positional = br#"{"jsonrpc":"2.0","method":"pay","id":1,"params":[5]}"#;

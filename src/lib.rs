@@ -46,13 +46,18 @@
 #![deny(unreachable_pub, unsafe_code)]
 
 pub mod clock;
+// Public for the benches, the fuzz targets and the tests; not part of the documented API (a user names
+// `policy::TokenField` and `policy::RejectionDetector`, re-exported from here).
+#[doc(hidden)]
 pub mod coding;
 pub mod config;
 pub mod deadline;
+#[doc(hidden)]
 pub mod envelope;
 pub mod error;
 #[cfg(feature = "hyper-client")]
 pub mod hyper_client;
+pub mod policy;
 pub mod record;
 pub mod redact;
 #[cfg(feature = "reqwest")]
@@ -67,11 +72,9 @@ mod exchange;
 mod middleware;
 
 pub use error::{
-    BoxError, Error, InjectError, LoginError, PolicySetError, SetupError, StoreError, TokenError,
+    BoxError, ConfigError, Error, LoginError, PolicySetError, SetupError, StoreError, TokenError,
 };
-pub use exchange::{
-    AuthPolicy, CredentialName, DEFAULT_INSPECT_LIMIT, DEFAULT_MAX_REQUEST_BODY,
-    PAYNET_REJECTION_CODE, Placement, PolicySet, RejectionRule, ResponseBody,
-};
+pub use exchange::{CredentialName, ResponseBody};
 pub use middleware::{PaynetAuth, PaynetAuthLayer, ResponseFuture};
-pub use token::{Health, Stats, TokenManager, TokenManagerBuilder};
+pub use policy::{AuthPolicy, PolicySet};
+pub use token::{ClientCredentials, PaynetLogin, TokenManager, TokenManagerBuilder, TokenSource};

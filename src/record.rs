@@ -2,14 +2,14 @@
 //!
 //! A leaf module: it imports nothing from the rest of the crate, so that both the [`token`](crate::token) manager
 //! and the [`store`](crate::store)s can use these types without importing each other. The old paths
-//! (`paynet_auth::token::TokenRecord` and the rest) are re-exported from `token`.
+//! (`paynet_auth::record::TokenRecord` and the rest) are re-exported from `token`.
 
 use std::fmt;
 
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
-/// A token's generation: every refresh of a credential key writes the next one. A rejection names the generation
+/// A token's generation: every refresh of a store key writes the next one. A rejection names the generation
 /// it rejected, so a late rejection can never evict a token that was refreshed meanwhile.
 ///
 /// ```
@@ -58,7 +58,7 @@ pub struct LoginMeta {
     pub user_login: Option<String>,
 }
 
-/// One credential key's token, as the store keeps it. Times are UTC milliseconds since the Unix epoch.
+/// One store key's token, as the store keeps it. Times are UTC milliseconds since the Unix epoch.
 ///
 /// ```
 /// use paynet_auth::record::{Generation, LoginMeta, TokenRecord, fingerprint};

@@ -11,8 +11,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use paynet_auth::clock::NoJitter;
+use paynet_auth::record::Generation;
 use paynet_auth::store::{MemoryStore, TokenStore};
-use paynet_auth::token::{Generation, PaynetLogin};
+use paynet_auth::token::PaynetLogin;
 use paynet_auth::{Error, LoginError, PaynetAuth, PaynetAuthLayer, TokenError, TokenManager};
 use paynet_sim::{LoginFailure, Simulator};
 use support::{PASSWORD, TERMINAL, USERNAME};
@@ -66,11 +67,7 @@ async fn acceptance_1_first_acquisition() {
     let store = MemoryStore::new();
     let manager = manager(&sim, store.clone());
     assert!(
-        store
-            .load(manager.credential_key())
-            .await
-            .unwrap()
-            .is_none(),
+        store.load(manager.store_key()).await.unwrap().is_none(),
         "no token in the store"
     );
 
@@ -82,7 +79,7 @@ async fn acceptance_1_first_acquisition() {
     assert_eq!(stats.logins, 1);
     assert_eq!(stats.rejections, 0);
     assert_eq!(stats.calls_to("getCategoriesList"), 1);
-    let stored = store.load(manager.credential_key()).await.unwrap().unwrap();
+    let stored = store.load(manager.store_key()).await.unwrap().unwrap();
     assert_eq!(stored.generation, Generation(1));
     assert_eq!(
         secrecy::ExposeSecret::expose_secret(&stored.token),
@@ -112,7 +109,7 @@ async fn acceptance_2_expired_token_refresh() {
         2,
         "the replay succeeded"
     );
-    let stored = store.load(manager.credential_key()).await.unwrap().unwrap();
+    let stored = store.load(manager.store_key()).await.unwrap().unwrap();
     assert_eq!(stored.generation, Generation(2));
     assert_eq!(
         secrecy::ExposeSecret::expose_secret(&stored.token),

@@ -10,10 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use paynet_auth::store::MemoryStore;
+use paynet_auth::token::Health;
 use paynet_auth::token::{ClientCredentials, PaynetLogin};
 use paynet_auth::{
-    AuthPolicy, CredentialName, Error, Health, PaynetAuthLayer, PolicySet, PolicySetError,
-    TokenError, TokenManager,
+    AuthPolicy, CredentialName, Error, PaynetAuthLayer, PolicySet, PolicySetError, TokenError,
+    TokenManager,
 };
 use support::*;
 use tower::{Layer, ServiceExt};
@@ -165,11 +166,7 @@ async fn two_credentials_expire_independently() {
     );
     let north = service.credential_manager("north").unwrap();
     let south = service.credential_manager("south").unwrap();
-    assert_ne!(
-        north.credential_key(),
-        south.credential_key(),
-        "a store row each"
-    );
+    assert_ne!(north.store_key(), south.store_key(), "a store row each");
     assert_eq!((north.stats().logins_ok, south.stats().logins_ok), (2, 2));
 }
 
@@ -304,7 +301,7 @@ fn a_policy_set_refuses_a_name_twice_with_an_error() {
     assert_eq!(policies.names(), ["north", "south"]);
     assert_eq!(
         policies.get("south").unwrap().rejection_rule(),
-        &paynet_auth::RejectionRule::json_rpc_error(-9999),
+        &paynet_auth::policy::RejectionRule::json_rpc_error(-9999),
         "the refused Bearer policy replaced nothing"
     );
     let error = PolicySet::new(policy("north"))

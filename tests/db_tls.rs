@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use paynet_auth::StoreError;
+use paynet_auth::record::{Generation, LoginMeta, TokenRecord};
 use paynet_auth::store::{DieselStore, StoreOptions, TokenStore};
-use paynet_auth::token::{Generation, LoginMeta, TokenRecord};
 use secrecy::ExposeSecret;
 use tls_mariadb::{TestCa, TlsMariaDb, X509_USER};
 

@@ -114,7 +114,7 @@ async fn in_process_fleet(url: &str, variant: &str) {
             DEFAULT_TERMINAL_ID,
         ))
         .store(store.clone())
-        .credential_key(&key)
+        .store_key(&key)
         .owner(format!("{variant}-instance-{i}"))
         .login_timeout(Duration::from_secs(5))
         .build()

@@ -78,7 +78,7 @@ async fn logins_during_an_outage_get_distinct_generations_and_converge() {
     // The store returns; both instances write what they obtained, and the store keeps the later login.
     store.down.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let stored = store.inner.load(a.credential_key()).await.unwrap().unwrap();
+    let stored = store.inner.load(a.store_key()).await.unwrap().unwrap();
     assert_eq!(stored.generation, later_b.generation());
     assert_eq!(stored.token.expose_secret(), "token-5");
 

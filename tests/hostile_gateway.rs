@@ -14,9 +14,11 @@ use bytes::Bytes;
 use http_body_util::Full;
 use paynet_auth::error::Chain;
 use paynet_auth::hyper_client::HttpClient;
+use paynet_auth::record::Generation;
 use paynet_auth::redact::MAX_GATEWAY_TEXT;
-use paynet_auth::token::{ClientCredentials, Generation, LoginSender, PaynetLogin};
-use paynet_auth::{Health, LoginError, TokenError, TokenManager};
+use paynet_auth::token::Health;
+use paynet_auth::token::{ClientCredentials, LoginSender, PaynetLogin};
+use paynet_auth::{LoginError, TokenError, TokenManager};
 use support::logs::Captured;
 use support::{PASSWORD, TERMINAL, USERNAME, json_response, login_ok, manager_builder};
 

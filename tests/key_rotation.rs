@@ -11,8 +11,8 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use paynet_auth::TokenManager;
 use paynet_auth::clock::{Clock, ManualClock};
+use paynet_auth::record::{Generation, LoginMeta, TokenRecord};
 use paynet_auth::store::{StoreOptions, TokenStore};
-use paynet_auth::token::{Generation, LoginMeta, TokenRecord};
 use secrecy::{ExposeSecret, SecretString};
 use support::db::{Fixture, encryption_key, unique_key};
 use support::logs::Captured;
@@ -53,7 +53,7 @@ impl Fleet {
             .clock(Arc::new(self.clock.clone()))
             .token_ttl(Some(TTL))
             .expiry_skew(Duration::ZERO)
-            .credential_key(self.key.clone())
+            .store_key(self.key.clone())
             .owner(format!("{name}:{}", rand::random::<u32>()))
             .build()
             .unwrap()

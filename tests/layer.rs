@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use http::StatusCode;
 use paynet_auth::envelope::TokenField;
+use paynet_auth::error::InjectError;
+use paynet_auth::record::Generation;
 use paynet_auth::store::{MemoryStore, TokenStore};
-use paynet_auth::token::Generation;
-use paynet_auth::{Error, InjectError, PaynetAuthLayer, TokenError};
+use paynet_auth::{Error, PaynetAuthLayer, TokenError};
 use support::*;
 use tower::{Layer, ServiceExt};
 use tower_test::mock;
@@ -177,7 +178,7 @@ async fn rejection_of_older_token_replays_without_login() {
     assert_eq!(manager.logins(), 2);
     assert_eq!(
         store
-            .load(manager.credential_key())
+            .load(manager.store_key())
             .await
             .unwrap()
             .unwrap()

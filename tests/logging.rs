@@ -65,7 +65,7 @@ async fn lease_wait_that_runs_out_is_an_error() {
     assert!(
         store
             .try_lease(
-                manager.credential_key(),
+                manager.store_key(),
                 "other-instance",
                 Duration::from_secs(3600)
             )

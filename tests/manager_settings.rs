@@ -12,9 +12,10 @@ use bytes::Bytes;
 use paynet_auth::TokenManager;
 use paynet_auth::clock::ManualClock;
 use paynet_auth::error::ConfigError;
+use paynet_auth::record::Generation;
 use paynet_auth::store::MemoryStore;
 use paynet_auth::token::source::ClientCredentials;
-use paynet_auth::token::{Generation, LoginResponse, LoginSender};
+use paynet_auth::token::{LoginResponse, LoginSender};
 use support::logs::Captured;
 use support::*;
 

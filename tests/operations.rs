@@ -14,9 +14,11 @@ use std::time::Duration;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use metrics_util::{CompositeKey, MetricKind};
+use paynet_auth::record::Generation;
 use paynet_auth::store::{MemoryStore, TokenStore};
-use paynet_auth::token::{Degradation, Generation};
-use paynet_auth::{Health, PaynetAuthLayer, TokenError};
+use paynet_auth::token::Degradation;
+use paynet_auth::token::Health;
+use paynet_auth::{PaynetAuthLayer, TokenError};
 use support::*;
 use tower::{Layer, ServiceExt};
 
@@ -353,7 +355,7 @@ fn a_store_outage_is_counted_by_operation_and_kind_and_is_degraded_until_the_sto
         assert!(
             store
                 .inner
-                .load(manager.credential_key())
+                .load(manager.store_key())
                 .await
                 .unwrap()
                 .is_some()
@@ -509,8 +511,8 @@ fn every_series_is_described_with_its_unit() {
 }
 
 /// `Stats` with the counts `set` sets, the rest zero.
-fn stats(set: impl FnOnce(&mut paynet_auth::Stats)) -> paynet_auth::Stats {
-    let mut stats = paynet_auth::Stats::default();
+fn stats(set: impl FnOnce(&mut paynet_auth::token::Stats)) -> paynet_auth::token::Stats {
+    let mut stats = paynet_auth::token::Stats::default();
     set(&mut stats);
     stats
 }

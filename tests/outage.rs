@@ -94,7 +94,7 @@ async fn database_outage_bounds_logins_per_instance_and_the_fleet_converges_afte
             DEFAULT_TERMINAL_ID,
         ))
         .store(store)
-        .credential_key(&key)
+        .store_key(&key)
         .owner(format!("instance-{i}"))
         .login_timeout(Duration::from_secs(5))
         .backoff(BACKOFF_INITIAL, Duration::from_secs(30))

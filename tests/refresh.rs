@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use paynet_auth::clock::ManualClock;
+use paynet_auth::record::Generation;
 use paynet_auth::store::{MemoryStore, TokenStore};
-use paynet_auth::token::{ActiveToken, Generation};
+use paynet_auth::token::ActiveToken;
 use paynet_auth::{TokenError, TokenManager};
 use support::*;
 
@@ -149,14 +150,14 @@ impl TokenStore for SlowStore {
     async fn load(
         &self,
         key: &str,
-    ) -> Result<Option<paynet_auth::token::TokenRecord>, paynet_auth::StoreError> {
+    ) -> Result<Option<paynet_auth::record::TokenRecord>, paynet_auth::StoreError> {
         tokio::time::sleep(self.delay).await;
         self.inner.load(key).await
     }
     async fn save(
         &self,
         key: &str,
-        record: &paynet_auth::token::TokenRecord,
+        record: &paynet_auth::record::TokenRecord,
     ) -> Result<bool, paynet_auth::StoreError> {
         tokio::time::sleep(self.delay).await;
         self.inner.save(key, record).await
@@ -207,7 +208,7 @@ async fn caller_cancelled_at_any_point_of_a_refresh_leaves_no_stuck_waiter_or_le
         assert!(
             store
                 .inner
-                .try_lease(manager.credential_key(), "another", Duration::from_secs(30))
+                .try_lease(manager.store_key(), "another", Duration::from_secs(30))
                 .await
                 .unwrap(),
             "cut at {cut_ms} ms: the lease was left held"
@@ -322,7 +323,7 @@ async fn dead_lease_holder_is_taken_over_after_the_lease_ttl() {
     assert!(
         store
             .try_lease(
-                manager.credential_key(),
+                manager.store_key(),
                 "dead-instance",
                 Duration::from_secs(20)
             )
@@ -353,11 +354,7 @@ async fn own_unreleased_lease_does_not_stall_the_next_refresh() {
         .unwrap();
     assert!(
         store
-            .try_lease(
-                manager.credential_key(),
-                "this-process",
-                Duration::from_secs(30)
-            )
+            .try_lease(manager.store_key(), "this-process", Duration::from_secs(30))
             .await
             .unwrap()
     );
@@ -382,7 +379,7 @@ async fn waiting_on_a_stuck_lease_gives_up_with_a_typed_error() {
         .unwrap();
     assert!(
         store
-            .try_lease(manager.credential_key(), "stuck", Duration::from_secs(20))
+            .try_lease(manager.store_key(), "stuck", Duration::from_secs(20))
             .await
             .unwrap()
     );

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use paynet_auth::error::StoreError;
+use paynet_auth::record::{Generation, LoginMeta, TokenRecord};
 use paynet_auth::store::{MemoryStore, TokenStore};
-use paynet_auth::token::{Generation, LoginMeta, TokenRecord};
 use secrecy::ExposeSecret;
 use support::*;
 

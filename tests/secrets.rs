@@ -100,7 +100,7 @@ async fn no_secret_in_trace_logs_through_logins_rejections_and_failures() {
     sim.set_login_failure(None);
     call().await.unwrap().into_body().collect().await.unwrap();
 
-    let record = store.load(manager.credential_key()).await.unwrap().unwrap();
+    let record = store.load(manager.store_key()).await.unwrap().unwrap();
     debug_output.push_str(&format!(
         "{record:?}\n{:?}\n{manager:?}\n{:?}\n",
         manager.cached(),

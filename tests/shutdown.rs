@@ -35,7 +35,7 @@ async fn shutdown_gives_back_the_lease_a_login_in_flight_holds() {
     };
     // The lease is taken before the login is sent.
     until(|| login.attempts() == 1).await;
-    let key = manager.credential_key().to_owned();
+    let key = manager.store_key().to_owned();
     assert!(store.lease(&key).await.unwrap().unwrap().is_held());
 
     assert!(manager.shutdown().await.unwrap(), "a lease was held");

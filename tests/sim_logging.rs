@@ -78,11 +78,11 @@ async fn requests_are_logged_without_tokens_or_passwords() {
     assert!(log.contains(r#"rpc.method="login""#), "{log}");
     assert!(log.contains("login ok"), "{log}");
     assert!(
-        log.contains(&paynet_auth::token::fingerprint(&token)),
+        log.contains(&paynet_auth::record::fingerprint(&token)),
         "{log}"
     );
     assert!(
-        log.contains(&paynet_auth::token::fingerprint("garbage-token-value")),
+        log.contains(&paynet_auth::record::fingerprint("garbage-token-value")),
         "{log}"
     );
     assert!(log.contains("outcome=\"unauthorized\""), "{log}");

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use paynet_auth::StoreError;
+use paynet_auth::record::{Generation, LoginMeta, TokenRecord};
 use paynet_auth::store::{self, Backend, DieselStore, StoreOptions, TokenStore};
-use paynet_auth::token::{Generation, LoginMeta, TokenRecord};
 use secrecy::ExposeSecret;
 use support::db::{Fixture, Raw, encryption_key, mysql_url, on_raw, postgres_url, unique_key};
 use support::logs::Captured;

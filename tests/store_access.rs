@@ -21,9 +21,11 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use paynet_auth::record::{Generation, LoginMeta, TokenRecord};
 use paynet_auth::store::{DieselStore, StoreOptions, TokenStore};
-use paynet_auth::token::{Degradation, Generation, LoginMeta, TokenRecord};
-use paynet_auth::{Error, Health, PaynetAuthLayer, StoreError, TokenError};
+use paynet_auth::token::Degradation;
+use paynet_auth::token::Health;
+use paynet_auth::{Error, PaynetAuthLayer, StoreError, TokenError};
 use paynet_sim::Simulator;
 use support::account_at;
 use support::db::Fixture;
@@ -101,7 +103,7 @@ async fn read_only_user_is_denied_and_fails_the_call(url: String) {
     let sim = Simulator::start().await.unwrap();
     let manager = account_at(sim.base_url())
         .store(store)
-        .credential_key("k")
+        .store_key("k")
         .login_timeout(Duration::from_secs(5))
         .build()
         .unwrap();

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use paynet_auth::StoreError;
+use paynet_auth::record::{Generation, TokenRecord};
 use paynet_auth::store::{LeaseInfo, MemoryStore, TokenStore};
-use paynet_auth::token::{Generation, TokenRecord};
 use support::*;
 use tokio::time::Instant;
 
@@ -151,7 +151,7 @@ async fn lease_conflict_is_not_acquired_and_never_a_login_without_the_lease() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert!(
         shared
-            .lease(a.credential_key())
+            .lease(a.store_key())
             .await
             .unwrap()
             .unwrap()
@@ -242,7 +242,7 @@ async fn save_conflict_is_retried_before_the_refresh_ends() {
     manager.token(login.sender()).await.unwrap();
 
     assert_eq!(faulty.calls("save"), 3);
-    let stored = faulty.inner.load(manager.credential_key()).await.unwrap();
+    let stored = faulty.inner.load(manager.store_key()).await.unwrap();
     assert_eq!(stored.map(|r| r.generation), Some(Generation(1)));
 }
 
@@ -262,7 +262,7 @@ async fn release_conflict_is_retried_and_the_lease_is_free() {
     manager.token(login.sender()).await.unwrap();
 
     assert_eq!(faulty.calls("release"), 2);
-    let lease = faulty.inner.lease(manager.credential_key()).await.unwrap();
+    let lease = faulty.inner.lease(manager.store_key()).await.unwrap();
     assert!(!lease.unwrap().is_held(), "the lease is still held");
 }
 
@@ -280,7 +280,7 @@ async fn release_while_the_store_is_away_is_retried_when_it_is_back() {
         .build()
         .unwrap();
     manager.token(login.sender()).await.unwrap();
-    let key = manager.credential_key().to_owned();
+    let key = manager.store_key().to_owned();
     assert!(faulty.inner.lease(&key).await.unwrap().unwrap().is_held());
 
     // Background attempts after 100 ms and 200 ms fail; the one after 400 more succeeds.
@@ -301,7 +301,7 @@ async fn waiter_adopts_a_fresh_token_while_the_lease_is_still_held() {
         .poll_interval(Duration::from_millis(100))
         .build()
         .unwrap();
-    let key = waiter.credential_key().to_owned();
+    let key = waiter.store_key().to_owned();
     assert!(
         store
             .try_lease(&key, "slow-holder", Duration::from_secs(30))
@@ -375,6 +375,6 @@ async fn logins_without_the_store_are_spaced_out_by_the_backoff() {
         .await
         .unwrap();
     assert_eq!(faulty.calls("lease"), leases + 1);
-    let stored = faulty.inner.load(manager.credential_key()).await.unwrap();
+    let stored = faulty.inner.load(manager.store_key()).await.unwrap();
     assert_eq!(stored.map(|r| r.generation), Some(token.generation()));
 }

@@ -22,9 +22,11 @@ use diesel_async::SimpleAsyncConnection;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use paynet_auth::record::{Generation, LoginMeta, TokenRecord};
 use paynet_auth::store::{DieselStore, StoreOptions, TokenStore};
-use paynet_auth::token::{Degradation, Generation, LoginMeta, TokenRecord};
-use paynet_auth::{Error, Health, PaynetAuthLayer, StoreError, TokenError, TokenManager};
+use paynet_auth::token::Degradation;
+use paynet_auth::token::Health;
+use paynet_auth::{Error, PaynetAuthLayer, StoreError, TokenError, TokenManager};
 use paynet_sim::Simulator;
 use support::account_at;
 use support::db::{Fixture, Raw, on_raw, unique_key};
@@ -110,7 +112,7 @@ fn caller(
 ) -> (TokenManager, impl Fn() -> CallFuture) {
     let manager = account_at(sim.base_url())
         .store(store.clone())
-        .credential_key(key)
+        .store_key(key)
         .login_timeout(Duration::from_secs(5))
         .poll_interval(Duration::from_millis(100))
         .wait_timeout(WAIT)

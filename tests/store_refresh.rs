@@ -20,8 +20,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use paynet_auth::record::{Generation, TokenRecord};
 use paynet_auth::store::{DieselStore, StoreOptions, TokenStore};
-use paynet_auth::token::{Generation, PaynetLogin, TokenManagerBuilder, TokenRecord};
+use paynet_auth::token::{PaynetLogin, TokenManagerBuilder};
 use paynet_auth::{Error, PaynetAuth, PaynetAuthLayer, TokenManager};
 use paynet_sim::Simulator;
 use secrecy::ExposeSecret;
@@ -45,7 +46,7 @@ fn manager_for(sim: &Simulator, store: &DieselStore, key: &str) -> TokenManagerB
         TERMINAL,
     ))
     .store(store.clone())
-    .credential_key(key)
+    .store_key(key)
     .login_timeout(Duration::from_secs(5))
 }
 

@@ -20,9 +20,10 @@ use diesel_async::SimpleAsyncConnection;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use paynet_auth::PaynetAuthLayer;
 use paynet_auth::store::{self, DieselStore, StoreOptions, TokenStore};
 use paynet_auth::token::Degradation;
-use paynet_auth::{Health, PaynetAuthLayer};
+use paynet_auth::token::Health;
 use paynet_sim::Simulator;
 use support::account_at;
 use support::db::{Fixture, on_raw, unique_key};
@@ -40,7 +41,7 @@ async fn dropped_tables_are_reported_and_recreated(server: Fixture) {
     let sim = Simulator::start().await.unwrap();
     let manager = account_at(sim.base_url())
         .store(store.clone())
-        .credential_key(&key)
+        .store_key(&key)
         .login_timeout(Duration::from_secs(5))
         .build()
         .unwrap();

@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use paynet_auth::InjectError;
+use paynet_auth::error::InjectError;
 use paynet_auth::envelope::TokenField;
 use serde::de::{
     self, DeserializeSeed, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor,

@@ -518,7 +518,7 @@ fn default_true() -> bool {
 ///
 /// ```
 /// use paynet_auth::config::TokenFieldConfig;
-/// use paynet_auth::envelope::TokenField;
+/// use paynet_auth::policy::TokenField;
 ///
 /// let field: TokenFieldConfig = serde_json::from_str(r#""top_level""#).unwrap();
 /// assert_eq!(field, TokenFieldConfig::TopLevel);
@@ -682,7 +682,7 @@ fn check_gateway_url(url: &str) -> Result<(), String> {
         .parse()
         .map_err(|e| format!("{expected}, found \"{}\" ({e})", redact::url(url)))?;
     if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-        // Printed in errors and stored in the credential key if accepted; it is never what a gateway wants.
+        // Printed in errors and stored in the store key if accepted; it is never what a gateway wants.
         return Err(format!(
             "must not hold credentials (found \"{}\"): the gateway's own are `username` and `password`, a \
              proxy's go in `proxy`",

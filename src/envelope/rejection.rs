@@ -29,7 +29,7 @@ use super::scan::is_valid_json;
 /// # Examples
 ///
 /// ```
-/// use paynet_auth::envelope::RejectionDetector;
+/// use paynet_auth::policy::RejectionDetector;
 ///
 /// let detector = RejectionDetector::new(-9999);
 /// assert!(detector.is_rejection(br#"{"jsonrpc":"2.0","id":1,"error":{"code":-9999,"message":"bad token"}}"#));

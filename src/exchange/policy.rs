@@ -20,7 +20,8 @@ pub const PAYNET_REJECTION_CODE: i64 = -9999;
 /// use http::HeaderName;
 /// use http::header::AUTHORIZATION;
 /// use paynet_auth::token::PaynetLogin;
-/// use paynet_auth::{Placement, PaynetAuthLayer, TokenManager};
+/// use paynet_auth::{PaynetAuthLayer, TokenManager};
+/// use paynet_auth::policy::Placement;
 ///
 /// let login = PaynetLogin::new("https://gateway.example/gw", "username_17627_56530", "secret".into(), 4027096);
 /// let manager = TokenManager::builder(login).build().unwrap();
@@ -63,7 +64,8 @@ impl Placement {
 /// ```
 /// use http::StatusCode;
 /// use paynet_auth::token::PaynetLogin;
-/// use paynet_auth::{AuthPolicy, PAYNET_REJECTION_CODE, RejectionRule, TokenManager};
+/// use paynet_auth::{AuthPolicy, TokenManager};
+/// use paynet_auth::policy::{PAYNET_REJECTION_CODE, RejectionRule};
 ///
 /// let login = PaynetLogin::new("https://gateway.example/gw", "username_17627_56530", "secret".into(), 4027096);
 /// let manager = TokenManager::builder(login).build().unwrap();
@@ -121,7 +123,7 @@ impl RejectionRule {
 /// default.
 ///
 /// ```
-/// use paynet_auth::envelope::TokenField;
+/// use paynet_auth::policy::TokenField;
 /// use paynet_auth::token::PaynetLogin;
 /// use paynet_auth::{AuthPolicy, PaynetAuthLayer, TokenManager};
 ///

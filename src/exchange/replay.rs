@@ -10,7 +10,8 @@ use super::policy::AuthPolicy;
 use super::request::authorised_request;
 use super::response_body::ResponseBody;
 use crate::error::{BoxError, Error};
-use crate::token::{Generation, LoginSender};
+use crate::record::Generation;
+use crate::token::LoginSender;
 
 /// After the gateway rejected `rejected`: a newer token, and the request sent once more with it.
 ///

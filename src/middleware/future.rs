@@ -26,7 +26,8 @@ use crate::exchange::{
     AuthPolicy, Begun, HeadCopy, Inspected, Inspection, RequestReader, ResponseBody,
     authorised_request_in, replay, token_slots,
 };
-use crate::token::{ActiveToken, Generation, LoginSender};
+use crate::record::Generation;
+use crate::token::{ActiveToken, LoginSender};
 
 type Output<B> = Result<Response<ResponseBody<B>>, Error>;
 

@@ -111,7 +111,7 @@ use crate::token::TokenManager;
 ///
 /// ```
 /// use paynet_auth::{PaynetAuthLayer, TokenManager};
-/// use paynet_auth::envelope::TokenField;
+/// use paynet_auth::policy::TokenField;
 /// use paynet_auth::token::PaynetLogin;
 ///
 /// let manager = TokenManager::builder(PaynetLogin::new(
@@ -225,19 +225,19 @@ impl PaynetAuthLayer {
     }
 
     /// The JSON-RPC error code that means "token rejected". Defaults to
-    /// [`PAYNET_REJECTION_CODE`](crate::PAYNET_REJECTION_CODE).
+    /// [`PAYNET_REJECTION_CODE`](crate::policy::PAYNET_REJECTION_CODE).
     pub fn rejection_code(self, code: i64) -> Self {
         self.rejection(RejectionRule::json_rpc_error(code))
     }
 
     /// The largest request body accepted; a larger one is refused unsent. Defaults to
-    /// [`DEFAULT_MAX_REQUEST_BODY`](crate::DEFAULT_MAX_REQUEST_BODY).
+    /// [`DEFAULT_MAX_REQUEST_BODY`](crate::policy::DEFAULT_MAX_REQUEST_BODY).
     pub fn max_request_body(self, limit: usize) -> Self {
         self.default_policy(|policy| policy.max_request_body(limit))
     }
 
     /// Response bodies longer than this stream through without inspection. Defaults to
-    /// [`DEFAULT_INSPECT_LIMIT`](crate::DEFAULT_INSPECT_LIMIT).
+    /// [`DEFAULT_INSPECT_LIMIT`](crate::policy::DEFAULT_INSPECT_LIMIT).
     pub fn inspect_limit(self, limit: usize) -> Self {
         self.default_policy(|policy| policy.inspect_limit(limit))
     }

@@ -14,7 +14,8 @@ use crate::record::{Generation, TokenRecord};
 /// use bytes::Bytes;
 /// use http::{HeaderMap, StatusCode};
 /// use paynet_auth::TokenManager;
-/// use paynet_auth::token::{Generation, LoginResponse, LoginSender, PaynetLogin};
+/// use paynet_auth::token::{LoginResponse, LoginSender, PaynetLogin};
+/// use paynet_auth::record::Generation;
 /// use secrecy::ExposeSecret;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), paynet_auth::BoxError> {

@@ -1,7 +1,7 @@
 //! Tokens: the sources that log in, and the manager that caches and refreshes.
 //!
-//! The stored form of a token ([`TokenRecord`], [`Generation`], [`LoginMeta`]) lives in [`record`](crate::record),
-//! which the stores use too; it is re-exported here beside the tokens it describes.
+//! The stored form of a token (`TokenRecord`, `Generation`, `LoginMeta`) is in [`record`](crate::record), which
+//! the stores share with the manager.
 
 mod active;
 mod coalesce;
@@ -10,7 +10,6 @@ mod manager;
 pub(crate) mod rules;
 pub mod source;
 
-pub use crate::record::{Generation, LoginMeta, TokenRecord, fingerprint};
 pub use active::ActiveToken;
 pub use grant::Grant;
 #[cfg(feature = "metrics")]

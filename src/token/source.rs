@@ -9,8 +9,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::error::LoginError;
+use crate::record::LoginMeta;
 use crate::redact::gateway_text;
-use crate::token::{Grant, LoginMeta};
+use crate::token::Grant;
 
 /// The answer of the token endpoint, as the transport received it.
 ///
@@ -48,7 +49,8 @@ pub struct LoginResponse {
 /// use bytes::Bytes;
 /// use http::Request;
 /// use http_body_util::Full;
-/// use paynet_auth::token::{Grant, LoginMeta, LoginResponse, TokenSource};
+/// use paynet_auth::token::{Grant, LoginResponse, TokenSource};
+/// use paynet_auth::record::LoginMeta;
 /// use paynet_auth::{LoginError, TokenManager};
 ///
 /// /// A session endpoint that answers the bare token as plain text, valid for five minutes.
@@ -58,7 +60,7 @@ pub struct LoginResponse {
 ///     fn endpoint(&self) -> &str {
 ///         "https://auth.example/session"
 ///     }
-///     fn credential_key(&self) -> String {
+///     fn store_key(&self) -> String {
 ///         "session:auth.example".into()
 ///     }
 ///     fn login_request(&self) -> Result<Request<Full<Bytes>>, LoginError> {
@@ -72,7 +74,7 @@ pub struct LoginResponse {
 /// }
 ///
 /// let manager = TokenManager::builder(SessionLogin).build().unwrap();
-/// assert_eq!(manager.credential_key(), "session:auth.example");
+/// assert_eq!(manager.store_key(), "session:auth.example");
 /// assert_eq!(manager.endpoint(), "https://auth.example/session");
 /// ```
 pub trait TokenSource: Send + Sync + 'static {
@@ -80,7 +82,7 @@ pub trait TokenSource: Send + Sync + 'static {
     fn endpoint(&self) -> &str;
 
     /// The key under which the token is stored: one row per credential.
-    fn credential_key(&self) -> String;
+    fn store_key(&self) -> String;
 
     /// The login request.
     fn login_request(&self) -> Result<Request<Full<Bytes>>, LoginError>;
@@ -138,7 +140,7 @@ impl PaynetLogin {
     }
 
     /// Stores the token under `key` instead of the default `paynet:<endpoint>:<username>:<terminal id>`.
-    pub fn credential_key_name(mut self, key: impl Into<String>) -> Self {
+    pub fn store_key(mut self, key: impl Into<String>) -> Self {
         self.key = Some(key.into());
         self
     }
@@ -211,7 +213,7 @@ impl TokenSource for PaynetLogin {
         &self.endpoint
     }
 
-    fn credential_key(&self) -> String {
+    fn store_key(&self) -> String {
         self.key.clone().unwrap_or_else(|| {
             format!(
                 "paynet:{}:{}:{}",
@@ -382,7 +384,7 @@ impl TokenSource for ClientCredentials {
         &self.endpoint
     }
 
-    fn credential_key(&self) -> String {
+    fn store_key(&self) -> String {
         format!("oauth:{}:{}", self.endpoint, self.client_id)
     }
 

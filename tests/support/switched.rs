@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use paynet_auth::StoreError;
+use paynet_auth::record::{Generation, TokenRecord};
 use paynet_auth::store::{LeaseInfo, MemoryStore, TokenStore};
-use paynet_auth::token::{Generation, TokenRecord};
 
 /// A [`MemoryStore`] that fails every operation with [`StoreError::Unavailable`] while `down` is set.
 #[derive(Clone, Default)]

@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use paynet_auth::config::{Config, PaynetConfig};
 use paynet_auth::error::SetupError;
+use paynet_auth::record::TokenRecord;
 use paynet_auth::redact;
 use paynet_auth::setup::Configured;
 use paynet_auth::store::MemoryStore;
-use paynet_auth::token::{LoginSender, TokenRecord};
+use paynet_auth::token::LoginSender;
 
 use crate::interrupt::{self, Signals};
 use crate::output::outln;
@@ -42,7 +43,7 @@ pub(crate) async fn run(
             let ready = stack::configured(config).await?;
             let manager = ready.manager();
             manager.clear().await.map_err(|e| crate::one_line(&e))?;
-            outln!("cleared the stored token of {}", manager.credential_key())?;
+            outln!("cleared the stored token of {}", manager.store_key())?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -75,7 +76,7 @@ async fn status(config: &PaynetConfig) -> Result<ExitCode, String> {
         };
     let manager = ready.manager();
     outln!("credential: {}", manager.name())?;
-    outln!("key:        {}", manager.credential_key())?;
+    outln!("key:        {}", manager.store_key())?;
     outln!("store:      {}", manager.store_description())?;
     // A store that does not answer is reported, not a reason to stop: health says what it means.
     let mut unread = false;
@@ -112,11 +113,13 @@ async fn status(config: &PaynetConfig) -> Result<ExitCode, String> {
     let health = manager.health();
     outln!("health:     {health}")?;
     outln!("stats:      {}", manager.stats())?;
-    Ok(if unread || !matches!(health, paynet_auth::Health::Ready) {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(
+        if unread || !matches!(health, paynet_auth::token::Health::Ready) {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }
 
 /// `token status` of a store that could not be opened: what the configuration says, and why nothing more.
@@ -127,7 +130,7 @@ fn unopened(config: &PaynetConfig, cause: &str) -> Result<ExitCode, String> {
             .map_err(|e| crate::one_line(&e))?;
     let manager = offline.manager();
     outln!("credential: {}", manager.name())?;
-    outln!("key:        {}", manager.credential_key())?;
+    outln!("key:        {}", manager.store_key())?;
     outln!("store:      {}", redact::url(&config.store.url))?;
     outln!("token:      unknown: {cause}")?;
     outln!("lease:      unknown: the store could not be opened")?;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use paynet_auth::token::fingerprint;
+use paynet_auth::record::fingerprint;
 use paynet_sim::{
     DEFAULT_PASSWORD, DEFAULT_TERMINAL_ID, DEFAULT_USERNAME, LoginFailure, Simulator,
 };

@@ -176,7 +176,7 @@ async fn lease_holder_killed_mid_login_is_taken_over_after_the_lease_ttl() {
     ))
     .build()
     .unwrap()
-    .credential_key()
+    .store_key()
     .to_owned();
     let lease = observer
         .lease(&key)

@@ -124,7 +124,7 @@ impl fmt::Display for Backend {
 /// # }
 /// ```
 ///
-/// With [`StoreOptions::encryption_key`], tokens are stored encrypted with AES-256-GCM, the credential key being
+/// With [`StoreOptions::encryption_key`], tokens are stored encrypted with AES-256-GCM, the store key being
 /// the associated data, so that a row copied under another key does not decrypt. Rows that do not decrypt are
 /// reported as absent (and logged at WARN), which makes the next request log in again.
 ///

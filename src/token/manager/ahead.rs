@@ -22,7 +22,8 @@ use tracing::{Instrument, debug, debug_span, warn};
 
 use super::{FlightResult, Inner, LoginSender, TokenManager};
 use crate::error::TokenError;
-use crate::token::{ActiveToken, Generation};
+use crate::record::Generation;
+use crate::token::ActiveToken;
 
 /// `Inner::background` while a background refresh runs.
 const RUNNING: u64 = u64::MAX;
@@ -106,7 +107,7 @@ impl Inner {
             warn!(
                 key = %self.key,
                 generation = token.generation().0,
-                fingerprint = %crate::token::fingerprint(secrecy::ExposeSecret::expose_secret(token.secret())),
+                fingerprint = %crate::record::fingerprint(secrecy::ExposeSecret::expose_secret(token.secret())),
                 error = %crate::error::Chain(&error),
                 "the token's lifetime has passed and no new token can be had: sending it on until the gateway \
                  rejects it (said once per token)"

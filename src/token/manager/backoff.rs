@@ -13,7 +13,7 @@ use tracing::warn;
 
 use super::{FlightResult, Inner, duration_ms};
 use crate::error::{LoginError, TokenError};
-use crate::token::Generation;
+use crate::record::Generation;
 
 pub(super) struct Failure {
     cause: Arc<LoginError>,

@@ -1,5 +1,5 @@
 //! Building a [`TokenManager`]: the settings and their defaults, the checks that refuse settings which could not
-//! work together, and the credential key and lease owner a manager gets when none is given.
+//! work together, and the store key and lease owner a manager gets when none is given.
 
 use std::fmt;
 use std::sync::Arc;
@@ -67,10 +67,10 @@ pub mod defaults {
 ///     .login_timeout(Duration::from_secs(5))
 ///     .lease_ttl(Duration::from_secs(20))
 ///     .backoff(Duration::from_millis(250), Duration::from_secs(10))
-///     .credential_key("gateway-1")
+///     .store_key("gateway-1")
 ///     .build()
 ///     .unwrap();
-/// assert_eq!(manager.credential_key(), "gateway-1");
+/// assert_eq!(manager.store_key(), "gateway-1");
 ///
 /// // A lease that may run out while its holder is still logging in is refused.
 /// let error = TokenManager::builder(login()).lease_ttl(Duration::from_secs(5)).build().unwrap_err();
@@ -198,8 +198,8 @@ impl TokenManagerBuilder {
         self
     }
 
-    /// The store key of this credential. Defaults to the source's [`TokenSource::credential_key`].
-    pub fn credential_key(mut self, key: impl Into<String>) -> Self {
+    /// The store key of this credential. Defaults to the source's [`TokenSource::store_key`].
+    pub fn store_key(mut self, key: impl Into<String>) -> Self {
         self.key = Some(key.into());
         self
     }
@@ -261,7 +261,7 @@ impl TokenManagerBuilder {
         Inner {
             name: self.name,
             counters,
-            key: bounded_key(self.key.unwrap_or_else(|| self.source.credential_key())),
+            key: bounded_key(self.key.unwrap_or_else(|| self.source.store_key())),
             owner_salt: owner_salt(&owner),
             owner,
             source: self.source,
@@ -331,7 +331,7 @@ fn builder_name(setting: Setting) -> String {
     .to_owned()
 }
 
-/// Keeps a credential key within [`MAX_KEY_BYTES`] bytes: a longer one (a long gateway URL) keeps a readable prefix
+/// Keeps a store key within [`MAX_KEY_BYTES`] bytes: a longer one (a long gateway URL) keeps a readable prefix
 /// and ends with a digest of the whole, so distinct credentials still get distinct rows.
 fn bounded_key(key: String) -> String {
     if key.len() <= MAX_KEY_BYTES {

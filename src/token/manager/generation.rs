@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::Inner;
-use crate::token::Generation;
+use crate::record::Generation;
 
 /// How a new token is numbered.
 ///

@@ -19,8 +19,9 @@ use super::generation::Numbering;
 use super::refresh::Outcome;
 use super::{Inner, defaults, duration_ms};
 use crate::error::{BoxError, LoginError, StoreError, TokenError};
+use crate::record::{Generation, TokenRecord};
 use crate::token::source::LoginResponse;
-use crate::token::{ActiveToken, Generation, Grant, TokenRecord};
+use crate::token::{ActiveToken, Grant};
 
 /// The future a [`LoginSender`] returns.
 ///
@@ -29,7 +30,8 @@ use crate::token::{ActiveToken, Generation, Grant, TokenRecord};
 /// use http::{HeaderMap, StatusCode};
 /// use http_body_util::Full;
 /// use paynet_auth::TokenManager;
-/// use paynet_auth::token::{Generation, LoginFuture, LoginResponse, LoginSender, PaynetLogin};
+/// use paynet_auth::token::{LoginFuture, LoginResponse, LoginSender, PaynetLogin};
+/// use paynet_auth::record::Generation;
 ///
 /// /// A canned login answer instead of a network call, as a test may use.
 /// fn canned(_request: http::Request<Full<Bytes>>) -> LoginFuture {
@@ -172,7 +174,7 @@ impl Inner {
                 .map(|t| secrecy::ExposeSecret::expose_secret(t.secret()));
             error.mask(&[token.unwrap_or_default()])
         })?;
-        info!(endpoint = %endpoint, fingerprint = %crate::token::fingerprint(secrecy::ExposeSecret::expose_secret(&grant.token)), "logged in");
+        info!(endpoint = %endpoint, fingerprint = %crate::record::fingerprint(secrecy::ExposeSecret::expose_secret(&grant.token)), "logged in");
         Ok(grant)
     }
 

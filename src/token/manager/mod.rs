@@ -32,10 +32,11 @@ use tracing::warn;
 
 use crate::clock::{Clock, Jitter};
 use crate::error::{StoreError, TokenError};
+use crate::record::{Generation, TokenRecord};
 use crate::store::TokenStore;
+use crate::token::ActiveToken;
 use crate::token::coalesce::Coalesce;
 use crate::token::source::TokenSource;
-use crate::token::{ActiveToken, Generation, TokenRecord};
 
 use self::backoff::{Degraded, Failure};
 pub use self::builder::{TokenManagerBuilder, defaults};
@@ -374,7 +375,7 @@ impl TokenManager {
     }
 
     /// The store key of this credential.
-    pub fn credential_key(&self) -> &str {
+    pub fn store_key(&self) -> &str {
         &self.inner.key
     }
 

@@ -18,8 +18,9 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use super::generation::Numbering;
 use super::{FlightResult, Inner, LoginSender, TokenManager};
 use crate::error::{StoreError, TokenError};
+use crate::record::{Generation, TokenRecord};
+use crate::token::ActiveToken;
 use crate::token::coalesce::{Flight, Join};
-use crate::token::{ActiveToken, Generation, TokenRecord};
 
 /// How often a statement refused because of a concurrent one ([`StoreError::Conflict`]) is tried in all.
 const CONFLICT_ATTEMPTS: u32 = 5;

@@ -13,8 +13,8 @@ use async_trait::async_trait;
 
 use super::{Standing, TokenManager};
 use crate::error::{LoginError, StoreError};
+use crate::record::{Generation, TokenRecord};
 use crate::store::{LeaseInfo, TokenStore};
-use crate::token::{Generation, TokenRecord};
 
 /// The names of the series reported with the `metrics` feature. Every series carries the label `credential`.
 pub mod names {
@@ -495,7 +495,8 @@ impl TokenManager {
     ///
     /// ```
     /// use paynet_auth::token::{LoginResponse, LoginSender, PaynetLogin};
-    /// use paynet_auth::{Health, TokenManager};
+    /// use paynet_auth::TokenManager;
+    /// use paynet_auth::token::Health;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let login = PaynetLogin::new("https://gateway.example/gw", "username_17627_56530", "wrong".into(), 4027096);
