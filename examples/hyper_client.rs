@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use paynet_auth::PaynetLogin;
 use paynet_auth::hyper_client::HttpClient;
 use paynet_auth::store::{self, StoreOptions};
-use paynet_auth::token::PaynetLogin;
 use paynet_auth::{BoxError, PaynetAuthLayer, TokenManager};
 use paynet_sim::Simulator;
 use paynet_sim::tls::ServerTls;

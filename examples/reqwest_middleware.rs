@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
+use paynet_auth::PaynetLogin;
 use paynet_auth::reqwest_adapter::PaynetAuthMiddleware;
-use paynet_auth::token::PaynetLogin;
 use paynet_auth::{BoxError, PaynetAuthLayer, TokenManager};
 use paynet_sim::Simulator;
 use paynet_sim::tls::{Authority, ServerTls};

@@ -48,9 +48,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use paynet_auth::PaynetLogin;
 use paynet_auth::clock::Clock as _;
 use paynet_auth::store::{DieselStore, StoreOptions};
-use paynet_auth::token::PaynetLogin;
 use paynet_auth::{
     BoxError, Error, LoginError, PaynetAuth, PaynetAuthLayer, TokenError, TokenManager,
 };

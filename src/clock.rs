@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// use std::sync::Arc;
 /// use paynet_auth::TokenManager;
 /// use paynet_auth::clock::Clock;
-/// use paynet_auth::token::PaynetLogin;
+/// use paynet_auth::PaynetLogin;
 ///
 /// /// A clock stopped at one instant.
 /// struct Stopped(i64);
@@ -130,7 +130,7 @@ impl Clock for ManualClock {
 /// use std::time::Duration;
 /// use paynet_auth::TokenManager;
 /// use paynet_auth::clock::Jitter;
-/// use paynet_auth::token::PaynetLogin;
+/// use paynet_auth::PaynetLogin;
 ///
 /// /// Always half the allowed delay.
 /// struct Half;
@@ -181,7 +181,7 @@ impl Jitter for RandomJitter {
 /// use std::time::Duration;
 /// use paynet_auth::TokenManager;
 /// use paynet_auth::clock::{Jitter, NoJitter};
-/// use paynet_auth::token::PaynetLogin;
+/// use paynet_auth::PaynetLogin;
 ///
 /// assert_eq!(NoJitter.jitter(Duration::from_secs(1)), Duration::ZERO);
 /// let login = PaynetLogin::new("https://gateway.example/gw", "username_17627_56530", "secret".into(), 4027096);

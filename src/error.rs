@@ -84,7 +84,8 @@ pub enum InjectError {
 /// use std::convert::Infallible;
 /// use bytes::Bytes;
 /// use http_body_util::Full;
-/// use paynet_auth::token::{LoginSender, PaynetLogin};
+/// use paynet_auth::PaynetLogin;
+/// use paynet_auth::token::LoginSender;
 /// use paynet_auth::{LoginError, TokenError, TokenManager};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -409,7 +410,8 @@ impl StoreError {
 /// Why no token could be had. Cheap to clone: every caller waiting on one refresh gets the same error.
 ///
 /// ```
-/// use paynet_auth::token::{LoginSender, PaynetLogin};
+/// use paynet_auth::PaynetLogin;
+/// use paynet_auth::token::LoginSender;
 /// use paynet_auth::{LoginError, TokenError, TokenManager};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -495,7 +497,7 @@ impl TokenError {
 /// use std::convert::Infallible;
 /// use bytes::Bytes;
 /// use http_body_util::Full;
-/// use paynet_auth::token::PaynetLogin;
+/// use paynet_auth::PaynetLogin;
 /// use paynet_auth::{Error, PaynetAuthLayer, TokenManager};
 /// use tower::{Layer, ServiceExt};
 ///
@@ -601,7 +603,7 @@ impl Error {
 /// Why a policy could not join a [`PolicySet`](crate::PolicySet).
 ///
 /// ```
-/// use paynet_auth::token::PaynetLogin;
+/// use paynet_auth::PaynetLogin;
 /// use paynet_auth::{AuthPolicy, PolicySet, PolicySetError, TokenManager};
 ///
 /// let terminal = |id| {

@@ -52,7 +52,7 @@ use crate::{PaynetAuth, PolicySet};
 ///
 /// ```
 /// use paynet_auth::hyper_client::HttpClient;
-/// use paynet_auth::token::PaynetLogin;
+/// use paynet_auth::PaynetLogin;
 /// use paynet_auth::{PaynetAuth, PaynetAuthLayer, TokenManager};
 /// use tower::Layer;
 ///
@@ -805,7 +805,7 @@ pub fn http_client() -> HttpClient {
 ///
 /// ```
 /// use paynet_auth::hyper_client::authorised_http_client;
-/// use paynet_auth::token::PaynetLogin;
+/// use paynet_auth::PaynetLogin;
 /// use paynet_auth::{AuthPolicy, PaynetAuthLayer, TokenManager};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), paynet_auth::BoxError> {

@@ -8,7 +8,7 @@
 //! ```
 //! use bytes::Bytes;
 //! use http_body_util::{BodyExt, Full};
-//! use paynet_auth::token::PaynetLogin;
+//! use paynet_auth::PaynetLogin;
 //! use paynet_auth::{BoxError, PaynetAuthLayer, TokenManager};
 //! use tower::{ServiceBuilder, ServiceExt};
 //!

@@ -35,7 +35,8 @@ impl fmt::Display for Generation {
 /// ```
 /// use bytes::Bytes;
 /// use http::{HeaderMap, StatusCode};
-/// use paynet_auth::token::{LoginResponse, PaynetLogin, TokenSource};
+/// use paynet_auth::{PaynetLogin, TokenSource};
+/// use paynet_auth::token::LoginResponse;
 ///
 /// let login = PaynetLogin::new("https://gateway.example/gw", "username_17627_56530", "secret".into(), 4027096);
 /// let answer = r#"{"jsonrpc":"2.0","id":1,"result":{"token":"T-1","agentId":1717,"terminalId":"4027096"}}"#;

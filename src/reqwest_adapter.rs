@@ -24,7 +24,7 @@ use crate::{Error, PolicySet};
 ///
 /// ```
 /// use paynet_auth::{PaynetAuthLayer, TokenManager, reqwest_adapter::PaynetAuthMiddleware};
-/// use paynet_auth::token::PaynetLogin;
+/// use paynet_auth::PaynetLogin;
 ///
 /// let manager = TokenManager::builder(PaynetLogin::new(
 ///     "http://127.0.0.1:8080/gw", "username_17627_56530", "password_17627_56530".into(), 4027096,

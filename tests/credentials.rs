@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use paynet_auth::store::MemoryStore;
 use paynet_auth::token::Health;
-use paynet_auth::token::{ClientCredentials, PaynetLogin};
 use paynet_auth::{
     AuthPolicy, CredentialName, Error, PaynetAuthLayer, PolicySet, PolicySetError, TokenError,
     TokenManager,
 };
+use paynet_auth::{ClientCredentials, PaynetLogin};
 use support::*;
 use tower::{Layer, ServiceExt};
 

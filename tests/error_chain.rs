@@ -13,13 +13,14 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::Full;
+use paynet_auth::PaynetLogin;
 use paynet_auth::config::Config;
 use paynet_auth::error::InjectError;
 use paynet_auth::error::{Chain, ConfigError};
 use paynet_auth::hyper_client::{HttpClient, HttpErrorKind};
 use paynet_auth::store::StoreOptions;
 use paynet_auth::tls::read_certificates;
-use paynet_auth::token::{LoginSender, PaynetLogin};
+use paynet_auth::token::LoginSender;
 use paynet_auth::{Error, LoginError, SetupError, StoreError, TokenError, TokenManager};
 use paynet_sim::{LoginFailure, Simulator};
 use support::{PASSWORD, TERMINAL, USERNAME, account_at};

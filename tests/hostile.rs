@@ -10,11 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use paynet_auth::PaynetLogin;
 use paynet_auth::deadline::{DeadlineExceeded, DeadlineLayer};
 use paynet_auth::hyper_client::HttpClient;
 use paynet_auth::store::MemoryStore;
 use paynet_auth::token::Health;
-use paynet_auth::token::{LoginSender, PaynetLogin};
+use paynet_auth::token::LoginSender;
 use paynet_auth::{BoxError, Error, PaynetAuthLayer, TokenError, TokenManager};
 use paynet_sim::Simulator;
 use support::logs::Captured;

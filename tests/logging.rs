@@ -89,8 +89,9 @@ async fn lease_wait_that_runs_out_is_an_error() {
 #[cfg(feature = "hyper-client")]
 #[tokio::test]
 async fn failed_refresh_error_line_has_the_whole_chain_once() {
+    use paynet_auth::PaynetLogin;
     use paynet_auth::hyper_client::HttpClient;
-    use paynet_auth::token::{LoginSender, PaynetLogin};
+    use paynet_auth::token::LoginSender;
     let logs = Captured::default();
     let _guard = logs.install(tracing::Level::WARN);
     let port = {

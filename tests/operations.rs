@@ -529,7 +529,7 @@ async fn an_axum_server_serves_the_series_in_prometheus_text() {
     use http_body_util::{BodyExt, Full};
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
-    use paynet_auth::token::PaynetLogin;
+    use paynet_auth::PaynetLogin;
     use paynet_sim::Simulator;
 
     // The only global recorder of this test binary; the other tests record locally.

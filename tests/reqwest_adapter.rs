@@ -2,9 +2,9 @@
 
 mod support;
 
+use paynet_auth::PaynetLogin;
 use paynet_auth::record::Generation;
 use paynet_auth::reqwest_adapter::PaynetAuthMiddleware;
-use paynet_auth::token::PaynetLogin;
 use paynet_auth::{AuthPolicy, PaynetAuthLayer, PolicySet, TokenManager};
 use paynet_sim::tls::{Authority, Identity, ServerTls};
 use paynet_sim::{LoginFailure, Simulator};

@@ -368,7 +368,7 @@ pub const DEFAULT_STORE_URL: &str = "sqlite://paynet-tokens.db";
 /// ```
 /// use std::time::Duration;
 /// use paynet_auth::config::PaynetConfig;
-/// use paynet_auth::token::TokenSource;
+/// use paynet_auth::TokenSource;
 ///
 /// let paynet: PaynetConfig = serde_json::from_value(serde_json::json!({
 ///     "base_url": "https://gateway.example/gw",

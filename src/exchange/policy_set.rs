@@ -15,7 +15,7 @@ use crate::error::{Error, PolicySetError};
 /// reqwest adapter and `hyper_client::authorised_http_client` share.
 ///
 /// ```
-/// use paynet_auth::token::{ClientCredentials, PaynetLogin};
+/// use paynet_auth::{ClientCredentials, PaynetLogin};
 /// use paynet_auth::{AuthPolicy, PaynetAuthLayer, PolicySet, PolicySetError, TokenManager};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {

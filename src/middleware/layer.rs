@@ -80,7 +80,7 @@ use crate::token::TokenManager;
 /// use hyper_util::client::legacy::Client;
 /// use hyper_util::rt::TokioExecutor;
 /// use paynet_auth::{PaynetAuthLayer, TokenManager};
-/// use paynet_auth::token::PaynetLogin;
+/// use paynet_auth::PaynetLogin;
 /// use tower::ServiceBuilder;
 /// use tower_http::decompression::DecompressionLayer;
 /// use tower_http::timeout::TimeoutLayer;
@@ -112,7 +112,7 @@ use crate::token::TokenManager;
 /// ```
 /// use paynet_auth::{PaynetAuthLayer, TokenManager};
 /// use paynet_auth::policy::TokenField;
-/// use paynet_auth::token::PaynetLogin;
+/// use paynet_auth::PaynetLogin;
 ///
 /// let manager = TokenManager::builder(PaynetLogin::new(
 ///     "http://127.0.0.1:8080/gw", "username_17627_56530", "password_17627_56530".into(), 4027096,
@@ -134,7 +134,7 @@ use crate::token::TokenManager;
 /// use bytes::Bytes;
 /// use http_body_util::Full;
 /// use paynet_auth::{CredentialName, PaynetAuthLayer, TokenManager};
-/// use paynet_auth::token::{ClientCredentials, PaynetLogin};
+/// use paynet_auth::{ClientCredentials, PaynetLogin};
 ///
 /// let terminal = |name: &str, username: &str, terminal_id| {
 ///     let login = PaynetLogin::new("https://gateway.example/gw", username, "secret".into(), terminal_id);

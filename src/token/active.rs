@@ -14,7 +14,8 @@ use crate::record::{Generation, TokenRecord};
 /// use bytes::Bytes;
 /// use http::{HeaderMap, StatusCode};
 /// use paynet_auth::TokenManager;
-/// use paynet_auth::token::{LoginResponse, LoginSender, PaynetLogin};
+/// use paynet_auth::PaynetLogin;
+/// use paynet_auth::token::{LoginResponse, LoginSender};
 /// use paynet_auth::record::Generation;
 /// use secrecy::ExposeSecret;
 ///

@@ -13,7 +13,8 @@ use crate::record::LoginMeta;
 /// use std::time::Duration;
 /// use bytes::Bytes;
 /// use http::{HeaderMap, StatusCode};
-/// use paynet_auth::token::{ClientCredentials, LoginResponse, TokenSource};
+/// use paynet_auth::{ClientCredentials, TokenSource};
+/// use paynet_auth::token::LoginResponse;
 /// use secrecy::ExposeSecret;
 ///
 /// let source = ClientCredentials::new("https://auth.example/oauth/token", "client", "secret".into());

@@ -22,7 +22,8 @@ use crate::token::Grant;
 /// use bytes::Bytes;
 /// use http::{HeaderMap, StatusCode};
 /// use paynet_auth::LoginError;
-/// use paynet_auth::token::{LoginResponse, PaynetLogin, TokenSource};
+/// use paynet_auth::{PaynetLogin, TokenSource};
+/// use paynet_auth::token::LoginResponse;
 ///
 /// let login = PaynetLogin::new("https://gateway.example/gw", "username_17627_56530", "secret".into(), 4027096);
 /// let response = LoginResponse { status: StatusCode::SERVICE_UNAVAILABLE, headers: HeaderMap::new(), body: Bytes::new() };
@@ -49,7 +50,8 @@ pub struct LoginResponse {
 /// use bytes::Bytes;
 /// use http::Request;
 /// use http_body_util::Full;
-/// use paynet_auth::token::{Grant, LoginResponse, TokenSource};
+/// use paynet_auth::TokenSource;
+/// use paynet_auth::token::{Grant, LoginResponse};
 /// use paynet_auth::record::LoginMeta;
 /// use paynet_auth::{LoginError, TokenManager};
 ///
@@ -97,7 +99,7 @@ pub trait TokenSource: Send + Sync + 'static {
 /// to `base_url + login_path` and reads `result.token` with the session's metadata.
 ///
 /// ```
-/// use paynet_auth::token::{PaynetLogin, TokenSource};
+/// use paynet_auth::{PaynetLogin, TokenSource};
 /// let login = PaynetLogin::new("https://gateway.example/gw", "username_17627_56530", "secret".into(), 4027096);
 /// assert_eq!(login.endpoint(), "https://gateway.example/gw/v2/user");
 /// let request = login.login_request().unwrap();
@@ -305,7 +307,8 @@ impl TokenSource for PaynetLogin {
 /// `{"access_token": …, "expires_in": …}`.
 ///
 /// ```
-/// use paynet_auth::token::{source::ClientCredentials, TokenSource};
+/// use paynet_auth::TokenSource;
+/// use paynet_auth::token::source::ClientCredentials;
 /// let source = ClientCredentials::new("https://auth.example/oauth/token", "client", "secret".into());
 /// let request = source.login_request().unwrap();
 /// assert_eq!(request.headers()["content-type"], "application/x-www-form-urlencoded");

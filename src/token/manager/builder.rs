@@ -55,7 +55,7 @@ pub mod defaults {
 /// use paynet_auth::clock::{ManualClock, NoJitter};
 /// use paynet_auth::error::ConfigError;
 /// use paynet_auth::store::MemoryStore;
-/// use paynet_auth::token::PaynetLogin;
+/// use paynet_auth::PaynetLogin;
 ///
 /// let login = || PaynetLogin::new("https://gateway.example/gw", "username_17627_56530", "secret".into(), 4027096);
 /// let clock = Arc::new(ManualClock::new(1_700_000_000_000));

@@ -30,7 +30,8 @@ use crate::token::{ActiveToken, Grant};
 /// use http::{HeaderMap, StatusCode};
 /// use http_body_util::Full;
 /// use paynet_auth::TokenManager;
-/// use paynet_auth::token::{LoginFuture, LoginResponse, LoginSender, PaynetLogin};
+/// use paynet_auth::PaynetLogin;
+/// use paynet_auth::token::{LoginFuture, LoginResponse, LoginSender};
 /// use paynet_auth::record::Generation;
 ///
 /// /// A canned login answer instead of a network call, as a test may use.
@@ -58,7 +59,8 @@ pub type LoginFuture = BoxFuture<'static, Result<LoginResponse, BoxError>>;
 /// use bytes::Bytes;
 /// use http_body_util::Full;
 /// use paynet_auth::TokenManager;
-/// use paynet_auth::token::{LoginSender, PaynetLogin};
+/// use paynet_auth::PaynetLogin;
+/// use paynet_auth::token::LoginSender;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), paynet_auth::BoxError> {
 /// let login = PaynetLogin::new("https://gateway.example/gw", "username_17627_56530", "secret".into(), 4027096);

@@ -163,7 +163,7 @@ struct SaidOnce {
 /// ```
 /// use paynet_auth::TokenManager;
 /// use paynet_auth::store::MemoryStore;
-/// use paynet_auth::token::PaynetLogin;
+/// use paynet_auth::PaynetLogin;
 ///
 /// let manager = TokenManager::builder(PaynetLogin::new(
 ///     "https://gateway.example/gw",
@@ -315,7 +315,7 @@ impl TokenManager {
     /// ```
     /// use paynet_auth::TokenManager;
     /// use paynet_auth::store::MemoryStore;
-    /// use paynet_auth::token::PaynetLogin;
+    /// use paynet_auth::PaynetLogin;
     ///
     /// # tokio_test::block_on(async {
     /// let manager = TokenManager::builder(PaynetLogin::new("https://gateway.example/gw", "u", "p".into(), 1))

@@ -105,7 +105,7 @@ pub fn describe_metrics() {
 ///
 /// ```
 /// use paynet_auth::TokenManager;
-/// use paynet_auth::token::PaynetLogin;
+/// use paynet_auth::PaynetLogin;
 ///
 /// let login = PaynetLogin::new("https://gateway.example/gw", "username_17627_56530", "secret".into(), 4027096);
 /// let manager = TokenManager::builder(login).build().unwrap();
@@ -494,7 +494,8 @@ impl TokenManager {
     /// the token endpoint; else [`Health::Ready`]. No I/O: it reads what the last calls left.
     ///
     /// ```
-    /// use paynet_auth::token::{LoginResponse, LoginSender, PaynetLogin};
+    /// use paynet_auth::PaynetLogin;
+    /// use paynet_auth::token::{LoginResponse, LoginSender};
     /// use paynet_auth::TokenManager;
     /// use paynet_auth::token::Health;
     ///
