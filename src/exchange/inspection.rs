@@ -106,6 +106,7 @@ where
         })
     }
 
+    // One poll loop: reading, bounding and decoding the body are steps of the same loop over its frames.
     pub(crate) fn poll_inspect(
         &mut self,
         cx: &mut Context<'_>,

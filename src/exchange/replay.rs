@@ -11,7 +11,7 @@ use super::request::authorised_request;
 use super::response_body::ResponseBody;
 use crate::error::{BoxError, Error};
 use crate::record::Generation;
-use crate::token::LoginSender;
+use crate::token::{ActiveToken, LoginSender, TokenManager};
 
 /// After the gateway rejected `rejected`: a newer token, and the request sent once more with it.
 ///
@@ -37,14 +37,7 @@ where
     let manager = &policy.manager;
     manager.note_rejection();
     let what = Described::of(&parts, body);
-    info!(
-        credential = %manager.name(),
-        generation = rejected.0,
-        http_method = %what.http_method,
-        path = %what.path,
-        method = what.rpc_method.as_deref().unwrap_or("-"),
-        "gateway rejected the token; replaying with a newer one"
-    );
+    what.replaying(manager, rejected);
     let mut rejected = rejected;
     let mut adopted_retry_left = true;
     manager.note_rejected(rejected);
@@ -53,45 +46,23 @@ where
         let replay = authorised_request(policy, parts.clone(), body, &fresh)?;
         manager.note_replay();
         let response = send(replay).await.map_err(|e| Error::Inner(e.into()))?;
-        match inspect(policy, response).await? {
-            Inspected::Accepted(response) => {
-                manager.note_accepted(fresh.generation());
-                info!(
-                    credential = %manager.name(),
-                    generation = fresh.generation().0,
-                    method = what.rpc_method.as_deref().unwrap_or("-"),
-                    status = response.status().as_u16(),
-                    "replay accepted"
-                );
-                return Ok(response);
-            }
-            Inspected::Rejected => {
-                manager.note_rejection();
-                let adopted = !manager.is_own(&fresh);
-                if adopted && adopted_retry_left {
-                    adopted_retry_left = false;
-                    info!(
-                        credential = %manager.name(),
-                        generation = fresh.generation().0,
-                        written_by = %fresh.record().written_by,
-                        method = what.rpc_method.as_deref().unwrap_or("-"),
-                        "gateway rejected the token adopted from the store too; one refresh past it"
-                    );
-                    rejected = fresh.generation();
-                    continue;
-                }
-                manager.note_rejected(fresh.generation());
-                warn!(
-                    credential = %manager.name(),
-                    generation = fresh.generation().0,
-                    method = what.rpc_method.as_deref().unwrap_or("-"),
-                    "gateway rejected a freshly refreshed token; not replaying again"
-                );
-                return Err(Error::RejectedAfterRefresh {
-                    generation: fresh.generation().0,
-                });
-            }
+        if let Inspected::Accepted(response) = inspect(policy, response).await? {
+            manager.note_accepted(fresh.generation());
+            what.accepted(manager, fresh.generation(), response.status());
+            return Ok(response);
         }
+        manager.note_rejection();
+        if adopted_retry_left && !manager.is_own(&fresh) {
+            adopted_retry_left = false;
+            what.adopted_rejected(manager, &fresh);
+            rejected = fresh.generation();
+            continue;
+        }
+        manager.note_rejected(fresh.generation());
+        what.refused_again(manager, fresh.generation());
+        return Err(Error::RejectedAfterRefresh {
+            generation: fresh.generation().0,
+        });
     }
 }
 
@@ -103,6 +74,50 @@ struct Described {
 }
 
 impl Described {
+    fn replaying(&self, manager: &TokenManager, rejected: Generation) {
+        info!(
+            credential = %manager.name(),
+            generation = rejected.0,
+            http_method = %self.http_method,
+            path = %self.path,
+            method = self.rpc_method(),
+            "gateway rejected the token; replaying with a newer one"
+        );
+    }
+
+    fn accepted(&self, manager: &TokenManager, generation: Generation, status: http::StatusCode) {
+        info!(
+            credential = %manager.name(),
+            generation = generation.0,
+            method = self.rpc_method(),
+            status = status.as_u16(),
+            "replay accepted"
+        );
+    }
+
+    fn adopted_rejected(&self, manager: &TokenManager, fresh: &ActiveToken) {
+        info!(
+            credential = %manager.name(),
+            generation = fresh.generation().0,
+            written_by = %fresh.record().written_by,
+            method = self.rpc_method(),
+            "gateway rejected the token adopted from the store too; one refresh past it"
+        );
+    }
+
+    fn refused_again(&self, manager: &TokenManager, generation: Generation) {
+        warn!(
+            credential = %manager.name(),
+            generation = generation.0,
+            method = self.rpc_method(),
+            "gateway rejected a freshly refreshed token; not replaying again"
+        );
+    }
+
+    fn rpc_method(&self) -> &str {
+        self.rpc_method.as_deref().unwrap_or("-")
+    }
+
     fn of(parts: &http::request::Parts, body: &Bytes) -> Self {
         /// Only `method` is read; the rest of the body (params, token) is skipped, never kept.
         #[derive(serde::Deserialize)]

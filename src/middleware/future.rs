@@ -295,6 +295,9 @@ where
 {
     type Output = Output<ResBody>;
 
+    // Longer than a function should be, on purpose: the whole exchange is one `match` over the states, so that a
+    // reader sees every transition in one place and the hot path is one poll without a call per state. Each arm
+    // is short and hands its work to the exchange's steps.
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut state = this.state;

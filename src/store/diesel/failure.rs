@@ -48,6 +48,8 @@ fn classify(error: &(dyn std::error::Error + 'static)) -> Kind {
 }
 
 /// The part of [`classify`] that reads the server's message.
+// A table more than a function: each line is one server's message for one kind, kept together so that a new
+// message is added beside its kin.
 pub(super) fn classify_message(message: &str) -> Kind {
     let message = message.to_ascii_lowercase();
     const CONFLICT: &[&str] = &[
