@@ -96,10 +96,9 @@ impl DieselStore {
         owner: String,
         ttl_ms: i64,
     ) -> Result<bool, StoreError> {
-        with_conn!(self, |conn, B| B::try_lease(
-            self, conn, &key, &owner, ttl_ms
-        )
-        .await)
+        with_conn!(self, |conn, B| {
+            B::try_lease(self, conn, &key, &owner, ttl_ms).await
+        })
     }
 
     pub(super) async fn release_inner(&self, key: String, owner: String) -> Result<(), StoreError> {
