@@ -493,6 +493,18 @@ mod cases {
         assert!(!logs.contains("Rotated-T0ken"), "{logs}");
     }
 
+    /// On a plain (current-thread) runtime, where diesel-async's own migration harness would panic.
+    pub(super) async fn migrate_on_current_thread_runtime(server: Fixture) {
+        let db = server.empty().await;
+        db.plain_store().await.migrate().await.unwrap();
+        db.drop_database(&server).await;
+    }
+
+    pub(super) async fn reports_backend(db: Fixture) {
+        let store = db.plain_store().await;
+        assert_eq!(store.backend(), backend_of(&db));
+    }
+
     pub(super) async fn migrations_idempotent(db: Fixture) {
         let store = db.plain_store().await; // migrated once
         store.migrate().await.unwrap();
@@ -625,7 +637,8 @@ mod cases {
         step(0, "migrate", &store);
     }
 
-    pub(super) async fn unreachable(url: &str) {
+    pub(super) async fn unreachable(db: Fixture) {
+        let url = unreachable_url(&db);
         let timeout = Duration::from_millis(800);
         let options = StoreOptions {
             connect_timeout: timeout,
@@ -715,128 +728,85 @@ mod cases {
     }
 }
 
-/// One test per case for a backend.
-macro_rules! backend_tests {
-    ($backend:ident, $fixture:expr, $unreachable_url:expr) => {
+/// The backend a fixture's URL names.
+fn backend_of(db: &Fixture) -> Backend {
+    match db.url.split_once(':').map(|(scheme, _)| scheme) {
+        Some("postgres") => Backend::Postgres,
+        Some("mysql") => Backend::Mysql,
+        Some("sqlite") => Backend::Sqlite,
+        _ => panic!("no backend for {}", db.url),
+    }
+}
+
+/// A URL of a fixture's backend where no database answers (with a password, to check that it is hidden).
+fn unreachable_url(db: &Fixture) -> &'static str {
+    match backend_of(db) {
+        Backend::Postgres => "postgres://postgres:hunter2@127.0.0.1:1/test",
+        Backend::Mysql => "mysql://root:hunter2@127.0.0.1:1/test",
+        _ => "sqlite:///nonexistent-paynet-dir/sub/tokens.db",
+    }
+}
+
+/// Runs each case of the list on every backend: a module per backend (`postgres`, `mysql`, `sqlite`) holding one
+/// test per case, named after it, which calls the case with that backend's [`Fixture`]. Each case comes with the
+/// test attribute it runs under.
+macro_rules! on_every_backend {
+    ($($(#[$test:meta])* $case:ident,)*) => {
+        on_every_backend!(@backend postgres, Fixture::postgres(), $($(#[$test])* $case,)*);
+        on_every_backend!(@backend mysql, Fixture::mysql(), $($(#[$test])* $case,)*);
+        on_every_backend!(@backend sqlite, Fixture::sqlite(), $($(#[$test])* $case,)*);
+    };
+    (@backend $backend:ident, $fixture:expr, $($(#[$test:meta])* $case:ident,)*) => {
         mod $backend {
             use super::*;
-
-            #[tokio::test]
-            async fn round_trip() {
-                cases::round_trip($fixture).await;
-            }
-
-            #[tokio::test]
-            async fn token_with_nul_round_trips() {
-                cases::token_with_nul_round_trips($fixture).await;
-            }
-
-            #[tokio::test]
-            async fn older_generation_refused() {
-                cases::older_generation_refused($fixture).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn concurrent_saves_keep_newest() {
-                cases::concurrent_saves_keep_newest($fixture).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn concurrent_lease_has_one_winner() {
-                cases::concurrent_lease_has_one_winner($fixture).await;
-            }
-
-            #[tokio::test]
-            async fn lease_expires() {
-                cases::lease_expires($fixture).await;
-            }
-
-            #[tokio::test]
-            async fn lease_status_reports_holder_and_times() {
-                cases::lease_status_reports_holder_and_times($fixture).await;
-            }
-
-            #[tokio::test]
-            async fn release_lets_next_owner_in() {
-                cases::release_lets_next_owner_in($fixture).await;
-            }
-
-            #[tokio::test]
-            async fn owner_retakes_its_own_unreleased_lease() {
-                cases::owner_retakes_its_own_unreleased_lease($fixture).await;
-            }
-
-            #[tokio::test]
-            async fn encryption_at_rest() {
-                cases::encryption_at_rest($fixture).await;
-            }
-
-            #[tokio::test]
-            async fn plaintext_without_key() {
-                cases::plaintext_without_key($fixture).await;
-            }
-
-            #[tokio::test]
-            async fn rotation_reads_previous_keys_and_reseals_in_place() {
-                cases::rotation_reads_previous_keys_and_reseals_in_place($fixture).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn migrations_idempotent_on_empty_database() {
-                cases::migrations_idempotent($fixture).await;
-            }
-
-            // A plain (current-thread) runtime, where diesel-async's own migration harness would panic.
-            #[tokio::test]
-            async fn migrate_on_current_thread_runtime() {
-                let server = $fixture;
-                let db = server.empty().await;
-                db.plain_store().await.migrate().await.unwrap();
-                db.drop_database(&server).await;
-            }
-
-            #[tokio::test]
-            async fn migrate_waits_for_another_migrator() {
-                cases::migrate_waits_for_another_migrator($fixture).await;
-            }
-
-            #[tokio::test]
-            async fn query_count() {
-                cases::query_count($fixture).await;
-            }
-
-            #[tokio::test]
-            async fn unreachable() {
-                cases::unreachable($unreachable_url).await;
-            }
-
-            #[tokio::test]
-            async fn reports_backend() {
-                let store = $fixture.plain_store().await;
-                assert_eq!(
-                    format!("{:?}", store.backend()).to_lowercase(),
-                    stringify!($backend)
-                );
-            }
+            $(
+                $(#[$test])*
+                async fn $case() {
+                    cases::$case($fixture).await;
+                }
+            )*
         }
     };
 }
 
-backend_tests!(
-    postgres,
-    Fixture::postgres(),
-    "postgres://postgres:hunter2@127.0.0.1:1/test"
-);
-backend_tests!(
-    mysql,
-    Fixture::mysql(),
-    "mysql://root:hunter2@127.0.0.1:1/test"
-);
-backend_tests!(
-    sqlite,
-    Fixture::sqlite(),
-    "sqlite:///nonexistent-paynet-dir/sub/tokens.db"
-);
+on_every_backend! {
+    #[tokio::test]
+    round_trip,
+    #[tokio::test]
+    token_with_nul_round_trips,
+    #[tokio::test]
+    older_generation_refused,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    concurrent_saves_keep_newest,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    concurrent_lease_has_one_winner,
+    #[tokio::test]
+    lease_expires,
+    #[tokio::test]
+    lease_status_reports_holder_and_times,
+    #[tokio::test]
+    release_lets_next_owner_in,
+    #[tokio::test]
+    owner_retakes_its_own_unreleased_lease,
+    #[tokio::test]
+    encryption_at_rest,
+    #[tokio::test]
+    plaintext_without_key,
+    #[tokio::test]
+    rotation_reads_previous_keys_and_reseals_in_place,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    migrations_idempotent,
+    #[tokio::test]
+    migrate_on_current_thread_runtime,
+    #[tokio::test]
+    migrate_waits_for_another_migrator,
+    #[tokio::test]
+    query_count,
+    #[tokio::test]
+    unreachable,
+    #[tokio::test]
+    reports_backend,
+}
 
 /// A session defaulting to SERIALIZABLE whose lease statement waited for a concurrent update of the same row
 /// gets SQLSTATE 40001: that is a `Conflict` (for a lease: not acquired), not a broken store.
@@ -909,7 +879,7 @@ async fn postgres_serialization_failure_is_a_conflict() {
     assert!(matches!(
         error,
         StoreError::Conflict {
-            operation: "lease",
+            operation: "try_lease",
             ..
         }
     ));
@@ -1102,6 +1072,66 @@ async fn options_are_validated() {
         DieselStore::connect(&url, zero_timeout).await,
         Err(StoreError::Config(_))
     ));
+}
+
+/// A failed operation names itself alike in its error and in the `op` label of the store-error counter: the
+/// `TokenStore` method's name. A store whose tables were never created fails each with an error that names it.
+#[cfg(feature = "metrics")]
+#[test]
+fn a_failed_operation_is_named_alike_in_its_error_and_its_metric() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = Fixture::sqlite();
+    let in_errors = metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            // Not migrated: every statement meets a missing table.
+            let store = DieselStore::connect(&db.url, StoreOptions::default())
+                .await
+                .unwrap();
+            let manager = support::manager_builder()
+                .name("unmigrated")
+                .store(store)
+                .build()
+                .unwrap();
+            let operation = |error: StoreError| match error {
+                StoreError::MissingTable { operation, .. } => operation,
+                other => panic!("expected a missing table, got {other:?}"),
+            };
+            vec![
+                operation(manager.stored().await.unwrap_err()),
+                operation(manager.lease().await.unwrap_err()),
+                operation(manager.clear().await.unwrap_err()),
+            ]
+        })
+    });
+    assert_eq!(in_errors, ["load", "lease", "clear"]);
+    let mut in_metrics: Vec<String> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| key.key().name() == "paynet_auth_store_errors_total")
+        .map(|(key, _, _, value)| {
+            assert!(
+                matches!(value, DebugValue::Counter(1)),
+                "{key:?}: {value:?}"
+            );
+            key.key()
+                .labels()
+                .find(|label| label.key() == "op")
+                .map(|label| label.value().to_owned())
+                .unwrap()
+        })
+        .collect();
+    in_metrics.sort();
+    let mut in_errors = in_errors;
+    in_errors.sort();
+    assert_eq!(in_metrics, in_errors);
 }
 
 #[tokio::test]

@@ -78,7 +78,7 @@ async fn read_only_user_is_denied_and_fails_the_call(url: String) {
         matches!(
             error,
             StoreError::Denied {
-                operation: "lease",
+                operation: "try_lease",
                 ..
             }
         ),

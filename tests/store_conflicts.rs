@@ -105,7 +105,7 @@ impl TokenStore for FaultyStore {
         self.inner.save(key, record).await
     }
     async fn try_lease(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
-        self.check("lease")?;
+        self.check("try_lease")?;
         self.inner.try_lease(key, owner, ttl).await
     }
     async fn release(&self, key: &str, owner: &str) -> Result<(), StoreError> {
@@ -129,7 +129,7 @@ async fn lease_conflict_is_not_acquired_and_never_a_login_without_the_lease() {
         inner: shared.clone(),
         ..FaultyStore::default()
     };
-    faulty.fail_always("lease", Some(Fault::Conflict));
+    faulty.fail_always("try_lease", Some(Fault::Conflict));
     let login = FakeLogin::with_latency(Duration::from_secs(1));
     let b = manager_builder()
         .store(shared.clone())
@@ -167,7 +167,10 @@ async fn lease_conflict_is_not_acquired_and_never_a_login_without_the_lease() {
     );
     assert_eq!(login.attempts(), 1, "A logged in without the lease");
     assert_eq!(a.logins(), 0);
-    assert!(faulty.calls("lease") >= 2, "A kept asking for the lease");
+    assert!(
+        faulty.calls("try_lease") >= 2,
+        "A kept asking for the lease"
+    );
 }
 
 /// Reads that collide are retried after a short pause and then adopt the stored token: no lease, no login.
@@ -195,7 +198,7 @@ async fn load_conflict_is_retried_and_adopts_without_a_login() {
     assert_eq!(login.attempts(), 1, "only the writer logged in");
     assert_eq!(faulty.calls("load"), 3);
     assert_eq!(
-        faulty.calls("lease"),
+        faulty.calls("try_lease"),
         0,
         "adopted on the first successful read"
     );
@@ -228,7 +231,7 @@ async fn load_conflicts_past_the_retries_never_log_in_without_the_lease() {
     assert_eq!(token.record().written_by, "writer");
     assert_eq!(login.attempts(), 1, "only the writer logged in");
     assert_eq!(faulty.calls("load"), 7);
-    assert_eq!(faulty.calls("lease"), 1);
+    assert_eq!(faulty.calls("try_lease"), 1);
 }
 
 /// A save that collides is retried at once: the token is in the store when the refresh ends, not seconds later.
@@ -341,7 +344,7 @@ async fn waiter_adopts_a_fresh_token_while_the_lease_is_still_held() {
 #[tokio::test(start_paused = true)]
 async fn logins_without_the_store_are_spaced_out_by_the_backoff() {
     let faulty = FaultyStore::default();
-    for operation in ["load", "lease", "save", "release"] {
+    for operation in ["load", "try_lease", "save", "release"] {
         faulty.fail_always(operation, Some(Fault::Unavailable));
     }
     let login = FakeLogin::default();
@@ -366,15 +369,15 @@ async fn logins_without_the_store_are_spaced_out_by_the_backoff() {
     assert_eq!(login.attempts(), 5);
 
     // The store is back: the next refresh takes the lease and saves.
-    for operation in ["load", "lease", "save", "release"] {
+    for operation in ["load", "try_lease", "save", "release"] {
         faulty.fail_always(operation, None);
     }
-    let leases = faulty.calls("lease");
+    let leases = faulty.calls("try_lease");
     let token = manager
         .token_after(newest.unwrap(), login.sender())
         .await
         .unwrap();
-    assert_eq!(faulty.calls("lease"), leases + 1);
+    assert_eq!(faulty.calls("try_lease"), leases + 1);
     let stored = faulty.inner.load(manager.store_key()).await.unwrap();
     assert_eq!(stored.map(|r| r.generation), Some(token.generation()));
 }

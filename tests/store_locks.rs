@@ -164,12 +164,12 @@ async fn lease_row_locked(server: Fixture, lock: fn(&str) -> Vec<String>, unlock
     let mut holder = db.raw().await;
     run(&mut holder, &lock(&key)).await;
 
-    let error = bounded("lease", store.try_lease(&key, "a", LEASE_TTL)).await;
+    let error = bounded("try_lease", store.try_lease(&key, "a", LEASE_TTL)).await;
     assert!(
         matches!(
             error,
             StoreError::Conflict {
-                operation: "lease",
+                operation: "try_lease",
                 ..
             }
         ),
@@ -237,10 +237,7 @@ async fn tables_locked(server: Fixture, lock: &[&str], unlock: &[&str]) {
     for (what, error) in [
         ("load", bounded("load", store.load(&key)).await),
         ("save", bounded("save", store.save(&key, &record(1))).await),
-        (
-            "lease status",
-            bounded("lease status", store.lease(&key)).await,
-        ),
+        ("lease", bounded("lease", store.lease(&key)).await),
     ] {
         assert!(
             matches!(error, StoreError::Unavailable { .. }),
@@ -250,12 +247,12 @@ async fn tables_locked(server: Fixture, lock: &[&str], unlock: &[&str]) {
         assert!(message.contains("timed out after"), "{what}: {message}");
         assert!(said_by_the_database(&message), "{what}: {message}");
     }
-    let error = bounded("lease", store.try_lease(&key, "a", LEASE_TTL)).await;
+    let error = bounded("try_lease", store.try_lease(&key, "a", LEASE_TTL)).await;
     assert!(
         matches!(
             error,
             StoreError::Conflict {
-                operation: "lease",
+                operation: "try_lease",
                 ..
             }
         ),

@@ -16,6 +16,7 @@ mod cipher;
 #[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
 mod diesel;
 mod memory;
+pub(crate) mod op;
 #[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
 mod schema;
 

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
 use indicatif::{ProgressBar, ProgressStyle};
+use paynet_auth::TokenManager;
 use paynet_auth::config::TokenFieldConfig;
 use secrecy::ExposeSecret;
 use tower::ServiceExt;
@@ -98,18 +99,13 @@ pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, 
     if args.concurrency == 0 {
         return Err("--concurrency must be at least 1".into());
     }
-    let config = stack::load_config(config_path)?;
+    let file = stack::load_config(config_path)?;
     let params = stack::parse_params(args.params.as_deref())?;
-    let file = config;
     let config = stack::credential(&file, args.credential.as_deref())?;
     let mut signals = Signals::install()?;
     let ready = stack::configured(config).await?;
     let manager = ready.manager().clone();
-    let progress = ProgressBar::new(args.requests);
-    progress.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} {elapsed}")
-            .expect("a valid progress template"),
-    );
+    let progress = progress_bar(args.requests);
 
     // Both modes send the same prepared bytes, so the baseline differs from the layer only by the layer.
     let url = config.url(&args.path);
@@ -117,91 +113,134 @@ pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, 
         serde_json::json!({"jsonrpc": "2.0", "method": args.method, "id": 1, "params": params});
     // Checked once here, so that building each call's request below cannot fail.
     stack::post(&url, Bytes::new())?;
-    let request = |url: &str, body: &Bytes| {
-        stack::post(url, body.clone()).expect("the URL was checked before the first call")
-    };
 
     let started = Instant::now();
-    // With a duration the count is open-ended: the deadline ends the run.
-    let (requests, deadline) = match args.duration {
-        Some(duration) => (u64::MAX, Some(started + duration)),
-        None => (args.requests, None),
-    };
-    let (outcomes, interrupted): (Vec<(Outcome, Duration)>, _) = if args.bare {
+    let pace = Pace::of(&args, started);
+    let service = stack::authorised(&ready, config)?;
+    let (outcomes, interrupted) = if args.bare {
         // The baseline: the token written in once, the calls sent straight through the client. One call through
         // the layer first makes sure that token is one the gateway accepts (a stored one may be stale).
-        let warm_up = stack::authorised(&ready, config)?;
         tokio::select! {
             biased;
             signal = signals.caught() => return Ok(interrupt::stop(signal, &manager).await),
-            answer = warm_up.oneshot(request(&url, &Bytes::from(call.to_string()))) => {
+            answer = service.oneshot(request(&url, &Bytes::from(call.to_string()))) => {
                 answer.map_err(|e| crate::one_line(&*e))?;
             }
         }
-        let token = manager
-            .cached()
-            .ok_or("the warm-up call left no token to send bare")?;
-        let token = serde_json::Value::String(token.secret().expose_secret().to_owned());
-        match config.token_field {
-            TokenFieldConfig::Params => call["params"]["token"] = token,
-            TokenFieldConfig::TopLevel => call["token"] = token,
-        }
-        let body = Bytes::from(call.to_string());
-        let client = stack::client(config)?;
+        write_token(&mut call, &manager, config.token_field)?;
+        let (body, client) = (Bytes::from(call.to_string()), stack::client(config)?);
         let stop = async move { signals.caught().await };
-        drive(
-            requests,
-            deadline,
-            args.concurrency,
-            &progress,
-            stop,
-            move |_| result_or_cause(client.clone().oneshot(request(&url, &body))),
-        )
+        drive(pace, &progress, stop, move |_| {
+            result_or_cause(client.clone().oneshot(request(&url, &body)))
+        })
         .await
     } else {
         let body = Bytes::from(call.to_string());
-        let service = stack::authorised(&ready, config)?;
         let stop = async move { signals.caught().await };
-        drive(
-            requests,
-            deadline,
-            args.concurrency,
-            &progress,
-            stop,
-            move |_| result_or_cause(service.clone().oneshot(request(&url, &body))),
-        )
+        drive(pace, &progress, stop, move |_| {
+            result_or_cause(service.clone().oneshot(request(&url, &body)))
+        })
         .await
     };
     let elapsed = started.elapsed();
     progress.finish_and_clear();
 
-    let mut latencies: Vec<Duration> = outcomes.iter().map(|(_, d)| *d).collect();
-    latencies.sort_unstable();
-    let ok = outcomes.iter().filter(|(cause, _)| cause.is_none()).count() as u64;
-    let requests = outcomes.len() as u64;
-    let [p50_ms, p99_ms, p999_ms, max_ms] = latency_ranks(&latencies);
-    let figures = Figures {
-        requests,
-        ok,
-        errors: requests - ok,
-        logins: manager.logins(),
-        elapsed_ms: elapsed.as_millis() as u64,
-        rps: round2(requests as f64 / elapsed.as_secs_f64().max(1e-9)),
-        p50_ms,
-        p99_ms,
-        p999_ms,
-        max_ms,
-        top_errors: top_errors(outcomes.iter().map(|(cause, _)| cause)),
-        partial: interrupted.is_some(),
-    };
-    // Interrupted: the lease first (the fleet waits on it), then the figures so far.
+    let figures = Figures::of(&outcomes, elapsed, manager.logins(), interrupted.is_some());
+    report(&figures, interrupted, &manager).await
+}
+
+/// How many calls a run starts, until when, and how many at once.
+#[derive(Clone, Copy)]
+struct Pace {
+    requests: u64,
+    deadline: Option<Instant>,
+    concurrency: usize,
+}
+
+impl Pace {
+    fn of(args: &LoadArgs, started: Instant) -> Self {
+        // With a duration the count is open-ended: the deadline ends the run.
+        let (requests, deadline) = match args.duration {
+            Some(duration) => (u64::MAX, Some(started + duration)),
+            None => (args.requests, None),
+        };
+        Self {
+            requests,
+            deadline,
+            concurrency: args.concurrency,
+        }
+    }
+}
+
+fn progress_bar(requests: u64) -> ProgressBar {
+    let progress = ProgressBar::new(requests);
+    progress.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} {elapsed}")
+            .expect("a valid progress template"),
+    );
+    progress
+}
+
+/// The request of one call, to a URL checked before the first.
+fn request(url: &str, body: &Bytes) -> http::Request<http_body_util::Full<Bytes>> {
+    stack::post(url, body.clone()).expect("the URL was checked before the first call")
+}
+
+/// Writes the manager's cached token into `call` where the gateway reads it, for the bare baseline.
+fn write_token(
+    call: &mut serde_json::Value,
+    manager: &TokenManager,
+    field: TokenFieldConfig,
+) -> Result<(), String> {
+    let token = manager
+        .cached()
+        .ok_or("the warm-up call left no token to send bare")?;
+    let token = serde_json::Value::String(token.secret().expose_secret().to_owned());
+    match field {
+        TokenFieldConfig::Params => call["params"]["token"] = token,
+        TokenFieldConfig::TopLevel => call["token"] = token,
+    }
+    Ok(())
+}
+
+impl Figures {
+    fn of(outcomes: &[(Outcome, Duration)], elapsed: Duration, logins: u64, partial: bool) -> Self {
+        let mut latencies: Vec<Duration> = outcomes.iter().map(|(_, d)| *d).collect();
+        latencies.sort_unstable();
+        let ok = outcomes.iter().filter(|(cause, _)| cause.is_none()).count() as u64;
+        let requests = outcomes.len() as u64;
+        let [p50_ms, p99_ms, p999_ms, max_ms] = latency_ranks(&latencies);
+        Self {
+            requests,
+            ok,
+            errors: requests - ok,
+            logins,
+            elapsed_ms: elapsed.as_millis() as u64,
+            rps: round2(requests as f64 / elapsed.as_secs_f64().max(1e-9)),
+            p50_ms,
+            p99_ms,
+            p999_ms,
+            max_ms,
+            top_errors: top_errors(outcomes.iter().map(|(cause, _)| cause)),
+            partial,
+        }
+    }
+}
+
+/// Prints the figures as one JSON line. Interrupted, it gives the lease back first (the fleet waits on it) and
+/// ends with the signal's status; else with failure if a call failed.
+async fn report(
+    figures: &Figures,
+    interrupted: Option<Caught>,
+    manager: &TokenManager,
+) -> Result<ExitCode, String> {
     let stopped = match interrupted {
-        Some(signal) => Some(interrupt::stop(signal, &manager).await),
+        Some(signal) => Some(interrupt::stop(signal, manager).await),
         None => None,
     };
     outln!(
         "{}",
-        serde_json::to_string(&figures).expect("figures serialise")
+        serde_json::to_string(figures).expect("figures serialise")
     )?;
     if let Some(status) = stopped {
         return Ok(status);
@@ -213,16 +252,14 @@ pub(crate) async fn run(config_path: &Path, args: LoadArgs) -> Result<ExitCode, 
     })
 }
 
-/// Runs `requests` calls, `concurrency` at a time, until `stop` answers (then the calls that finished, and what
+/// Runs `pace.requests` calls, `pace.concurrency` at a time, until `stop` answers (then the calls that finished, and what
 /// `stop` said; the calls in flight are abandoned), each in its own task as a service's request handlers would
 /// be: one task driving every call would put all of their work on one thread and make that thread the limit.
 /// The loop that starts them is a task too, like a server's accept loop, so that the runtime's workers are the
 /// only busy threads; driven from the thread that started the runtime, it made a third one competing for the
 /// cores.
 async fn drive<F, Fut>(
-    requests: u64,
-    deadline: Option<Instant>,
-    concurrency: usize,
+    pace: Pace,
     progress: &ProgressBar,
     stop: impl std::future::Future<Output = Caught> + Send + 'static,
     call: F,
@@ -232,6 +269,11 @@ where
     Fut: std::future::Future<Output = Outcome> + Send + 'static,
 {
     let progress = progress.clone();
+    let Pace {
+        requests,
+        deadline,
+        concurrency,
+    } = pace;
     let driver = tokio::spawn(async move {
         let finished = futures_util::stream::iter(0..requests)
             .take_while(move |_| std::future::ready(deadline.is_none_or(|at| Instant::now() < at)))

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::DieselStore;
 use crate::error::{BoxError, StoreError};
-use crate::store::TokenStore;
+use crate::store::{TokenStore, op};
 
 /// What a failed statement means for the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,7 +244,7 @@ impl DieselStore {
         after: Duration,
         source: Option<BoxError>,
     ) -> StoreError {
-        let lease = operation == "lease";
+        let lease = operation == op::TRY_LEASE;
         let source: BoxError = Box::new(TimedOut {
             lease,
             after,

@@ -12,8 +12,9 @@ use diesel::migration::MigrationSource;
 use diesel_migrations::MigrationHarness;
 
 use super::DieselStore;
+use super::backend::DieselBackend;
 use super::failure::{Kind, classify_message};
-use super::pool::Pools;
+use super::pool::with_pool;
 use crate::error::{BoxError, StoreError};
 
 /// The tables the migrations create, which every operation needs.
@@ -88,14 +89,7 @@ pub(super) const MYSQL_MIGRATIONS: diesel_migrations::EmbeddedMigrations =
 
 impl DieselStore {
     pub(super) async fn migrate_inner(&self) -> Result<(), StoreError> {
-        match self.inner.pools {
-            #[cfg(feature = "postgres")]
-            Pools::Postgres(ref pool) => super::postgres::migrate(self, pool).await,
-            #[cfg(feature = "sqlite")]
-            Pools::Sqlite(ref pool) => super::sqlite::migrate(self, pool).await,
-            #[cfg(feature = "mysql")]
-            Pools::Mysql(ref pool) => super::mysql::migrate(self, pool).await,
-        }
+        with_pool!(self, |pool, B| B::migrate(self, pool).await)
     }
 
     /// Runs a migration on a blocking thread: diesel's migration harness is synchronous, and

@@ -3,9 +3,9 @@
 //! each operation as a task of its own.
 //!
 //! The rest is split by concern: `url` reads the URL, `tls` its TLS parameters (and connects with them), `pool`
-//! holds the connections, `rows` maps records to rows, `operations` runs the statements, `postgres`, `sqlite` and
-//! `mysql` hold what differs per backend, `migrations` creates the tables, and `failure` sorts errors by what the
-//! caller should do.
+//! holds the connections, `rows` maps records to rows, `operations` runs the statements, `backend` is the contract
+//! of a database (its connection, statements and the steps that differ), which `postgres`, `sqlite` and `mysql`
+//! implement, `migrations` creates the tables, and `failure` sorts errors by what the caller should do.
 
 use std::fmt;
 use std::future::Future;
@@ -15,15 +15,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use self::pool::{LastError, Pools, build_pool};
+use self::backend::open;
+use self::pool::{LastError, Pools, with_pool};
 use self::url::Target;
 use super::MAX_KEY_BYTES;
 use super::cipher::KeyRing;
-use super::{LeaseInfo, StoreOptions, TokenStore};
+use super::{LeaseInfo, StoreOptions, TokenStore, op};
 use crate::error::StoreError;
 use crate::record::{Generation, TokenRecord};
 use crate::redact::url as redact;
 
+mod backend;
 mod failure;
 mod migrations;
 #[cfg(feature = "mysql")]
@@ -216,66 +218,21 @@ impl DieselStore {
         let describe = redact(url);
         let sink = LastError::default();
 
-        let pools = match target {
-            Target::Postgres(url) => {
-                #[cfg(feature = "postgres")]
-                {
-                    let connector = tls::PgConnector::from_url(&url)?;
-                    Pools::Postgres(build_pool(
-                        url,
-                        pool::postgres_config(connector, session_timeout),
-                        options.pool_size,
-                        &options,
-                        false,
-                        &sink,
-                    ))
-                }
-                #[cfg(not(feature = "postgres"))]
-                {
-                    let _ = url;
-                    return Err(url::not_compiled(Backend::Postgres, "postgres"));
-                }
+        let pools = match target.backend {
+            #[cfg(feature = "postgres")]
+            Backend::Postgres => {
+                open::<postgres::Postgres>(target.address, &options, session_timeout, &sink)?
             }
-            Target::Sqlite { path } => {
-                #[cfg(feature = "sqlite")]
-                {
-                    // Every connection to `:memory:` is a database of its own: one connection, kept forever.
-                    let memory = path == ":memory:";
-                    let size = if memory { 1 } else { options.pool_size };
-                    Pools::Sqlite(build_pool(
-                        path,
-                        pool::sqlite_config(session_timeout),
-                        size,
-                        &options,
-                        memory,
-                        &sink,
-                    ))
-                }
-                #[cfg(not(feature = "sqlite"))]
-                {
-                    let _ = path;
-                    return Err(url::not_compiled(Backend::Sqlite, "sqlite"));
-                }
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite => {
+                open::<sqlite::Sqlite>(target.address, &options, session_timeout, &sink)?
             }
-            Target::Mysql(url) => {
-                #[cfg(feature = "mysql")]
-                {
-                    let connector = tls::MysqlConnector::from_url(&url)?;
-                    Pools::Mysql(build_pool(
-                        url,
-                        pool::mysql_config(connector, session_timeout),
-                        options.pool_size,
-                        &options,
-                        false,
-                        &sink,
-                    ))
-                }
-                #[cfg(not(feature = "mysql"))]
-                {
-                    let _ = url;
-                    return Err(url::not_compiled(Backend::Mysql, "mysql"));
-                }
+            #[cfg(feature = "mysql")]
+            Backend::Mysql => {
+                open::<mysql::Mysql>(target.address, &options, session_timeout, &sink)?
             }
+            #[cfg(not(all(feature = "postgres", feature = "sqlite", feature = "mysql")))]
+            left_out => return Err(url::not_compiled(left_out)),
         };
 
         if cipher.is_none() {
@@ -321,14 +278,8 @@ impl DieselStore {
 
     /// The database this store talks to.
     pub fn backend(&self) -> Backend {
-        match self.inner.pools {
-            #[cfg(feature = "postgres")]
-            Pools::Postgres(_) => Backend::Postgres,
-            #[cfg(feature = "sqlite")]
-            Pools::Sqlite(_) => Backend::Sqlite,
-            #[cfg(feature = "mysql")]
-            Pools::Mysql(_) => Backend::Mysql,
-        }
+        use self::backend::DieselBackend;
+        with_pool!(self, |_pool, B| B::BACKEND)
     }
 
     fn count_query(&self) {
@@ -412,7 +363,7 @@ impl TokenStore for DieselStore {
     async fn load(&self, key: &str) -> Result<Option<TokenRecord>, StoreError> {
         check_length("credential key", key)?;
         let (this, key) = (self.clone(), key.to_owned());
-        self.spawned("load", async move { this.load_inner(key).await })
+        self.spawned(op::LOAD, async move { this.load_inner(key).await })
             .await
     }
 
@@ -420,7 +371,7 @@ impl TokenStore for DieselStore {
         check_length("credential key", key)?;
         let row = self.encode(key, record)?;
         let this = self.clone();
-        self.spawned("save", async move { this.save_inner(row).await })
+        self.spawned(op::SAVE, async move { this.save_inner(row).await })
             .await
     }
 
@@ -429,7 +380,7 @@ impl TokenStore for DieselStore {
         check_length("lease owner", owner)?;
         let ttl_ms = i64::try_from(ttl.as_millis()).map_or(MAX_TTL_MS, |ms| ms.min(MAX_TTL_MS));
         let (this, key, owner) = (self.clone(), key.to_owned(), owner.to_owned());
-        self.spawned("lease", async move {
+        self.spawned(op::TRY_LEASE, async move {
             this.lease_inner(key, owner, ttl_ms).await
         })
         .await
@@ -440,7 +391,7 @@ impl TokenStore for DieselStore {
         check_length("lease owner", owner)?;
         let (this, key, owner) = (self.clone(), key.to_owned(), owner.to_owned());
         self.spawned(
-            "release",
+            op::RELEASE,
             async move { this.release_inner(key, owner).await },
         )
         .await
@@ -449,24 +400,23 @@ impl TokenStore for DieselStore {
     async fn clear(&self, key: &str) -> Result<(), StoreError> {
         check_length("credential key", key)?;
         let (this, key) = (self.clone(), key.to_owned());
-        self.spawned("clear", async move { this.clear_inner(key).await })
+        self.spawned(op::CLEAR, async move { this.clear_inner(key).await })
             .await
     }
 
     async fn lease(&self, key: &str) -> Result<Option<LeaseInfo>, StoreError> {
         check_length("credential key", key)?;
         let (this, key) = (self.clone(), key.to_owned());
-        self.spawned(
-            "lease status",
-            async move { this.lease_info_inner(key).await },
-        )
-        .await
+        self.spawned(op::LEASE, async move { this.lease_info_inner(key).await })
+            .await
     }
 
     async fn stored_generation(&self, key: &str) -> Result<Option<Generation>, StoreError> {
         check_length("credential key", key)?;
         let (this, key) = (self.clone(), key.to_owned());
-        self.spawned("load", async move { this.generation_inner(key).await })
-            .await
+        self.spawned(op::STORED_GENERATION, async move {
+            this.generation_inner(key).await
+        })
+        .await
     }
 }

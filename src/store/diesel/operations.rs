@@ -1,14 +1,15 @@
-//! The store's operations as statements: each checks out a connection of the store's backend and runs that
-//! backend's SQL (see `postgres`, `sqlite` and `mysql`), counting every statement it sends.
+//! The store's operations as statements, written once over the [`DieselBackend`] contract: each checks out a
+//! connection of the store's backend and runs that backend's SQL, counting every statement it sends.
 
 use diesel::sql_types::{BigInt, Text};
 
 use super::DieselStore;
+use super::backend::DieselBackend;
 use super::pool::with_conn;
 use super::rows::{LeaseRow, NewRow, StoredRow, TOMBSTONE};
 use crate::error::StoreError;
 use crate::record::{Generation, TokenRecord};
-use crate::store::{LeaseInfo, TokenStore};
+use crate::store::{LeaseInfo, TokenStore, op};
 
 impl DieselStore {
     async fn read_row(&self, key: &str) -> Result<Option<StoredRow>, StoreError> {
@@ -24,7 +25,7 @@ impl DieselStore {
                 .get_result::<StoredRow>(conn)
                 .await
                 .optional()
-                .map_err(self.query_error("load"))?
+                .map_err(self.query_error(op::LOAD))?
         }))
     }
 
@@ -69,9 +70,9 @@ impl DieselStore {
         let Some(nonce) = row.nonce.take() else {
             return Ok(false);
         };
-        let written = with_conn!(self, |conn, sql| {
+        let written = with_conn!(self, |conn, B| {
             self.count_query();
-            diesel::sql_query(sql::RESEAL)
+            diesel::sql_query(B::RESEAL)
                 .bind::<Text, _>(&*row.token)
                 .bind::<Text, _>(&nonce)
                 .bind::<Text, _>(key)
@@ -79,13 +80,14 @@ impl DieselStore {
                 .bind::<Text, _>(old_nonce)
                 .execute(conn)
                 .await
-                .map_err(self.query_error("re-encrypt"))?
+                // A step of `load`, whose failure is logged rather than returned.
+                .map_err(self.query_error(op::LOAD))?
         });
         Ok(written > 0)
     }
 
     pub(super) async fn save_inner(&self, row: NewRow) -> Result<bool, StoreError> {
-        with_conn!(self, |conn, sql| sql::save(self, conn, &row).await)
+        with_conn!(self, |conn, B| B::save(self, conn, &row).await)
     }
 
     pub(super) async fn lease_inner(
@@ -94,23 +96,21 @@ impl DieselStore {
         owner: String,
         ttl_ms: i64,
     ) -> Result<bool, StoreError> {
-        // PostgreSQL and SQLite take or create the lease in one statement, MySQL in two (see `mysql`).
-        with_conn!(self, |conn, sql| sql::try_lease(
-            self, conn, &key, &owner, ttl_ms
-        )
-        .await)
+        with_conn!(self, |conn, B| {
+            B::try_lease(self, conn, &key, &owner, ttl_ms).await
+        })
     }
 
     pub(super) async fn release_inner(&self, key: String, owner: String) -> Result<(), StoreError> {
         use diesel_async::RunQueryDsl;
-        with_conn!(self, |conn, sql| {
+        with_conn!(self, |conn, B| {
             self.count_query();
-            diesel::sql_query(sql::RELEASE)
+            diesel::sql_query(B::RELEASE)
                 .bind::<Text, _>(&key)
                 .bind::<Text, _>(&owner)
                 .execute(conn)
                 .await
-                .map_err(self.query_error("release"))?;
+                .map_err(self.query_error(op::RELEASE))?;
         });
         Ok(())
     }
@@ -131,7 +131,7 @@ impl DieselStore {
                 .get_result::<i64>(conn)
                 .await
                 .optional()
-                .map_err(self.query_error("load"))?
+                .map_err(self.query_error(op::STORED_GENERATION))?
         });
         Ok(stored.map(|g| Generation(u64::try_from(g).unwrap_or(0))))
     }
@@ -143,14 +143,14 @@ impl DieselStore {
         use diesel::OptionalExtension;
         use diesel_async::RunQueryDsl;
 
-        let row: Option<LeaseRow> = with_conn!(self, |conn, sql| {
+        let row: Option<LeaseRow> = with_conn!(self, |conn, B| {
             self.count_query();
-            diesel::sql_query(sql::LEASE_INFO)
+            diesel::sql_query(B::LEASE_INFO)
                 .bind::<Text, _>(&key)
                 .get_result::<LeaseRow>(conn)
                 .await
                 .optional()
-                .map_err(self.query_error("lease status"))?
+                .map_err(self.query_error(op::LEASE))?
         });
         Ok(row.map(|row| LeaseInfo::new(row.locked_by, row.locked_at, row.lock_until, row.now_ms)))
     }
@@ -163,8 +163,8 @@ impl DieselStore {
         use diesel_async::RunQueryDsl;
 
         // A tombstone rather than a delete: the row keeps its generation, so the next token is numbered after the
-        // cleared one (see `TokenStore::clear`). The empty token marks it; `expires_at = 0` makes older versions of
-        // this library, which do not know the mark, see an expired token they never use.
+        // cleared one (see `TokenStore::clear`). The empty token marks it; `expires_at = 0` makes a reader that does
+        // not know the mark see an expired token, which it never uses.
         with_conn!(self, |conn| {
             self.count_query();
             diesel::update(paynet_tokens.filter(credential_key.eq(&key)))
@@ -175,7 +175,7 @@ impl DieselStore {
                 ))
                 .execute(conn)
                 .await
-                .map_err(self.query_error("clear"))?;
+                .map_err(self.query_error(op::CLEAR))?;
         });
         Ok(())
     }

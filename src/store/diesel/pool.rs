@@ -5,9 +5,16 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, PoolError};
+use diesel_async::pooled_connection::{ManagerConfig, PoolError};
 
 use super::DieselStore;
+use super::backend::Pool;
+#[cfg(feature = "mysql")]
+use super::mysql::Mysql;
+#[cfg(feature = "postgres")]
+use super::postgres::Postgres;
+#[cfg(feature = "sqlite")]
+use super::sqlite::Sqlite;
 use crate::error::{BoxError, StoreError};
 use crate::store::StoreOptions;
 
@@ -15,55 +22,57 @@ use crate::store::StoreOptions;
 pub(super) type SqliteConnection =
     diesel_async::sync_connection_wrapper::SyncConnectionWrapper<diesel::SqliteConnection>;
 
-/// A pool of PostgreSQL connections.
-#[cfg(feature = "postgres")]
-pub(super) type PgPool = bb8::Pool<AsyncDieselConnectionManager<diesel_async::AsyncPgConnection>>;
-/// A pool of SQLite connections.
-#[cfg(feature = "sqlite")]
-pub(super) type SqlitePool = bb8::Pool<AsyncDieselConnectionManager<SqliteConnection>>;
-/// A pool of MySQL/MariaDB connections.
-#[cfg(feature = "mysql")]
-pub(super) type MysqlPool =
-    bb8::Pool<AsyncDieselConnectionManager<diesel_async::AsyncMysqlConnection>>;
-
 /// The pool of the backend a store talks to.
 pub(super) enum Pools {
     #[cfg(feature = "postgres")]
-    Postgres(PgPool),
+    Postgres(Pool<Postgres>),
     #[cfg(feature = "sqlite")]
-    Sqlite(SqlitePool),
+    Sqlite(Pool<Sqlite>),
     #[cfg(feature = "mysql")]
-    Mysql(MysqlPool),
+    Mysql(Pool<Mysql>),
 }
 
-/// Runs `$body` with `$conn` bound to a pooled connection of whichever backend the store uses, and `$sql` (if
-/// named) to that backend's module (`postgres`, `sqlite` or `mysql`), for its statements and the operations whose
-/// steps differ. The body is compiled once per backend, so it may use anything every connection type supports.
-macro_rules! with_conn {
-    ($store:expr, |$conn:ident $(, $sql:ident)?| $body:expr) => {
+/// Runs `$body` with `$pool` bound to the store's pool and `$backend` to its backend's type (a
+/// [`DieselBackend`](super::backend::DieselBackend)). The body is compiled once per backend.
+macro_rules! with_pool {
+    ($store:expr, |$pool:ident, $backend:ident| $body:expr) => {
         match $store.inner.pools {
             #[cfg(feature = "postgres")]
-            $crate::store::diesel::pool::Pools::Postgres(ref pool) => {
-                $(use $crate::store::diesel::postgres as $sql;)?
-                let mut pooled = $store.checkout(pool).await?;
-                let $conn = &mut *pooled;
+            $crate::store::diesel::pool::Pools::Postgres(ref $pool) => {
+                #[allow(unused)]
+                type $backend = $crate::store::diesel::postgres::Postgres;
                 $body
             }
             #[cfg(feature = "sqlite")]
-            $crate::store::diesel::pool::Pools::Sqlite(ref pool) => {
-                $(use $crate::store::diesel::sqlite as $sql;)?
-                let mut pooled = $store.checkout(pool).await?;
-                let $conn = &mut *pooled;
+            $crate::store::diesel::pool::Pools::Sqlite(ref $pool) => {
+                #[allow(unused)]
+                type $backend = $crate::store::diesel::sqlite::Sqlite;
                 $body
             }
             #[cfg(feature = "mysql")]
-            $crate::store::diesel::pool::Pools::Mysql(ref pool) => {
-                $(use $crate::store::diesel::mysql as $sql;)?
-                let mut pooled = $store.checkout(pool).await?;
-                let $conn = &mut *pooled;
+            $crate::store::diesel::pool::Pools::Mysql(ref $pool) => {
+                #[allow(unused)]
+                type $backend = $crate::store::diesel::mysql::Mysql;
                 $body
             }
         }
+    };
+}
+pub(super) use with_pool;
+
+/// Runs `$body` with `$conn` bound to a pooled connection of the store's backend and `$backend` (if named) to
+/// that backend's type, for its statements and the operations whose steps differ. The body is compiled once per
+/// backend, so it may use anything every connection type supports.
+macro_rules! with_conn {
+    ($store:expr, |$conn:ident| $body:expr) => {
+        $crate::store::diesel::pool::with_conn!($store, |$conn, _Backend| $body)
+    };
+    ($store:expr, |$conn:ident, $backend:ident| $body:expr) => {
+        $crate::store::diesel::pool::with_pool!($store, |pool, $backend| {
+            let mut pooled = $store.checkout(pool).await?;
+            let $conn = &mut *pooled;
+            $body
+        })
     };
 }
 pub(super) use with_conn;
@@ -99,20 +108,17 @@ impl bb8::ErrorSink<PoolError> for LastError {
     }
 }
 
-pub(super) fn build_pool<C>(
-    url: String,
-    config: ManagerConfig<C>,
+/// A pool of at most `size` connections made by `manager`; with `keep_connections`, never closed.
+pub(super) fn build_pool<M>(
+    manager: M,
     size: u32,
     options: &StoreOptions,
     keep_connections: bool,
     sink: &LastError,
-) -> bb8::Pool<AsyncDieselConnectionManager<C>>
+) -> bb8::Pool<M>
 where
-    C: diesel_async::AsyncConnection + 'static,
-    AsyncDieselConnectionManager<C>: bb8::ManageConnection,
-    LastError: bb8::ErrorSink<<AsyncDieselConnectionManager<C> as bb8::ManageConnection>::Error>,
+    M: bb8::ManageConnection<Error = PoolError>,
 {
-    let manager = AsyncDieselConnectionManager::new_with_config(url, config);
     let mut builder = bb8::Pool::builder()
         .max_size(size)
         .connection_timeout(options.connect_timeout)

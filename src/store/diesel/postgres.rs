@@ -1,19 +1,24 @@
-//! PostgreSQL: its statements (`$n` placeholders, `clock_timestamp()`), its save and lease in one conditional upsert
-//! each, and its migration under an advisory lock.
+//! PostgreSQL as a [`DieselBackend`]: its statements (`$n` placeholders, `clock_timestamp()`), its save and lease in
+//! one conditional upsert each, and its migration under an advisory lock.
 // Every time comes from the database's clock (UTC epoch milliseconds), so instances with skewed clocks agree on when
 // a lease ends.
 
 use diesel::sql_types::{BigInt, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use super::DieselStore;
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+
+use super::backend::{DieselBackend, Pool};
 use super::migrations::{MIGRATION_WAIT_SECS, PORTABLE_MIGRATIONS, run_and_repair};
-use super::pool::PgPool;
+use super::pool::{Pools, postgres_config};
 use super::rows::{NewRow, bind_row};
+use super::tls::PgConnector;
+use super::{Backend, DieselStore};
 use crate::error::StoreError;
+use crate::store::op;
 
 /// Insert, or replace a row of an older generation; 1 row affected iff written. Binds as [`bind_row!`].
-pub(super) const SAVE: &str = "\
+const SAVE: &str = "\
 INSERT INTO paynet_tokens (token, nonce, generation, obtained_at, expires_at, agent_id, terminal_id, user_id, \
 user_login, written_by, credential_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
 ON CONFLICT (credential_key) DO UPDATE SET token = excluded.token, nonce = excluded.nonce, \
@@ -26,7 +31,7 @@ WHERE paynet_tokens.generation < excluded.generation";
 /// ttl ms, owner. An owner may re-take its own lease: a process runs one refresh per key at a time, so a lease it
 /// still holds is one it failed to release (the database went away mid-refresh), and waiting for it to expire
 /// would stall every caller of that process for the whole TTL.
-pub(super) const LEASE: &str = "\
+const LEASE: &str = "\
 INSERT INTO paynet_lease AS lease (name, lock_until, locked_at, locked_by) \
 SELECT $1, db.now_ms + $2, db.now_ms, $3 \
 FROM (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now_ms) AS db \
@@ -34,75 +39,96 @@ ON CONFLICT (name) DO UPDATE SET lock_until = excluded.lock_until, locked_at = e
 locked_by = excluded.locked_by \
 WHERE lease.lock_until <= excluded.locked_at OR lease.locked_by = excluded.locked_by";
 
-/// Seal one exact row (same generation, same nonce) again under the current key, keeping its generation.
-/// Binds: token, nonce, credential key, generation, old nonce.
-pub(super) const RESEAL: &str = "UPDATE paynet_tokens SET token = $1, nonce = $2 \
-WHERE credential_key = $3 AND generation = $4 AND nonce = $5";
-
-/// End the lease now if `owner` holds it. Binds: name, owner.
-pub(super) const RELEASE: &str = "\
-UPDATE paynet_lease SET lock_until = (extract(epoch FROM clock_timestamp()) * 1000)::bigint \
-WHERE name = $1 AND locked_by = $2";
-
-/// The lease row of a name and the database's clock. Binds: name.
-pub(super) const LEASE_INFO: &str = "\
-SELECT locked_by, locked_at, lock_until, (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now_ms \
-FROM paynet_lease WHERE name = $1";
-
 /// Serialises concurrent `migrate()` calls of a fleet that starts at once (advisory lock key).
 const MIGRATION_LOCK: i64 = 0x7061_796e_6574_6d67; // "paynetmg"
 
-/// Stores `row` unless the stored one is as new or newer; whether it was written.
-pub(super) async fn save(
-    store: &DieselStore,
-    conn: &mut AsyncPgConnection,
-    row: &NewRow,
-) -> Result<bool, StoreError> {
-    store.count_query();
-    let written = bind_row!(SAVE, row)
-        .execute(conn)
-        .await
-        .map_err(store.query_error("save"))?;
-    Ok(written > 0)
-}
+/// PostgreSQL, over tokio-postgres with rustls.
+pub(super) struct Postgres;
 
-/// Takes the lease of `key` for `owner` in one statement; whether it was taken.
-pub(super) async fn try_lease(
-    store: &DieselStore,
-    conn: &mut AsyncPgConnection,
-    key: &str,
-    owner: &str,
-    ttl_ms: i64,
-) -> Result<bool, StoreError> {
-    store.count_query();
-    let taken = diesel::sql_query(LEASE)
-        .bind::<Text, _>(key)
-        .bind::<BigInt, _>(ttl_ms)
-        .bind::<Text, _>(owner)
-        .execute(conn)
-        .await
-        .map_err(store.query_error("lease"))?;
-    Ok(taken > 0)
-}
+impl DieselBackend for Postgres {
+    const BACKEND: Backend = Backend::Postgres;
 
-/// Runs the pending migrations on a dedicated connection, holding the advisory lock.
-pub(super) async fn migrate(store: &DieselStore, pool: &PgPool) -> Result<(), StoreError> {
-    let conn = store.dedicated(pool).await?;
-    store
-        .run_blocking_migration(move || {
-            use diesel::connection::SimpleConnection;
-            let mut conn = diesel_async::async_connection_wrapper::AsyncConnectionWrapper::<
-                AsyncPgConnection,
-            >::from(conn);
-            // This dedicated connection waits for another migrator longer than an operation may.
-            conn.batch_execute(&format!(
-                "SET lock_timeout = '{MIGRATION_WAIT_SECS}s'; SET statement_timeout = '{MIGRATION_WAIT_SECS}s'"
-            ))?;
-            // Session-level lock: also released when this dedicated connection is dropped.
-            conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))?;
-            let result = run_and_repair(&mut conn, || PORTABLE_MIGRATIONS);
-            let _ = conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"));
-            result
-        })
-        .await
+    type Connection = AsyncPgConnection;
+
+    type Manager = AsyncDieselConnectionManager<AsyncPgConnection>;
+
+    const RESEAL: &'static str = "UPDATE paynet_tokens SET token = $1, nonce = $2 \
+WHERE credential_key = $3 AND generation = $4 AND nonce = $5";
+
+    const RELEASE: &'static str = "\
+UPDATE paynet_lease SET lock_until = (extract(epoch FROM clock_timestamp()) * 1000)::bigint \
+WHERE name = $1 AND locked_by = $2";
+
+    const LEASE_INFO: &'static str = "\
+SELECT locked_by, locked_at, lock_until, (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now_ms \
+FROM paynet_lease WHERE name = $1";
+
+    fn manager(
+        address: String,
+        session_timeout: std::time::Duration,
+    ) -> Result<Self::Manager, StoreError> {
+        let config = postgres_config(PgConnector::from_url(&address)?, session_timeout);
+        Ok(AsyncDieselConnectionManager::new_with_config(
+            address, config,
+        ))
+    }
+
+    fn pools(pool: Pool<Self>) -> Pools {
+        Pools::Postgres(pool)
+    }
+
+    /// One conditional upsert.
+    async fn save(
+        store: &DieselStore,
+        conn: &mut AsyncPgConnection,
+        row: &NewRow,
+    ) -> Result<bool, StoreError> {
+        store.count_query();
+        let written = bind_row!(SAVE, row)
+            .execute(conn)
+            .await
+            .map_err(store.query_error(op::SAVE))?;
+        Ok(written > 0)
+    }
+
+    /// One statement.
+    async fn try_lease(
+        store: &DieselStore,
+        conn: &mut AsyncPgConnection,
+        key: &str,
+        owner: &str,
+        ttl_ms: i64,
+    ) -> Result<bool, StoreError> {
+        store.count_query();
+        let taken = diesel::sql_query(LEASE)
+            .bind::<Text, _>(key)
+            .bind::<BigInt, _>(ttl_ms)
+            .bind::<Text, _>(owner)
+            .execute(conn)
+            .await
+            .map_err(store.query_error(op::TRY_LEASE))?;
+        Ok(taken > 0)
+    }
+
+    /// On a dedicated connection, holding the advisory lock.
+    async fn migrate(store: &DieselStore, pool: &Pool<Self>) -> Result<(), StoreError> {
+        let conn = store.dedicated(pool).await?;
+        store
+            .run_blocking_migration(move || {
+                use diesel::connection::SimpleConnection;
+                let mut conn = diesel_async::async_connection_wrapper::AsyncConnectionWrapper::<
+                    AsyncPgConnection,
+                >::from(conn);
+                // This dedicated connection waits for another migrator longer than an operation may.
+                conn.batch_execute(&format!(
+                    "SET lock_timeout = '{MIGRATION_WAIT_SECS}s'; SET statement_timeout = '{MIGRATION_WAIT_SECS}s'"
+                ))?;
+                // Session-level lock: also released when this dedicated connection is dropped.
+                conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))?;
+                let result = run_and_repair(&mut conn, || PORTABLE_MIGRATIONS);
+                let _ = conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"));
+                result
+            })
+            .await
+    }
 }

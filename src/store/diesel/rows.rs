@@ -8,8 +8,8 @@ use secrecy::{ExposeSecret, SecretString};
 use super::DieselStore;
 use crate::error::StoreError;
 use crate::record::{Generation, LoginMeta, TokenRecord};
-use crate::store::TokenStore;
 use crate::store::cipher::Opened;
+use crate::store::{TokenStore, op};
 
 /// The `token` column of a cleared row. No login hands out an empty token (the sources refuse one), and with
 /// encryption a real row holds base64 of at least the 16-byte tag.
@@ -190,7 +190,7 @@ impl DieselStore {
     pub(super) fn encode(&self, key: &str, record: &TokenRecord) -> Result<NewRow, StoreError> {
         let generation = i64::try_from(record.generation.0).map_err(|_| StoreError::Query {
             store: self.describe(),
-            operation: "save",
+            operation: op::SAVE,
             source: format!("generation {} does not fit a BIGINT", record.generation).into(),
         })?;
         let plaintext = record.token.expose_secret();
@@ -198,7 +198,7 @@ impl DieselStore {
             Some(cipher) => {
                 let sealed = cipher.seal(key, plaintext).map_err(|_| StoreError::Query {
                     store: self.describe(),
-                    operation: "save",
+                    operation: op::SAVE,
                     source: "token encryption failed".into(),
                 })?;
                 (sealed.ciphertext, Some(sealed.nonce))

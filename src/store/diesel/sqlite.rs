@@ -1,19 +1,23 @@
-//! SQLite: its statements (`?` placeholders, `julianday('now')`), its save and lease in one conditional upsert
-//! each, and its migration in an exclusive transaction on a pooled connection.
+//! SQLite as a [`DieselBackend`]: its statements (`?` placeholders, `julianday('now')`), its save and lease in one
+//! conditional upsert each, and its migration in an exclusive transaction on a pooled connection.
 // Every time comes from the database's clock (UTC epoch milliseconds), so instances with skewed clocks agree on when
 // a lease ends.
 
 use diesel::sql_types::{BigInt, Text};
 use diesel_async::RunQueryDsl;
 
-use super::DieselStore;
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+
+use super::backend::{DieselBackend, Pool};
 use super::migrations::{PORTABLE_MIGRATIONS, run_and_repair};
-use super::pool::{SqliteConnection, SqlitePool};
+use super::pool::{Pools, SqliteConnection, sqlite_config};
 use super::rows::{NewRow, bind_row};
+use super::{Backend, DieselStore};
 use crate::error::{BoxError, StoreError};
+use crate::store::op;
 
 /// Insert, or replace a row of an older generation; 1 row affected iff written. Binds as [`bind_row!`].
-pub(super) const SAVE: &str = "\
+const SAVE: &str = "\
 INSERT INTO paynet_tokens (token, nonce, generation, obtained_at, expires_at, agent_id, terminal_id, user_id, \
 user_login, written_by, credential_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
 ON CONFLICT (credential_key) DO UPDATE SET token = excluded.token, nonce = excluded.nonce, \
@@ -25,7 +29,7 @@ WHERE paynet_tokens.generation < excluded.generation";
 /// Insert the lease, or take it over if it ran out or is this owner's own (see PostgreSQL's `LEASE`); 1 row
 /// affected iff taken. Binds: name, ttl ms, owner. `WHERE true` resolves the parsing ambiguity of
 /// `INSERT … SELECT … ON CONFLICT`.
-pub(super) const LEASE: &str = "\
+const LEASE: &str = "\
 INSERT INTO paynet_lease AS lease (name, lock_until, locked_at, locked_by) \
 SELECT ?, db.now_ms + ?, db.now_ms, ? \
 FROM (SELECT CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) AS now_ms) AS db WHERE true \
@@ -33,70 +37,94 @@ ON CONFLICT (name) DO UPDATE SET lock_until = excluded.lock_until, locked_at = e
 locked_by = excluded.locked_by \
 WHERE lease.lock_until <= excluded.locked_at OR lease.locked_by = excluded.locked_by";
 
-/// Seal one exact row (same generation, same nonce) again under the current key, keeping its generation.
-/// Binds: token, nonce, credential key, generation, old nonce.
-pub(super) const RESEAL: &str = "UPDATE paynet_tokens SET token = ?, nonce = ? WHERE credential_key = ? AND generation = ? AND nonce = ?";
+/// SQLite, bundled, through a blocking connection run on tokio's blocking threads.
+pub(super) struct Sqlite;
 
-/// End the lease now if `owner` holds it. Binds: name, owner.
-pub(super) const RELEASE: &str = "\
+impl DieselBackend for Sqlite {
+    const BACKEND: Backend = Backend::Sqlite;
+
+    type Connection = SqliteConnection;
+
+    type Manager = AsyncDieselConnectionManager<SqliteConnection>;
+
+    const RESEAL: &'static str = "UPDATE paynet_tokens SET token = ?, nonce = ? WHERE credential_key = ? AND generation = ? AND nonce = ?";
+
+    const RELEASE: &'static str = "\
 UPDATE paynet_lease SET lock_until = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) \
 WHERE name = ? AND locked_by = ?";
 
-/// The lease row of a name and the database's clock. Binds: name.
-pub(super) const LEASE_INFO: &str = "\
+    const LEASE_INFO: &'static str = "\
 SELECT locked_by, locked_at, lock_until, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) AS now_ms \
 FROM paynet_lease WHERE name = ?";
 
-/// Stores `row` unless the stored one is as new or newer; whether it was written.
-pub(super) async fn save(
-    store: &DieselStore,
-    conn: &mut SqliteConnection,
-    row: &NewRow,
-) -> Result<bool, StoreError> {
-    store.count_query();
-    let written = bind_row!(SAVE, row)
-        .execute(conn)
-        .await
-        .map_err(store.query_error("save"))?;
-    Ok(written > 0)
-}
+    fn manager(
+        path: String,
+        session_timeout: std::time::Duration,
+    ) -> Result<Self::Manager, StoreError> {
+        let config = sqlite_config(session_timeout);
+        Ok(AsyncDieselConnectionManager::new_with_config(path, config))
+    }
 
-/// Takes the lease of `key` for `owner` in one statement; whether it was taken.
-pub(super) async fn try_lease(
-    store: &DieselStore,
-    conn: &mut SqliteConnection,
-    key: &str,
-    owner: &str,
-    ttl_ms: i64,
-) -> Result<bool, StoreError> {
-    store.count_query();
-    let taken = diesel::sql_query(LEASE)
-        .bind::<Text, _>(key)
-        .bind::<BigInt, _>(ttl_ms)
-        .bind::<Text, _>(owner)
-        .execute(conn)
-        .await
-        .map_err(store.query_error("lease"))?;
-    Ok(taken > 0)
-}
+    /// Every connection to `:memory:` is a database of its own.
+    fn single_connection(path: &str) -> bool {
+        path == ":memory:"
+    }
 
-/// Runs the pending migrations in an exclusive transaction.
-pub(super) async fn migrate(store: &DieselStore, pool: &SqlitePool) -> Result<(), StoreError> {
-    // On a pooled connection, not a new one: for `sqlite::memory:` a new connection would be another, empty
-    // database.
-    let mut pooled = store.checkout(pool).await?;
-    let outcome = pooled
-        .spawn_blocking(|conn| {
-            // EXCLUSIVE waits (busy_timeout: the operation timeout; a local file's migration takes milliseconds)
-            // for another process migrating the same file; diesel runs each migration in a savepoint inside it.
-            Ok(conn.exclusive_transaction(|conn| -> Result<(), BoxError> {
-                run_and_repair(conn, || PORTABLE_MIGRATIONS)
-            }))
-        })
-        .await;
-    match outcome {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(source)) => Err(store.migration_error(source)),
-        Err(source) => Err(store.migration_error(source.into())),
+    fn pools(pool: Pool<Self>) -> Pools {
+        Pools::Sqlite(pool)
+    }
+
+    /// One conditional upsert.
+    async fn save(
+        store: &DieselStore,
+        conn: &mut SqliteConnection,
+        row: &NewRow,
+    ) -> Result<bool, StoreError> {
+        store.count_query();
+        let written = bind_row!(SAVE, row)
+            .execute(conn)
+            .await
+            .map_err(store.query_error(op::SAVE))?;
+        Ok(written > 0)
+    }
+
+    /// One statement.
+    async fn try_lease(
+        store: &DieselStore,
+        conn: &mut SqliteConnection,
+        key: &str,
+        owner: &str,
+        ttl_ms: i64,
+    ) -> Result<bool, StoreError> {
+        store.count_query();
+        let taken = diesel::sql_query(LEASE)
+            .bind::<Text, _>(key)
+            .bind::<BigInt, _>(ttl_ms)
+            .bind::<Text, _>(owner)
+            .execute(conn)
+            .await
+            .map_err(store.query_error(op::TRY_LEASE))?;
+        Ok(taken > 0)
+    }
+
+    /// In an exclusive transaction, on a pooled connection rather than a new one: for `sqlite::memory:` a new
+    /// connection would be another, empty database.
+    async fn migrate(store: &DieselStore, pool: &Pool<Self>) -> Result<(), StoreError> {
+        let mut pooled = store.checkout(pool).await?;
+        let outcome = pooled
+            .spawn_blocking(|conn| {
+                // EXCLUSIVE waits (busy_timeout: the operation timeout; a local file's migration takes
+                // milliseconds) for another process migrating the same file; diesel runs each migration in a
+                // savepoint inside it.
+                Ok(conn.exclusive_transaction(|conn| -> Result<(), BoxError> {
+                    run_and_repair(conn, || PORTABLE_MIGRATIONS)
+                }))
+            })
+            .await;
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(store.migration_error(source)),
+            Err(source) => Err(store.migration_error(source.into())),
+        }
     }
 }

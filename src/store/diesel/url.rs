@@ -2,13 +2,15 @@
 //! password hidden for messages. Parsing happens before any cargo feature is consulted, so that a URL for a backend
 //! left out of the build gets a message naming the missing feature rather than "unsupported scheme".
 
+use super::Backend;
 use crate::error::StoreError;
 
 /// Where a URL points, before any feature is consulted.
-pub(super) enum Target {
-    Postgres(String),
-    Sqlite { path: String },
-    Mysql(String),
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Target {
+    pub(super) backend: Backend,
+    /// What the backend's driver takes: the URL in a scheme it knows, or SQLite's path.
+    pub(super) address: String,
 }
 
 impl Target {
@@ -17,10 +19,10 @@ impl Target {
             return Err(unsupported_scheme(url));
         };
         match scheme.to_ascii_lowercase().as_str() {
-            "postgres" | "postgresql" => Ok(Target::Postgres(url.to_owned())),
+            "postgres" | "postgresql" => Ok(Target::new(Backend::Postgres, url.to_owned())),
             // mysql_async only knows `mysql://`; MariaDB users tend to write what they run.
-            "mysql" => Ok(Target::Mysql(url.to_owned())),
-            "mariadb" => Ok(Target::Mysql(format!("mysql:{rest}"))),
+            "mysql" => Ok(Target::new(Backend::Mysql, url.to_owned())),
+            "mariadb" => Ok(Target::new(Backend::Mysql, format!("mysql:{rest}"))),
             "sqlite" => {
                 // `sqlite::memory:` and `sqlite:path` are sqlx's spellings, `sqlite://path` the URL-like one; a
                 // `file:` URI after the scheme reaches SQLite as it is (diesel opens with SQLITE_OPEN_URI).
@@ -30,12 +32,14 @@ impl Target {
                         "SQLite store URL has no path (use sqlite://path/to/file.db or sqlite::memory:)".into(),
                     ));
                 }
-                Ok(Target::Sqlite {
-                    path: path.to_owned(),
-                })
+                Ok(Target::new(Backend::Sqlite, path.to_owned()))
             }
             _ => Err(unsupported_scheme(url)),
         }
+    }
+
+    fn new(backend: Backend, address: String) -> Self {
+        Self { backend, address }
     }
 }
 
@@ -53,7 +57,12 @@ fn unsupported_scheme(url: &str) -> StoreError {
     not(feature = "sqlite"),
     not(feature = "mysql")
 ))]
-pub(super) fn not_compiled(backend: super::Backend, feature: &str) -> StoreError {
+pub(super) fn not_compiled(backend: Backend) -> StoreError {
+    let feature = match backend {
+        Backend::Postgres => "postgres",
+        Backend::Sqlite => "sqlite",
+        Backend::Mysql => "mysql",
+    };
     StoreError::Config(format!(
         "the token store URL is for {backend}, but paynet-auth was built without its `{feature}` feature"
     ))
@@ -65,31 +74,33 @@ mod tests {
 
     #[test]
     fn parses_targets() {
-        assert!(
-            matches!(Target::parse("sqlite::memory:"), Ok(Target::Sqlite { path }) if path == ":memory:")
+        let parsed = |url: &str| Target::parse(url).ok();
+        let target = |backend, address: &str| Some(Target::new(backend, address.to_owned()));
+        assert_eq!(
+            parsed("sqlite::memory:"),
+            target(Backend::Sqlite, ":memory:")
         );
-        assert!(
-            matches!(Target::parse("sqlite://:memory:"), Ok(Target::Sqlite { path }) if path == ":memory:")
+        assert_eq!(
+            parsed("sqlite://:memory:"),
+            target(Backend::Sqlite, ":memory:")
         );
-        assert!(
-            matches!(Target::parse("sqlite:///tmp/a.db"), Ok(Target::Sqlite { path }) if path == "/tmp/a.db")
+        assert_eq!(
+            parsed("sqlite:///tmp/a.db"),
+            target(Backend::Sqlite, "/tmp/a.db")
         );
-        assert!(
-            matches!(Target::parse("sqlite://a.db"), Ok(Target::Sqlite { path }) if path == "a.db")
-        );
-        assert!(
-            matches!(Target::parse("sqlite:a.db"), Ok(Target::Sqlite { path }) if path == "a.db")
-        );
+        assert_eq!(parsed("sqlite://a.db"), target(Backend::Sqlite, "a.db"));
+        assert_eq!(parsed("sqlite:a.db"), target(Backend::Sqlite, "a.db"));
         assert!(matches!(
             Target::parse("sqlite://"),
             Err(StoreError::Config(_))
         ));
-        assert!(matches!(
-            Target::parse("PostgreSQL://h/d"),
-            Ok(Target::Postgres(_))
-        ));
-        assert!(
-            matches!(Target::parse("mariadb://h/d"), Ok(Target::Mysql(url)) if url == "mysql://h/d")
+        assert_eq!(
+            parsed("PostgreSQL://h/d"),
+            target(Backend::Postgres, "PostgreSQL://h/d")
+        );
+        assert_eq!(
+            parsed("mariadb://h/d"),
+            target(Backend::Mysql, "mysql://h/d")
         );
         let err = Target::parse("redis://:secret@h")
             .err()

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use super::{Standing, TokenManager};
 use crate::error::{LoginError, StoreError};
 use crate::record::{Generation, TokenRecord};
-use crate::store::{LeaseInfo, TokenStore};
+use crate::store::{LeaseInfo, TokenStore, op};
 
 /// The names of the series reported with the `metrics` feature. Every series carries the label `credential`.
 pub mod names {
@@ -440,43 +440,43 @@ impl TokenStore for CountedStore {
 
     async fn load(&self, key: &str) -> Result<Option<TokenRecord>, StoreError> {
         let result = self.store.load(key).await;
-        self.counters.store_result("load", &result);
+        self.counters.store_result(op::LOAD, &result);
         result
     }
 
     async fn save(&self, key: &str, record: &TokenRecord) -> Result<bool, StoreError> {
         let result = self.store.save(key, record).await;
-        self.counters.store_result("save", &result);
+        self.counters.store_result(op::SAVE, &result);
         result
     }
 
     async fn try_lease(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
         let result = self.store.try_lease(key, owner, ttl).await;
-        self.counters.store_result("try_lease", &result);
+        self.counters.store_result(op::TRY_LEASE, &result);
         result
     }
 
     async fn release(&self, key: &str, owner: &str) -> Result<(), StoreError> {
         let result = self.store.release(key, owner).await;
-        self.counters.store_result("release", &result);
+        self.counters.store_result(op::RELEASE, &result);
         result
     }
 
     async fn clear(&self, key: &str) -> Result<(), StoreError> {
         let result = self.store.clear(key).await;
-        self.counters.store_result("clear", &result);
+        self.counters.store_result(op::CLEAR, &result);
         result
     }
 
     async fn lease(&self, key: &str) -> Result<Option<LeaseInfo>, StoreError> {
         let result = self.store.lease(key).await;
-        self.counters.store_result("lease", &result);
+        self.counters.store_result(op::LEASE, &result);
         result
     }
 
     async fn stored_generation(&self, key: &str) -> Result<Option<Generation>, StoreError> {
         let result = self.store.stored_generation(key).await;
-        self.counters.store_result("stored_generation", &result);
+        self.counters.store_result(op::STORED_GENERATION, &result);
         result
     }
 }
