@@ -239,6 +239,8 @@ fn inherit(defaults: &Settings, entry: Settings) -> Settings {
 /// An entry of `credentials` that cannot be read once it has taken the settings of `defaults`, or a `defaults`
 /// section that cannot be used.
 #[derive(Debug)]
+// Where and which setting are read by the YAML loader to point at a line; without `yaml` the reason says it all.
+#[cfg_attr(not(feature = "yaml"), allow(dead_code))]
 pub(crate) struct EntryError {
     /// `credentials[3]`, or `defaults`.
     pub(crate) at: String,
@@ -268,8 +270,8 @@ impl Config {
             .find(|c| c.credential_name() == name)
     }
 
-    /// The credential of requests without a [`CredentialName`](crate::CredentialName): `default_credential`, else the
-    /// first. Panics on a configuration that [`validate`](Self::validate) refuses (none at all, or an unknown
+    /// The credential of requests without a [`CredentialName`](crate::CredentialName): `default_credential`, else
+    /// the first. Panics on a configuration that [`validate`](Self::validate) refuses (none at all, or an unknown
     /// `default_credential`).
     pub fn default_credential(&self) -> &PaynetConfig {
         match &self.default_credential {
