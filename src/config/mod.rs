@@ -1014,21 +1014,13 @@ impl PaynetConfig {
     /// that sets it: `operation_timeout`, or `connect_timeout` when that is left to its default.
     fn yaml_name(&self, at: &str, setting: Setting) -> String {
         let key = match setting {
-            Setting::TokenTtl => "token_ttl",
-            Setting::ExpirySkew => "expiry_skew",
-            Setting::RefreshAhead => "refresh_ahead",
-            Setting::LoginTimeout => "login_timeout",
-            Setting::RequestTimeout => "request_timeout",
-            Setting::LeaseTtl => "lease_ttl",
-            Setting::PollInterval => "poll_interval",
-            Setting::BackoffInitial => "backoff_initial",
-            Setting::BackoffMax => "backoff_max",
             Setting::StoreOperationTimeout if self.store.operation_timeout.is_some() => {
                 "store.operation_timeout"
             }
             Setting::StoreOperationTimeout | Setting::StoreConnectTimeout => {
                 "store.connect_timeout"
             }
+            other => other.name(),
         };
         format!("{at}.{key}")
     }

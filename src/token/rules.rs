@@ -25,6 +25,34 @@ pub(crate) enum Setting {
     StoreConnectTimeout,
 }
 
+impl Setting {
+    /// The name the builder's method and the file's key share. The store's bounds sit in `StoreOptions` in code and
+    /// under `store` in the file, so each reporter says where (`is_store`).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Setting::TokenTtl => "token_ttl",
+            Setting::ExpirySkew => "expiry_skew",
+            Setting::RefreshAhead => "refresh_ahead",
+            Setting::LoginTimeout => "login_timeout",
+            Setting::RequestTimeout => "request_timeout",
+            Setting::LeaseTtl => "lease_ttl",
+            Setting::PollInterval => "poll_interval",
+            Setting::BackoffInitial => "backoff_initial",
+            Setting::BackoffMax => "backoff_max",
+            Setting::StoreOperationTimeout => "operation_timeout",
+            Setting::StoreConnectTimeout => "connect_timeout",
+        }
+    }
+
+    /// Whether the setting belongs to the store's options.
+    pub(crate) fn is_store(self) -> bool {
+        matches!(
+            self,
+            Setting::StoreOperationTimeout | Setting::StoreConnectTimeout
+        )
+    }
+}
+
 /// One piece of a breach's explanation.
 enum Part {
     Text(&'static str),

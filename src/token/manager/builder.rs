@@ -315,20 +315,11 @@ fn breach(s: &Settings, store_timeout: Option<Duration>) -> Option<Breach> {
 
 /// What the builder calls each setting: its method's name.
 fn builder_name(setting: Setting) -> String {
-    match setting {
-        Setting::TokenTtl => "token_ttl",
-        Setting::ExpirySkew => "expiry_skew",
-        Setting::RefreshAhead => "refresh_ahead",
-        Setting::LoginTimeout => "login_timeout",
-        Setting::RequestTimeout => "request_timeout",
-        Setting::LeaseTtl => "lease_ttl",
-        Setting::PollInterval => "poll_interval",
-        Setting::BackoffInitial => "backoff_initial",
-        Setting::BackoffMax => "backoff_max",
-        Setting::StoreOperationTimeout => "StoreOptions::operation_timeout",
-        Setting::StoreConnectTimeout => "StoreOptions::connect_timeout",
+    if setting.is_store() {
+        format!("StoreOptions::{}", setting.name())
+    } else {
+        setting.name().to_owned()
     }
-    .to_owned()
 }
 
 /// Keeps a store key within [`MAX_KEY_BYTES`] bytes: a longer one (a long gateway URL) keeps a readable prefix
