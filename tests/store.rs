@@ -46,12 +46,34 @@ fn assert_same(loaded: &TokenRecord, expected: &TokenRecord) {
 // ---------------------------------------------------------------------------------------------------------------
 // The cases, written once and run on every backend.
 
-mod cases {
-    use super::*;
+/// Runs each case on every backend: a module per backend (`postgres`, `mysql`, `sqlite`) holding one test per case,
+/// named after it, whose body runs with its parameter bound to that backend's [`Fixture`]. A case is written once,
+/// with the test attribute it runs under.
+macro_rules! on_every_backend {
+    ($($(#[$attr:meta])* async fn $case:ident($db:ident: Fixture) $body:block)*) => {
+        on_every_backend!(@backend postgres, Fixture::postgres(), $($(#[$attr])* async fn $case($db) $body)*);
+        on_every_backend!(@backend mysql, Fixture::mysql(), $($(#[$attr])* async fn $case($db) $body)*);
+        on_every_backend!(@backend sqlite, Fixture::sqlite(), $($(#[$attr])* async fn $case($db) $body)*);
+    };
+    (@backend $backend:ident, $fixture:expr, $($(#[$attr:meta])* async fn $case:ident($db:ident) $body:block)*) => {
+        mod $backend {
+            use super::*;
+            $(
+                $(#[$attr])*
+                async fn $case() {
+                    let $db: Fixture = $fixture;
+                    $body
+                }
+            )*
+        }
+    };
+}
 
+on_every_backend! {
     /// A token with a NUL byte (PostgreSQL's `TEXT` cannot hold one) is saved and read back as it was, in
     /// plaintext and encrypted, and a later token without one replaces it as usual.
-    pub(super) async fn token_with_nul_round_trips(db: Fixture) {
+    #[tokio::test]
+    async fn token_with_nul_round_trips(db: Fixture) {
         let nul = "before\0after";
         for store in [db.plain_store().await, db.encrypted_store(7).await] {
             let key = unique_key("nul_byte");
@@ -68,7 +90,8 @@ mod cases {
         }
     }
 
-    pub(super) async fn round_trip(db: Fixture) {
+    #[tokio::test]
+    async fn round_trip(db: Fixture) {
         let store = db.plain_store().await;
         let key = unique_key("round_trip");
         assert!(store.load(&key).await.unwrap().is_none());
@@ -114,7 +137,8 @@ mod cases {
         store.clear(&key).await.unwrap();
     }
 
-    pub(super) async fn older_generation_refused(db: Fixture) {
+    #[tokio::test]
+    async fn older_generation_refused(db: Fixture) {
         let store = db.plain_store().await;
         let key = unique_key("older_generation_refused");
         let current = record(5, "generation-five");
@@ -135,7 +159,8 @@ mod cases {
         assert_same(&store.load(&key).await.unwrap().unwrap(), &newer);
     }
 
-    pub(super) async fn concurrent_saves_keep_newest(db: Fixture) {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_saves_keep_newest(db: Fixture) {
         let store = db.plain_store().await;
         let key = unique_key("concurrent_saves");
         let tasks: Vec<_> = (1..=16u64)
@@ -163,7 +188,8 @@ mod cases {
         assert_eq!(loaded.token.expose_secret(), "token-16");
     }
 
-    pub(super) async fn concurrent_lease_has_one_winner(db: Fixture) {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_lease_has_one_winner(db: Fixture) {
         let store = db.plain_store().await;
         let key = unique_key("concurrent_lease");
         let barrier = Arc::new(tokio::sync::Barrier::new(16));
@@ -207,7 +233,8 @@ mod cases {
         assert_eq!(winners, 1);
     }
 
-    pub(super) async fn lease_expires(db: Fixture) {
+    #[tokio::test]
+    async fn lease_expires(db: Fixture) {
         let store = db.plain_store().await;
         let mut raw = db.raw().await;
         let key = unique_key("lease_expires");
@@ -242,7 +269,8 @@ mod cases {
 
     /// A process that could not release its lease (the database went away mid-refresh) takes it again at once
     /// instead of waiting for it to expire; others still cannot.
-    pub(super) async fn owner_retakes_its_own_unreleased_lease(db: Fixture) {
+    #[tokio::test]
+    async fn owner_retakes_its_own_unreleased_lease(db: Fixture) {
         let store = db.plain_store().await;
         let key = unique_key("retake");
         let ttl = Duration::from_secs(30);
@@ -252,7 +280,8 @@ mod cases {
     }
 
     /// The lease as on call sees it: holder, taken at and runs out at, on the database's clock.
-    pub(super) async fn lease_status_reports_holder_and_times(db: Fixture) {
+    #[tokio::test]
+    async fn lease_status_reports_holder_and_times(db: Fixture) {
         let store = db.plain_store().await;
         let key = unique_key("lease-status");
         assert_eq!(store.lease(&key).await.unwrap(), None);
@@ -276,7 +305,8 @@ mod cases {
         assert!(released.expires_at_ms < held.expires_at_ms);
     }
 
-    pub(super) async fn release_lets_next_owner_in(db: Fixture) {
+    #[tokio::test]
+    async fn release_lets_next_owner_in(db: Fixture) {
         let store = db.plain_store().await;
         let key = unique_key("release");
         assert!(
@@ -318,7 +348,8 @@ mod cases {
             .unwrap();
     }
 
-    pub(super) async fn encryption_at_rest(db: Fixture) {
+    #[tokio::test]
+    async fn encryption_at_rest(db: Fixture) {
         let logs = Captured::default();
         let _guard = logs.install(tracing::Level::WARN);
         let secret_token = "S3cr3t-T0ken-Value-0123456789";
@@ -397,7 +428,8 @@ mod cases {
         );
     }
 
-    pub(super) async fn plaintext_without_key(db: Fixture) {
+    #[tokio::test]
+    async fn plaintext_without_key(db: Fixture) {
         let logs = Captured::default();
         let _guard = logs.install(tracing::Level::WARN);
         let store = db.plain_store().await;
@@ -445,7 +477,8 @@ mod cases {
         assert!(!column.contains("plain-token"));
     }
 
-    pub(super) async fn rotation_reads_previous_keys_and_reseals_in_place(db: Fixture) {
+    #[tokio::test]
+    async fn rotation_reads_previous_keys_and_reseals_in_place(db: Fixture) {
         let logs = Captured::default();
         let _guard = logs.install(tracing::Level::INFO);
         let key = unique_key("rotation");
@@ -494,18 +527,21 @@ mod cases {
     }
 
     /// On a plain (current-thread) runtime, where diesel-async's own migration harness would panic.
-    pub(super) async fn migrate_on_current_thread_runtime(server: Fixture) {
+    #[tokio::test]
+    async fn migrate_on_current_thread_runtime(server: Fixture) {
         let db = server.empty().await;
         db.plain_store().await.migrate().await.unwrap();
         db.drop_database(&server).await;
     }
 
-    pub(super) async fn reports_backend(db: Fixture) {
+    #[tokio::test]
+    async fn reports_backend(db: Fixture) {
         let store = db.plain_store().await;
         assert_eq!(store.backend(), backend_of(&db));
     }
 
-    pub(super) async fn migrations_idempotent(db: Fixture) {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn migrations_idempotent(db: Fixture) {
         let store = db.plain_store().await; // migrated once
         store.migrate().await.unwrap();
         store.migrate().await.unwrap();
@@ -524,7 +560,8 @@ mod cases {
     /// `migrate` takes the migration lock that a concurrent migrator (another instance) holds, and waits for it.
     /// (Concurrent first migrations rarely overlap in a test, since servers accept connections one at a time; this
     /// proves the serialisation deterministically.)
-    pub(super) async fn migrate_waits_for_another_migrator(db: Fixture) {
+    #[tokio::test]
+    async fn migrate_waits_for_another_migrator(db: Fixture) {
         use diesel_async::SimpleAsyncConnection;
         let store = db.plain_store().await;
         let mut raw = db.raw().await;
@@ -582,7 +619,8 @@ mod cases {
             .unwrap();
     }
 
-    pub(super) async fn query_count(db: Fixture) {
+    #[tokio::test]
+    async fn query_count(db: Fixture) {
         let store = db.plain_store().await;
         let mysql = store.backend() == Backend::Mysql;
         let key = unique_key("query_count");
@@ -637,7 +675,8 @@ mod cases {
         step(0, "migrate", &store);
     }
 
-    pub(super) async fn unreachable(db: Fixture) {
+    #[tokio::test]
+    async fn unreachable(db: Fixture) {
         let url = unreachable_url(&db);
         let timeout = Duration::from_millis(800);
         let options = StoreOptions {
@@ -691,41 +730,41 @@ mod cases {
             .expect("no database");
         assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
     }
+}
 
-    /// The database goes away and comes back: calls fail with `Unavailable` meanwhile and work again after,
-    /// with the same store.
-    pub(super) async fn recovers_after_outage(server_url: String) {
-        let mut proxy = Proxy::start(host_port(&server_url)).await;
-        let url = proxy.url_through(&server_url);
-        let store = DieselStore::connect(
-            &url,
-            StoreOptions {
-                connect_timeout: Duration::from_secs(1),
-                pool_size: 2,
-                ..StoreOptions::default()
-            },
-        )
+/// The database goes away and comes back: calls fail with `Unavailable` meanwhile and work again after,
+/// with the same store.
+async fn recovers_after_outage(server_url: String) {
+    let mut proxy = Proxy::start(host_port(&server_url)).await;
+    let url = proxy.url_through(&server_url);
+    let store = DieselStore::connect(
+        &url,
+        StoreOptions {
+            connect_timeout: Duration::from_secs(1),
+            pool_size: 2,
+            ..StoreOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    let key = unique_key("recovers");
+    assert!(store.save(&key, &record(1, "before")).await.unwrap());
+
+    proxy.stop().await;
+    let err = store.load(&key).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    let err = store
+        .try_lease(&key, "a", Duration::from_secs(5))
         .await
-        .unwrap();
-        store.migrate().await.unwrap();
-        let key = unique_key("recovers");
-        assert!(store.save(&key, &record(1, "before")).await.unwrap());
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
 
-        proxy.stop().await;
-        let err = store.load(&key).await.unwrap_err();
-        assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
-        let err = store
-            .try_lease(&key, "a", Duration::from_secs(5))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
-
-        proxy.restart().await;
-        let loaded = store.load(&key).await.unwrap().unwrap();
-        assert_eq!(loaded.token.expose_secret(), "before");
-        assert!(store.save(&key, &record(2, "after")).await.unwrap());
-        proxy.stop().await;
-    }
+    proxy.restart().await;
+    let loaded = store.load(&key).await.unwrap().unwrap();
+    assert_eq!(loaded.token.expose_secret(), "before");
+    assert!(store.save(&key, &record(2, "after")).await.unwrap());
+    proxy.stop().await;
 }
 
 /// The backend a fixture's URL names.
@@ -747,66 +786,7 @@ fn unreachable_url(db: &Fixture) -> &'static str {
     }
 }
 
-/// Runs each case of the list on every backend: a module per backend (`postgres`, `mysql`, `sqlite`) holding one
-/// test per case, named after it, which calls the case with that backend's [`Fixture`]. Each case comes with the
-/// test attribute it runs under.
-macro_rules! on_every_backend {
-    ($($(#[$test:meta])* $case:ident,)*) => {
-        on_every_backend!(@backend postgres, Fixture::postgres(), $($(#[$test])* $case,)*);
-        on_every_backend!(@backend mysql, Fixture::mysql(), $($(#[$test])* $case,)*);
-        on_every_backend!(@backend sqlite, Fixture::sqlite(), $($(#[$test])* $case,)*);
-    };
-    (@backend $backend:ident, $fixture:expr, $($(#[$test:meta])* $case:ident,)*) => {
-        mod $backend {
-            use super::*;
-            $(
-                $(#[$test])*
-                async fn $case() {
-                    cases::$case($fixture).await;
-                }
-            )*
-        }
-    };
-}
 
-on_every_backend! {
-    #[tokio::test]
-    round_trip,
-    #[tokio::test]
-    token_with_nul_round_trips,
-    #[tokio::test]
-    older_generation_refused,
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    concurrent_saves_keep_newest,
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    concurrent_lease_has_one_winner,
-    #[tokio::test]
-    lease_expires,
-    #[tokio::test]
-    lease_status_reports_holder_and_times,
-    #[tokio::test]
-    release_lets_next_owner_in,
-    #[tokio::test]
-    owner_retakes_its_own_unreleased_lease,
-    #[tokio::test]
-    encryption_at_rest,
-    #[tokio::test]
-    plaintext_without_key,
-    #[tokio::test]
-    rotation_reads_previous_keys_and_reseals_in_place,
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    migrations_idempotent,
-    #[tokio::test]
-    migrate_on_current_thread_runtime,
-    #[tokio::test]
-    migrate_waits_for_another_migrator,
-    #[tokio::test]
-    query_count,
-    #[tokio::test]
-    unreachable,
-    #[tokio::test]
-    reports_backend,
-}
 
 /// A session defaulting to SERIALIZABLE whose lease statement waited for a concurrent update of the same row
 /// gets SQLSTATE 40001: that is a `Conflict` (for a lease: not acquired), not a broken store.
@@ -911,12 +891,12 @@ async fn sqlite_busy_database_is_a_conflict() {
 
 #[tokio::test]
 async fn postgres_recovers_after_outage() {
-    cases::recovers_after_outage(postgres_url()).await;
+    recovers_after_outage(postgres_url()).await;
 }
 
 #[tokio::test]
 async fn mysql_recovers_after_outage() {
-    cases::recovers_after_outage(mysql_url()).await;
+    recovers_after_outage(mysql_url()).await;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
