@@ -154,14 +154,15 @@ impl Configured {
         tower_layer::Layer::layer(&self.layer, inner)
     }
 
-    /// The default credential's `request_timeout` as a layer, to put outside [`layer`](Self::layer): each call
-    /// must finish, the answer's body included, within it (see [`crate::deadline`]).
+    /// The configuration's `request_timeout` as a layer, to put outside [`layer`](Self::layer): each call must
+    /// finish, the answer's body included, within it (see [`crate::deadline`]). Every credential of a
+    /// configuration has the same one (credentials asking for different ones are refused when it is checked).
     pub fn deadline(&self) -> DeadlineLayer {
         DeadlineLayer::new(self.request_timeout)
     }
 
-    /// `inner` wrapped in the layer, and that in the default credential's `request_timeout`: what the command
-    /// line tool calls the gateway with.
+    /// `inner` wrapped in the layer, and that in the configuration's `request_timeout`: what the command line
+    /// tool calls the gateway with.
     pub fn bounded_service<S: Clone>(&self, inner: S) -> Deadline<PaynetAuth<S>> {
         Deadline::new(self.service(inner), self.request_timeout)
     }

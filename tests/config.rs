@@ -1242,3 +1242,39 @@ fn a_setting_of_an_entry_that_does_not_read_is_reported_at_its_line() {
         "{error}"
     );
 }
+
+/// One configuration makes one stack with one deadline for every call, so credentials asking for different
+/// `request_timeout`s are refused, naming both; the same timeout, written once in `defaults`, is taken by all.
+#[test]
+fn credentials_with_different_request_timeouts_are_refused_naming_both() {
+    let text = two_credentials("    request_timeout: \"50s\"\n", "").replacen(
+        "    token_ttl: \"1h\"\n",
+        "    token_ttl: \"1h\"\n    request_timeout: \"40s\"\n",
+        1,
+    );
+    let message = assert_refused(
+        &load_err(&text, PASS_ENV),
+        &text,
+        "request_timeout: \"40s\"",
+        &[
+            "credentials[0].request_timeout",
+            "credentials[1].request_timeout",
+        ],
+    );
+    assert!(
+        message.contains("40s") && message.contains("50s"),
+        "{message}"
+    );
+
+    let shared = format!(
+        "defaults:\n  request_timeout: \"50s\"\n{}",
+        two_credentials("", "")
+    );
+    let config = load(&shared, PASS_ENV).unwrap();
+    assert!(
+        config
+            .credentials()
+            .iter()
+            .all(|c| c.request_timeout == Duration::from_secs(50))
+    );
+}

@@ -786,8 +786,6 @@ fn unreachable_url(db: &Fixture) -> &'static str {
     }
 }
 
-
-
 /// A session defaulting to SERIALIZABLE whose lease statement waited for a concurrent update of the same row
 /// gets SQLSTATE 40001: that is a `Conflict` (for a lease: not acquired), not a broken store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

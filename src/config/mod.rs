@@ -346,6 +346,41 @@ impl Config {
                 ),
             });
         }
+        self.one_request_timeout()
+    }
+
+    /// The stack built from a configuration has one deadline for every call, whichever credential the call uses
+    /// ([`Configured::deadline`](crate::setup::Configured::deadline)), so credentials that ask for different
+    /// `request_timeout`s could not all get theirs: refused, rather than one of them silently applied.
+    fn one_request_timeout(&self) -> Option<Refusal> {
+        let sections = self.paynet.iter().map(|p| ("paynet".to_owned(), p)).chain(
+            self.credentials
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (format!("credentials[{i}]"), c)),
+        );
+        let mut first: Option<(String, Duration)> = None;
+        for (at, credential) in sections {
+            match &first {
+                None => first = Some((at, credential.request_timeout)),
+                Some((first_at, timeout)) if *timeout != credential.request_timeout => {
+                    return Some(Refusal {
+                        fields: vec![
+                            format!("{first_at}.request_timeout"),
+                            format!("{at}.request_timeout"),
+                        ],
+                        reason: format!(
+                            "`{first_at}.request_timeout` ({}) and `{at}.request_timeout` ({}) differ: the \
+                             credentials of one configuration share one deadline for every call; set \
+                             `request_timeout` once, in `defaults`",
+                            humantime::format_duration(*timeout),
+                            humantime::format_duration(credential.request_timeout),
+                        ),
+                    });
+                }
+                Some(_) => {}
+            }
+        }
         None
     }
 }
