@@ -45,8 +45,8 @@ impl Cipher {
         Ok(Self(cipher))
     }
 
-    /// Encrypts `token` for `credential_key` with a fresh random nonce.
-    pub(super) fn seal(&self, credential_key: &str, token: &str) -> Result<Sealed, aes_gcm::Error> {
+    /// Encrypts `token` for `store_key` with a fresh random nonce.
+    pub(super) fn seal(&self, store_key: &str, token: &str) -> Result<Sealed, aes_gcm::Error> {
         // A random 96-bit nonce per save: with one save per refresh, the 2^32 messages per key that random nonces
         // allow are out of reach.
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
@@ -54,7 +54,7 @@ impl Cipher {
             &nonce,
             Payload {
                 msg: token.as_bytes(),
-                aad: credential_key.as_bytes(),
+                aad: store_key.as_bytes(),
             },
         )?;
         Ok(Sealed {
@@ -63,11 +63,11 @@ impl Cipher {
         })
     }
 
-    /// Decrypts a stored token of `credential_key`; `None` for anything that does not authenticate (wrong key,
+    /// Decrypts a stored token of `store_key`; `None` for anything that does not authenticate (wrong key,
     /// tampered row, row copied from another credential key, malformed base64).
     pub(super) fn open(
         &self,
-        credential_key: &str,
+        store_key: &str,
         ciphertext: &str,
         nonce: &str,
     ) -> Option<SecretString> {
@@ -82,7 +82,7 @@ impl Cipher {
                     Nonce::from_slice(&nonce),
                     Payload {
                         msg: &ciphertext,
-                        aad: credential_key.as_bytes(),
+                        aad: store_key.as_bytes(),
                     },
                 )
                 .ok()?,
@@ -131,18 +131,18 @@ impl KeyRing {
     }
 
     /// Encrypts under the current key.
-    pub(super) fn seal(&self, credential_key: &str, token: &str) -> Result<Sealed, aes_gcm::Error> {
-        self.current.seal(credential_key, token)
+    pub(super) fn seal(&self, store_key: &str, token: &str) -> Result<Sealed, aes_gcm::Error> {
+        self.current.seal(store_key, token)
     }
 
     /// Decrypts under the current key, else under the first previous key that authenticates the row.
-    pub(super) fn open(&self, credential_key: &str, ciphertext: &str, nonce: &str) -> Opened {
-        if let Some(token) = self.current.open(credential_key, ciphertext, nonce) {
+    pub(super) fn open(&self, store_key: &str, ciphertext: &str, nonce: &str) -> Opened {
+        if let Some(token) = self.current.open(store_key, ciphertext, nonce) {
             return Opened::Current(token);
         }
         self.previous
             .iter()
-            .find_map(|cipher| cipher.open(credential_key, ciphertext, nonce))
+            .find_map(|cipher| cipher.open(store_key, ciphertext, nonce))
             .map_or(Opened::Unauthenticated, Opened::Previous)
     }
 }

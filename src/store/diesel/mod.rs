@@ -173,6 +173,42 @@ struct Inner {
     last_connect_error: LastError,
 }
 
+/// Options that can only misbehave, refused before anything is opened.
+fn check_options(options: &StoreOptions) -> Result<(), StoreError> {
+    if options.pool_size == 0 {
+        return Err(StoreError::Config(
+            "token store pool_size must be at least 1".into(),
+        ));
+    }
+    if options.connect_timeout.is_zero() {
+        return Err(StoreError::Config(
+            "token store connect_timeout must be more than zero".into(),
+        ));
+    }
+    if options.operation_timeout.is_some_and(|t| t.is_zero()) {
+        return Err(StoreError::Config(
+            "token store operation_timeout must be more than zero".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The key ring of `options`, if tokens are to be encrypted; previous keys without a current one are refused, since
+/// rows under them would be read and new ones written in plaintext.
+fn key_ring(options: &StoreOptions) -> Result<Option<KeyRing>, StoreError> {
+    match &options.encryption_key {
+        Some(current) => {
+            KeyRing::from_base64(current, &options.previous_encryption_keys).map(Some)
+        }
+        None if !options.previous_encryption_keys.is_empty() => Err(StoreError::Config(
+            "previous_encryption_keys are set but encryption_key is not: rows under a previous key would be \
+             read and new ones written in plaintext"
+                .into(),
+        )),
+        None => Ok(None),
+    }
+}
+
 impl DieselStore {
     /// Creates the store for `url` (see the table above). No connection is made yet: this fails only for a wrong
     /// URL, wrong options or an unusable TLS certificate file ([`StoreError::Config`]), never because the
@@ -181,40 +217,13 @@ impl DieselStore {
     /// Without an encryption key, logs once at WARN that tokens are stored in plaintext.
     pub async fn connect(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
         let target = Target::parse(url)?;
-        if options.pool_size == 0 {
-            return Err(StoreError::Config(
-                "token store pool_size must be at least 1".into(),
-            ));
-        }
-        if options.connect_timeout.is_zero() {
-            return Err(StoreError::Config(
-                "token store connect_timeout must be more than zero".into(),
-            ));
-        }
-        if options.operation_timeout.is_some_and(|t| t.is_zero()) {
-            return Err(StoreError::Config(
-                "token store operation_timeout must be more than zero".into(),
-            ));
-        }
+        check_options(&options)?;
         let operation_timeout = options.effective_operation_timeout();
         // The database's own lock and statement timeouts end a wait a tenth before the operation's deadline, so
         // that the caller reads what the database says (a lock wait, a statement timeout) rather than the bare
         // deadline, which stays for a database that does not answer at all.
         let session_timeout = operation_timeout - operation_timeout / 10;
-        let cipher = match &options.encryption_key {
-            Some(current) => Some(KeyRing::from_base64(
-                current,
-                &options.previous_encryption_keys,
-            )?),
-            None if !options.previous_encryption_keys.is_empty() => {
-                return Err(StoreError::Config(
-                    "previous_encryption_keys are set but encryption_key is not: rows under a previous key \
-                     would be read and new ones written in plaintext"
-                        .into(),
-                ));
-            }
-            None => None,
-        };
+        let cipher = key_ring(&options)?;
         let describe = redact(url);
         let sink = LastError::default();
 

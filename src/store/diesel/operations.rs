@@ -38,7 +38,7 @@ impl DieselStore {
             match self.reseal(&key, record, &old_nonce).await {
                 Ok(true) => tracing::info!(
                     store = %self.describe(),
-                    credential_key = %key,
+                    store_key = %key,
                     generation = record.generation.0,
                     "stored token was encrypted with a previous key; encrypted it again with the current one"
                 ),
@@ -47,7 +47,7 @@ impl DieselStore {
                 // The token read is still good; the next read tries again.
                 Err(error) => tracing::warn!(
                     store = %self.describe(),
-                    credential_key = %key,
+                    store_key = %key,
                     error = %crate::error::Chain(&error),
                     "could not encrypt the stored token again with the current key"
                 ),

@@ -109,63 +109,23 @@ impl DieselStore {
         let unusable = |reason: &str| {
             tracing::warn!(
                 store = %store,
-                credential_key = %key,
+                store_key = %key,
                 generation = row.generation,
                 reason,
                 "stored token is not used; treating it as absent, the next refresh replaces it"
             );
         };
-        let (token, reseal) = match (&row.nonce, &self.inner.cipher) {
-            (Some(nonce), None) if nonce == PLAIN_BASE64 => {
-                use base64::Engine as _;
-                let decoded = base64::engine::general_purpose::STANDARD
-                    .decode(row.token.as_bytes())
-                    .ok()
-                    .and_then(|bytes| String::from_utf8(bytes).ok());
-                let Some(token) = decoded else {
-                    unusable("it is marked as base64 plaintext but is not base64 of UTF-8 text");
-                    return (None, None);
-                };
-                (SecretString::from(token), None)
-            }
-            // As a plaintext row without a nonce: nothing authenticates it.
-            (Some(nonce), Some(_)) if nonce == PLAIN_BASE64 => {
-                unusable(
-                    "it is in plaintext (base64) although an encryption key is configured, so nothing \
-                     authenticates it",
-                );
+        let (token, reseal) = match self.open_token(key, row.token, row.nonce.as_deref()) {
+            Ok(opened) => opened,
+            Err(reason) => {
+                unusable(reason);
                 return (None, None);
             }
-            (Some(nonce), Some(ring)) => match ring.open(key, &row.token, nonce) {
-                Opened::Current(token) => (token, None),
-                Opened::Previous(token) => (token, Some(nonce.clone())),
-                Opened::Unauthenticated => {
-                    unusable(
-                        "it does not decrypt with the encryption key or a previous one (another key, a tampered \
-                         row, or a row copied from another credential key)",
-                    );
-                    return (None, None);
-                }
-            },
-            (Some(_), None) => {
-                unusable("it is encrypted but no encryption key is configured");
-                return (None, None);
-            }
-            // With a key configured, a row without a nonce has no authentication at all: anyone able to write the
-            // table could plant a token this way, so it is never trusted.
-            (None, Some(_)) => {
-                unusable(
-                    "it is in plaintext (no nonce) although an encryption key is configured, so nothing \
-                     authenticates it",
-                );
-                return (None, None);
-            }
-            (None, None) => (SecretString::from(row.token), None),
         };
         let Ok(generation) = u64::try_from(row.generation) else {
             tracing::warn!(
                 store = %store,
-                credential_key = %key,
+                store_key = %key,
                 generation = row.generation,
                 "stored token has a negative generation; treating it as absent"
             );
@@ -185,6 +145,50 @@ impl DieselStore {
             written_by: row.written_by,
         };
         (Some(record), reseal)
+    }
+
+    /// The token of a row, opened with the key ring when the row is sealed, and the row's nonce when it opened only
+    /// under a previous key; or why the row cannot be used (never the token, the nonce or a key).
+    fn open_token(
+        &self,
+        key: &str,
+        token: String,
+        nonce: Option<&str>,
+    ) -> Result<(SecretString, Option<String>), &'static str> {
+        match (nonce, &self.inner.cipher) {
+            (Some(nonce), None) if nonce == PLAIN_BASE64 => {
+                use base64::Engine as _;
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(token.as_bytes())
+                    .ok()
+                    .and_then(|bytes| String::from_utf8(bytes).ok());
+                match decoded {
+                    Some(token) => Ok((SecretString::from(token), None)),
+                    None => Err("it is marked as base64 plaintext but is not base64 of UTF-8 text"),
+                }
+            }
+            // As a plaintext row without a nonce: nothing authenticates it.
+            (Some(nonce), Some(_)) if nonce == PLAIN_BASE64 => Err(
+                "it is in plaintext (base64) although an encryption key is configured, so nothing \
+                 authenticates it",
+            ),
+            (Some(nonce), Some(ring)) => match ring.open(key, &token, nonce) {
+                Opened::Current(token) => Ok((token, None)),
+                Opened::Previous(token) => Ok((token, Some(nonce.to_owned()))),
+                Opened::Unauthenticated => Err(
+                    "it does not decrypt with the encryption key or a previous one (another key, a tampered \
+                     row, or a row copied from another store key)",
+                ),
+            },
+            (Some(_), None) => Err("it is encrypted but no encryption key is configured"),
+            // With a key configured, a row without a nonce has no authentication at all: anyone able to write the
+            // table could plant a token this way, so it is never trusted.
+            (None, Some(_)) => Err(
+                "it is in plaintext (no nonce) although an encryption key is configured, so nothing \
+                 authenticates it",
+            ),
+            (None, None) => Ok((SecretString::from(token), None)),
+        }
     }
 
     pub(super) fn encode(&self, key: &str, record: &TokenRecord) -> Result<NewRow, StoreError> {

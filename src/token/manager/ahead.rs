@@ -51,7 +51,7 @@ impl TokenManager {
         let manager = self.clone();
         let login = login();
         // A root span, like the refresh's: the call that starts it is only the first to find the token in its window.
-        let span = debug_span!(parent: None, "background_refresh", key = %inner.key, generation = generation.0);
+        let span = debug_span!(parent: None, "background_refresh", store_key = %inner.key, generation = generation.0);
         tokio::spawn(
             async move {
                 debug!("token inside its refresh window or served past its lifetime: refreshing in the background");
@@ -105,7 +105,7 @@ impl Inner {
         let marker = token.generation().0.saturating_add(1);
         if self.cache.serving_stale.swap(marker, Ordering::Relaxed) != marker {
             warn!(
-                key = %self.key,
+                store_key = %self.key,
                 generation = token.generation().0,
                 fingerprint = %crate::record::fingerprint(secrecy::ExposeSecret::expose_secret(token.secret())),
                 error = %crate::error::Chain(&error),

@@ -285,7 +285,7 @@ impl TokenManager {
         let stored = match self.inner.store.load(&self.inner.key).await {
             Ok(record) => record.map(|r| r.generation),
             Err(e) => {
-                warn!(key = %self.inner.key, error = %crate::error::Chain(&e), "token store unavailable while forcing a refresh");
+                warn!(store_key = %self.inner.key, error = %crate::error::Chain(&e), "token store unavailable while forcing a refresh");
                 None
             }
         };
@@ -348,7 +348,7 @@ impl TokenManager {
             .await
             .map_err(bounded("releasing the refresh lease"))??;
         if held {
-            tracing::info!(key = %inner.key, "gave the refresh lease back at shutdown");
+            tracing::info!(store_key = %inner.key, "gave the refresh lease back at shutdown");
         }
         Ok(held)
     }

@@ -262,7 +262,7 @@ impl Inner {
         let span = info_span!(
             parent: None,
             "token_refresh",
-            key = %self.key,
+            store_key = %self.key,
             stale_generation = stale.map(|g| g.0),
             generation = tracing::field::Empty,
             outcome = tracing::field::Empty,
@@ -563,7 +563,7 @@ impl Inner {
                 }
                 match inner.store.release(&inner.key, &inner.owner).await {
                     Ok(()) => {
-                        info!(key = %inner.key, "released the refresh lease after the store came back");
+                        info!(store_key = %inner.key, "released the refresh lease after the store came back");
                         return;
                     }
                     Err(error) => {
@@ -628,7 +628,7 @@ impl Inner {
                 }
                 match inner.store.save(&inner.key, &record).await {
                     Ok(_) => {
-                        info!(key = %inner.key, generation = record.generation.0, "token store is back: saved the token obtained while it was down");
+                        info!(store_key = %inner.key, generation = record.generation.0, "token store is back: saved the token obtained while it was down");
                         return;
                     }
                     Err(error) => {
