@@ -497,8 +497,7 @@ impl TokenError {
 /// use std::convert::Infallible;
 /// use bytes::Bytes;
 /// use http_body_util::Full;
-/// use paynet_auth::PaynetLogin;
-/// use paynet_auth::{Error, PaynetAuthLayer, TokenManager};
+/// use paynet_auth::{Error, PaynetAuthLayer, PaynetLogin, TokenManager};
 /// use tower::{Layer, ServiceExt};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -603,8 +602,7 @@ impl Error {
 /// Why a policy could not join a [`PolicySet`](crate::PolicySet).
 ///
 /// ```
-/// use paynet_auth::PaynetLogin;
-/// use paynet_auth::{AuthPolicy, PolicySet, PolicySetError, TokenManager};
+/// use paynet_auth::{AuthPolicy, PaynetLogin, PolicySet, PolicySetError, TokenManager};
 ///
 /// let terminal = |id| {
 ///     let login = PaynetLogin::new("https://gateway.example/gw", "username", "secret".into(), id);

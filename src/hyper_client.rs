@@ -52,8 +52,7 @@ use crate::{PaynetAuth, PolicySet};
 ///
 /// ```
 /// use paynet_auth::hyper_client::HttpClient;
-/// use paynet_auth::PaynetLogin;
-/// use paynet_auth::{PaynetAuth, PaynetAuthLayer, TokenManager};
+/// use paynet_auth::{PaynetAuth, PaynetAuthLayer, PaynetLogin, TokenManager};
 /// use tower::Layer;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), paynet_auth::BoxError> {
@@ -805,8 +804,7 @@ pub fn http_client() -> HttpClient {
 ///
 /// ```
 /// use paynet_auth::hyper_client::authorised_http_client;
-/// use paynet_auth::PaynetLogin;
-/// use paynet_auth::{AuthPolicy, PaynetAuthLayer, TokenManager};
+/// use paynet_auth::{AuthPolicy, PaynetAuthLayer, PaynetLogin, TokenManager};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), paynet_auth::BoxError> {
 /// let manager = TokenManager::builder(PaynetLogin::new(

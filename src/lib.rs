@@ -8,8 +8,7 @@
 //! ```
 //! use bytes::Bytes;
 //! use http_body_util::{BodyExt, Full};
-//! use paynet_auth::PaynetLogin;
-//! use paynet_auth::{BoxError, PaynetAuthLayer, TokenManager};
+//! use paynet_auth::{BoxError, PaynetAuthLayer, PaynetLogin, TokenManager};
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), BoxError> {

@@ -661,8 +661,7 @@ fn a_bad_base_url_in_a_credentials_entry_names_the_entrys_field() {
 /// names, the file under its keys (with the line).
 #[test]
 fn each_timing_rule_is_refused_by_the_builder_and_the_file_under_their_own_names() {
-    use paynet_auth::PaynetLogin;
-    use paynet_auth::TokenManager;
+    use paynet_auth::{PaynetLogin, TokenManager};
     let builder = || {
         TokenManager::builder(PaynetLogin::new(
             "http://127.0.0.1:8080/gw",

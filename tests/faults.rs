@@ -11,8 +11,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use paynet_auth::PaynetLogin;
-use paynet_auth::{Error, LoginError, PaynetAuth, PaynetAuthLayer, TokenError, TokenManager};
+use paynet_auth::{
+    Error, LoginError, PaynetAuth, PaynetAuthLayer, PaynetLogin, TokenError, TokenManager,
+};
 use paynet_sim::{LoginFailure, Simulator};
 use support::logs::Captured;
 use support::{PASSWORD, TERMINAL, USERNAME};

@@ -18,8 +18,7 @@ use paynet_auth::record::Generation;
 use paynet_auth::redact::MAX_GATEWAY_TEXT;
 use paynet_auth::token::Health;
 use paynet_auth::token::LoginSender;
-use paynet_auth::{ClientCredentials, PaynetLogin};
-use paynet_auth::{LoginError, TokenError, TokenManager};
+use paynet_auth::{ClientCredentials, LoginError, PaynetLogin, TokenError, TokenManager};
 use support::logs::Captured;
 use support::{PASSWORD, TERMINAL, USERNAME, json_response, login_ok, manager_builder};
 

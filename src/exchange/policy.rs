@@ -19,8 +19,7 @@ pub const PAYNET_REJECTION_CODE: i64 = -9999;
 /// ```
 /// use http::HeaderName;
 /// use http::header::AUTHORIZATION;
-/// use paynet_auth::PaynetLogin;
-/// use paynet_auth::{PaynetAuthLayer, TokenManager};
+/// use paynet_auth::{PaynetAuthLayer, PaynetLogin, TokenManager};
 /// use paynet_auth::policy::Placement;
 ///
 /// let login = PaynetLogin::new("https://gateway.example/gw", "username_17627_56530", "secret".into(), 4027096);
@@ -63,8 +62,7 @@ impl Placement {
 ///
 /// ```
 /// use http::StatusCode;
-/// use paynet_auth::PaynetLogin;
-/// use paynet_auth::{AuthPolicy, TokenManager};
+/// use paynet_auth::{AuthPolicy, PaynetLogin, TokenManager};
 /// use paynet_auth::policy::{PAYNET_REJECTION_CODE, RejectionRule};
 ///
 /// let login = PaynetLogin::new("https://gateway.example/gw", "username_17627_56530", "secret".into(), 4027096);
@@ -124,8 +122,7 @@ impl RejectionRule {
 ///
 /// ```
 /// use paynet_auth::policy::TokenField;
-/// use paynet_auth::PaynetLogin;
-/// use paynet_auth::{AuthPolicy, PaynetAuthLayer, TokenManager};
+/// use paynet_auth::{AuthPolicy, PaynetAuthLayer, PaynetLogin, TokenManager};
 ///
 /// let login = PaynetLogin::new("https://gateway.example/gw", "username_17627_56530", "secret".into(), 4027096);
 /// let manager = TokenManager::builder(login).build().unwrap();

@@ -15,8 +15,7 @@ use crate::error::{Error, PolicySetError};
 /// reqwest adapter and `hyper_client::authorised_http_client` share.
 ///
 /// ```
-/// use paynet_auth::{ClientCredentials, PaynetLogin};
-/// use paynet_auth::{AuthPolicy, PaynetAuthLayer, PolicySet, PolicySetError, TokenManager};
+/// use paynet_auth::{AuthPolicy, ClientCredentials, PaynetAuthLayer, PaynetLogin, PolicySet, PolicySetError, TokenManager};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let terminal = |name: &str, terminal_id| {

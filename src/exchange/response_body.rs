@@ -20,8 +20,7 @@ pin_project! {
     /// use bytes::Bytes;
     /// use http_body::Body;
     /// use http_body_util::{BodyExt, Full};
-    /// use paynet_auth::PaynetLogin;
-    /// use paynet_auth::{BoxError, PaynetAuth, ResponseBody, TokenManager};
+    /// use paynet_auth::{BoxError, PaynetAuth, PaynetLogin, ResponseBody, TokenManager};
     /// use tower::ServiceExt;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), BoxError> {

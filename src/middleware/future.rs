@@ -42,8 +42,7 @@ pin_project! {
     /// ```
     /// use bytes::Bytes;
     /// use http_body_util::{BodyExt, Full};
-    /// use paynet_auth::PaynetLogin;
-    /// use paynet_auth::{BoxError, PaynetAuth, ResponseFuture, TokenManager};
+    /// use paynet_auth::{BoxError, PaynetAuth, PaynetLogin, ResponseFuture, TokenManager};
     /// use serde_json::{Value, json};
     /// use tower::{Service, ServiceExt};
     ///

@@ -39,7 +39,7 @@ use crate::token::TokenManager;
 /// # use bytes::Bytes;
 /// # use http_body_util::Full;
 /// # use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-/// # use paynet_auth::{PaynetAuthLayer, TokenManager, token::PaynetLogin};
+/// # use paynet_auth::{PaynetAuthLayer, PaynetLogin, TokenManager};
 /// # let manager = TokenManager::builder(PaynetLogin::new("http://127.0.0.1:8080/gw", "u", "p".into(), 1))
 /// #     .build().unwrap();
 /// # let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
@@ -79,8 +79,7 @@ use crate::token::TokenManager;
 /// use http_body_util::Full;
 /// use hyper_util::client::legacy::Client;
 /// use hyper_util::rt::TokioExecutor;
-/// use paynet_auth::{PaynetAuthLayer, TokenManager};
-/// use paynet_auth::PaynetLogin;
+/// use paynet_auth::{PaynetAuthLayer, PaynetLogin, TokenManager};
 /// use tower::ServiceBuilder;
 /// use tower_http::decompression::DecompressionLayer;
 /// use tower_http::timeout::TimeoutLayer;
@@ -133,8 +132,7 @@ use crate::token::TokenManager;
 /// ```
 /// use bytes::Bytes;
 /// use http_body_util::Full;
-/// use paynet_auth::{CredentialName, PaynetAuthLayer, TokenManager};
-/// use paynet_auth::{ClientCredentials, PaynetLogin};
+/// use paynet_auth::{ClientCredentials, CredentialName, PaynetAuthLayer, PaynetLogin, TokenManager};
 ///
 /// let terminal = |name: &str, username: &str, terminal_id| {
 ///     let login = PaynetLogin::new("https://gateway.example/gw", username, "secret".into(), terminal_id);

@@ -25,8 +25,7 @@ use crate::token::TokenManager;
 /// ```
 /// use bytes::Bytes;
 /// use http_body_util::{BodyExt, Full};
-/// use paynet_auth::PaynetLogin;
-/// use paynet_auth::{BoxError, PaynetAuth, TokenManager};
+/// use paynet_auth::{BoxError, PaynetAuth, PaynetLogin, TokenManager};
 /// use serde_json::{Value, json};
 /// use tower::ServiceExt;
 ///

@@ -21,8 +21,7 @@ use crate::token::Grant;
 /// ```
 /// use bytes::Bytes;
 /// use http::{HeaderMap, StatusCode};
-/// use paynet_auth::LoginError;
-/// use paynet_auth::{PaynetLogin, TokenSource};
+/// use paynet_auth::{LoginError, PaynetLogin, TokenSource};
 /// use paynet_auth::token::LoginResponse;
 ///
 /// let login = PaynetLogin::new("https://gateway.example/gw", "username_17627_56530", "secret".into(), 4027096);

@@ -7,10 +7,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
-use paynet_auth::PaynetLogin;
-use paynet_auth::TokenManager;
 use paynet_auth::clock::NoJitter;
 use paynet_auth::token::TokenManagerBuilder;
+use paynet_auth::{PaynetLogin, TokenManager};
 
 #[cfg(all(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub mod db;

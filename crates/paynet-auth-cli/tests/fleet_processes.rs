@@ -14,9 +14,8 @@ mod fleet;
 use std::time::{Duration, Instant};
 
 use fleet::{Tally, assert_verdict, expire_every_second, expiries, single_session_sim};
-use paynet_auth::PaynetLogin;
-use paynet_auth::TokenManager;
 use paynet_auth::store::{DieselStore, StoreOptions};
+use paynet_auth::{PaynetLogin, TokenManager};
 use paynet_sim::{DEFAULT_PASSWORD, DEFAULT_TERMINAL_ID, DEFAULT_USERNAME, Simulator};
 
 const CALLERS_PER_INSTANCE: usize = 64;

@@ -29,8 +29,7 @@ use crate::token::{ActiveToken, Grant};
 /// use bytes::Bytes;
 /// use http::{HeaderMap, StatusCode};
 /// use http_body_util::Full;
-/// use paynet_auth::TokenManager;
-/// use paynet_auth::PaynetLogin;
+/// use paynet_auth::{PaynetLogin, TokenManager};
 /// use paynet_auth::token::{LoginFuture, LoginResponse, LoginSender};
 /// use paynet_auth::record::Generation;
 ///
@@ -58,8 +57,7 @@ pub type LoginFuture = BoxFuture<'static, Result<LoginResponse, BoxError>>;
 /// use std::convert::Infallible;
 /// use bytes::Bytes;
 /// use http_body_util::Full;
-/// use paynet_auth::TokenManager;
-/// use paynet_auth::PaynetLogin;
+/// use paynet_auth::{PaynetLogin, TokenManager};
 /// use paynet_auth::token::LoginSender;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), paynet_auth::BoxError> {

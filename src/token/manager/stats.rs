@@ -104,8 +104,7 @@ pub fn describe_metrics() {
 /// What a manager did since it was built: the counts its `metrics` series report, without a recorder.
 ///
 /// ```
-/// use paynet_auth::TokenManager;
-/// use paynet_auth::PaynetLogin;
+/// use paynet_auth::{PaynetLogin, TokenManager};
 ///
 /// let login = PaynetLogin::new("https://gateway.example/gw", "username_17627_56530", "secret".into(), 4027096);
 /// let manager = TokenManager::builder(login).build().unwrap();
