@@ -77,3 +77,8 @@ pub use exchange::{CredentialName, ResponseBody};
 pub use middleware::{PaynetAuth, PaynetAuthLayer, ResponseFuture};
 pub use policy::{AuthPolicy, PolicySet};
 pub use token::{ClientCredentials, PaynetLogin, TokenManager, TokenManagerBuilder, TokenSource};
+
+// The README's Rust snippets are compiled as doc tests, so that they keep up with the public paths.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeSnippets;
