@@ -117,6 +117,13 @@ struct Cache {
     epoch: tokio::time::Instant,
 }
 
+impl Cache {
+    /// The generation of the cached token, if any.
+    fn generation(&self) -> Option<Generation> {
+        self.current.load().as_ref().map(|t| t.generation())
+    }
+}
+
 /// The pause after failed logins, and the spacing of logins made without the lease.
 #[derive(Default)]
 struct BackoffState {
@@ -275,13 +282,7 @@ impl TokenManager {
 
     /// Logs in now (or adopts a newer stored token), whatever the cache holds.
     pub async fn force_refresh(&self, login: LoginSender) -> Result<Arc<ActiveToken>, TokenError> {
-        let cached = self
-            .inner
-            .cache
-            .current
-            .load()
-            .as_ref()
-            .map(|t| t.generation());
+        let cached = self.inner.cache.generation();
         let stored = match self.inner.store.load(&self.inner.key).await {
             Ok(record) => record.map(|r| r.generation),
             Err(e) => {

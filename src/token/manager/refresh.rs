@@ -65,13 +65,7 @@ impl TokenManager {
             return State::Ready(token.into_shared());
         }
         let login = login.expect("usable() takes the login only when it hands out a token");
-        let stale = self
-            .inner
-            .cache
-            .current
-            .load()
-            .as_ref()
-            .map(|t| t.generation());
+        let stale = self.inner.cache.generation();
         self.state(stale, login, true)
     }
 
