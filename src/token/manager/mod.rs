@@ -195,16 +195,7 @@ impl fmt::Debug for TokenManager {
             .field("key", &self.inner.key)
             .field("endpoint", &self.inner.source.endpoint())
             .field("store", &self.inner.store.describe())
-            .field(
-                "generation",
-                &self
-                    .inner
-                    .cache
-                    .current
-                    .load()
-                    .as_ref()
-                    .map(|t| t.generation()),
-            )
+            .field("generation", &self.inner.cache.generation())
             .finish()
     }
 }

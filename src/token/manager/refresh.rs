@@ -613,10 +613,8 @@ impl Inner {
                 let Some(inner) = inner.upgrade() else { return };
                 let superseded = inner
                     .cache
-                    .current
-                    .load()
-                    .as_ref()
-                    .is_some_and(|t| t.generation() > record.generation);
+                    .generation()
+                    .is_some_and(|generation| generation > record.generation);
                 if superseded {
                     return;
                 }
