@@ -343,6 +343,42 @@ async fn dead_lease_holder_is_taken_over_after_the_lease_ttl() {
 
 /// The lease left behind by this very process (its release failed while the database was away) does not make it
 /// wait for itself until the lease expires.
+/// An instance waiting on another's lease adopts its token as soon as the store announces the save, not at its
+/// next poll: here the poll is a minute away, the holder's login takes a second.
+#[tokio::test(start_paused = true)]
+async fn a_waiting_instance_adopts_when_the_store_announces_the_save() {
+    let store = MemoryStore::new();
+    let login = FakeLogin::with_latency(Duration::from_secs(1));
+    let holder = manager_builder()
+        .store(store.clone())
+        .owner("holder")
+        .build()
+        .unwrap();
+    let waiter = manager_builder()
+        .store(store.clone())
+        .owner("waiter")
+        .poll_interval(Duration::from_secs(60))
+        .wait_timeout(Duration::from_secs(300))
+        .build()
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let holding = spawn_token(&holder, &login);
+    while !store
+        .lease(holder.store_key())
+        .await
+        .unwrap()
+        .is_some_and(|lease| lease.is_held())
+    {
+        tokio::task::yield_now().await;
+    }
+    let adopted = waiter.token(login.sender()).await.unwrap();
+    assert_eq!(adopted.generation(), Generation(1));
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+    assert_eq!(holding.await.unwrap().unwrap().generation(), Generation(1));
+    assert_eq!(login.attempts(), 1);
+    assert_eq!(waiter.stats().adoptions, 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn own_unreleased_lease_does_not_stall_the_next_refresh() {
     let store = MemoryStore::new();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{LeaseInfo, TokenStore};
+use super::{Counter, LeaseInfo, OperationCounts, TokenStore, Wakeup, Wakeups, op};
 use crate::clock::{Clock, SystemClock};
 use crate::error::StoreError;
 use crate::record::{Generation, TokenRecord};
@@ -27,6 +27,9 @@ use crate::record::{Generation, TokenRecord};
 pub struct MemoryStore {
     state: Arc<Mutex<HashMap<String, Slot>>>,
     clock: Arc<dyn Clock>,
+    /// Its saves wake the managers sharing it that wait on a lease, as a database's notifications would.
+    wakeups: Arc<Wakeups>,
+    counter: Arc<Counter>,
 }
 
 #[derive(Default)]
@@ -61,10 +64,14 @@ impl MemoryStore {
         Self {
             state: Arc::default(),
             clock,
+            wakeups: Arc::default(),
+            counter: Arc::default(),
         }
     }
 
-    fn with_slot<R>(&self, key: &str, f: impl FnOnce(&mut Slot) -> R) -> R {
+    /// Runs `f` on the slot of `key`, counted as the operation `op`.
+    fn with_slot<R>(&self, op: &str, key: &str, f: impl FnOnce(&mut Slot) -> R) -> R {
+        self.counter.operation(op);
         // A poisoned lock only means another test thread panicked mid-update of plain data; the data stays usable.
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         f(state.entry(key.to_owned()).or_default())
@@ -78,11 +85,11 @@ impl TokenStore for MemoryStore {
     }
 
     async fn load(&self, key: &str) -> Result<Option<TokenRecord>, StoreError> {
-        Ok(self.with_slot(key, |slot| slot.record.clone()))
+        Ok(self.with_slot(op::LOAD, key, |slot| slot.record.clone()))
     }
 
     async fn save(&self, key: &str, record: &TokenRecord) -> Result<bool, StoreError> {
-        Ok(self.with_slot(key, |slot| {
+        Ok(self.with_slot(op::SAVE, key, |slot| {
             if slot
                 .generation()
                 .is_some_and(|old| old >= record.generation)
@@ -92,23 +99,30 @@ impl TokenStore for MemoryStore {
             slot.record = Some(record.clone());
             true
         }))
+        .inspect(|&saved| {
+            if saved {
+                self.wakeups.notify(key);
+            }
+        })
     }
 
     async fn try_lease(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
         let now = self.clock.now_ms();
         let until = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
-        Ok(self.with_slot(key, |slot| match &slot.lease {
-            Some((holder, _, lock_until)) if *lock_until > now && holder != owner => false,
-            _ => {
-                slot.lease = Some((owner.to_owned(), now, until));
-                true
-            }
-        }))
+        Ok(
+            self.with_slot(op::TRY_LEASE, key, |slot| match &slot.lease {
+                Some((holder, _, lock_until)) if *lock_until > now && holder != owner => false,
+                _ => {
+                    slot.lease = Some((owner.to_owned(), now, until));
+                    true
+                }
+            }),
+        )
     }
 
     async fn release(&self, key: &str, owner: &str) -> Result<(), StoreError> {
         let now = self.clock.now_ms();
-        self.with_slot(key, |slot| {
+        self.with_slot(op::RELEASE, key, |slot| {
             // Kept, ended now, like a database row: the last holder stays visible to `lease`.
             if let Some((holder, _, lock_until)) = slot.lease.as_mut()
                 && holder == owner
@@ -121,7 +135,7 @@ impl TokenStore for MemoryStore {
 
     async fn lease(&self, key: &str) -> Result<Option<LeaseInfo>, StoreError> {
         let now = self.clock.now_ms();
-        Ok(self.with_slot(key, |slot| {
+        Ok(self.with_slot(op::LEASE, key, |slot| {
             slot.lease
                 .as_ref()
                 .map(|(holder, at, until)| LeaseInfo::new(holder.clone(), *at, *until, now))
@@ -129,7 +143,7 @@ impl TokenStore for MemoryStore {
     }
 
     async fn clear(&self, key: &str) -> Result<(), StoreError> {
-        self.with_slot(key, |slot| {
+        self.with_slot(op::CLEAR, key, |slot| {
             slot.cleared = slot.generation();
             slot.record = None;
         });
@@ -137,6 +151,14 @@ impl TokenStore for MemoryStore {
     }
 
     async fn stored_generation(&self, key: &str) -> Result<Option<Generation>, StoreError> {
-        Ok(self.with_slot(key, |slot| slot.generation()))
+        Ok(self.with_slot(op::STORED_GENERATION, key, |slot| slot.generation()))
+    }
+
+    fn subscribe(&self, key: &str) -> Option<Wakeup> {
+        Some(self.wakeups.subscribe(key))
+    }
+
+    fn operation_counts(&self) -> Option<OperationCounts> {
+        Some(self.counter.snapshot())
     }
 }

@@ -13,16 +13,22 @@ use crate::record::{Generation, TokenRecord};
 // database to talk to, so none of this code could run.
 #[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
 mod cipher;
+mod counts;
 #[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
 mod diesel;
 mod memory;
 pub(crate) mod op;
 #[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
 mod schema;
+mod wakeup;
 
+pub(crate) use self::counts::Counter;
+pub use self::counts::OperationCounts;
 #[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
 pub use self::diesel::{Backend, DieselStore};
 pub use self::memory::MemoryStore;
+pub use self::wakeup::Wakeup;
+pub(crate) use self::wakeup::Wakeups;
 
 /// Options of a database-backed store ([`connect`], `DieselStore::connect`).
 ///
@@ -249,6 +255,23 @@ pub trait TokenStore: Send + Sync + 'static {
     async fn stored_generation(&self, key: &str) -> Result<Option<Generation>, StoreError> {
         Ok(self.load(key).await?.map(|record| record.generation))
     }
+
+    /// A subscription to the saves of `key` made from now on, by this process or another, if the store announces
+    /// them: an instance waiting on another's lease then adopts its token as soon as it is saved, and polls only as
+    /// a fallback. Defaults to `None`: the waiter polls every `poll_interval`.
+    ///
+    /// [`MemoryStore`] announces its own saves; `DieselStore` on PostgreSQL announces every save through
+    /// `NOTIFY`, heard on one `LISTEN` connection per process and database; the Redis store through pub/sub.
+    fn subscribe(&self, key: &str) -> Option<Wakeup> {
+        let _ = key;
+        None
+    }
+
+    /// The operations this store made so far, by kind, if it counts them (every store of this crate does).
+    /// Defaults to `None`.
+    fn operation_counts(&self) -> Option<OperationCounts> {
+        None
+    }
 }
 
 #[async_trait]
@@ -279,5 +302,11 @@ impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
     }
     async fn lease(&self, key: &str) -> Result<Option<LeaseInfo>, StoreError> {
         (**self).lease(key).await
+    }
+    fn subscribe(&self, key: &str) -> Option<Wakeup> {
+        (**self).subscribe(key)
+    }
+    fn operation_counts(&self) -> Option<OperationCounts> {
+        (**self).operation_counts()
     }
 }

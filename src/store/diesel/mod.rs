@@ -10,7 +10,6 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,7 +19,7 @@ use self::pool::{LastError, Pools, with_pool};
 use self::url::Target;
 use super::MAX_KEY_BYTES;
 use super::cipher::KeyRing;
-use super::{LeaseInfo, StoreOptions, TokenStore, op};
+use super::{Counter, LeaseInfo, OperationCounts, StoreOptions, TokenStore, op};
 use crate::error::StoreError;
 use crate::record::{Generation, TokenRecord};
 use crate::redact::url as redact;
@@ -164,7 +163,8 @@ struct Inner {
     pools: Pools,
     describe: String,
     cipher: Option<KeyRing>,
-    queries: AtomicU64,
+    /// Operations by kind, and the statements they sent.
+    counter: Counter,
     connect_timeout: Duration,
     /// The bound of one operation ([`StoreOptions::operation_timeout`]).
     operation_timeout: Duration,
@@ -255,7 +255,7 @@ impl DieselStore {
                 pools,
                 describe,
                 cipher,
-                queries: AtomicU64::new(0),
+                counter: Counter::default(),
                 connect_timeout: options.connect_timeout,
                 operation_timeout,
                 session_timeout,
@@ -282,7 +282,7 @@ impl DieselStore {
     ///
     /// Tests use it to prove that serving requests from a cached token costs no query.
     pub fn query_count(&self) -> u64 {
-        self.inner.queries.load(Ordering::Relaxed)
+        self.inner.counter.round_trips()
     }
 
     /// The database this store talks to.
@@ -292,7 +292,7 @@ impl DieselStore {
     }
 
     fn count_query(&self) {
-        self.inner.queries.fetch_add(1, Ordering::Relaxed);
+        self.inner.counter.round_trip();
     }
 
     /// Runs an operation as a task of its own, so that a caller that gives up (a timeout, a dropped request) does
@@ -309,6 +309,7 @@ impl DieselStore {
         operation: &'static str,
         task: impl Future<Output = Result<T, StoreError>> + Send + 'static,
     ) -> Result<T, StoreError> {
+        self.inner.counter.operation(operation);
         self.spawned_within(Some(self.inner.operation_timeout), operation, task)
             .await
     }
@@ -427,5 +428,9 @@ impl TokenStore for DieselStore {
             this.generation_inner(key).await
         })
         .await
+    }
+
+    fn operation_counts(&self) -> Option<OperationCounts> {
+        Some(self.inner.counter.snapshot())
     }
 }

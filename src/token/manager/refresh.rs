@@ -19,6 +19,7 @@ use super::generation::Numbering;
 use super::{FlightResult, Inner, LoginSender, TokenManager};
 use crate::error::{StoreError, TokenError};
 use crate::record::{Generation, TokenRecord};
+use crate::store::Wakeup;
 use crate::token::ActiveToken;
 use crate::token::coalesce::{Flight, Join};
 
@@ -329,6 +330,8 @@ impl Inner {
         lease_wait: &mut Option<Instant>,
     ) -> Result<(Arc<ActiveToken>, Outcome), TokenError> {
         let mut newest = stale.max(self.cache.current.load().as_ref().map(|t| t.generation()));
+        // Taken before the first read, so that a save announced between that read and the wait is not missed.
+        let mut wakeup = self.store.subscribe(&self.key);
         let mut waited_since = Instant::now();
         let mut down = None;
         let mut row_locked;
@@ -377,7 +380,7 @@ impl Inner {
                 }
                 let pause =
                     self.settings.poll_interval + self.jitter.jitter(self.settings.poll_interval);
-                tokio::time::sleep(pause).await;
+                pause_or_wakeup(pause, wakeup.as_mut()).await;
             }
             match self.read(stale).await {
                 Read::Adopt(record) => return Ok(self.adopt(record)),
@@ -630,6 +633,20 @@ impl Inner {
                 }
             }
         });
+    }
+}
+
+/// Waits `pause`, or less if the store announces a save of the key meanwhile (the lease holder's new token). The
+/// poll stays: an announcement can be lost (a listening connection that dropped), and some stores make none.
+async fn pause_or_wakeup(pause: Duration, wakeup: Option<&mut Wakeup>) {
+    match wakeup {
+        Some(wakeup) => {
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = wakeup.saved() => debug!("woken by a save announced by the token store"),
+            }
+        }
+        None => tokio::time::sleep(pause).await,
     }
 }
 

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use super::{Standing, TokenManager};
 use crate::error::{LoginError, StoreError};
 use crate::record::{Generation, TokenRecord};
-use crate::store::{LeaseInfo, TokenStore, op};
+use crate::store::{LeaseInfo, OperationCounts, TokenStore, Wakeup, op};
 
 /// The names of the series reported with the `metrics` feature. Every series carries the label `credential`.
 pub mod names {
@@ -477,6 +477,14 @@ impl TokenStore for CountedStore {
         let result = self.store.stored_generation(key).await;
         self.counters.store_result(op::STORED_GENERATION, &result);
         result
+    }
+
+    fn subscribe(&self, key: &str) -> Option<Wakeup> {
+        self.store.subscribe(key)
+    }
+
+    fn operation_counts(&self) -> Option<OperationCounts> {
+        self.store.operation_counts()
     }
 }
 
