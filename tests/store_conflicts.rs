@@ -294,7 +294,7 @@ async fn release_while_the_store_is_away_is_retried_when_it_is_back() {
 }
 
 /// Another instance saved its token but has not released the lease yet (or cannot): a waiter adopts the token
-/// at its next poll instead of waiting for the release.
+/// when the store announces the save instead of waiting for the release.
 #[tokio::test(start_paused = true)]
 async fn waiter_adopts_a_fresh_token_while_the_lease_is_still_held() {
     let store = MemoryStore::new();
@@ -330,8 +330,8 @@ async fn waiter_adopts_a_fresh_token_while_the_lease_is_still_held() {
     assert_eq!(token.record().written_by, "slow-holder");
     assert_eq!(
         started.elapsed(),
-        Duration::from_millis(200),
-        "one poll later"
+        Duration::from_millis(150),
+        "at the save's announcement"
     );
     assert!(store.lease(&key).await.unwrap().unwrap().is_held());
     assert_eq!(login.attempts(), 1);
