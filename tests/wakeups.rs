@@ -13,9 +13,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use paynet_auth::record::{Generation, LoginMeta, TokenRecord};
 use paynet_auth::StoreError;
+use paynet_auth::record::{Generation, LoginMeta, TokenRecord};
 use paynet_auth::store::{DieselStore, LeaseInfo, StoreOptions, TokenStore, Wakeup};
 use paynet_auth::token::{LoginResponse, LoginSender};
 use support::db::{Fixture, unique_key};
@@ -161,7 +160,7 @@ fn gated_login(gate: Arc<Semaphore>) -> LoginSender {
             Ok(LoginResponse {
                 status: http::StatusCode::OK,
                 headers: http::HeaderMap::new(),
-                body: Bytes::from(body),
+                body,
             })
         })
     })
@@ -184,14 +183,20 @@ async fn a_save_by_another_store_wakes_its_keys_subscribers_and_a_refused_save_w
 
     assert!(saving.save(&key, &record(2)).await.unwrap());
     within("the wake-up of a save", woken.saved()).await;
-    assert!(!witness.has_saved(), "a save woke another key's subscribers");
+    assert!(
+        !witness.has_saved(),
+        "a save woke another key's subscribers"
+    );
 
     // Refused: an older generation. The witness's save comes after it, and notifications arrive in the order
     // their transactions committed: once the witness is woken, a notification of the refused save would be in.
     assert!(!saving.save(&key, &record(1)).await.unwrap());
     assert!(saving.save(&witness_key, &record(1)).await.unwrap());
     within("the wake-up of the witness's save", witness.saved()).await;
-    assert!(!woken.has_saved(), "a refused save woke its key's subscribers");
+    assert!(
+        !woken.has_saved(),
+        "a refused save woke its key's subscribers"
+    );
 
     drop((listening, saving));
     db.drop().await;
@@ -306,7 +311,9 @@ async fn waiting_instances_adopt_the_winners_token_when_its_save_is_announced() 
         let (token, adopted_at) = handle.await.unwrap();
         assert_eq!(token.unwrap().generation(), Generation(1));
         let after_save = adopted_at.saturating_duration_since(saved_by);
-        println!("wakeups: adopted {after_save:?} after the winner's save (poll interval {POLL:?})");
+        println!(
+            "wakeups: adopted {after_save:?} after the winner's save (poll interval {POLL:?})"
+        );
         assert!(
             after_save < POLL / 4,
             "adopted {after_save:?} after the save: by polling, not by the wake-up"
@@ -342,7 +349,10 @@ async fn a_dropped_listener_is_said_once_polling_carries_on_and_it_comes_back() 
     assert_eq!(listeners.len(), 1);
 
     db.server
-        .admin(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", db.name))
+        .admin(&format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS false",
+            db.name
+        ))
         .await;
     db.server
         .admin(&format!("SELECT pg_terminate_backend({})", listeners[0]))
@@ -395,13 +405,13 @@ async fn a_dropped_listener_is_said_once_polling_carries_on_and_it_comes_back() 
     assert_eq!(holding.await.unwrap().unwrap().generation(), Generation(1));
     assert_eq!(login.attempts(), 1);
     assert_eq!(waiter.stats().adoptions, 1);
-    assert!(
-        !wakeup.has_saved(),
-        "a wake-up while the listener was down"
-    );
+    assert!(!wakeup.has_saved(), "a wake-up while the listener was down");
 
     db.server
-        .admin(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", db.name))
+        .admin(&format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+            db.name
+        ))
         .await;
     // Back: the saves missed meanwhile are announced to every waiter as one wake-up.
     within("the listener's return", wakeup.saved()).await;

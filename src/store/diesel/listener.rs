@@ -43,7 +43,8 @@ const LAST_RETRY: Duration = Duration::from_secs(5);
 const CHECK_EVERY: Duration = Duration::from_secs(30);
 
 /// The registry: the listener of each connection target (the URL, TLS parameters included) in this process.
-static LISTENERS: LazyLock<Mutex<HashMap<String, Weak<Listener>>>> = LazyLock::new(Default::default);
+static LISTENERS: LazyLock<Mutex<HashMap<String, Weak<Listener>>>> =
+    LazyLock::new(Default::default);
 
 /// A store's access to the listener of its database.
 pub(super) struct Listening {
