@@ -5,7 +5,8 @@
 //! The rest is split by concern: `url` reads the URL, `tls` its TLS parameters (and connects with them), `pool`
 //! holds the connections, `rows` maps records to rows, `operations` runs the statements, `backend` is the contract
 //! of a database (its connection, statements and the steps that differ), which `postgres`, `sqlite` and `mysql`
-//! implement, `migrations` creates the tables, and `failure` sorts errors by what the caller should do.
+//! implement, `migrations` creates the tables, `failure` sorts errors by what the caller should do, and `listener`
+//! (PostgreSQL) turns the notifications of saves into wake-ups.
 
 use std::fmt;
 use std::future::Future;
@@ -19,13 +20,15 @@ use self::pool::{LastError, Pools, with_pool};
 use self::url::Target;
 use super::MAX_KEY_BYTES;
 use super::cipher::KeyRing;
-use super::{Counter, LeaseInfo, OperationCounts, StoreOptions, TokenStore, op};
+use super::{Counter, LeaseInfo, OperationCounts, StoreOptions, TokenStore, Wakeup, op};
 use crate::error::StoreError;
 use crate::record::{Generation, TokenRecord};
 use crate::redact::url as redact;
 
 mod backend;
 mod failure;
+#[cfg(feature = "postgres")]
+mod listener;
 mod migrations;
 #[cfg(feature = "mysql")]
 mod mysql;
@@ -171,6 +174,9 @@ struct Inner {
     /// The lock and statement timeouts set on every connection, a little shorter.
     session_timeout: Duration,
     last_connect_error: LastError,
+    /// PostgreSQL's way to its process-wide listener, for wake-ups; other databases have none (their waiters poll).
+    #[cfg(feature = "postgres")]
+    listening: Option<listener::Listening>,
 }
 
 /// Options that can only misbehave, refused before anything is opened.
@@ -226,6 +232,14 @@ impl DieselStore {
         let cipher = key_ring(&options)?;
         let describe = redact(url);
         let sink = LastError::default();
+        #[cfg(feature = "postgres")]
+        let listening = (target.backend == Backend::Postgres).then(|| {
+            listener::Listening::new(
+                target.address.clone(),
+                describe.clone(),
+                options.connect_timeout,
+            )
+        });
 
         let pools = match target.backend {
             #[cfg(feature = "postgres")]
@@ -260,6 +274,8 @@ impl DieselStore {
                 operation_timeout,
                 session_timeout,
                 last_connect_error: sink,
+                #[cfg(feature = "postgres")]
+                listening,
             }),
         })
     }
@@ -432,5 +448,17 @@ impl TokenStore for DieselStore {
 
     fn operation_counts(&self) -> Option<OperationCounts> {
         Some(self.inner.counter.snapshot())
+    }
+
+    /// On PostgreSQL, a subscription to the `NOTIFY` every save sends, heard on one `LISTEN` connection per
+    /// process and URL (made by the first subscription, shared by every store on that URL, closed with the last
+    /// of them). `None` on MySQL/MariaDB and SQLite, which have no notifications: their waiters poll.
+    fn subscribe(&self, key: &str) -> Option<Wakeup> {
+        #[cfg(feature = "postgres")]
+        if let Some(listening) = &self.inner.listening {
+            return listening.subscribe(key);
+        }
+        let _ = key;
+        None
     }
 }

@@ -1,5 +1,6 @@
-//! PostgreSQL as a [`DieselBackend`]: its statements (`$n` placeholders, `clock_timestamp()`), its save and lease in
-//! one conditional upsert each, and its migration under an advisory lock.
+//! PostgreSQL as a [`DieselBackend`]: its statements (`$n` placeholders, `clock_timestamp()`), its save (which also
+//! announces the save with `pg_notify`) and lease in one conditional upsert each, and its migration under an
+//! advisory lock.
 // Every time comes from the database's clock (UTC epoch milliseconds), so instances with skewed clocks agree on when
 // a lease ends.
 
@@ -17,15 +18,27 @@ use super::{Backend, DieselStore};
 use crate::error::StoreError;
 use crate::store::op;
 
-/// Insert, or replace a row of an older generation; 1 row affected iff written. Binds as [`bind_row!`].
+/// Insert, or replace a row of an older generation, and announce the key on [`SAVED_CHANNEL`] only when the row was
+/// written; 1 row (the `pg_notify` call's) iff written. Binds as [`bind_row!`]. One statement, so one implicit
+/// transaction: the notification is delivered when the row is committed, never before (a listener that reads the
+/// store on it finds the row) and never for a save that was refused or rolled back (an older generation, a
+/// serialization failure).
 const SAVE: &str = "\
+WITH saved AS (\
 INSERT INTO paynet_tokens (token, nonce, generation, obtained_at, expires_at, agent_id, terminal_id, user_id, \
 user_login, written_by, credential_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
 ON CONFLICT (credential_key) DO UPDATE SET token = excluded.token, nonce = excluded.nonce, \
 generation = excluded.generation, obtained_at = excluded.obtained_at, expires_at = excluded.expires_at, \
 agent_id = excluded.agent_id, terminal_id = excluded.terminal_id, user_id = excluded.user_id, \
 user_login = excluded.user_login, written_by = excluded.written_by \
-WHERE paynet_tokens.generation < excluded.generation";
+WHERE paynet_tokens.generation < excluded.generation \
+RETURNING credential_key) \
+SELECT pg_notify('paynet_auth_token_saved', credential_key) FROM saved";
+
+/// The channel every save is announced on, with the credential key as its payload; the listener
+/// (`listener.rs`) `LISTEN`s on it. One channel for every key, so that one listening connection serves every
+/// credential of a process; written out in [`SAVE`], which a test keeps in step with this.
+pub(super) const SAVED_CHANNEL: &str = "paynet_auth_token_saved";
 
 /// Insert the lease, or take it over if it ran out or is this owner's own; 1 row affected iff taken. Binds: name,
 /// ttl ms, owner. An owner may re-take its own lease: a process runs one refresh per key at a time, so a lease it
@@ -84,6 +97,7 @@ FROM paynet_lease WHERE name = $1";
         row: &NewRow,
     ) -> Result<bool, StoreError> {
         store.count_query();
+        // `execute` answers the rows the final SELECT returned: one `pg_notify` per row written.
         let written = bind_row!(SAVE, row)
             .execute(conn)
             .await
@@ -130,5 +144,15 @@ FROM paynet_lease WHERE name = $1";
                 result
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_save_announces_on_the_channel_the_listener_listens_on() {
+        assert!(SAVE.contains(&format!("pg_notify('{SAVED_CHANNEL}', credential_key)")));
     }
 }

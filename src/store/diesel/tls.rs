@@ -298,8 +298,25 @@ mod postgres {
         pub(in crate::store::diesel) async fn connect(
             &self,
         ) -> diesel::ConnectionResult<AsyncPgConnection> {
-            let (client, connection) = self
-                .config
+            self.connect_with(&self.config).await
+        }
+
+        /// A connection like [`connect`](Self::connect)'s that reports `application_name` to the server, whatever
+        /// the URL says: the listener's, which operators find by that name in `pg_stat_activity`.
+        pub(in crate::store::diesel) async fn connect_as(
+            &self,
+            application_name: &str,
+        ) -> diesel::ConnectionResult<AsyncPgConnection> {
+            let mut config = self.config.clone();
+            config.application_name(application_name);
+            self.connect_with(&config).await
+        }
+
+        async fn connect_with(
+            &self,
+            config: &tokio_postgres::Config,
+        ) -> diesel::ConnectionResult<AsyncPgConnection> {
+            let (client, connection) = config
                 .connect(self.tls.clone())
                 .await
                 .map_err(|error| self.failure(&error))?;
