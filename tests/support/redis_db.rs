@@ -181,7 +181,7 @@ impl RedisServer {
         server
     }
 
-    /// A server listening for TLS only, on its port, with `dir`'s `server.pem`, `server.key` and `ca.pem`;
+    /// A server listening for TLS only, on its port, with `dir`'s `server.crt`, `server.key` and `ca.pem`;
     /// clients must present a certificate when `client_auth` is set.
     pub fn start_tls(dir: &Path, client_auth: bool) -> Self {
         let port = free_port();
@@ -190,7 +190,7 @@ impl RedisServer {
             "--tls-port".to_owned(),
             port.to_string(),
             "--tls-cert-file".to_owned(),
-            file("server.pem"),
+            file("server.crt"),
             "--tls-key-file".to_owned(),
             file("server.key"),
             "--tls-ca-cert-file".to_owned(),

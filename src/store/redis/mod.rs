@@ -157,19 +157,32 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Runs one operation of `commands` round trips within the operation timeout, counting it, and sorts its error.
-    async fn run<T>(
-        &self,
-        operation: &'static str,
-        round_trips: u64,
-        task: impl Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, StoreError> {
+    /// Runs one operation (one command or script, sent by `attempt` on the connection it is given) within the
+    /// operation timeout, counting it, and sorts its error.
+    ///
+    /// An attempt that finds the connection broken (Redis restarted, or the network dropped it since the last
+    /// operation) is made once more: the `ConnectionManager` starts connecting again when it sees the failure, and
+    /// the second attempt waits for that connection. Every operation is safe to repeat: a save that did reach
+    /// the server is refused the second time (same generation), a lease is retaken by its own owner, a release and a
+    /// clear find nothing more to do.
+    async fn run<T, F, Fut>(&self, operation: &'static str, mut attempt: F) -> Result<T, StoreError>
+    where
+        F: FnMut(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
         self.inner.counter.operation(operation);
-        for _ in 0..round_trips {
+        let attempts = async {
             self.inner.counter.round_trip();
-        }
+            match attempt(self.connection()).await {
+                Err(error) if error.is_connection_dropped() || error.is_io_error() => {
+                    self.inner.counter.round_trip();
+                    attempt(self.connection()).await
+                }
+                done => done,
+            }
+        };
         let deadline = self.inner.operation_timeout;
-        match tokio::time::timeout(deadline, task).await {
+        match tokio::time::timeout(deadline, attempts).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(failure::sort(&self.inner.describe, operation, error)),
             Err(_) => Err(StoreError::Unavailable {
@@ -294,18 +307,17 @@ impl RedisStore {
         let (Some(token), Some(nonce)) = (field("token"), field("nonce")) else {
             return;
         };
-        let mut connection = self.connection();
         let generation = record.generation.0.to_string();
+        let mut invocation = scripts::RESEAL.key(token_key(key));
+        invocation
+            .arg(&generation)
+            .arg(old_nonce)
+            .arg(&token)
+            .arg(&nonce);
+        let invocation = &invocation;
         let resealed = self
-            .run(op::LOAD, 1, async {
-                scripts::RESEAL
-                    .key(token_key(key))
-                    .arg(&generation)
-                    .arg(old_nonce)
-                    .arg(&token)
-                    .arg(&nonce)
-                    .invoke_async::<i64>(&mut connection)
-                    .await
+            .run(op::LOAD, |mut connection| async move {
+                invocation.invoke_async::<i64>(&mut connection).await
             })
             .await;
         match resealed {
@@ -373,13 +385,10 @@ impl TokenStore for RedisStore {
 
     async fn load(&self, key: &str) -> Result<Option<TokenRecord>, StoreError> {
         check_length("credential key", key)?;
-        let mut connection = self.connection();
+        let command = &redis::cmd("HGETALL").arg(token_key(key)).to_owned();
         let fields: HashMap<String, String> = self
-            .run(op::LOAD, 1, async {
-                redis::cmd("HGETALL")
-                    .arg(token_key(key))
-                    .query_async(&mut connection)
-                    .await
+            .run(op::LOAD, |mut connection| async move {
+                command.query_async(&mut connection).await
             })
             .await?;
         let Some((record, reseal)) = self.decode(key, fields) else {
@@ -410,9 +419,11 @@ impl TokenStore for RedisStore {
         for (name, value) in &fields {
             invocation.arg(*name).arg(value.as_str());
         }
-        let mut connection = self.connection();
+        let invocation = &invocation;
         let written: i64 = self
-            .run(op::SAVE, 1, invocation.invoke_async(&mut connection))
+            .run(op::SAVE, |mut connection| async move {
+                invocation.invoke_async(&mut connection).await
+            })
             .await?;
         Ok(written == 1)
     }
@@ -423,16 +434,12 @@ impl TokenStore for RedisStore {
         // At least a millisecond: `PX 0` is refused by Redis.
         let ttl_ms =
             i64::try_from(ttl.as_millis()).map_or(MAX_TTL_MS, |ms| ms.clamp(1, MAX_TTL_MS));
-        let mut connection = self.connection();
+        let mut invocation = scripts::TRY_LEASE.key(lease_key(key));
+        invocation.key(lease_info_key(key)).arg(owner).arg(ttl_ms);
+        let invocation = &invocation;
         let taken: i64 = self
-            .run(op::TRY_LEASE, 1, async {
-                scripts::TRY_LEASE
-                    .key(lease_key(key))
-                    .key(lease_info_key(key))
-                    .arg(owner)
-                    .arg(ttl_ms)
-                    .invoke_async(&mut connection)
-                    .await
+            .run(op::TRY_LEASE, |mut connection| async move {
+                invocation.invoke_async(&mut connection).await
             })
             .await?;
         Ok(taken == 1)
@@ -441,14 +448,11 @@ impl TokenStore for RedisStore {
     async fn release(&self, key: &str, owner: &str) -> Result<(), StoreError> {
         check_length("credential key", key)?;
         check_length("lease owner", owner)?;
-        let mut connection = self.connection();
-        self.run(op::RELEASE, 1, async {
-            scripts::RELEASE
-                .key(lease_key(key))
-                .key(lease_info_key(key))
-                .arg(owner)
-                .invoke_async::<i64>(&mut connection)
-                .await
+        let mut invocation = scripts::RELEASE.key(lease_key(key));
+        invocation.key(lease_info_key(key)).arg(owner);
+        let invocation = &invocation;
+        self.run(op::RELEASE, |mut connection| async move {
+            invocation.invoke_async::<i64>(&mut connection).await
         })
         .await?;
         Ok(())
@@ -456,12 +460,9 @@ impl TokenStore for RedisStore {
 
     async fn clear(&self, key: &str) -> Result<(), StoreError> {
         check_length("credential key", key)?;
-        let mut connection = self.connection();
-        self.run(op::CLEAR, 1, async {
-            scripts::CLEAR
-                .key(token_key(key))
-                .invoke_async::<i64>(&mut connection)
-                .await
+        let invocation = &scripts::CLEAR.key(token_key(key));
+        self.run(op::CLEAR, |mut connection| async move {
+            invocation.invoke_async::<i64>(&mut connection).await
         })
         .await?;
         Ok(())
@@ -469,13 +470,10 @@ impl TokenStore for RedisStore {
 
     async fn lease(&self, key: &str) -> Result<Option<LeaseInfo>, StoreError> {
         check_length("credential key", key)?;
-        let mut connection = self.connection();
+        let invocation = &scripts::LEASE.key(lease_info_key(key));
         let info: Option<(String, i64, i64, i64)> = self
-            .run(op::LEASE, 1, async {
-                scripts::LEASE
-                    .key(lease_info_key(key))
-                    .invoke_async(&mut connection)
-                    .await
+            .run(op::LEASE, |mut connection| async move {
+                invocation.invoke_async(&mut connection).await
             })
             .await?;
         Ok(info.map(|(holder, acquired_at, expires_at, now)| {
@@ -485,14 +483,13 @@ impl TokenStore for RedisStore {
 
     async fn stored_generation(&self, key: &str) -> Result<Option<Generation>, StoreError> {
         check_length("credential key", key)?;
-        let mut connection = self.connection();
+        let command = &redis::cmd("HGET")
+            .arg(token_key(key))
+            .arg("generation")
+            .to_owned();
         let stored: Option<u64> = self
-            .run(op::STORED_GENERATION, 1, async {
-                redis::cmd("HGET")
-                    .arg(token_key(key))
-                    .arg("generation")
-                    .query_async(&mut connection)
-                    .await
+            .run(op::STORED_GENERATION, |mut connection| async move {
+                command.query_async(&mut connection).await
             })
             .await?;
         Ok(stored.map(Generation))
