@@ -78,7 +78,7 @@ pub(super) fn parse(url: &str) -> Result<Address, StoreError> {
 
     let client = if has_tls_files {
         let root_cert = rootcert
-            .map(|path| read_pem("sslrootcert", &path, |p| crate::tls::read_certificates(p)))
+            .map(|path| read_pem("sslrootcert", &path, crate::tls::read_certificates))
             .transpose()?;
         let client_tls = match (cert, key) {
             (Some(cert), Some(key)) => {
