@@ -291,8 +291,8 @@ impl LoginError {
 /// use paynet_auth::store::{StoreOptions, connect};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let Err(error) = connect("redis://cache.internal", StoreOptions::default()).await else {
-///     panic!("redis is not a token store");
+/// let Err(error) = connect("mongodb://cache.internal", StoreOptions::default()).await else {
+///     panic!("mongodb is not a token store");
 /// };
 /// assert!(matches!(error, StoreError::Config(_)));
 /// assert!(!error.is_conflict() && !error.is_unavailable());
@@ -639,11 +639,11 @@ pub enum PolicySetError {
 ///     "username": "username_17627_56530",
 ///     "password": "secret",
 ///     "terminal_id": 4027096,
-///     "store": { "url": "redis://cache.internal" },
+///     "store": { "url": "mongodb://cache.internal" },
 /// }))
 /// .unwrap();
 /// let error = Configured::open(&Config::from(config)).await.unwrap_err();
-/// assert!(matches!(&error, SetupError::Store { url, source: StoreError::Config(_) } if url == "redis://cache.internal"));
+/// assert!(matches!(&error, SetupError::Store { url, source: StoreError::Config(_) } if url == "mongodb://cache.internal"));
 /// # }
 /// ```
 #[derive(Debug, thiserror::Error)]

@@ -1,10 +1,16 @@
-//! The diesel token store against real databases: PostgreSQL (`PAYNET_TEST_POSTGRES_URL`, default
+//! The token stores against real servers: the diesel store on PostgreSQL (`PAYNET_TEST_POSTGRES_URL`, default
 //! `postgres://postgres@127.0.0.1:5432/test`), MariaDB/MySQL (`PAYNET_TEST_MYSQL_URL`, default
-//! `mysql://root@127.0.0.1:3306/test`) and SQLite in temporary directories.
+//! `mysql://root@127.0.0.1:3306/test`) and SQLite in temporary directories, and the Redis store
+//! (`PAYNET_TEST_REDIS_URL`, default `redis://127.0.0.1:6379/0`).
 //!
 //! These tests fail, rather than skip, when a server is unreachable. Every test uses credential keys of its own, so
 //! they share the server databases safely and in parallel.
-#![cfg(all(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+#![cfg(all(
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "mysql",
+    feature = "redis"
+))]
 
 mod support;
 
@@ -19,6 +25,7 @@ use secrecy::ExposeSecret;
 use support::db::{Fixture, Raw, encryption_key, mysql_url, on_raw, postgres_url, unique_key};
 use support::logs::Captured;
 use support::proxy::{Proxy, host_port};
+use support::redis_db::RedisFixture;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Helpers
@@ -46,14 +53,23 @@ fn assert_same(loaded: &TokenRecord, expected: &TokenRecord) {
 // ---------------------------------------------------------------------------------------------------------------
 // The cases, written once and run on every backend.
 
-/// Runs each case on every backend: a module per backend (`postgres`, `mysql`, `sqlite`) holding one test per case,
-/// named after it, whose body runs with its parameter bound to that backend's [`Fixture`]. A case is written once,
-/// with the test attribute it runs under.
+/// Runs each case on every store: a module per backend (`postgres`, `mysql`, `sqlite`, `redis`) holding one test
+/// per case, named after it, whose body runs with its parameter bound to that backend's fixture (a [`Fixture`], or
+/// a [`RedisFixture`] with the same methods). A case is written once, with the test attribute it runs under.
 macro_rules! on_every_backend {
     ($($(#[$attr:meta])* async fn $case:ident($db:ident: Fixture) $body:block)*) => {
-        on_every_backend!(@backend postgres, Fixture::postgres(), $($(#[$attr])* async fn $case($db) $body)*);
-        on_every_backend!(@backend mysql, Fixture::mysql(), $($(#[$attr])* async fn $case($db) $body)*);
-        on_every_backend!(@backend sqlite, Fixture::sqlite(), $($(#[$attr])* async fn $case($db) $body)*);
+        on_every_sql_backend!($($(#[$attr])* async fn $case($db: Fixture) $body)*);
+        on_every_sql_backend!(@backend redis, RedisFixture::shared(), $($(#[$attr])* async fn $case($db) $body)*);
+    };
+}
+
+/// The same over the SQL backends only, for what only a database has (migrations, statements, the diesel store's
+/// own methods).
+macro_rules! on_every_sql_backend {
+    ($($(#[$attr:meta])* async fn $case:ident($db:ident: Fixture) $body:block)*) => {
+        on_every_sql_backend!(@backend postgres, Fixture::postgres(), $($(#[$attr])* async fn $case($db) $body)*);
+        on_every_sql_backend!(@backend mysql, Fixture::mysql(), $($(#[$attr])* async fn $case($db) $body)*);
+        on_every_sql_backend!(@backend sqlite, Fixture::sqlite(), $($(#[$attr])* async fn $case($db) $body)*);
     };
     (@backend $backend:ident, $fixture:expr, $($(#[$attr:meta])* async fn $case:ident($db:ident) $body:block)*) => {
         mod $backend {
@@ -61,7 +77,7 @@ macro_rules! on_every_backend {
             $(
                 $(#[$attr])*
                 async fn $case() {
-                    let $db: Fixture = $fixture;
+                    let $db = $fixture;
                     $body
                 }
             )*
@@ -526,209 +542,217 @@ on_every_backend! {
         assert!(!logs.contains("Rotated-T0ken"), "{logs}");
     }
 
-    /// On a plain (current-thread) runtime, where diesel-async's own migration harness would panic.
-    #[tokio::test]
-    async fn migrate_on_current_thread_runtime(server: Fixture) {
-        let db = server.empty().await;
-        db.plain_store().await.migrate().await.unwrap();
-        db.drop_database(&server).await;
-    }
+}
 
-    #[tokio::test]
-    async fn reports_backend(db: Fixture) {
-        let store = db.plain_store().await;
-        assert_eq!(store.backend(), backend_of(&db));
-    }
+/// Cases of what only a database has; a module of their own, beside the `postgres`, `mysql` and `sqlite` modules of
+/// the cases above.
+mod sql_only {
+    use super::*;
+    on_every_sql_backend! {
+        /// On a plain (current-thread) runtime, where diesel-async's own migration harness would panic.
+        #[tokio::test]
+        async fn migrate_on_current_thread_runtime(server: Fixture) {
+            let db = server.empty().await;
+            db.plain_store().await.migrate().await.unwrap();
+            db.drop_database(&server).await;
+        }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn migrations_idempotent(db: Fixture) {
-        let store = db.plain_store().await; // migrated once
-        store.migrate().await.unwrap();
-        store.migrate().await.unwrap();
-        // Another instance migrating the same database, concurrently.
-        let other = DieselStore::connect(&db.url, StoreOptions::default())
-            .await
-            .unwrap();
-        let (a, b) = tokio::join!(store.migrate(), other.migrate());
-        a.unwrap();
-        b.unwrap();
-        let key = unique_key("migrations");
-        assert!(other.save(&key, &record(1, "t")).await.unwrap());
-        assert!(store.load(&key).await.unwrap().is_some());
-    }
+        #[tokio::test]
+        async fn reports_backend(db: Fixture) {
+            let store = db.plain_store().await;
+            assert_eq!(store.backend(), backend_of(&db));
+        }
 
-    /// `migrate` takes the migration lock that a concurrent migrator (another instance) holds, and waits for it.
-    /// (Concurrent first migrations rarely overlap in a test, since servers accept connections one at a time; this
-    /// proves the serialisation deterministically.)
-    #[tokio::test]
-    async fn migrate_waits_for_another_migrator(db: Fixture) {
-        use diesel_async::SimpleAsyncConnection;
-        let store = db.plain_store().await;
-        let mut raw = db.raw().await;
-        let (lock, unlock) = match raw {
-            // The store's advisory lock key, b"paynetmg" as a big-endian i64.
-            Raw::Postgres(_) => (
-                "SELECT pg_advisory_lock(8097887120044354919)",
-                "SELECT pg_advisory_unlock(8097887120044354919)",
-            ),
-            Raw::Mysql(_) => (
-                "DO GET_LOCK('paynet_auth_migrations', 10)",
-                "DO RELEASE_LOCK('paynet_auth_migrations')",
-            ),
-            Raw::Sqlite(_) => ("BEGIN EXCLUSIVE", "COMMIT"),
-        };
-        on_raw!(&mut raw, |conn| conn.batch_execute(lock).await.unwrap());
-        let migrating = tokio::spawn({
-            let store = store.clone();
-            async move { store.migrate().await }
-        });
-        if let Raw::Sqlite(_) = raw {
-            // SQLite shows no one waiting for a lock; what shows that the migrator waited is that it gives up,
-            // after the connection's busy timeout, while the lock is still held. One that did not wait would find
-            // every migration applied and succeed.
-            let error = tokio::time::timeout(Duration::from_secs(30), migrating)
-                .await
-                .expect("migrate gives up after the busy timeout")
-                .unwrap()
-                .expect_err("migrate cannot succeed while another migrator holds the lock");
-            let message = paynet_auth::error::Chain(&error).to_string();
-            assert!(message.contains("locked"), "{message}");
-            on_raw!(&mut raw, |conn| conn.batch_execute(unlock).await.unwrap());
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn migrations_idempotent(db: Fixture) {
+            let store = db.plain_store().await; // migrated once
             store.migrate().await.unwrap();
-            return;
+            store.migrate().await.unwrap();
+            // Another instance migrating the same database, concurrently.
+            let other = DieselStore::connect(&db.url, StoreOptions::default())
+                .await
+                .unwrap();
+            let (a, b) = tokio::join!(store.migrate(), other.migrate());
+            a.unwrap();
+            b.unwrap();
+            let key = unique_key("migrations");
+            assert!(other.save(&key, &record(1, "t")).await.unwrap());
+            assert!(store.load(&key).await.unwrap().is_some());
         }
-        // The server shows the migrator waiting for the lock: poll its lock table until it does.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while raw.migration_lock_waiters().await == 0 {
-            assert!(
-                !migrating.is_finished(),
-                "migrate finished without waiting for the migration lock"
-            );
-            assert!(
-                Instant::now() < deadline,
-                "migrate never waited for the lock"
-            );
-            tokio::task::yield_now().await;
+
+        /// `migrate` takes the migration lock that a concurrent migrator (another instance) holds, and waits for it.
+        /// (Concurrent first migrations rarely overlap in a test, since servers accept connections one at a time; this
+        /// proves the serialisation deterministically.)
+        #[tokio::test]
+        async fn migrate_waits_for_another_migrator(db: Fixture) {
+            use diesel_async::SimpleAsyncConnection;
+            let store = db.plain_store().await;
+            let mut raw = db.raw().await;
+            let (lock, unlock) = match raw {
+                // The store's advisory lock key, b"paynetmg" as a big-endian i64.
+                Raw::Postgres(_) => (
+                    "SELECT pg_advisory_lock(8097887120044354919)",
+                    "SELECT pg_advisory_unlock(8097887120044354919)",
+                ),
+                Raw::Mysql(_) => (
+                    "DO GET_LOCK('paynet_auth_migrations', 10)",
+                    "DO RELEASE_LOCK('paynet_auth_migrations')",
+                ),
+                Raw::Sqlite(_) => ("BEGIN EXCLUSIVE", "COMMIT"),
+            };
+            on_raw!(&mut raw, |conn| conn.batch_execute(lock).await.unwrap());
+            let migrating = tokio::spawn({
+                let store = store.clone();
+                async move { store.migrate().await }
+            });
+            if let Raw::Sqlite(_) = raw {
+                // SQLite shows no one waiting for a lock; what shows that the migrator waited is that it gives up,
+                // after the connection's busy timeout, while the lock is still held. One that did not wait would find
+                // every migration applied and succeed.
+                let error = tokio::time::timeout(Duration::from_secs(30), migrating)
+                    .await
+                    .expect("migrate gives up after the busy timeout")
+                    .unwrap()
+                    .expect_err("migrate cannot succeed while another migrator holds the lock");
+                let message = paynet_auth::error::Chain(&error).to_string();
+                assert!(message.contains("locked"), "{message}");
+                on_raw!(&mut raw, |conn| conn.batch_execute(unlock).await.unwrap());
+                store.migrate().await.unwrap();
+                return;
+            }
+            // The server shows the migrator waiting for the lock: poll its lock table until it does.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while raw.migration_lock_waiters().await == 0 {
+                assert!(
+                    !migrating.is_finished(),
+                    "migrate finished without waiting for the migration lock"
+                );
+                assert!(
+                    Instant::now() < deadline,
+                    "migrate never waited for the lock"
+                );
+                tokio::task::yield_now().await;
+            }
+            assert!(!migrating.is_finished());
+            on_raw!(&mut raw, |conn| conn.batch_execute(unlock).await.unwrap());
+            tokio::time::timeout(Duration::from_secs(10), migrating)
+                .await
+                .expect("migrate finishes once the lock is free")
+                .unwrap()
+                .unwrap();
         }
-        assert!(!migrating.is_finished());
-        on_raw!(&mut raw, |conn| conn.batch_execute(unlock).await.unwrap());
-        tokio::time::timeout(Duration::from_secs(10), migrating)
-            .await
-            .expect("migrate finishes once the lock is free")
-            .unwrap()
-            .unwrap();
-    }
 
-    #[tokio::test]
-    async fn query_count(db: Fixture) {
-        let store = db.plain_store().await;
-        let mysql = store.backend() == Backend::Mysql;
-        let key = unique_key("query_count");
-        let before = store.query_count();
-        let mut expect = before;
-        let mut step = |n: u64, label: &str, store: &DieselStore| {
-            expect += n;
-            assert_eq!(store.query_count(), expect, "after {label}");
-        };
+        #[tokio::test]
+        async fn query_count(db: Fixture) {
+            let store = db.plain_store().await;
+            let mysql = store.backend() == Backend::Mysql;
+            let key = unique_key("query_count");
+            let before = store.query_count();
+            let mut expect = before;
+            let mut step = |n: u64, label: &str, store: &DieselStore| {
+                expect += n;
+                assert_eq!(store.query_count(), expect, "after {label}");
+            };
 
-        store.load(&key).await.unwrap();
-        step(1, "load", &store);
-        store.save(&key, &record(1, "a")).await.unwrap();
-        // MySQL: an UPDATE that finds no row, then the INSERT.
-        step(if mysql { 2 } else { 1 }, "first save", &store);
-        store.save(&key, &record(2, "b")).await.unwrap();
-        step(1, "newer save", &store);
-        assert!(!store.save(&key, &record(2, "c")).await.unwrap());
-        // MySQL: UPDATE (no), INSERT (duplicate), UPDATE again (no).
-        step(if mysql { 3 } else { 1 }, "refused save", &store);
-        assert!(
-            store
-                .try_lease(&key, "a", Duration::from_secs(30))
+            store.load(&key).await.unwrap();
+            step(1, "load", &store);
+            store.save(&key, &record(1, "a")).await.unwrap();
+            // MySQL: an UPDATE that finds no row, then the INSERT.
+            step(if mysql { 2 } else { 1 }, "first save", &store);
+            store.save(&key, &record(2, "b")).await.unwrap();
+            step(1, "newer save", &store);
+            assert!(!store.save(&key, &record(2, "c")).await.unwrap());
+            // MySQL: UPDATE (no), INSERT (duplicate), UPDATE again (no).
+            step(if mysql { 3 } else { 1 }, "refused save", &store);
+            assert!(
+                store
+                    .try_lease(&key, "a", Duration::from_secs(30))
+                    .await
+                    .unwrap()
+            );
+            step(if mysql { 2 } else { 1 }, "first lease", &store);
+            assert!(
+                !store
+                    .try_lease(&key, "b", Duration::from_secs(30))
+                    .await
+                    .unwrap()
+            );
+            step(if mysql { 2 } else { 1 }, "held lease", &store);
+            store.release(&key, "a").await.unwrap();
+            step(1, "release", &store);
+            assert!(
+                store
+                    .try_lease(&key, "b", Duration::from_secs(30))
+                    .await
+                    .unwrap()
+            );
+            step(1, "lease taken over", &store);
+            store.clear(&key).await.unwrap();
+            step(1, "clear", &store);
+
+            // Clones share the counter; migrate is not counted.
+            let clone = store.clone();
+            clone.load(&key).await.unwrap();
+            step(1, "load through a clone", &store);
+            store.migrate().await.unwrap();
+            step(0, "migrate", &store);
+        }
+
+        #[tokio::test]
+        async fn unreachable(db: Fixture) {
+            let url = unreachable_url(&db);
+            let timeout = Duration::from_millis(800);
+            let options = StoreOptions {
+                connect_timeout: timeout,
+                ..StoreOptions::default()
+            };
+            // Degraded start: connecting does not need the database.
+            let store = DieselStore::connect(url, options.clone()).await.unwrap();
+            assert!(!store.describe().contains("hunter2"));
+
+            let started = Instant::now();
+            let err = store.load("k").await.unwrap_err();
+            let elapsed = started.elapsed();
+            assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+            assert!(
+                elapsed < timeout + Duration::from_secs(2),
+                "took {elapsed:?}"
+            );
+            let message = paynet_auth::error::Chain(&err).to_string();
+            assert!(!message.contains("hunter2"), "{message}");
+            assert!(message.contains(&store.describe()), "{message}");
+            // bb8 itself only says "timed out"; the store adds the connection error behind it.
+            assert!(message.contains("last error"), "{message}");
+
+            assert!(matches!(
+                store.save("k", &record(1, "t")).await,
+                Err(StoreError::Unavailable { .. })
+            ));
+            assert!(matches!(
+                store.try_lease("k", "a", Duration::from_secs(1)).await,
+                Err(StoreError::Unavailable { .. })
+            ));
+            assert!(matches!(
+                store.release("k", "a").await,
+                Err(StoreError::Unavailable { .. })
+            ));
+            assert!(matches!(
+                store.clear("k").await,
+                Err(StoreError::Unavailable { .. })
+            ));
+            assert!(matches!(
+                store.migrate().await,
+                Err(StoreError::Unavailable { .. })
+            ));
+            assert_eq!(store.query_count(), 0);
+
+            // The dispatching `connect` migrates, so it reports the outage.
+            let err = store::connect(url, options)
                 .await
-                .unwrap()
-        );
-        step(if mysql { 2 } else { 1 }, "first lease", &store);
-        assert!(
-            !store
-                .try_lease(&key, "b", Duration::from_secs(30))
-                .await
-                .unwrap()
-        );
-        step(if mysql { 2 } else { 1 }, "held lease", &store);
-        store.release(&key, "a").await.unwrap();
-        step(1, "release", &store);
-        assert!(
-            store
-                .try_lease(&key, "b", Duration::from_secs(30))
-                .await
-                .unwrap()
-        );
-        step(1, "lease taken over", &store);
-        store.clear(&key).await.unwrap();
-        step(1, "clear", &store);
-
-        // Clones share the counter; migrate is not counted.
-        let clone = store.clone();
-        clone.load(&key).await.unwrap();
-        step(1, "load through a clone", &store);
-        store.migrate().await.unwrap();
-        step(0, "migrate", &store);
-    }
-
-    #[tokio::test]
-    async fn unreachable(db: Fixture) {
-        let url = unreachable_url(&db);
-        let timeout = Duration::from_millis(800);
-        let options = StoreOptions {
-            connect_timeout: timeout,
-            ..StoreOptions::default()
-        };
-        // Degraded start: connecting does not need the database.
-        let store = DieselStore::connect(url, options.clone()).await.unwrap();
-        assert!(!store.describe().contains("hunter2"));
-
-        let started = Instant::now();
-        let err = store.load("k").await.unwrap_err();
-        let elapsed = started.elapsed();
-        assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
-        assert!(
-            elapsed < timeout + Duration::from_secs(2),
-            "took {elapsed:?}"
-        );
-        let message = paynet_auth::error::Chain(&err).to_string();
-        assert!(!message.contains("hunter2"), "{message}");
-        assert!(message.contains(&store.describe()), "{message}");
-        // bb8 itself only says "timed out"; the store adds the connection error behind it.
-        assert!(message.contains("last error"), "{message}");
-
-        assert!(matches!(
-            store.save("k", &record(1, "t")).await,
-            Err(StoreError::Unavailable { .. })
-        ));
-        assert!(matches!(
-            store.try_lease("k", "a", Duration::from_secs(1)).await,
-            Err(StoreError::Unavailable { .. })
-        ));
-        assert!(matches!(
-            store.release("k", "a").await,
-            Err(StoreError::Unavailable { .. })
-        ));
-        assert!(matches!(
-            store.clear("k").await,
-            Err(StoreError::Unavailable { .. })
-        ));
-        assert!(matches!(
-            store.migrate().await,
-            Err(StoreError::Unavailable { .. })
-        ));
-        assert_eq!(store.query_count(), 0);
-
-        // The dispatching `connect` migrates, so it reports the outage.
-        let err = store::connect(url, options)
-            .await
-            .err()
-            .expect("no database");
-        assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+                .err()
+                .expect("no database");
+            assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+        }
     }
 }
 
@@ -913,13 +937,19 @@ async fn connect_dispatches_on_scheme() {
             .unwrap()
     );
 
-    let err = store::connect("redis://user:hunter2@host/0", StoreOptions::default())
+    // Redis needs no migration: the store opens without a connection, and says where it is without the password.
+    let redis = store::connect("redis://:hunter2@127.0.0.1:1/3", StoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(redis.describe(), "redis://:****@127.0.0.1:1/3");
+
+    let err = store::connect("mongodb://user:hunter2@host/0", StoreOptions::default())
         .await
         .err()
         .unwrap();
     assert!(matches!(err, StoreError::Config(_)), "{err:?}");
     assert!(
-        err.to_string().contains("`redis`") && !err.to_string().contains("hunter2"),
+        err.to_string().contains("`mongodb`") && !err.to_string().contains("hunter2"),
         "{err}"
     );
     assert!(matches!(

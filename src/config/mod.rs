@@ -591,8 +591,8 @@ pub enum TokenFieldConfig {
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// `sqlite://path`, `sqlite::memory:`, `postgres://…`, `mysql://…` or `memory:`. Defaults to
-    /// [`DEFAULT_STORE_URL`].
+    /// `sqlite://path`, `sqlite::memory:`, `postgres://…`, `mysql://…`, `redis://host:6379/N`, `rediss://…` (TLS)
+    /// or `memory:`. Defaults to [`DEFAULT_STORE_URL`].
     #[serde(default = "default_store_url")]
     pub url: String,
     /// Base64 of 32 bytes: the token is stored encrypted (AES-256-GCM). Defaults to none (plaintext, with a
@@ -604,7 +604,8 @@ pub struct StoreConfig {
     /// Empty entries are ignored.
     #[serde(default)]
     pub previous_encryption_keys: Vec<SecretString>,
-    /// Connections in the pool. Defaults to 8.
+    /// Connections in the pool. Defaults to 8. A Redis store has no pool (one multiplexed connection) and does not
+    /// use it.
     #[serde(default = "default_pool_size")]
     pub pool_size: u32,
     /// How long an operation waits for a database connection before it fails. Defaults to 5 s. Also the default

@@ -1,5 +1,7 @@
 //! Encryption of tokens at rest: AES-256-GCM with the credential key as associated data, under a key ring of one
-//! current key (that every save uses) and previous keys (that still open rows, during a key rotation).
+//! current key (that every save uses) and previous keys (that still open rows, during a key rotation); and the
+//! stored form of a token that every store shares ([`seal_column`], [`open_column`]), so that a token reads the
+//! same, and a row is refused for the same reasons, in SQL and in Redis.
 
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -9,6 +11,95 @@ use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::error::StoreError;
+
+/// The `token` column (or Redis field) of a cleared row. No login hands out an empty token (the sources refuse
+/// one), and with encryption a real row holds base64 of at least the 16-byte tag.
+pub(super) const TOMBSTONE: &str = "";
+
+/// The `nonce` of a plaintext token stored as base64 because it holds a NUL byte, which PostgreSQL's `TEXT` cannot
+/// hold (every store keeps such a token this way, so that a row reads the same everywhere). No real nonce looks like
+/// it: those are base64 of 12 bytes. A version of this library that does not know the mark reads the row as
+/// "encrypted without a key", that is as absent, and logs in again.
+const PLAIN_BASE64: &str = "plaintext-base64";
+
+/// A token as it is stored: sealed under the current key of `ring` if there is one, else in plaintext (base64 with
+/// the [`PLAIN_BASE64`] mark when it holds a NUL byte). Returns the `token` and `nonce` columns.
+pub(super) fn seal_column(
+    ring: Option<&KeyRing>,
+    store_key: &str,
+    plaintext: &str,
+) -> Result<(String, Option<String>), aes_gcm::Error> {
+    Ok(match ring {
+        Some(ring) => {
+            let sealed = ring.seal(store_key, plaintext)?;
+            (sealed.ciphertext, Some(sealed.nonce))
+        }
+        None if plaintext.contains('\0') => {
+            (STANDARD.encode(plaintext), Some(PLAIN_BASE64.to_owned()))
+        }
+        None => (plaintext.to_owned(), None),
+    })
+}
+
+/// The token of a stored row, opened with `ring` when the row is sealed, and the row's nonce when it opened only
+/// under a previous key (to seal it again under the current one); or why the row cannot be used (never the token,
+/// the nonce or a key).
+pub(super) fn open_column(
+    ring: Option<&KeyRing>,
+    store_key: &str,
+    token: String,
+    nonce: Option<&str>,
+) -> Result<(SecretString, Option<String>), &'static str> {
+    match (nonce, ring) {
+        (Some(nonce), None) if nonce == PLAIN_BASE64 => {
+            let decoded = STANDARD
+                .decode(token.as_bytes())
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok());
+            match decoded {
+                Some(token) => Ok((SecretString::from(token), None)),
+                None => Err("it is marked as base64 plaintext but is not base64 of UTF-8 text"),
+            }
+        }
+        // As a plaintext row without a nonce: nothing authenticates it.
+        (Some(nonce), Some(_)) if nonce == PLAIN_BASE64 => Err(
+            "it is in plaintext (base64) although an encryption key is configured, so nothing \
+             authenticates it",
+        ),
+        (Some(nonce), Some(ring)) => match ring.open(store_key, &token, nonce) {
+            Opened::Current(token) => Ok((token, None)),
+            Opened::Previous(token) => Ok((token, Some(nonce.to_owned()))),
+            Opened::Unauthenticated => Err(
+                "it does not decrypt with the encryption key or a previous one (another key, a tampered \
+                 row, or a row copied from another store key)",
+            ),
+        },
+        (Some(_), None) => Err("it is encrypted but no encryption key is configured"),
+        // With a key configured, a row without a nonce has no authentication at all: anyone able to write the
+        // table could plant a token this way, so it is never trusted.
+        (None, Some(_)) => Err(
+            "it is in plaintext (no nonce) although an encryption key is configured, so nothing \
+             authenticates it",
+        ),
+        (None, None) => Ok((SecretString::from(token), None)),
+    }
+}
+
+/// The key ring of `options`, if tokens are to be encrypted; previous keys without a current one are refused, since
+/// rows under them would be read and new ones written in plaintext.
+pub(super) fn key_ring(options: &super::StoreOptions) -> Result<Option<KeyRing>, StoreError> {
+    match &options.encryption_key {
+        Some(current) => {
+            KeyRing::from_base64(current, &options.previous_encryption_keys).map(Some)
+        }
+        None if !options.previous_encryption_keys.is_empty() => Err(StoreError::Config(
+            "previous_encryption_keys are set but encryption_key is not: rows under a previous key would be \
+             read and new ones written in plaintext"
+                .into(),
+        )),
+        None => Ok(None),
+    }
+}
 
 /// A token as it is written to the `token` and `nonce` columns.
 pub(super) struct Sealed {

@@ -120,6 +120,7 @@ impl Counter {
     }
 
     /// The round trips so far.
+    #[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
     pub(crate) fn round_trips(&self) -> u64 {
         self.round_trips.load(Ordering::Relaxed)
     }

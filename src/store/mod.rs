@@ -1,5 +1,5 @@
-//! Where tokens and the refresh lease live: the [`TokenStore`] trait, the in-memory [`MemoryStore`], and (with a
-//! database feature) the diesel-async [`DieselStore`].
+//! Where tokens and the refresh lease live: the [`TokenStore`] trait, the in-memory [`MemoryStore`], (with a
+//! database feature) the diesel-async [`DieselStore`], and (with the feature `redis`) the `RedisStore`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,13 +11,20 @@ use crate::record::{Generation, TokenRecord};
 
 // Gated on the backends rather than on `diesel-store`, which they all enable: without a backend there is no
 // database to talk to, so none of this code could run.
-#[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
+#[cfg(any(
+    feature = "postgres",
+    feature = "sqlite",
+    feature = "mysql",
+    feature = "redis"
+))]
 mod cipher;
 mod counts;
 #[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
 mod diesel;
 mod memory;
 pub(crate) mod op;
+#[cfg(feature = "redis")]
+mod redis;
 #[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
 mod schema;
 mod wakeup;
@@ -27,6 +34,8 @@ pub use self::counts::OperationCounts;
 #[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
 pub use self::diesel::{Backend, DieselStore};
 pub use self::memory::MemoryStore;
+#[cfg(feature = "redis")]
+pub use self::redis::RedisStore;
 pub use self::wakeup::Wakeup;
 pub(crate) use self::wakeup::Wakeups;
 
@@ -90,6 +99,12 @@ impl Default for StoreOptions {
     }
 }
 
+/// Whether a store URL names a Redis store (`redis://` or `rediss://`), whatever the build's features.
+pub(crate) fn is_redis_url(url: &str) -> bool {
+    let scheme = url.trim().split_once("://").map(|(scheme, _)| scheme);
+    matches!(scheme, Some(s) if s.eq_ignore_ascii_case("redis") || s.eq_ignore_ascii_case("rediss"))
+}
+
 /// Whether a store URL names a [`MemoryStore`] (`memory:` or `memory://`) rather than a database.
 pub(crate) fn is_memory_url(url: &str) -> bool {
     matches!(url.trim(), "memory:" | "memory://")
@@ -101,14 +116,24 @@ pub(crate) fn is_memory_url(url: &str) -> bool {
 /// share a row).
 pub(crate) const MAX_KEY_BYTES: usize = 255;
 
-/// Opens the store a URL names: `memory:` for a [`MemoryStore`], otherwise a database (see `DieselStore` for the
-/// URL forms), whose tables are then created if missing.
+/// Opens the store a URL names: `memory:` for a [`MemoryStore`], `redis://` or `rediss://` for a `RedisStore`
+/// (feature `redis`; nothing to create), otherwise a database (see `DieselStore` for the URL forms), whose tables
+/// are then created if missing.
 ///
 /// Unlike `DieselStore::connect`, this fails when the database cannot be reached now (the migrations need it). A
 /// service that must start while its database is down can call `DieselStore::connect` and `migrate` later itself.
+/// A Redis store needs no migration, so it opens while Redis is down, as `RedisStore::connect` does.
 pub async fn connect(url: &str, options: StoreOptions) -> Result<Arc<dyn TokenStore>, StoreError> {
     if is_memory_url(url) {
         return Ok(Arc::new(MemoryStore::new()));
+    }
+    if is_redis_url(url) {
+        #[cfg(feature = "redis")]
+        return Ok(Arc::new(RedisStore::connect(url, options).await?));
+        #[cfg(not(feature = "redis"))]
+        return Err(StoreError::Config(
+            "the token store URL is for Redis, but paynet-auth was built without its `redis` feature".into(),
+        ));
     }
     #[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
     {

@@ -17,6 +17,13 @@ pub mod fleet;
 pub mod logs;
 #[cfg(feature = "diesel-store")]
 pub mod proxy;
+#[cfg(all(
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "mysql",
+    feature = "redis"
+))]
+pub mod redis_db;
 pub mod switched;
 
 pub const USERNAME: &str = "username_17627_56530";

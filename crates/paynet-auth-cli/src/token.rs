@@ -233,9 +233,23 @@ pub(crate) async fn migrate(config_path: &Path) -> Result<ExitCode, String> {
                     source,
                 })
             })?;
-        outln!("migrations applied to {}", store.describe())?;
+        if is_redis(&credential.store.url) {
+            outln!(
+                "nothing to create in {}: a Redis store keeps its keys without a schema",
+                store.describe()
+            )?;
+        } else {
+            outln!("migrations applied to {}", store.describe())?;
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether a store URL names Redis, which has no tables to create.
+fn is_redis(url: &str) -> bool {
+    url.trim().split_once("://").is_some_and(|(scheme, _)| {
+        scheme.eq_ignore_ascii_case("redis") || scheme.eq_ignore_ascii_case("rediss")
+    })
 }
 
 #[cfg(test)]

@@ -114,6 +114,11 @@ struct Gateway {
 
 impl Gateway {
     async fn start() -> Self {
+        Self::start_on(None).await
+    }
+
+    /// The same with `store_url` as the store (else the directory's SQLite file).
+    async fn start_on(store_url: Option<&str>) -> Self {
         let sim = Simulator::builder()
             .start()
             .await
@@ -126,6 +131,13 @@ impl Gateway {
             base = sim.base_url(),
             db = dir.path().join("tokens.db").display(),
         );
+        let yaml = match store_url {
+            Some(url) => yaml.replace(
+                &format!("sqlite://{}", dir.path().join("tokens.db").display()),
+                url,
+            ),
+            None => yaml,
+        };
         std::fs::write(dir.path().join("paynet.yaml"), yaml).expect("the configuration is written");
         Self { sim, dir }
     }
@@ -463,6 +475,53 @@ async fn migrate_succeeds_on_a_fresh_store_and_again_on_a_migrated_one() {
     }
     assert!(gateway.dir.path().join("tokens.db").exists());
     assert_eq!(gateway.sim.stats().requests, 0, "migrate sends nothing");
+}
+
+/// On a Redis store URL: `migrate` has nothing to create, and `token status` and `token clear` work as on SQL.
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_status_and_clear_on_a_redis_store() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut redis = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server is installed");
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let gateway = Gateway::start_on(Some(&format!("redis://127.0.0.1:{port}/0"))).await;
+
+    let migrate = gateway.run(&["migrate"]).await;
+    migrate.assert_success();
+    assert!(
+        migrate.stdout.contains("nothing to create"),
+        "{}",
+        migrate.stdout
+    );
+    assert_no_token_stored(&gateway.run(&["token", "status"]).await);
+
+    gateway.run(&CATEGORIES).await.assert_success();
+    let status = gateway.run(&["token", "status"]).await;
+    assert_stored(&status, 1, &gateway.sim.issued_tokens()[0]);
+    status.assert_reveals_none(&gateway.secrets());
+
+    gateway.run(&["token", "clear"]).await.assert_success();
+    assert_no_token_stored(&gateway.run(&["token", "status"]).await);
+    let _ = redis.kill();
+    let _ = redis.wait();
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -19,7 +19,7 @@ use self::backend::open;
 use self::pool::{LastError, Pools, with_pool};
 use self::url::Target;
 use super::MAX_KEY_BYTES;
-use super::cipher::KeyRing;
+use super::cipher::{KeyRing, key_ring};
 use super::{Counter, LeaseInfo, OperationCounts, StoreOptions, TokenStore, Wakeup, op};
 use crate::error::StoreError;
 use crate::record::{Generation, TokenRecord};
@@ -197,22 +197,6 @@ fn check_options(options: &StoreOptions) -> Result<(), StoreError> {
         ));
     }
     Ok(())
-}
-
-/// The key ring of `options`, if tokens are to be encrypted; previous keys without a current one are refused, since
-/// rows under them would be read and new ones written in plaintext.
-fn key_ring(options: &StoreOptions) -> Result<Option<KeyRing>, StoreError> {
-    match &options.encryption_key {
-        Some(current) => {
-            KeyRing::from_base64(current, &options.previous_encryption_keys).map(Some)
-        }
-        None if !options.previous_encryption_keys.is_empty() => Err(StoreError::Config(
-            "previous_encryption_keys are set but encryption_key is not: rows under a previous key would be \
-             read and new ones written in plaintext"
-                .into(),
-        )),
-        None => Ok(None),
-    }
 }
 
 impl DieselStore {

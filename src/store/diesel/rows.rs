@@ -8,18 +8,10 @@ use secrecy::{ExposeSecret, SecretString};
 use super::DieselStore;
 use crate::error::StoreError;
 use crate::record::{Generation, LoginMeta, TokenRecord};
-use crate::store::cipher::Opened;
+use crate::store::cipher::{open_column, seal_column};
 use crate::store::{TokenStore, op};
 
-/// The `token` column of a cleared row. No login hands out an empty token (the sources refuse one), and with
-/// encryption a real row holds base64 of at least the 16-byte tag.
-pub(super) const TOMBSTONE: &str = "";
-
-/// The `nonce` column of a plaintext token stored as base64 because it holds a NUL byte, which PostgreSQL's `TEXT`
-/// cannot hold (every backend stores such a token this way, so that a row reads the same everywhere). No real
-/// nonce looks like it: those are base64 of 12 bytes. A version of this library that does not know the mark reads
-/// the row as "encrypted without a key", that is as absent, and logs in again.
-const PLAIN_BASE64: &str = "plaintext-base64";
+pub(super) use crate::store::cipher::TOMBSTONE;
 
 /// A token as written to `paynet_tokens`.
 pub(super) struct NewRow {
@@ -155,40 +147,7 @@ impl DieselStore {
         token: String,
         nonce: Option<&str>,
     ) -> Result<(SecretString, Option<String>), &'static str> {
-        match (nonce, &self.inner.cipher) {
-            (Some(nonce), None) if nonce == PLAIN_BASE64 => {
-                use base64::Engine as _;
-                let decoded = base64::engine::general_purpose::STANDARD
-                    .decode(token.as_bytes())
-                    .ok()
-                    .and_then(|bytes| String::from_utf8(bytes).ok());
-                match decoded {
-                    Some(token) => Ok((SecretString::from(token), None)),
-                    None => Err("it is marked as base64 plaintext but is not base64 of UTF-8 text"),
-                }
-            }
-            // As a plaintext row without a nonce: nothing authenticates it.
-            (Some(nonce), Some(_)) if nonce == PLAIN_BASE64 => Err(
-                "it is in plaintext (base64) although an encryption key is configured, so nothing \
-                 authenticates it",
-            ),
-            (Some(nonce), Some(ring)) => match ring.open(key, &token, nonce) {
-                Opened::Current(token) => Ok((token, None)),
-                Opened::Previous(token) => Ok((token, Some(nonce.to_owned()))),
-                Opened::Unauthenticated => Err(
-                    "it does not decrypt with the encryption key or a previous one (another key, a tampered \
-                     row, or a row copied from another store key)",
-                ),
-            },
-            (Some(_), None) => Err("it is encrypted but no encryption key is configured"),
-            // With a key configured, a row without a nonce has no authentication at all: anyone able to write the
-            // table could plant a token this way, so it is never trusted.
-            (None, Some(_)) => Err(
-                "it is in plaintext (no nonce) although an encryption key is configured, so nothing \
-                 authenticates it",
-            ),
-            (None, None) => Ok((SecretString::from(token), None)),
-        }
+        open_column(self.inner.cipher.as_ref(), key, token, nonce)
     }
 
     pub(super) fn encode(&self, key: &str, record: &TokenRecord) -> Result<NewRow, StoreError> {
@@ -197,25 +156,16 @@ impl DieselStore {
             operation: op::SAVE,
             source: format!("generation {} does not fit a BIGINT", record.generation).into(),
         })?;
-        let plaintext = record.token.expose_secret();
-        let (token, nonce) = match &self.inner.cipher {
-            Some(cipher) => {
-                let sealed = cipher.seal(key, plaintext).map_err(|_| StoreError::Query {
-                    store: self.describe(),
-                    operation: op::SAVE,
-                    source: "token encryption failed".into(),
-                })?;
-                (sealed.ciphertext, Some(sealed.nonce))
-            }
-            None if plaintext.contains('\0') => {
-                use base64::Engine as _;
-                (
-                    base64::engine::general_purpose::STANDARD.encode(plaintext),
-                    Some(PLAIN_BASE64.to_owned()),
-                )
-            }
-            None => (plaintext.to_owned(), None),
-        };
+        let (token, nonce) = seal_column(
+            self.inner.cipher.as_ref(),
+            key,
+            record.token.expose_secret(),
+        )
+        .map_err(|_| StoreError::Query {
+            store: self.describe(),
+            operation: op::SAVE,
+            source: "token encryption failed".into(),
+        })?;
         Ok(NewRow {
             credential_key: key.to_owned(),
             token: Zeroizing::new(token),

@@ -48,7 +48,7 @@ fn unsupported_scheme(url: &str) -> StoreError {
     let scheme = url.split_once(':').map_or("(none)", |(scheme, _)| scheme);
     StoreError::Config(format!(
         "unsupported token store URL scheme `{scheme}` (expected memory:, sqlite://, postgres://, postgresql://, \
-         mysql:// or mariadb://)"
+         mysql://, mariadb://, redis:// or rediss://)"
     ))
 }
 
