@@ -17,6 +17,7 @@ pub mod fleet;
 pub mod logs;
 #[cfg(feature = "diesel-store")]
 pub mod proxy;
+pub mod recording;
 pub mod switched;
 
 pub const USERNAME: &str = "username_17627_56530";
