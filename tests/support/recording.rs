@@ -49,11 +49,21 @@ pub struct Event {
 #[derive(Debug, Default)]
 pub struct Log {
     events: Mutex<Vec<Event>>,
+    /// When the first save went in: what the callers waited for before it was the fleet's first login.
+    first_save: std::sync::OnceLock<Instant>,
 }
 
 impl Log {
+    /// When the fleet first saved a token, if it has.
+    pub fn first_save(&self) -> Option<Instant> {
+        self.first_save.get().copied()
+    }
+
     fn record(&self, instance: usize, what: What) {
         let at = Instant::now();
+        if matches!(what, What::Saved(_)) {
+            let _ = self.first_save.set(at);
+        }
         self.events
             .lock()
             .unwrap()
