@@ -23,7 +23,25 @@
 //! happens only when the machine is so loaded that one call takes as long as the expiry period. The figures count
 //! these separately (`errors_across_two_expiries`).
 //!
-//! A backend is one test function: a store factory handed to [`fleet`]. `PAYNET_FLEET_SECS` sets how many expiries
+//! A backend is one test function: a store factory handed to [`fleet`]. The Redis store's, once it is in (feature
+//! `redis`), is named as `scripts/fleet-repeat.sh` expects it:
+//!
+//! ```text
+//! #[cfg(feature = "redis")]
+//! #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+//! async fn redis_fleet_logs_in_once_per_expiry() {
+//!     let _serial = ONE_FLEET_AT_A_TIME.lock().await;
+//!     let url = redis_url(); // PAYNET_TEST_REDIS_URL, default redis://127.0.0.1:6379
+//!     fleet("redis", Wakeups::AsOffered, Ending::ExpiredEverySecond, |_| async {
+//!         Arc::new(RedisStore::connect(&url, StoreOptions::default()).await.unwrap()) as Arc<dyn TokenStore>
+//!     })
+//!     .await;
+//! }
+//! ```
+//!
+//! and `redis_fleet_polling_logs_in_once_per_expiry` (`Wakeups::Hidden`) and
+//! `redis_fleet_refreshing_ahead_keeps_every_caller_from_waiting_for_a_login` (`Ending::RefreshedAhead`) beside it,
+//! if the suite's time allows (each run takes about 25 s). `PAYNET_FLEET_SECS` sets how many expiries
 //! a run has (default 20, one a second, the documented full run). `scripts/fleet-repeat.sh` runs every variant many
 //! times and tabulates the figures.
 //!
