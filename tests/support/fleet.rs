@@ -37,6 +37,14 @@ impl Tally {
         let rank = ((self.waits.len() as f64 * 0.99).ceil() as usize).clamp(1, self.waits.len());
         self.waits[rank - 1].as_secs_f64() * 1000.0
     }
+
+    /// The longest a call took, in milliseconds.
+    pub fn max_ms(&self) -> f64 {
+        self.waits
+            .iter()
+            .max()
+            .map_or(0.0, |wait| wait.as_secs_f64() * 1000.0)
+    }
 }
 
 pub fn single_session_sim() -> paynet_sim::SimulatorBuilder {
@@ -73,24 +81,34 @@ pub fn across_two_expiries(span: Option<(Instant, Instant)>, ticks: &[Instant]) 
     })
 }
 
-pub fn report(variant: &str, logins: u64, expiries: u64, tally: &mut Tally, ticks: &[Instant]) {
+/// Prints the run's `fleet:` line: its figures, and `more` (an object) merged into them.
+pub fn report(
+    variant: &str,
+    logins: u64,
+    expiries: u64,
+    tally: &mut Tally,
+    ticks: &[Instant],
+    more: serde_json::Value,
+) {
     let across = tally
         .errors
         .iter()
         .filter(|(span, _)| across_two_expiries(*span, ticks))
         .count();
-    println!(
-        "fleet: {}",
-        serde_json::json!({
-            "variant": variant,
-            "logins": logins,
-            "expiries": expiries,
-            "calls": tally.calls,
-            "errors": tally.errors.len(),
-            "errors_across_two_expiries": across,
-            "p99_wait_ms": (tally.p99_ms() * 100.0).round() / 100.0,
-        })
-    );
+    let mut figures = serde_json::json!({
+        "variant": variant,
+        "logins": logins,
+        "expiries": expiries,
+        "calls": tally.calls,
+        "errors": tally.errors.len(),
+        "errors_across_two_expiries": across,
+        "p99_wait_ms": (tally.p99_ms() * 100.0).round() / 100.0,
+        "max_wait_ms": (tally.max_ms() * 100.0).round() / 100.0,
+    });
+    if let (Some(figures), serde_json::Value::Object(more)) = (figures.as_object_mut(), more) {
+        figures.extend(more);
+    }
+    println!("fleet: {figures}");
 }
 
 pub fn assert_verdict(variant: &str, logins: u64, expiries: u64, tally: &Tally, ticks: &[Instant]) {

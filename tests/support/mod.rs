@@ -24,6 +24,7 @@ pub mod proxy;
     feature = "redis"
 ))]
 pub mod redis_db;
+pub mod recording;
 pub mod switched;
 
 pub const USERNAME: &str = "username_17627_56530";
