@@ -370,6 +370,9 @@ async fn a_dropped_listener_is_said_once_polling_carries_on_and_it_comes_back() 
         async move { lines.len() >= 3 }
     })
     .await;
+    // Its loss woke every waiter once, so that each polls at its usual interval again.
+    within("the wake-up that says the listener is down", wakeup.saved()).await;
+    assert!(!wakeup.is_live());
 
     // Meanwhile a refresh completes by polling: the waiter adopts the holder's token.
     let login = FakeLogin::with_latency(Duration::from_millis(200));
@@ -415,6 +418,7 @@ async fn a_dropped_listener_is_said_once_polling_carries_on_and_it_comes_back() 
         .await;
     // Back: the saves missed meanwhile are announced to every waiter as one wake-up.
     within("the listener's return", wakeup.saved()).await;
+    assert!(wakeup.is_live());
     let text = captured.text();
     let warnings: Vec<_> = outage_lines(&captured)
         .into_iter()

@@ -64,7 +64,7 @@ impl MemoryStore {
         Self {
             state: Arc::default(),
             clock,
-            wakeups: Arc::default(),
+            wakeups: Arc::new(Wakeups::always_live()),
             counter: Arc::default(),
         }
     }

@@ -4,15 +4,18 @@
 //! own saves).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
 /// A subscription to the saves of one store key, from [`TokenStore::subscribe`](super::TokenStore::subscribe).
 ///
 /// [`saved`](Self::saved) returns once a save was announced after the subscription was taken (or after the last
-/// `saved` returned). A wake-up says only "look again": the waiter reads the store to see what was saved. Wake-ups
-/// can be lost (a listening connection that dropped), so a waiter keeps polling as well, at its usual interval.
+/// `saved` returned). A wake-up says only "look again": the waiter reads the store to see what was saved.
+/// [`is_live`](Self::is_live) says whether announcements are heard now: while they are not (the listening
+/// connection is not up yet, or dropped), a waiter polls at its usual interval; while they are, it polls only
+/// rarely, as a safety net.
 ///
 /// ```
 /// # tokio_test::block_on(async {
@@ -37,6 +40,7 @@ use tokio::sync::watch;
 #[derive(Debug)]
 pub struct Wakeup {
     receiver: watch::Receiver<u64>,
+    live: Arc<AtomicBool>,
 }
 
 impl Wakeup {
@@ -53,17 +57,46 @@ impl Wakeup {
     pub fn has_saved(&self) -> bool {
         self.receiver.has_changed().unwrap_or(false)
     }
+
+    /// Whether the store hears announcements now (its listening connection is up). A change either way also wakes
+    /// the waiter, so that it picks its poll interval again.
+    pub fn is_live(&self) -> bool {
+        self.live.load(Ordering::Acquire)
+    }
 }
 
 /// The wake-ups of one process for one store (one database, one Redis), by store key. A notification wakes the
 /// subscribers of its key; a reconnection wakes them all, since notifications sent while the listener was down are
-/// lost.
+/// lost. Not live until its listener says it [`listens`](Self::listening).
 #[derive(Debug, Default)]
 pub(crate) struct Wakeups {
     keys: Mutex<HashMap<String, watch::Sender<u64>>>,
+    live: Arc<AtomicBool>,
 }
 
 impl Wakeups {
+    /// Wake-ups that are always heard: a store in this process's memory announces its saves itself.
+    pub(crate) fn always_live() -> Self {
+        let wakeups = Self::default();
+        wakeups.live.store(true, Ordering::Release);
+        wakeups
+    }
+
+    /// The listener hears announcements from now on: every waiter looks again (what was announced before was not
+    /// heard) and, from then on, relies on the wake-ups rather than on its poll.
+    pub(crate) fn listening(&self) {
+        self.live.store(true, Ordering::Release);
+        self.notify_all();
+    }
+
+    /// The listener stopped hearing announcements: every waiter looks again and polls at its usual interval until
+    /// [`listening`](Self::listening).
+    pub(crate) fn not_listening(&self) {
+        if self.live.swap(false, Ordering::AcqRel) {
+            self.notify_all();
+        }
+    }
+
     /// A subscription to the saves of `key` announced from now on.
     pub(crate) fn subscribe(&self, key: &str) -> Wakeup {
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
@@ -75,7 +108,16 @@ impl Wakeups {
                 receiver
             }
         };
-        Wakeup { receiver }
+        Wakeup {
+            receiver,
+            live: Arc::clone(&self.live),
+        }
+    }
+
+    /// A guard that says [`not_listening`](Self::not_listening) when dropped: a listener's task holds it, so that
+    /// its waiters poll again however the task ends.
+    pub(crate) fn not_listening_on_drop(self: &Arc<Self>) -> NotListeningOnDrop {
+        NotListeningOnDrop(Arc::clone(self))
     }
 
     /// Wakes the subscribers of `key`, if any.
@@ -86,12 +128,21 @@ impl Wakeups {
         }
     }
 
-    /// Wakes every subscriber: after a reconnection, when notifications may have been missed.
-    pub(crate) fn notify_all(&self) {
+    /// Wakes every subscriber.
+    fn notify_all(&self) {
         let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         for sender in keys.values() {
             sender.send_modify(|n| *n = n.wrapping_add(1));
         }
+    }
+}
+
+/// See [`Wakeups::not_listening_on_drop`].
+pub(crate) struct NotListeningOnDrop(Arc<Wakeups>);
+
+impl Drop for NotListeningOnDrop {
+    fn drop(&mut self) {
+        self.0.not_listening();
     }
 }
 
@@ -109,8 +160,24 @@ mod tests {
         assert!(!b.has_saved());
         a.saved().await;
         assert!(!a.has_saved());
-        wakeups.notify_all();
+        wakeups.listening();
         assert!(a.has_saved() && b.has_saved());
+    }
+
+    #[tokio::test]
+    async fn a_change_of_liveness_wakes_every_subscriber() {
+        let wakeups = Wakeups::default();
+        let mut a = wakeups.subscribe("a");
+        assert!(!a.is_live());
+        wakeups.listening();
+        assert!(a.is_live() && a.has_saved());
+        a.saved().await;
+        wakeups.not_listening();
+        assert!(!a.is_live() && a.has_saved());
+        a.saved().await;
+        wakeups.not_listening();
+        assert!(!a.has_saved(), "no change, no wake-up");
+        assert!(Wakeups::always_live().subscribe("a").is_live());
     }
 
     #[tokio::test]

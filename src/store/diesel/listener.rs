@@ -151,6 +151,8 @@ async fn listen(
         store: describe.clone(),
         source,
     };
+    // However this task ends (an aborted task, a runtime shut down), its waiters go back to polling.
+    let _polling_after = wakeups.not_listening_on_drop();
     let mut retry = FIRST_RETRY;
     // Whether the current outage was said at WARN: once per outage, the attempts that fail after it at DEBUG.
     let mut in_outage = false;
@@ -167,10 +169,12 @@ async fn listen(
                     tracing::debug!(store = %describe, "token store listener connected");
                 }
                 // Saves announced while no connection listened are lost (including those made before the first
-                // `LISTEN`, after the first subscription): every waiter reads the store once more.
-                wakeups.notify_all();
+                // `LISTEN`, after the first subscription): every waiter reads the store once more, and from now on
+                // waits for the wake-ups rather than polling.
+                wakeups.listening();
                 let since = Instant::now();
                 let lost = relay(&mut conn, &wakeups).await;
+                wakeups.not_listening();
                 // A connection that lasted does not count as part of a flapping outage: the next attempt is at
                 // once. One that dropped soon after it was made keeps the backoff growing.
                 if since.elapsed() >= LAST_RETRY {

@@ -40,17 +40,24 @@ SELECT pg_notify('paynet_auth_token_saved', credential_key) FROM saved";
 /// credential of a process; written out in [`SAVE`], which a test keeps in step with this.
 pub(super) const SAVED_CHANNEL: &str = "paynet_auth_token_saved";
 
-/// Insert the lease, or take it over if it ran out or is this owner's own; 1 row affected iff taken. Binds: name,
-/// ttl ms, owner. An owner may re-take its own lease: a process runs one refresh per key at a time, so a lease it
-/// still holds is one it failed to release (the database went away mid-refresh), and waiting for it to expire
-/// would stall every caller of that process for the whole TTL.
+/// Take the lease over if it ran out or is this owner's own, else insert it if there is none; 1 row iff taken.
+/// Binds: name, ttl ms, owner. An owner may re-take its own lease: a process runs one refresh per key at a time, so a
+/// lease it still holds is one it failed to release (the database went away mid-refresh), and waiting for it to
+/// expire would stall every caller of that process for the whole TTL.
+///
+/// A conditional `UPDATE` and an `INSERT … ON CONFLICT DO NOTHING`, not one `INSERT … ON CONFLICT DO UPDATE …
+/// WHERE`: the upsert locks the existing row even when its `WHERE` refuses, so every refused attempt would write
+/// WAL, wait for its flush and queue behind the others on one row. A fleet's waiters all make refused attempts at
+/// once, each expiry; refused this way, they only read.
 const LEASE: &str = "\
-INSERT INTO paynet_lease AS lease (name, lock_until, locked_at, locked_by) \
-SELECT $1, db.now_ms + $2, db.now_ms, $3 \
-FROM (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now_ms) AS db \
-ON CONFLICT (name) DO UPDATE SET lock_until = excluded.lock_until, locked_at = excluded.locked_at, \
-locked_by = excluded.locked_by \
-WHERE lease.lock_until <= excluded.locked_at OR lease.locked_by = excluded.locked_by";
+WITH db AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now_ms), \
+taken AS (UPDATE paynet_lease AS lease SET lock_until = db.now_ms + $2, locked_at = db.now_ms, locked_by = $3 \
+FROM db WHERE lease.name = $1 AND (lease.lock_until <= db.now_ms OR lease.locked_by = $3) RETURNING 1), \
+inserted AS (INSERT INTO paynet_lease (name, lock_until, locked_at, locked_by) \
+SELECT $1, db.now_ms + $2, db.now_ms, $3 FROM db \
+WHERE NOT EXISTS (SELECT 1 FROM paynet_lease WHERE name = $1) \
+ON CONFLICT (name) DO NOTHING RETURNING 1) \
+SELECT 1 FROM taken UNION ALL SELECT 1 FROM inserted";
 
 /// Serialises concurrent `migrate()` calls of a fleet that starts at once (advisory lock key).
 const MIGRATION_LOCK: i64 = 0x7061_796e_6574_6d67; // "paynetmg"
@@ -105,7 +112,7 @@ FROM paynet_lease WHERE name = $1";
         Ok(written > 0)
     }
 
-    /// One statement.
+    /// One statement; `execute` answers the rows its final `SELECT` returned.
     async fn try_lease(
         store: &DieselStore,
         conn: &mut AsyncPgConnection,

@@ -106,6 +106,8 @@ async fn listen(
     connect_timeout: Duration,
     wakeups: Arc<Wakeups>,
 ) {
+    // However this task ends (an aborted task, a runtime shut down), its waiters go back to polling.
+    let _polling_after = wakeups.not_listening_on_drop();
     let mut backoff = MIN_BACKOFF;
     let mut outage = false;
     loop {
@@ -116,14 +118,15 @@ async fn listen(
                 }
                 backoff = MIN_BACKOFF;
                 // Saves announced before the subscription took effect (the first one, or during an outage) were
-                // not heard: every waiter looks again.
-                wakeups.notify_all();
+                // not heard: every waiter looks again, and from now on waits for the wake-ups rather than polling.
+                wakeups.listening();
                 let mut messages = pubsub.on_message();
                 while let Some(message) = messages.next().await {
                     if let Ok(key) = message.get_payload::<String>() {
                         wakeups.notify(&key);
                     }
                 }
+                wakeups.not_listening();
                 tracing::warn!(
                     store = %describe,
                     "lost the connection that listens for token saves; waiting instances poll until it is back"

@@ -378,8 +378,9 @@ impl Inner {
                         row_locked,
                     });
                 }
-                let pause =
-                    self.settings.poll_interval + self.jitter.jitter(self.settings.poll_interval);
+                let poll = poll_interval(self.settings.poll_interval, wakeup.as_ref());
+                let pause = (poll + self.jitter.jitter(poll))
+                    .min(self.settings.wait_timeout.saturating_sub(waited_since.elapsed()));
                 pause_or_wakeup(pause, wakeup.as_mut()).await;
             }
             match self.read(stale).await {
@@ -633,6 +634,22 @@ impl Inner {
                 }
             }
         });
+    }
+}
+
+/// How often a waiter polls while its store's announcements are heard: only as a safety net, for an announcement
+/// lost on a connection that looks alive and for a holder that died (whose lease runs out after `lease_ttl`, with
+/// no save to announce). Rare enough that a waiter's cost is its read, its lease attempt and the adopting read,
+/// whatever the login takes; frequent enough that a lost announcement costs at most a second.
+const LIVE_POLL: Duration = Duration::from_secs(1);
+
+/// The poll interval of a waiter: `poll_interval`, or [`LIVE_POLL`] (at least) while the store's announcements are
+/// heard.
+fn poll_interval(configured: Duration, wakeup: Option<&Wakeup>) -> Duration {
+    if wakeup.is_some_and(Wakeup::is_live) {
+        configured.max(LIVE_POLL)
+    } else {
+        configured
     }
 }
 
