@@ -1,7 +1,13 @@
 //! Rotating the store's encryption key across a fleet, and rows that must never be trusted: several managers, each
-//! with its own store (its own pool), on one real database (a SQLite file, and PostgreSQL:
-//! `PAYNET_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`).
-#![cfg(all(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+//! with its own store (its own pool or connection), on one real store (a SQLite file, PostgreSQL:
+//! `PAYNET_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`, and Redis:
+//! `PAYNET_TEST_REDIS_URL`, default `redis://127.0.0.1:6379/0`).
+#![cfg(all(
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "mysql",
+    feature = "redis"
+))]
 
 mod support;
 
@@ -16,6 +22,7 @@ use paynet_auth::store::{StoreOptions, TokenStore};
 use secrecy::{ExposeSecret, SecretString};
 use support::db::{Fixture, encryption_key, unique_key};
 use support::logs::Captured;
+use support::redis_db::RedisFixture;
 use support::*;
 
 const TTL: Duration = Duration::from_secs(60);
@@ -29,15 +36,36 @@ fn keys(current: u8, previous: &[u8]) -> StoreOptions {
     }
 }
 
-struct Fleet {
-    db: Fixture,
+/// Where the fleet keeps its token: a SQL database or Redis, each opened as its tests open it.
+trait Backend {
+    async fn store(&self, options: StoreOptions) -> Arc<dyn TokenStore>;
+
+    async fn plain_store(&self) -> Arc<dyn TokenStore> {
+        self.store(StoreOptions::default()).await
+    }
+}
+
+impl Backend for Fixture {
+    async fn store(&self, options: StoreOptions) -> Arc<dyn TokenStore> {
+        Arc::new(Fixture::store(self, options).await)
+    }
+}
+
+impl Backend for RedisFixture {
+    async fn store(&self, options: StoreOptions) -> Arc<dyn TokenStore> {
+        Arc::new(RedisFixture::store(self, options).await)
+    }
+}
+
+struct Fleet<B> {
+    db: B,
     key: String,
     clock: ManualClock,
     login: FakeLogin,
 }
 
-impl Fleet {
-    fn new(db: Fixture, test: &str) -> Self {
+impl<B: Backend> Fleet<B> {
+    fn new(db: B, test: &str) -> Self {
         Self {
             db,
             key: unique_key(test),
@@ -49,7 +77,7 @@ impl Fleet {
     /// An instance (re)started with `options`: a new process, so an empty cache and a pool of its own.
     async fn start(&self, name: &str, options: StoreOptions) -> TokenManager {
         manager_builder()
-            .store(self.db.store(options).await)
+            .shared_store(self.db.store(options).await)
             .clock(Arc::new(self.clock.clone()))
             .token_ttl(Some(TTL))
             .expiry_skew(Duration::ZERO)
@@ -82,7 +110,7 @@ fn refs(members: &[TokenManager]) -> Vec<&TokenManager> {
 /// key with the old one as previous. Restarts cost no login; an expiry in the middle of the rotation costs at most
 /// one login beyond its own, even in the worst order (an instance on the new key logs in first, so the old-key
 /// instances cannot read its token).
-async fn rolling_rotation_costs_at_most_one_login(db: Fixture) {
+async fn rolling_rotation_costs_at_most_one_login(db: impl Backend) {
     let fleet = Fleet::new(db, "rolling_rotation");
     let (old, new) = (|| keys(1, &[]), || keys(2, &[1]));
     let a = fleet.start("a", old()).await;
@@ -135,7 +163,7 @@ async fn rolling_rotation_costs_at_most_one_login(db: Fixture) {
 /// The README's procedure: first every instance learns the new key as a previous one, then every instance switches
 /// to it with the old one as previous, then the old key is dropped. Every instance can read every row at every
 /// step, so even an expiry in the middle costs exactly one login.
-async fn three_step_rotation_costs_no_login(db: Fixture) {
+async fn three_step_rotation_costs_no_login(db: impl Backend) {
     let fleet = Fleet::new(db, "three_step_rotation");
     let mut fleet_members = Vec::new();
     for name in ["a", "b", "c", "d"] {
@@ -170,7 +198,7 @@ async fn three_step_rotation_costs_no_login(db: Fixture) {
 /// Someone with write access to the table plants a plaintext token. With a key configured it is never sent: it
 /// reads as absent (a WARN says why, without the token), a fresh login replaces it, numbered after it, and the
 /// replacement is encrypted.
-async fn planted_plaintext_row_is_not_used_and_is_replaced(db: Fixture) {
+async fn planted_plaintext_row_is_not_used_and_is_replaced(db: impl Backend) {
     let logs = Captured::default();
     let _guard = logs.install(tracing::Level::WARN);
     let fleet = Fleet::new(db, "planted_plaintext");
@@ -226,6 +254,15 @@ macro_rules! on_backends {
                 #[tokio::test]
                 async fn $case() {
                     super::$case(Fixture::postgres()).await;
+                }
+            )*
+        }
+        mod redis {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(RedisFixture::shared()).await;
                 }
             )*
         }

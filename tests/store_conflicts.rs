@@ -1,6 +1,11 @@
 //! What the manager does with each kind of store error: a `Conflict` (serialization failure, deadlock, busy
 //! SQLite) is retried or means "lease not acquired", never a login without the lease; a failed release is
 //! retried; a store that does not answer leads to logins without the lease, spaced out by the backoff.
+//!
+//! Every case runs on a scripted store (a `MemoryStore` that fails as it is told), on no backend: no real database
+//! can be made to collide on cue, and what the manager does with an error is the same whichever store sent it.
+//! Redis never answers `Conflict` (its scripts run one at a time); what it does when it goes away is proven against
+//! real servers in `tests/outage.rs` and `tests/store_redis.rs`.
 
 mod support;
 

@@ -200,6 +200,40 @@ async fn unreachable_redis_is_unavailable_and_never_shows_the_password() {
     assert!(!logs.text().contains("hunter2"), "{}", logs.text());
 }
 
+/// `migrate` asks Redis whether it is there (a `PING`) and creates nothing: against a port nothing listens on it
+/// fails with `Unavailable` naming the store without the password, against a server it succeeds and writes no key.
+#[tokio::test]
+async fn migrate_checks_that_redis_answers_and_creates_nothing() {
+    let nobody = support::redis_db::free_port();
+    let store = RedisStore::connect(
+        &format!("redis://:hunter2@127.0.0.1:{nobody}/0"),
+        StoreOptions {
+            connect_timeout: Duration::from_millis(500),
+            ..StoreOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let error = store.migrate().await.unwrap_err();
+    assert!(matches!(error, StoreError::Unavailable { .. }), "{error:?}");
+    let message = paynet_auth::error::Chain(&error).to_string();
+    assert!(
+        message.contains(&format!("redis://:****@127.0.0.1:{nobody}/0")),
+        "{message}"
+    );
+    assert!(
+        !message.contains("hunter2") && !format!("{error:?}").contains("hunter2"),
+        "{message}"
+    );
+
+    let server = RedisServer::start();
+    let store = RedisFixture { url: server.url() }.plain_store().await;
+    store.migrate().await.unwrap();
+    let mut raw = RedisFixture { url: server.url() }.raw().await;
+    let keys: i64 = redis::cmd("DBSIZE").query_async(&mut raw.0).await.unwrap();
+    assert_eq!(keys, 0, "migrate wrote keys");
+}
+
 /// A wrong password is `Denied` (loud, not an outage), and says nothing of the password.
 #[tokio::test]
 async fn a_wrong_password_is_denied() {

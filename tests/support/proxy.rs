@@ -1,4 +1,4 @@
-//! A TCP proxy that stands in for a database server going away and coming back.
+//! A TCP proxy that stands in for a database or Redis server going away and coming back.
 
 /// A TCP forwarder in front of a database server that can be stopped (dropping every connection) and started
 /// again on the same port: the database "goes away" and "comes back" without touching the real server.
@@ -71,6 +71,7 @@ pub fn host_port(url: &str) -> String {
         url.host_str().unwrap(),
         url.port_or_known_default().unwrap_or(match url.scheme() {
             "mysql" => 3306,
+            "redis" | "rediss" => 6379,
             _ => 5432,
         })
     )

@@ -11,7 +11,7 @@ use paynet_auth::error::SetupError;
 use paynet_auth::record::TokenRecord;
 use paynet_auth::redact;
 use paynet_auth::setup::Configured;
-use paynet_auth::store::MemoryStore;
+use paynet_auth::store::{MemoryStore, TokenStore};
 use paynet_auth::token::LoginSender;
 
 use crate::interrupt::{self, Signals};
@@ -223,22 +223,32 @@ pub(crate) async fn migrate(config_path: &Path) -> Result<ExitCode, String> {
             continue;
         }
         done.push(&credential.store.url);
-        let store = paynet_auth::store::connect(&credential.store.url, credential.store_options())
-            .await
-            .map_err(|source| {
-                // Names the store, password hidden, whatever failed: a URL the store refused as well as one it
-                // could not reach.
-                crate::one_line(&SetupError::Store {
-                    url: redact::url(&credential.store.url),
-                    source,
-                })
-            })?;
+        // Names the store, password hidden, whatever failed: a URL the store refused as well as one it could not
+        // reach.
+        let failed = |source| {
+            crate::one_line(&SetupError::Store {
+                url: redact::url(&credential.store.url),
+                source,
+            })
+        };
         if is_redis(&credential.store.url) {
+            // Opening a Redis store contacts nobody; its `migrate` is what checks that Redis answers.
+            let store = paynet_auth::store::RedisStore::connect(
+                &credential.store.url,
+                credential.store_options(),
+            )
+            .await
+            .map_err(failed)?;
+            store.migrate().await.map_err(failed)?;
             outln!(
                 "nothing to create in {}: a Redis store keeps its keys without a schema",
                 store.describe()
             )?;
         } else {
+            let store =
+                paynet_auth::store::connect(&credential.store.url, credential.store_options())
+                    .await
+                    .map_err(failed)?;
             outln!("migrations applied to {}", store.describe())?;
         }
     }

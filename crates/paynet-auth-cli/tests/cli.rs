@@ -524,6 +524,30 @@ async fn migrate_status_and_clear_on_a_redis_store() {
     let _ = redis.wait();
 }
 
+/// `migrate` on a Redis nobody answers at: it fails in one line naming the store, password hidden, instead of
+/// reporting success because there is nothing to create.
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_on_an_unreachable_redis_fails_naming_it_without_the_password() {
+    // Free when asked, and nothing is started on it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let gateway = Gateway::start_on(Some(&format!("redis://:hunter2@127.0.0.1:{port}/0"))).await;
+
+    let run = gateway.run(&["migrate"]).await;
+    let line = run.assert_one_line_failure();
+    assert!(
+        line.contains(&format!("redis://:****@127.0.0.1:{port}/0")),
+        "the store: {line}"
+    );
+    assert!(!run.stdout.contains("nothing to create"), "{}", run.stdout);
+    let mut secrets = gateway.secrets();
+    secrets.push("hunter2".to_owned());
+    run.assert_reveals_none(&secrets);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn load_prints_figures_as_the_last_line_with_one_login() {
     let gateway = Gateway::start().await;

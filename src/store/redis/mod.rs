@@ -31,6 +31,9 @@ mod scripts;
 /// Longest lease the store records, as on SQL: keeps `now + ttl` exact in a Lua number (a double).
 const MAX_TTL_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
 
+/// The name [`RedisStore::migrate`] gives its check in errors: `DieselStore::migrate`'s.
+const MIGRATE: &str = "migrate";
+
 /// A [`TokenStore`] in Redis, shared by every instance of a service: `redis://[user:password@]host:port/N` or
 /// `rediss://…` (TLS).
 ///
@@ -151,9 +154,29 @@ impl RedisStore {
         })
     }
 
-    /// Nothing to do: Redis needs no schema. There for parity with `DieselStore::migrate`, so that a deployment
-    /// step that migrates works whatever the store.
+    /// Checks that Redis answers (one `PING`, within the operation timeout) and creates nothing: Redis needs no
+    /// schema. There for parity with `DieselStore::migrate`, so that a deployment step that migrates works whatever
+    /// the store, and fails as it would on SQL when the store cannot be reached, rather than reporting a success
+    /// that the first refresh would contradict.
+    ///
+    /// Fails with [`StoreError::Unavailable`] (naming the store, password hidden) when Redis does not answer, and
+    /// with [`StoreError::Denied`] when it refuses the credentials. The `PING` is one round trip in
+    /// [`operation_counts`](TokenStore::operation_counts), under no operation: it is none of the protocol's.
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        let command = &redis::cmd("PING");
+        let answer: String = self
+            .run(MIGRATE, |mut connection| async move {
+                command.query_async(&mut connection).await
+            })
+            .await?;
+        // Anything but PONG is not a Redis server we can use (a proxy answering for it, say).
+        if answer != "PONG" {
+            return Err(StoreError::Query {
+                store: self.describe(),
+                operation: MIGRATE,
+                source: format!("PING was answered with {answer:?}, not PONG").into(),
+            });
+        }
         Ok(())
     }
 
