@@ -17,6 +17,7 @@ pub mod fleet;
 pub mod logs;
 #[cfg(feature = "diesel-store")]
 pub mod proxy;
+pub mod recording;
 #[cfg(all(
     feature = "sqlite",
     feature = "postgres",
@@ -24,7 +25,6 @@ pub mod proxy;
     feature = "redis"
 ))]
 pub mod redis_db;
-pub mod recording;
 pub mod switched;
 
 pub const USERNAME: &str = "username_17627_56530";

@@ -32,8 +32,9 @@ pub enum What {
     Operation(&'static str),
     /// A save was written, with this generation.
     Saved(u64),
-    /// A load returned a generation newer than any this instance had seen.
-    Adopted(u64),
+    /// A load returned a generation newer than any this instance had seen (the event's time); `asked` is when
+    /// that load was sent.
+    Adopted(u64, Instant),
     /// A `try_lease` was refused: another instance holds the lease.
     LeaseRefused,
 }
@@ -143,6 +144,9 @@ pub struct Expiry {
     /// From the first save to the last adoption of its generation by an instance that was waiting on the lease
     /// when it went in; `None` without a save or such an adoption.
     pub save_to_last_adoption: Option<Duration>,
+    /// The same to when the last of those instances sent the read that adopted: how soon the instances heard of
+    /// the save, before the run queue of a loaded machine delays the answers.
+    pub save_to_last_read_asked: Option<Duration>,
     /// For each instance that adopted after a refused lease: from its first refusal to its adoption.
     pub lease_waits: Vec<Duration>,
     /// Instances that adopted the saved generation.
@@ -155,6 +159,7 @@ impl Expiry {
         let mut by_kind = BTreeMap::new();
         let mut refused: Vec<Option<Instant>> = vec![None; instances];
         let mut adopted: Vec<Option<(Instant, u64)>> = vec![None; instances];
+        let mut asked_at: Vec<Option<Instant>> = vec![None; instances];
         let mut saved: Option<(Instant, u64)> = None;
         let mut saves = 0;
         for event in events {
@@ -167,8 +172,9 @@ impl Expiry {
                     saves += 1;
                     saved.get_or_insert((event.at, generation));
                 }
-                What::Adopted(generation) => {
+                What::Adopted(generation, asked) => {
                     adopted[event.instance].get_or_insert((event.at, generation));
+                    asked_at[event.instance].get_or_insert(asked);
                 }
                 What::LeaseRefused => {
                     refused[event.instance].get_or_insert(event.at);
@@ -198,11 +204,21 @@ impl Expiry {
         // Only the instances already waiting on the lease when the save went in: how soon they hear of it is what
         // wake-ups (or polls) decide. An instance that meets the expiry after the save adopts at its first read,
         // as late as its callers found out.
+        let waiting_at_save =
+            |instance: usize, save: Instant| refused[instance].is_some_and(|at| at <= save);
         let save_to_last_adoption = saved.and_then(|(save, _)| {
             of_saved
                 .iter()
-                .filter(|(instance, _)| refused[*instance].is_some_and(|at| at <= save))
+                .filter(|(instance, _)| waiting_at_save(*instance, save))
                 .map(|(_, at)| at.saturating_duration_since(save))
+                .max()
+        });
+        let save_to_last_read_asked = saved.and_then(|(save, _)| {
+            of_saved
+                .iter()
+                .filter(|(instance, _)| waiting_at_save(*instance, save))
+                .filter_map(|(instance, _)| asked_at[*instance])
+                .map(|at| at.saturating_duration_since(save))
                 .max()
         });
         Expiry {
@@ -210,6 +226,7 @@ impl Expiry {
             by_kind,
             saves,
             save_to_last_adoption,
+            save_to_last_read_asked,
             lease_waits,
             adoptions: of_saved.len(),
         }
@@ -239,6 +256,7 @@ impl Expiry {
             "adoptions": self.adoptions,
             "lease_wait_ms": percentiles(&mut waits),
             "save_to_last_adoption_ms": self.save_to_last_adoption.map(ms),
+            "save_to_last_read_asked_ms": self.save_to_last_read_asked.map(ms),
         })
     }
 }
@@ -322,12 +340,13 @@ impl TokenStore for RecordingStore {
 
     async fn load(&self, key: &str) -> Result<Option<TokenRecord>, StoreError> {
         self.operation("load");
+        let asked = Instant::now();
         let loaded = self.inner.load(key).await?;
         if let Some(record) = &loaded
             && self.see(record.generation)
         {
             self.log
-                .record(self.instance, What::Adopted(record.generation.0));
+                .record(self.instance, What::Adopted(record.generation.0, asked));
         }
         Ok(loaded)
     }

@@ -379,8 +379,11 @@ impl Inner {
                     });
                 }
                 let poll = poll_interval(self.settings.poll_interval, wakeup.as_ref());
-                let pause = (poll + self.jitter.jitter(poll))
-                    .min(self.settings.wait_timeout.saturating_sub(waited_since.elapsed()));
+                let pause = (poll + self.jitter.jitter(poll)).min(
+                    self.settings
+                        .wait_timeout
+                        .saturating_sub(waited_since.elapsed()),
+                );
                 pause_or_wakeup(pause, wakeup.as_mut()).await;
             }
             match self.read(stale).await {
