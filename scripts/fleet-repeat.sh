@@ -13,11 +13,13 @@
 # is not in this tree is skipped with a note: the Redis variants (`redis_fleet_logs_in_once_per_expiry`,
 # `redis_fleet_polling_logs_in_once_per_expiry`, `redis_fleet_refreshing_ahead_keeps_every_caller_from_waiting_for_a_login`)
 # run once the Redis store and its fleet functions are in tests/fleet.rs.
+# The full size: 64 instances (PAYNET_FLEET_INSTANCES; the test suite alone runs 16).
 # PAYNET_FLEET_SECS sets the expiries per run (default 20, one a second); PAYNET_TEST_POSTGRES_URL,
 # PAYNET_TEST_MYSQL_URL (and PAYNET_TEST_REDIS_URL for Redis) choose the servers, as for the test suite. Figures
 # go to target/fleet-repeat/*.jsonl, one line per run; the logs of failed runs beside them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PAYNET_FLEET_INSTANCES="${PAYNET_FLEET_INSTANCES:-64}"
 
 runs=${1:-30}
 shift || true
