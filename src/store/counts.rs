@@ -115,6 +115,12 @@ impl Counter {
     }
 
     /// Counts one round trip to the server.
+    #[cfg(any(
+        feature = "postgres",
+        feature = "sqlite",
+        feature = "mysql",
+        feature = "redis"
+    ))]
     pub(crate) fn round_trip(&self) {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
     }

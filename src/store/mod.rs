@@ -116,6 +116,34 @@ pub(crate) fn is_memory_url(url: &str) -> bool {
 /// share a row).
 pub(crate) const MAX_KEY_BYTES: usize = 255;
 
+/// Refuses a credential key or lease owner longer than [`MAX_KEY_BYTES`], alike on every store that keeps them
+/// outside this process.
+#[cfg(any(
+    feature = "postgres",
+    feature = "sqlite",
+    feature = "mysql",
+    feature = "redis"
+))]
+pub(crate) fn check_length(what: &str, value: &str) -> Result<(), StoreError> {
+    if value.len() > MAX_KEY_BYTES {
+        return Err(StoreError::Config(format!(
+            "{what} is {} bytes long; the token store holds at most {MAX_KEY_BYTES}",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Longest lease a store records: keeps `now + ttl` far from overflowing a `BIGINT` on every SQL backend, and
+/// exact in a Lua number (a double) on Redis.
+#[cfg(any(
+    feature = "postgres",
+    feature = "sqlite",
+    feature = "mysql",
+    feature = "redis"
+))]
+pub(crate) const MAX_TTL_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
+
 /// Opens the store a URL names: `memory:` for a [`MemoryStore`], `redis://` or `rediss://` for a `RedisStore`
 /// (feature `redis`; nothing to create), otherwise a database (see `DieselStore` for the URL forms), whose tables
 /// are then created if missing.

@@ -82,6 +82,7 @@ impl Wakeups {
         wakeups
     }
 
+    #[cfg(any(feature = "postgres", feature = "redis"))]
     /// The listener hears announcements from now on: every waiter looks again (what was announced before was not
     /// heard) and, from then on, relies on the wake-ups rather than on its poll.
     pub(crate) fn listening(&self) {
@@ -89,6 +90,7 @@ impl Wakeups {
         self.notify_all();
     }
 
+    #[cfg(any(feature = "postgres", feature = "redis"))]
     /// The listener stopped hearing announcements: every waiter looks again and polls at its usual interval until
     /// [`listening`](Self::listening).
     pub(crate) fn not_listening(&self) {
@@ -114,6 +116,7 @@ impl Wakeups {
         }
     }
 
+    #[cfg(any(feature = "postgres", feature = "redis"))]
     /// A guard that says [`not_listening`](Self::not_listening) when dropped: a listener's task holds it, so that
     /// its waiters poll again however the task ends.
     pub(crate) fn not_listening_on_drop(self: &Arc<Self>) -> NotListeningOnDrop {
@@ -128,6 +131,7 @@ impl Wakeups {
         }
     }
 
+    #[cfg(any(feature = "postgres", feature = "redis"))]
     /// Wakes every subscriber.
     fn notify_all(&self) {
         let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
@@ -137,9 +141,11 @@ impl Wakeups {
     }
 }
 
+#[cfg(any(feature = "postgres", feature = "redis"))]
 /// See [`Wakeups::not_listening_on_drop`].
 pub(crate) struct NotListeningOnDrop(Arc<Wakeups>);
 
+#[cfg(any(feature = "postgres", feature = "redis"))]
 impl Drop for NotListeningOnDrop {
     fn drop(&mut self) {
         self.0.not_listening();
@@ -150,6 +156,7 @@ impl Drop for NotListeningOnDrop {
 mod tests {
     use super::*;
 
+    #[cfg(any(feature = "postgres", feature = "redis"))]
     #[tokio::test]
     async fn a_notification_wakes_the_subscribers_of_its_key_only() {
         let wakeups = Wakeups::default();
@@ -164,6 +171,7 @@ mod tests {
         assert!(a.has_saved() && b.has_saved());
     }
 
+    #[cfg(any(feature = "postgres", feature = "redis"))]
     #[tokio::test]
     async fn a_change_of_liveness_wakes_every_subscriber() {
         let wakeups = Wakeups::default();

@@ -18,9 +18,9 @@ use async_trait::async_trait;
 use self::backend::open;
 use self::pool::{LastError, Pools, with_pool};
 use self::url::Target;
-use super::MAX_KEY_BYTES;
 use super::cipher::{KeyRing, key_ring};
 use super::{Counter, LeaseInfo, OperationCounts, StoreOptions, TokenStore, Wakeup, op};
+use super::{MAX_TTL_MS, check_length};
 use crate::error::StoreError;
 use crate::record::{Generation, TokenRecord};
 use crate::redact::url as redact;
@@ -42,9 +42,6 @@ mod sqlite;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod tls;
 mod url;
-
-/// Longest lease the store records: keeps `now + ttl` far from overflowing a `BIGINT` on every backend.
-const MAX_TTL_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
 
 /// Which database a [`DieselStore`] talks to, as [`DieselStore::backend`] reports it.
 ///
@@ -337,16 +334,6 @@ impl DieselStore {
             }),
         }
     }
-}
-
-fn check_length(what: &str, value: &str) -> Result<(), StoreError> {
-    if value.len() > MAX_KEY_BYTES {
-        return Err(StoreError::Config(format!(
-            "{what} is {} bytes long; the token store holds at most {MAX_KEY_BYTES}",
-            value.len()
-        )));
-    }
-    Ok(())
 }
 
 impl fmt::Debug for DieselStore {

@@ -18,7 +18,8 @@ use secrecy::zeroize::Zeroizing;
 use self::listener::Listener;
 use super::cipher::{KeyRing, TOMBSTONE, key_ring, open_column, seal_column};
 use super::{
-    Counter, LeaseInfo, MAX_KEY_BYTES, OperationCounts, StoreOptions, TokenStore, Wakeup, op,
+    Counter, LeaseInfo, MAX_TTL_MS, OperationCounts, StoreOptions, TokenStore, Wakeup,
+    check_length, op,
 };
 use crate::error::StoreError;
 use crate::record::{Generation, LoginMeta, TokenRecord};
@@ -27,9 +28,6 @@ mod address;
 mod failure;
 mod listener;
 mod scripts;
-
-/// Longest lease the store records, as on SQL: keeps `now + ttl` exact in a Lua number (a double).
-const MAX_TTL_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
 
 /// The name [`RedisStore::migrate`] gives its check in errors: `DieselStore::migrate`'s.
 const MIGRATE: &str = "migrate";
@@ -373,17 +371,6 @@ fn lease_key(key: &str) -> String {
 
 fn lease_info_key(key: &str) -> String {
     format!("paynet-auth:{{{key}}}:lease-info")
-}
-
-/// Keys and owners are held to the SQL stores' limit, so that every store refuses the same ones.
-fn check_length(what: &str, value: &str) -> Result<(), StoreError> {
-    if value.len() > MAX_KEY_BYTES {
-        return Err(StoreError::Config(format!(
-            "{what} is {} bytes long; the token store holds at most {MAX_KEY_BYTES}",
-            value.len()
-        )));
-    }
-    Ok(())
 }
 
 impl fmt::Debug for RedisStore {
