@@ -14,7 +14,8 @@
 # `redis_fleet_polling_logs_in_once_per_expiry`, `redis_fleet_refreshing_ahead_keeps_every_caller_from_waiting_for_a_login`)
 # run once the Redis store and its fleet functions are in tests/fleet.rs.
 # The full size: 64 instances (PAYNET_FLEET_INSTANCES; the test suite alone runs 16).
-# PAYNET_FLEET_SECS sets the expiries per run (default 20, one a second); PAYNET_TEST_POSTGRES_URL,
+# The runs are of a release build, as every benchmark of the project (PAYNET_FLEET_PROFILE=debug for the test
+# suite's build); PAYNET_FLEET_SECS sets the expiries per run (default 20, one a second); PAYNET_TEST_POSTGRES_URL,
 # PAYNET_TEST_MYSQL_URL (and PAYNET_TEST_REDIS_URL for Redis) choose the servers, as for the test suite. Figures
 # go to target/fleet-repeat/*.jsonl, one line per run; the logs of failed runs beside them.
 set -euo pipefail
@@ -37,26 +38,30 @@ if [ ${#variants[@]} -eq 0 ]; then
     redis_fleet_polling_logs_in_once_per_expiry
     redis_fleet_refreshing_ahead_keeps_every_caller_from_waiting_for_a_login
     sqlite_file_shared_by_processes_logs_in_once_per_expiry
+    postgres_shared_by_processes_logs_in_once_per_expiry
+    redis_shared_by_processes_logs_in_once_per_expiry
     lease_holder_killed_mid_login_is_taken_over_after_the_lease_ttl
   )
 fi
 
 out=target/fleet-repeat
 mkdir -p "$out"
-cargo test --all-features --no-run --quiet -p paynet-auth --test fleet
-cargo test --all-features --no-run --quiet -p paynet-auth-cli --test fleet_processes
+profile=()
+if [ "${PAYNET_FLEET_PROFILE:-release}" = release ]; then profile=(--release); fi
+cargo test "${profile[@]}" --all-features --no-run --quiet -p paynet-auth --test fleet
+cargo test "${profile[@]}" --all-features --no-run --quiet -p paynet-auth-cli --test fleet_processes
 
 # The package and test binary that hold a variant.
 target_of() {
   case $1 in
-    sqlite_file_shared*|lease_holder_killed*) echo "-p paynet-auth-cli --test fleet_processes" ;;
+    *_by_processes_*|lease_holder_killed*) echo "-p paynet-auth-cli --test fleet_processes" ;;
     *) echo "-p paynet-auth --test fleet" ;;
   esac
 }
 
 # Only the variants whose test exists in this tree.
-listed=$( { cargo test --all-features --quiet -p paynet-auth --test fleet -- --list;
-            cargo test --all-features --quiet -p paynet-auth-cli --test fleet_processes -- --list; } 2>/dev/null |
+listed=$( { cargo test "${profile[@]}" --all-features --quiet -p paynet-auth --test fleet -- --list;
+            cargo test "${profile[@]}" --all-features --quiet -p paynet-auth-cli --test fleet_processes -- --list; } 2>/dev/null |
           sed -n 's/: test$//p')
 present=()
 for variant in "${variants[@]}"; do
@@ -76,7 +81,7 @@ for run in $(seq 1 "$runs"); do
   for variant in "${variants[@]}"; do
     log="$out/$variant.$run.log"
     # shellcheck disable=SC2046 # the package and test flags are meant to split
-    if cargo test --all-features --quiet $(target_of "$variant") -- --exact "$variant" --nocapture --test-threads 1 >"$log" 2>&1; then
+    if cargo test "${profile[@]}" --all-features --quiet $(target_of "$variant") -- --exact "$variant" --nocapture --test-threads 1 >"$log" 2>&1; then
       status=ok
     else
       status=FAILED
@@ -98,12 +103,15 @@ table() {
     [.[] | .figures | select(. != null)] as $f
     | ($f | map(select(.ops_per_instance_per_expiry != null))) as $ops
     | ($f | map(.save_to_last_adoption_ms.p99 // empty)) as $adoption
+    | ($f | map(.save_to_last_read_asked_ms.p99 // empty)) as $asked
     | ($f | map(.wakeup_targets_met // empty)) as $targets
     | [ $variant,
         "\(map(select(.status == "FAILED")) | length) / \(length)",
         ($f | map("\(.logins)/\(.expiries)") | group_by(.) | map("\(.[0]) ×\(length)") | join(", ")),
         ($f | map(.errors // 0) | add // 0 | tostring) + " (" + ($f | map(.errors_across_two_expiries // 0) | add // 0 | tostring) + " across two expiries)",
         (if ($ops | length) == 0 then "-" else ($ops | map(.ops_per_instance_per_expiry.mean) | median | fmt) + " (max " + ($ops | map(.ops_per_instance_per_expiry.max) | max | fmt) + ")" end),
+        (if ($ops | length) == 0 then "-" else ($ops | map(.ops_per_waiter_per_expiry // empty) | median | fmt) + " (worst run " + ($ops | map(.ops_per_waiter_per_expiry // empty) | max | fmt) + ")" end),
+        (if ($asked | length) == 0 then "-" else ($asked | median | fmt) + " ms (worst " + ($asked | max | fmt) + " ms)" end),
         (if ($adoption | length) == 0 then "-" else ($adoption | median | fmt) + " ms (worst " + ($adoption | max | fmt) + " ms)" end),
         (if ($targets | length) == 0 then "-" else "ops \($targets | map(select(.ops)) | length)/\($targets | length), adoption \($targets | map(select(.adoption)) | length)/\($targets | length)" end),
         (if ($f | map(select(.refresh_ahead == true)) | length) == 0 then "-" else ($f | map(.max_wait_ms) | median | fmt) + " ms (worst " + ($f | map(.max_wait_ms) | max | fmt) + " ms)" end)
@@ -113,8 +121,8 @@ table() {
 }
 
 echo
-echo "| variant | failed runs | logins/expiries | caller errors | ops per instance per expiry (median, max) | save → last adoption, p99 (median run, worst) | wake-up targets met | max caller wait, refresh-ahead (median run, worst) |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| variant | failed runs | logins/expiries | caller errors | ops per instance per expiry (median run, max) | ops per waiting instance per expiry (median run, worst) | save → last waiter's read asked, p99 (median run, worst) | save → last adoption, p99 (median run, worst) | wake-up targets met | max caller wait, refresh-ahead (median run, worst) |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 for variant in "${variants[@]}"; do
   table "$variant"
 done

@@ -5,18 +5,21 @@
 //! error; and what each expiry costs is counted per instance from the outside (`support/recording.rs`): the store
 //! operations by kind, the lease waits, and the time from the winner's save to the last adoption.
 //!
-//! With a store that announces its saves ([`TokenStore::subscribe`]), the targets are about three operations per
-//! instance per expiry (a read, a refused lease, the adopting read; the winner makes two more, its re-read under
-//! the lease and its save, and gives the lease back) and the last waiting instance adopting within 10 ms of the
-//! save at p99. Each run says whether it met them (`wakeup_targets_met`) and `scripts/fleet-repeat.sh` counts the
-//! runs that did; they are not asserted, for two reasons measured here: a waiting manager still polls every
-//! `poll_interval` while it is subscribed (a wake-up shortens the wait, it does not replace the polls: about two
-//! operations per poll for the length of the login), and 64 instances in one process on two cores adopt one after
-//! the other, each behind the replays of the instances woken before it, so the last adoption measures the
-//! runtime's queue. The same backend with its wake-ups hidden (`_polling` variants) shows what polling costs
-//! instead. With refresh-ahead on, the fleet refreshes before the token's end and no call waits for a login:
-//! asserted, by every caller checking that its instance's token had not run out of its usable life when it
-//! started a call (a call that finds it run out is the one that waits for a login).
+//! With a store that announces its saves ([`TokenStore::subscribe`]), each expiry costs an instance that did not
+//! win the lease three operations at most on average (a read, a refused lease, the adopting read once woken; one
+//! that meets the expiry after the save adopts at its first read), the winner five (its re-read under the lease,
+//! its save and its release besides): asserted, as the mean over the run of the instances that did not save. And
+//! the instances that were waiting when the save went in hear of it sooner than their next poll would have come:
+//! the last of them asks for the new token within [`POLL_INTERVAL`] of the save at p99, and has it within twice
+//! that (asserted; without the announcement they would wait out the one-second safety poll). The targets of the
+//! full size, the last adoption within 10 ms of the save at p99 (`WAKEUP_ADOPTION_P99`), are printed per run
+//! (`wakeup_targets_met`) and counted by `scripts/fleet-repeat.sh` on release builds, not asserted: 64 instances in
+//! one process on two cores adopt one after the other, each behind the replays of the instances woken before it,
+//! so past the first few milliseconds the last adoption measures the runtime's queue, not the protocol (a fleet's
+//! instances each have a process and cores of their own). The same backend with its wake-ups hidden (`_polling`
+//! variants) shows what polling costs instead. With refresh-ahead on, the fleet refreshes before the token's end
+//! and no call waits for a login: asserted, by every caller checking that its instance's token had not run out of
+//! its usable life when it started a call (a call that finds it run out is the one that waits for a login).
 //!
 //! One kind of failed call is not held against the fleet: a call that lived through two expiries (its token died,
 //! and its replay's too). The layer replays once and only once, so such a call fails whatever the store does; it
@@ -94,13 +97,17 @@ const LIFETIME: Duration = Duration::from_millis(3000);
 const SKEW: Duration = Duration::from_millis(100);
 const WINDOW: Duration = Duration::from_millis(2200);
 
-/// The bound with wake-ups, the mean operations per instance per expiry: an instance that meets the expiry while
-/// the winner logs in reads, is refused the lease and reads again when woken (3); one that meets it after the save
-/// adopts at its first read (1); the winner re-reads under the lease, saves and releases (5).
+/// The bound with wake-ups, the mean operations per expiry of the instances that did not win the lease: one that
+/// meets the expiry while the winner logs in reads, is refused the lease and reads again when woken (3); one that
+/// meets it after the save adopts at its first read (1). (The winner's five, its re-read under the lease, its save
+/// and its release besides, are the same whatever the fleet's size.)
 const WAKEUP_OPERATIONS_PER_INSTANCE: f64 = 3.0;
 /// The target with wake-ups, the most from the winner's save to the last adoption of the instances that were
-/// waiting for it, at p99 over the expiries.
+/// waiting for it, at p99 over the expiries: printed, not asserted (see the module's documentation).
 const WAKEUP_ADOPTION_P99: Duration = Duration::from_millis(10);
+/// The managers' poll interval (their default): what a waiter polling instead of woken waits at most past the save
+/// before it reads again, and so what a wake-up must beat.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// One fleet at a time: each one alone keeps two cores busy, and two at once would measure the machine, not the
 /// protocol (refreshes slower than the expiry period merge two expiries into one login).
@@ -354,17 +361,19 @@ where
             "wakeups": with_wakeups,
             "refresh_ahead": ending == Ending::RefreshedAhead,
             "ops_per_instance_per_expiry": summary.operations,
+            "ops_per_waiter_per_expiry": round(summary.mean_waiter_operations),
             "ops_by_kind_per_instance_per_expiry": summary.by_kind,
             "lease_wait_ms": summary.lease_waits,
             "save_to_last_adoption_ms": summary.adoption,
             "save_to_last_read_asked_ms": summary.read_asked,
+            "waiting_not_adopted": summary.waiting_not_adopted,
             "ops_recorded": recorded.total(),
             "ops_counted_by_stores": counted.total(),
             "hot_path_round_trips": hot_path_round_trips,
             "calls_past_usable_life": (ending == Ending::RefreshedAhead).then_some(without_usable_token),
             // The targets of a store with wake-ups, said rather than asserted: see the module's documentation.
             "wakeup_targets_met": with_wakeups.then(|| serde_json::json!({
-                "ops": summary.mean_operations <= WAKEUP_OPERATIONS_PER_INSTANCE,
+                "ops": summary.mean_waiter_operations <= WAKEUP_OPERATIONS_PER_INSTANCE,
                 "adoption": summary.adoption_p99.is_some_and(|p99| p99 <= WAKEUP_ADOPTION_P99),
                 "read_asked": summary.read_asked_p99.is_some_and(|p99| p99 <= WAKEUP_ADOPTION_P99),
             })),
@@ -385,11 +394,44 @@ where
                 "{variant}: 2,000 calls on a cached token queried the store"
             );
             assert_verdict(variant, logins, n, &tally, &ticks);
+            if with_wakeups {
+                assert_wakeups(variant, &summary);
+            }
         }
         Ending::RefreshedAhead => {
             assert_refreshed_ahead(variant, logins, &log, &tally, &ticks, without_usable_token);
         }
     }
+}
+
+/// With wake-ups, an expiry costs each instance that did not win the lease three operations at most on average,
+/// and the instances that were waiting hear of the save before their next poll would have come.
+fn assert_wakeups(variant: &str, summary: &Summary) {
+    assert!(
+        summary.mean_waiter_operations <= WAKEUP_OPERATIONS_PER_INSTANCE,
+        "{variant}: {:.2} operations per waiting instance per expiry, more than {WAKEUP_OPERATIONS_PER_INSTANCE}",
+        summary.mean_waiter_operations
+    );
+    assert_eq!(
+        summary.waiting_not_adopted, 0,
+        "{variant}: instances waiting on the lease when the winner saved had not adopted its token by the next \
+         expiry: the store's announcement did not wake them"
+    );
+    let (Some(asked), Some(adopted)) = (summary.read_asked_p99, summary.adoption_p99) else {
+        panic!(
+            "{variant}: in {} expiries out of {}, no instance was waiting on the lease when the save went in",
+            summary.without_waiters, summary.expiries
+        );
+    };
+    assert!(
+        asked <= POLL_INTERVAL,
+        "{variant}: the last waiting instance asked for the saved token {asked:?} after the save at p99: \
+         it was not woken by the store's announcement (a poll is due within {POLL_INTERVAL:?})"
+    );
+    assert!(
+        adopted <= POLL_INTERVAL * 2,
+        "{variant}: the last waiting instance adopted {adopted:?} after the save at p99"
+    );
 }
 
 /// Waits until the gateway has issued `n` tokens after the first (each refreshed ahead of its end), or clearly will
@@ -453,8 +495,14 @@ fn assert_refreshed_ahead(
 
 /// The figures of a run, over its expiries.
 struct Summary {
-    /// Mean over the expiries of the mean operations per instance.
-    mean_operations: f64,
+    expiries: usize,
+    /// Expiries in which no instance was waiting on the lease when the save went in: they have no adoption figure.
+    without_waiters: usize,
+    /// Instances, over the expiries, waiting on the lease when the save went in that had not adopted it by the next
+    /// expiry.
+    waiting_not_adopted: usize,
+    /// Mean over the expiries of the mean operations per instance that did not save.
+    mean_waiter_operations: f64,
     /// `{mean, max}`: that mean, and the most one instance made in one expiry.
     operations: serde_json::Value,
     by_kind: serde_json::Value,
@@ -468,6 +516,11 @@ struct Summary {
 fn summarise(expiries: &[Expiry]) -> Summary {
     let count = expiries.len().max(1) as f64;
     let mean_operations = expiries.iter().map(Expiry::mean_operations).sum::<f64>() / count;
+    let mean_waiter_operations = expiries
+        .iter()
+        .map(Expiry::mean_waiter_operations)
+        .sum::<f64>()
+        / count;
     let max_operations = expiries
         .iter()
         .map(Expiry::max_operations)
@@ -495,8 +548,11 @@ fn summarise(expiries: &[Expiry]) -> Summary {
         .filter_map(|e| e.save_to_last_adoption)
         .collect();
     let adoption = percentiles(&mut adoptions);
-    // Every expiry must have its adoption figure for the p99 to speak for the run.
-    let adoption_p99 = if adoptions.len() == expiries.len() {
+    // An expiry in which every instance met the expiry after the save has no figure; most must have one for the
+    // p99 to speak for the run.
+    let without_waiters = expiries.len() - adoptions.len();
+    let enough = |figures: usize| figures * 2 >= expiries.len() && figures > 0;
+    let adoption_p99 = if enough(adoptions.len()) {
         quantile(&adoptions, 0.99)
     } else {
         None
@@ -506,13 +562,16 @@ fn summarise(expiries: &[Expiry]) -> Summary {
         .filter_map(|e| e.save_to_last_read_asked)
         .collect();
     let read_asked = percentiles(&mut asked);
-    let read_asked_p99 = if asked.len() == expiries.len() {
+    let read_asked_p99 = if enough(asked.len()) {
         quantile(&asked, 0.99)
     } else {
         None
     };
     Summary {
-        mean_operations,
+        waiting_not_adopted: expiries.iter().map(|e| e.waiting_not_adopted).sum(),
+        expiries: expiries.len(),
+        without_waiters,
+        mean_waiter_operations,
         operations: serde_json::json!({"mean": round(mean_operations), "max": max_operations}),
         by_kind: by_kind.into(),
         lease_waits: percentiles(&mut lease_waits),

@@ -5,7 +5,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use paynet_auth::clock::ManualClock;
+use paynet_auth::clock::{Clock, ManualClock, SystemClock};
 use paynet_auth::record::Generation;
 use paynet_auth::store::{MemoryStore, TokenStore};
 use paynet_auth::token::ActiveToken;
@@ -377,6 +377,86 @@ async fn a_waiting_instance_adopts_when_the_store_announces_the_save() {
     assert_eq!(holding.await.unwrap().unwrap().generation(), Generation(1));
     assert_eq!(login.attempts(), 1);
     assert_eq!(waiter.stats().adoptions, 1);
+}
+
+/// A store whose first read answers what it found, but another instance's save goes in (and is announced) while
+/// the answer is on its way: the save an instance that just read nothing new hears of before it asks for the lease.
+struct SavedWhileReading {
+    inner: MemoryStore,
+    saved: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl TokenStore for SavedWhileReading {
+    fn describe(&self) -> String {
+        "memory, saved while reading".into()
+    }
+    async fn load(
+        &self,
+        key: &str,
+    ) -> Result<Option<paynet_auth::record::TokenRecord>, paynet_auth::StoreError> {
+        let found = self.inner.load(key).await;
+        if !self.saved.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let record = paynet_auth::record::TokenRecord {
+                token: "saved-by-another-instance".into(),
+                generation: Generation(1),
+                obtained_at_ms: SystemClock::new().now_ms(),
+                expires_at_ms: None,
+                meta: Default::default(),
+                written_by: "another".into(),
+            };
+            assert!(self.inner.save(key, &record).await.unwrap());
+        }
+        found
+    }
+    async fn save(
+        &self,
+        key: &str,
+        record: &paynet_auth::record::TokenRecord,
+    ) -> Result<bool, paynet_auth::StoreError> {
+        self.inner.save(key, record).await
+    }
+    async fn try_lease(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, paynet_auth::StoreError> {
+        self.inner.try_lease(key, owner, ttl).await
+    }
+    async fn release(&self, key: &str, owner: &str) -> Result<(), paynet_auth::StoreError> {
+        self.inner.release(key, owner).await
+    }
+    async fn clear(&self, key: &str) -> Result<(), paynet_auth::StoreError> {
+        self.inner.clear(key).await
+    }
+    fn subscribe(&self, key: &str) -> Option<paynet_auth::store::Wakeup> {
+        self.inner.subscribe(key)
+    }
+    fn operation_counts(&self) -> Option<paynet_auth::store::OperationCounts> {
+        self.inner.operation_counts()
+    }
+}
+
+/// An instance that read nothing new but hears of a save before it asks for the lease reads the new token rather
+/// than taking a free lease only to find it under it: two reads, no lease, no release, no login.
+#[tokio::test(start_paused = true)]
+async fn a_save_announced_after_the_read_is_read_rather_than_leased() {
+    let store = Arc::new(SavedWhileReading {
+        inner: MemoryStore::new(),
+        saved: Default::default(),
+    });
+    let login = FakeLogin::default();
+    let manager = manager_builder().store(Arc::clone(&store)).build().unwrap();
+    let token = manager.token(login.sender()).await.unwrap();
+    assert_eq!(token.generation(), Generation(1));
+    assert_eq!(login.attempts(), 0);
+    let counts = store.operation_counts().unwrap();
+    assert_eq!(
+        (counts.load, counts.try_lease, counts.release),
+        (2, 0, 0),
+        "{counts:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

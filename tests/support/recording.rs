@@ -137,6 +137,8 @@ fn add(counts: &mut OperationCounts, kind: &str) {
 pub struct Expiry {
     /// Operations of each instance (instances that made none count as zero).
     pub operations: Vec<u64>,
+    /// Whether each instance saved a token in this expiry (the winner of the lease): the others waited for it.
+    pub saved_by: Vec<bool>,
     /// Operations of the whole fleet, by kind.
     pub by_kind: BTreeMap<&'static str, u64>,
     /// Successful saves (one per login that was saved).
@@ -151,6 +153,9 @@ pub struct Expiry {
     pub lease_waits: Vec<Duration>,
     /// Instances that adopted the saved generation.
     pub adoptions: usize,
+    /// Instances that were waiting on the lease when the save went in and had not adopted its generation by the
+    /// next expiry: neither woken nor polling.
+    pub waiting_not_adopted: usize,
 }
 
 impl Expiry {
@@ -162,6 +167,7 @@ impl Expiry {
         let mut asked_at: Vec<Option<Instant>> = vec![None; instances];
         let mut saved: Option<(Instant, u64)> = None;
         let mut saves = 0;
+        let mut saved_by = vec![false; instances];
         for event in events {
             match event.what {
                 What::Operation(kind) => {
@@ -170,6 +176,7 @@ impl Expiry {
                 }
                 What::Saved(generation) => {
                     saves += 1;
+                    saved_by[event.instance] = true;
                     saved.get_or_insert((event.at, generation));
                 }
                 What::Adopted(generation, asked) => {
@@ -221,8 +228,16 @@ impl Expiry {
                 .map(|at| at.saturating_duration_since(save))
                 .max()
         });
+        let waiting_not_adopted = saved.map_or(0, |(save, _)| {
+            (0..instances)
+                .filter(|&instance| waiting_at_save(instance, save))
+                .filter(|&instance| !of_saved.iter().any(|(adopter, _)| *adopter == instance))
+                .count()
+        });
         Expiry {
+            waiting_not_adopted,
             operations,
+            saved_by,
             by_kind,
             saves,
             save_to_last_adoption,
@@ -236,6 +251,19 @@ impl Expiry {
         self.operations.iter().sum::<u64>() as f64 / self.operations.len().max(1) as f64
     }
 
+    /// The mean operations of the instances that did not save (every one of them, whether it waited for the
+    /// winner's save or met the expiry after it): what the winner's login cost each of the others.
+    pub fn mean_waiter_operations(&self) -> f64 {
+        let waiters: Vec<u64> = self
+            .operations
+            .iter()
+            .zip(&self.saved_by)
+            .filter(|(_, saved)| !**saved)
+            .map(|(ops, _)| *ops)
+            .collect();
+        waiters.iter().sum::<u64>() as f64 / waiters.len().max(1) as f64
+    }
+
     pub fn max_operations(&self) -> u64 {
         self.operations.iter().copied().max().unwrap_or(0)
     }
@@ -247,6 +275,7 @@ impl Expiry {
             "expiry": index + 1,
             "ops_per_instance_mean": round(self.mean_operations()),
             "ops_per_instance_max": self.max_operations(),
+            "ops_per_waiter_mean": round(self.mean_waiter_operations()),
             "ops_by_kind_per_instance": self
                 .by_kind
                 .iter()
@@ -254,6 +283,7 @@ impl Expiry {
                 .collect::<serde_json::Map<_, _>>(),
             "saves": self.saves,
             "adoptions": self.adoptions,
+            "waiting_not_adopted": self.waiting_not_adopted,
             "lease_wait_ms": percentiles(&mut waits),
             "save_to_last_adoption_ms": self.save_to_last_adoption.map(ms),
             "save_to_last_read_asked_ms": self.save_to_last_read_asked.map(ms),

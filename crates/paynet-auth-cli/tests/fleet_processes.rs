@@ -1,8 +1,9 @@
-//! Fleets of `paynet-auth` processes sharing one SQLite file, against a gateway that keeps one session per
-//! terminal: the CLI's `load` in several processes, the token expiring every second, and a lease holder killed
-//! with SIGKILL in the middle of its login. Whatever happens, the fleet logs in once per expiry and no caller sees
-//! an error. The in-process fleets on PostgreSQL and MariaDB are in the library's `tests/fleet.rs`; both share
-//! `tests/support/fleet.rs`.
+//! Fleets of `paynet-auth` processes sharing one store (a SQLite file, a PostgreSQL database, a Redis database),
+//! against a gateway that keeps one session per terminal: the CLI's `load` in several processes, configured as a
+//! user would (`store.url`, `paynet-auth migrate` first, a no-op on Redis), the token expiring every second; and a
+//! lease holder killed with SIGKILL in the middle of its login. Whatever happens, the fleet logs in once per expiry
+//! and no caller sees an error. The in-process fleets (64 instances, each store's figures) are in the library's
+//! `tests/fleet.rs`; both share `tests/support/fleet.rs`.
 //!
 //! `PAYNET_FLEET_SECS` sets how many expiries a run has (default 20, one a second). Each run prints one line of
 //! figures on stdout; run with `--nocapture` to read it.
@@ -14,6 +15,17 @@ mod fleet;
 use std::time::{Duration, Instant};
 
 use fleet::{Tally, assert_verdict, expire_every_second, expiries, single_session_sim};
+
+/// The servers of the test suite (`PAYNET_TEST_POSTGRES_URL`, `PAYNET_TEST_REDIS_URL`), as the library's tests
+/// find them.
+fn postgres_url() -> String {
+    std::env::var("PAYNET_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+fn redis_url() -> String {
+    std::env::var("PAYNET_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned())
+}
 use paynet_auth::store::{DieselStore, StoreOptions};
 use paynet_auth::{PaynetLogin, TokenManager};
 use paynet_sim::{DEFAULT_PASSWORD, DEFAULT_TERMINAL_ID, DEFAULT_USERNAME, Simulator};
@@ -26,25 +38,39 @@ const BIN: &str = env!("CARGO_BIN_EXE_paynet-auth");
 /// protocol.
 static ONE_FLEET_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The configuration of a CLI process of the SQLite fleet.
-fn write_config(dir: &std::path::Path, sim: &Simulator, lease_ttl: &str) -> std::path::PathBuf {
+/// The SQLite file of a fleet's directory, as a store URL.
+fn sqlite_url(dir: &std::path::Path) -> String {
+    format!("sqlite://{}", dir.join("tokens.db").display())
+}
+
+/// The configuration of a CLI process of a fleet sharing the store at `store_url`.
+fn write_config(
+    dir: &std::path::Path,
+    sim: &Simulator,
+    lease_ttl: &str,
+    store_url: &str,
+    connect_timeout: &str,
+) -> std::path::PathBuf {
     let yaml = format!(
         "paynet:\n  base_url: \"{base}\"\n  username: \"{DEFAULT_USERNAME}\"\n  \
          password: \"${{PAYNET_PASSWORD}}\"\n  terminal_id: {DEFAULT_TERMINAL_ID}\n  login_timeout: \"4s\"\n  \
-         lease_ttl: \"{lease_ttl}\"\n  store:\n    url: \"sqlite://{db}\"\n    connect_timeout: \"500ms\"\n",
+         lease_ttl: \"{lease_ttl}\"\n  store:\n    url: \"{store_url}\"\n    connect_timeout: \"{connect_timeout}\"\n",
         base = sim.base_url(),
-        db = dir.join("tokens.db").display(),
     );
     let path = dir.join("paynet.yaml");
     std::fs::write(&path, yaml).unwrap();
     path
 }
 
-/// `paynet-auth load` for `duration`, 64 calls in flight, as a process of its own.
-fn load_process(config: &std::path::Path, duration: Duration) -> tokio::process::Child {
+/// `paynet-auth load` for `duration`, `concurrency` calls in flight, as a process of its own.
+fn load_process(
+    config: &std::path::Path,
+    duration: Duration,
+    concurrency: usize,
+) -> tokio::process::Child {
     tokio::process::Command::new(BIN)
         .args(["load", "/v2/service", METHOD, "--concurrency"])
-        .arg(CALLERS_PER_INSTANCE.to_string())
+        .arg(concurrency.to_string())
         .arg("--duration")
         .arg(format!("{}ms", duration.as_millis()))
         .arg("--config")
@@ -76,28 +102,53 @@ async fn figures_of(child: tokio::process::Child) -> serde_json::Value {
     })
 }
 
-/// The processes of the SQLite fleet: fewer than the server fleets' eight, since each is a whole runtime on the
-/// same two cores.
-const SQLITE_PROCESSES: usize = 4;
+/// `paynet-auth ARGS` with `config`, as a user deploying the fleet would run it before starting it: it must
+/// succeed.
+async fn run(args: &[&str], config: &std::path::Path) {
+    let output = tokio::process::Command::new(BIN)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("PAYNET_PASSWORD", DEFAULT_PASSWORD)
+        .env_remove("PAYNET_TOKEN_KEY")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "paynet-auth {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_file_shared_by_processes_logs_in_once_per_expiry() {
+/// `processes` `load` processes, `concurrency` calls in flight each, sharing the store at `store_url` (migrated
+/// first) for [`expiries`] expiries: one login per expiry, no failed call.
+async fn shared_store_fleet(
+    variant: &str,
+    store_url: impl FnOnce(&std::path::Path) -> String,
+    processes: usize,
+    concurrency: usize,
+) {
     let _serial = ONE_FLEET_AT_A_TIME.lock().await;
     let n = expiries();
     let sim = single_session_sim().start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &sim, "30s");
+    let config = write_config(dir.path(), &sim, "30s", &store_url(dir.path()), "2s");
+    run(&["migrate"], &config).await;
+    // A token a previous run left under the same key (a simulator on the same port) is not this gateway's.
+    run(&["token", "clear"], &config).await;
     // The processes run two seconds past the last expiry, so that it is followed by calls (and one login).
     let duration = Duration::from_secs(n + 2);
-    let processes: Vec<_> = (0..SQLITE_PROCESSES)
-        .map(|_| load_process(&config, duration))
+    let children: Vec<_> = (0..processes)
+        .map(|_| load_process(&config, duration, concurrency))
         .collect();
     expire_every_second(&sim, n).await;
     let mut tally = Tally::default();
     let mut p99 = 0.0f64;
     let mut by_processes = 0;
-    for process in processes {
-        let figures = figures_of(process).await;
+    for child in children {
+        let figures = figures_of(child).await;
         tally.calls += figures["requests"].as_u64().unwrap();
         let errors = figures["errors"].as_u64().unwrap();
         tally.errors.extend(
@@ -110,7 +161,9 @@ async fn sqlite_file_shared_by_processes_logs_in_once_per_expiry() {
     println!(
         "fleet: {}",
         serde_json::json!({
-            "variant": "sqlite-processes",
+            "variant": variant,
+            "processes": processes,
+            "concurrency": concurrency,
             "logins": logins,
             "expiries": n,
             "calls": tally.calls,
@@ -120,7 +173,48 @@ async fn sqlite_file_shared_by_processes_logs_in_once_per_expiry() {
     );
     assert_eq!(by_processes, logins, "logins counted by the processes");
     // The processes report counts only: every failed call counts.
-    assert_verdict("sqlite-processes", logins, n, &tally, &[]);
+    assert_verdict(variant, logins, n, &tally, &[]);
+}
+
+/// The processes of the SQLite fleet: each is a whole runtime on the same two cores, 64 calls in flight.
+const SQLITE_PROCESSES: usize = 4;
+/// The processes of the server fleets: more of them, fewer calls in flight each, so that the two cores keep up.
+const SERVER_PROCESSES: usize = 8;
+const SERVER_CONCURRENCY: usize = 8;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_file_shared_by_processes_logs_in_once_per_expiry() {
+    shared_store_fleet(
+        "sqlite-processes",
+        sqlite_url,
+        SQLITE_PROCESSES,
+        CALLERS_PER_INSTANCE,
+    )
+    .await;
+}
+
+/// PostgreSQL (TLS as the server offers it, wake-ups through `LISTEN` in each process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_shared_by_processes_logs_in_once_per_expiry() {
+    shared_store_fleet(
+        "postgres-processes",
+        |_| postgres_url(),
+        SERVER_PROCESSES,
+        SERVER_CONCURRENCY,
+    )
+    .await;
+}
+
+/// Redis (`store.url: redis://…/N`; `migrate` only checks that it answers; wake-ups through pub/sub).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_shared_by_processes_logs_in_once_per_expiry() {
+    shared_store_fleet(
+        "redis-processes",
+        |_| redis_url(),
+        SERVER_PROCESSES,
+        SERVER_CONCURRENCY,
+    )
+    .await;
 }
 
 /// A lease holder killed with SIGKILL in the middle of its login (the gateway takes 3 s to answer): the other
@@ -139,9 +233,9 @@ async fn lease_holder_killed_mid_login_is_taken_over_after_the_lease_ttl() {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &sim, "6s");
+    let config = write_config(dir.path(), &sim, "6s", &sqlite_url(dir.path()), "500ms");
     let mut processes: Vec<_> = (0..PROCESSES)
-        .map(|_| load_process(&config, Duration::from_secs(14)))
+        .map(|_| load_process(&config, Duration::from_secs(14), CALLERS_PER_INSTANCE))
         .collect();
 
     // Wait for the first login to reach the gateway, then find the lease holder by its process id. Bounded, so
@@ -160,12 +254,9 @@ async fn lease_holder_killed_mid_login_is_taken_over_after_the_lease_ttl() {
         }
         panic!("no login reached the gateway within 30 s: {reasons}");
     }
-    let observer = DieselStore::connect(
-        &format!("sqlite://{}", dir.path().join("tokens.db").display()),
-        StoreOptions::default(),
-    )
-    .await
-    .unwrap();
+    let observer = DieselStore::connect(&sqlite_url(dir.path()), StoreOptions::default())
+        .await
+        .unwrap();
     // The key the CLI's manager stores under: the default one of the configured credential.
     let key = TokenManager::builder(PaynetLogin::new(
         sim.base_url(),

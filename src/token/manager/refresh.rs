@@ -354,6 +354,11 @@ impl Inner {
                 debug!(wait_ms = wait.as_millis() as u64, error = %crate::error::Chain(&error), "token store unavailable; spacing out logins without the lease");
                 tokio::time::sleep(wait.min(self.settings.poll_interval)).await;
                 waited_since = Instant::now();
+            } else if let Some(announced) = wakeup.as_mut().filter(|w| w.has_saved()) {
+                // A save was announced since the subscription, after the read began or while it was answered:
+                // most likely the lease holder's new token, which a lease taken now would only find under it
+                // (a lease, a re-read and a release more). Read it instead; one announcement buys one read.
+                announced.saved().await;
             } else {
                 match self.take_lease().await {
                     Ok(true) => return self.refresh_holding_lease(stale, newest, login).await,
