@@ -3,16 +3,14 @@
 # crates/paynet-auth-cli/tests/fleet_processes.rs for the fleets of CLI processes) RUNS times (default 30), then
 # prints a table per variant: runs that broke the promise (logins != expiries + 1, or a caller error), logins per
 # expiries, caller errors, store operations per instance per expiry (mean, and the most one instance made in one
-# expiry), the time from the winner's save to the last adoption (p99 over a run's expiries: the median and worst
-# run), whether the runs met the wake-up targets (3 operations, 10 ms), and the longest caller wait of the
-# refresh-ahead variants.
+# expiry; and those of the instances that did not save), the time from the winner's save to when the last waiting
+# instance asked for the new token and to its adoption (p99 over a run's expiries: the median and worst run), whether
+# the runs met the wake-up targets (3 operations, 10 ms), and the longest caller wait of the refresh-ahead variants.
 #
 #   scripts/fleet-repeat.sh [RUNS] [VARIANT...]
 #
 # VARIANT is a test name of either file (default: every fleet variant and the killed holder). A variant whose test
-# is not in this tree is skipped with a note: the Redis variants (`redis_fleet_logs_in_once_per_expiry`,
-# `redis_fleet_polling_logs_in_once_per_expiry`, `redis_fleet_refreshing_ahead_keeps_every_caller_from_waiting_for_a_login`)
-# run once the Redis store and its fleet functions are in tests/fleet.rs.
+# is not in this tree is skipped with a note.
 # The full size: 64 instances (PAYNET_FLEET_INSTANCES; the test suite alone runs 16).
 # The runs are of a release build, as every benchmark of the project (PAYNET_FLEET_PROFILE=debug for the test
 # suite's build); PAYNET_FLEET_SECS sets the expiries per run (default 20, one a second); PAYNET_TEST_POSTGRES_URL,
