@@ -135,11 +135,14 @@ async fn backoff_bounds_login_attempts_against_a_dead_endpoint() {
     assert_logins_agree(&manager);
 }
 
-/// A store whose every operation takes a while, so that a refresh has many points at which a caller can give up.
+/// A store whose every operation takes a while, so that a refresh has many points at which a caller can give up;
+/// with `saved_while_reading`, a record another instance saves (and the store announces) while the first read's
+/// answer is on its way.
 #[derive(Clone)]
 struct SlowStore {
     inner: MemoryStore,
     delay: Duration,
+    saved_while_reading: Arc<std::sync::Mutex<Option<paynet_auth::record::TokenRecord>>>,
 }
 
 #[async_trait::async_trait]
@@ -152,7 +155,12 @@ impl TokenStore for SlowStore {
         key: &str,
     ) -> Result<Option<paynet_auth::record::TokenRecord>, paynet_auth::StoreError> {
         tokio::time::sleep(self.delay).await;
-        self.inner.load(key).await
+        let found = self.inner.load(key).await;
+        let saved = self.saved_while_reading.lock().unwrap().take();
+        if let Some(record) = saved {
+            assert!(self.inner.save(key, &record).await.unwrap());
+        }
+        found
     }
     async fn save(
         &self,
@@ -178,6 +186,12 @@ impl TokenStore for SlowStore {
     async fn clear(&self, key: &str) -> Result<(), paynet_auth::StoreError> {
         self.inner.clear(key).await
     }
+    fn subscribe(&self, key: &str) -> Option<paynet_auth::store::Wakeup> {
+        self.inner.subscribe(key)
+    }
+    fn operation_counts(&self) -> Option<paynet_auth::store::OperationCounts> {
+        self.inner.operation_counts()
+    }
 }
 
 /// The first caller gives up at every moment of a refresh (reading the store, taking the lease, re-reading, logging
@@ -189,6 +203,7 @@ async fn caller_cancelled_at_any_point_of_a_refresh_leaves_no_stuck_waiter_or_le
         let store = SlowStore {
             inner: MemoryStore::new(),
             delay: Duration::from_millis(10),
+            saved_while_reading: Default::default(),
         };
         let login = FakeLogin::with_latency(Duration::from_millis(20));
         let manager = manager_builder().store(store.clone()).build().unwrap();
@@ -379,72 +394,23 @@ async fn a_waiting_instance_adopts_when_the_store_announces_the_save() {
     assert_eq!(waiter.stats().adoptions, 1);
 }
 
-/// A store whose first read answers what it found, but another instance's save goes in (and is announced) while
-/// the answer is on its way: the save an instance that just read nothing new hears of before it asks for the lease.
-struct SavedWhileReading {
-    inner: MemoryStore,
-    saved: std::sync::atomic::AtomicBool,
-}
-
-#[async_trait::async_trait]
-impl TokenStore for SavedWhileReading {
-    fn describe(&self) -> String {
-        "memory, saved while reading".into()
-    }
-    async fn load(
-        &self,
-        key: &str,
-    ) -> Result<Option<paynet_auth::record::TokenRecord>, paynet_auth::StoreError> {
-        let found = self.inner.load(key).await;
-        if !self.saved.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            let record = paynet_auth::record::TokenRecord {
+/// An instance that read nothing new but hears of a save before it asks for the lease reads the new token rather
+/// than taking a free lease only to find it under it: two reads, no lease, no release, no login.
+#[tokio::test(start_paused = true)]
+async fn a_save_announced_after_the_read_is_read_rather_than_leased() {
+    let store = Arc::new(SlowStore {
+        inner: MemoryStore::new(),
+        delay: Duration::ZERO,
+        saved_while_reading: Arc::new(std::sync::Mutex::new(Some(
+            paynet_auth::record::TokenRecord {
                 token: "saved-by-another-instance".into(),
                 generation: Generation(1),
                 obtained_at_ms: SystemClock::new().now_ms(),
                 expires_at_ms: None,
                 meta: Default::default(),
                 written_by: "another".into(),
-            };
-            assert!(self.inner.save(key, &record).await.unwrap());
-        }
-        found
-    }
-    async fn save(
-        &self,
-        key: &str,
-        record: &paynet_auth::record::TokenRecord,
-    ) -> Result<bool, paynet_auth::StoreError> {
-        self.inner.save(key, record).await
-    }
-    async fn try_lease(
-        &self,
-        key: &str,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<bool, paynet_auth::StoreError> {
-        self.inner.try_lease(key, owner, ttl).await
-    }
-    async fn release(&self, key: &str, owner: &str) -> Result<(), paynet_auth::StoreError> {
-        self.inner.release(key, owner).await
-    }
-    async fn clear(&self, key: &str) -> Result<(), paynet_auth::StoreError> {
-        self.inner.clear(key).await
-    }
-    fn subscribe(&self, key: &str) -> Option<paynet_auth::store::Wakeup> {
-        self.inner.subscribe(key)
-    }
-    fn operation_counts(&self) -> Option<paynet_auth::store::OperationCounts> {
-        self.inner.operation_counts()
-    }
-}
-
-/// An instance that read nothing new but hears of a save before it asks for the lease reads the new token rather
-/// than taking a free lease only to find it under it: two reads, no lease, no release, no login.
-#[tokio::test(start_paused = true)]
-async fn a_save_announced_after_the_read_is_read_rather_than_leased() {
-    let store = Arc::new(SavedWhileReading {
-        inner: MemoryStore::new(),
-        saved: Default::default(),
+            },
+        ))),
     });
     let login = FakeLogin::default();
     let manager = manager_builder().store(Arc::clone(&store)).build().unwrap();
