@@ -8,6 +8,9 @@
 //! account.
 #![cfg(all(feature = "postgres", feature = "mysql"))]
 
+#[allow(dead_code)]
+#[path = "support/servers.rs"]
+mod servers;
 #[path = "support/tls_mariadb.rs"]
 mod tls_mariadb;
 
@@ -19,12 +22,8 @@ use paynet_auth::StoreError;
 use paynet_auth::record::{Generation, LoginMeta, TokenRecord};
 use paynet_auth::store::{DieselStore, StoreOptions, TokenStore};
 use secrecy::ExposeSecret;
+use servers::postgres_url;
 use tls_mariadb::{TestCa, TlsMariaDb, X509_USER};
-
-fn postgres_url() -> String {
-    std::env::var("PAYNET_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
 
 /// The test PostgreSQL's URL with another host (if given) and these parameters added.
 fn pg_url(host: Option<&str>, params: &[(&str, &str)]) -> String {
@@ -429,8 +428,7 @@ async fn mariadb_client_certificate() {
 #[tokio::test]
 async fn mysql_preferred_falls_back_to_plaintext_when_the_server_has_no_tls() {
     // The machine's own MariaDB (TLS off on these machines); PREFERRED is the default.
-    let url = std::env::var("PAYNET_TEST_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
+    let url = servers::mysql_url();
     let have_ssl = {
         use mysql_async::prelude::Queryable;
         let mut conn = mysql_async::Conn::from_url(&url)

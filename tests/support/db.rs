@@ -29,15 +29,7 @@ diesel::table! {
     }
 }
 
-pub fn postgres_url() -> String {
-    std::env::var("PAYNET_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-pub fn mysql_url() -> String {
-    std::env::var("PAYNET_TEST_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned())
-}
+pub use super::servers::{mysql_url, postgres_url};
 
 /// Runs `$body` with the connection of a [`Raw`], whatever its backend.
 macro_rules! on_raw {

@@ -25,6 +25,7 @@ pub mod recording;
     feature = "redis"
 ))]
 pub mod redis_db;
+pub mod servers;
 pub mod switched;
 
 pub const USERNAME: &str = "username_17627_56530";

@@ -11,9 +11,7 @@ use paynet_auth::store::{RedisStore, StoreOptions};
 
 use super::db::encryption_key;
 
-pub fn redis_url() -> String {
-    std::env::var("PAYNET_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned())
-}
+pub use super::servers::redis_url;
 
 /// The store's keys for a credential key, as `RedisStore` documents them.
 pub fn token_key(key: &str) -> String {

@@ -16,19 +16,14 @@ use std::time::{Duration, Instant};
 
 use fleet::{Tally, assert_verdict, expire_every_second, expiries, single_session_sim};
 
-/// The servers of the test suite (`PAYNET_TEST_POSTGRES_URL`, `PAYNET_TEST_REDIS_URL`), as the library's tests
-/// find them.
-fn postgres_url() -> String {
-    std::env::var("PAYNET_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
+#[allow(dead_code)]
+#[path = "../../../tests/support/servers.rs"]
+mod servers;
 
-fn redis_url() -> String {
-    std::env::var("PAYNET_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned())
-}
 use paynet_auth::store::{DieselStore, StoreOptions};
 use paynet_auth::{PaynetLogin, TokenManager};
 use paynet_sim::{DEFAULT_PASSWORD, DEFAULT_TERMINAL_ID, DEFAULT_USERNAME, Simulator};
+use servers::{postgres_url, redis_url};
 
 const CALLERS_PER_INSTANCE: usize = 64;
 const METHOD: &str = "getCategoriesList";

@@ -14,6 +14,10 @@ use tokio::process::Command;
 
 mod support;
 
+#[allow(dead_code)]
+#[path = "../../../tests/support/servers.rs"]
+mod servers;
+
 use support::{Run, run};
 
 const BIN: &str = env!("CARGO_BIN_EXE_paynet-auth");
@@ -363,8 +367,7 @@ async fn no_command_prints_a_secret_of_a_store_or_proxy_url_even_at_trace() {
     );
     // A database that is down (a closed port), then one that answers (the machine's PostgreSQL: trust
     // authentication, so the passwords are sent and ignored).
-    let postgres = std::env::var("PAYNET_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let postgres = servers::postgres_url();
     // Percent-encoded, as a URL parser needs it, so that this one really connects; its decoded form is a secret too.
     let encoded = "St0re%23P%40ss%2Fw%3Frd%25";
     let live = postgres.replacen(
