@@ -180,3 +180,97 @@ async fn clear_then_login_on(name: &str, store: Arc<dyn TokenStore>, key: Option
     );
     assert_eq!(login.attempts(), 3, "{name}");
 }
+
+/// The first login under the lease after an outage is numbered past every login made without the store, not only
+/// past this instance's own: the instance that logged in last during the outage (its token ended by this login on a
+/// single-session gateway) adopts it rather than logging in once more. Counted from its own outage login, `a`'s
+/// login after the return would be numbered below `b`'s, which `b` could not adopt.
+#[tokio::test(start_paused = true)]
+async fn the_first_login_after_an_outage_is_numbered_past_every_login_made_without_the_store() {
+    let clock = ManualClock::new(1_800_000_000_000);
+    let store = SwitchedStore {
+        inner: MemoryStore::with_clock(Arc::new(clock.clone())),
+        down: Arc::default(),
+    };
+    let login = FakeLogin::default();
+    let a = instance(&store, &clock, "host-a:1:0001");
+    let b = instance(&store, &clock, "host-b:1:0002");
+    let first = a.token(login.sender()).await.unwrap().generation();
+    assert_eq!(b.token(login.sender()).await.unwrap().generation(), first);
+
+    // The store goes away and the gateway rejects the token: a logs in, then b a millisecond later (ending a's).
+    store.set_down(true);
+    let in_a = a.token_after(first, login.sender()).await.unwrap();
+    clock.advance(Duration::from_millis(1));
+    let in_b = b.token_after(first, login.sender()).await.unwrap();
+    assert!(in_b.generation() > in_a.generation());
+    assert_eq!(login.attempts(), 3);
+
+    // The store is back before either wrote its token. a's is dead: a logs in under the lease, ending b's.
+    store.set_down(false);
+    clock.advance(Duration::from_millis(1));
+    let after_return = a
+        .token_after(in_a.generation(), login.sender())
+        .await
+        .unwrap();
+    assert_eq!(login.attempts(), 4);
+    assert!(
+        after_return.generation() > in_b.generation(),
+        "the login after the return is numbered {}, below b's outage login {}",
+        after_return.generation(),
+        in_b.generation()
+    );
+    // b adopts it: one login after the return converges the fleet.
+    let adopted = b
+        .token_after(in_b.generation(), login.sender())
+        .await
+        .unwrap();
+    assert_eq!(adopted.generation(), after_return.generation());
+    assert_eq!(login.attempts(), 4);
+    // The tokens of the outage, written back once the store answers, do not replace it.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let stored = store.inner.load(a.store_key()).await.unwrap().unwrap();
+    assert_eq!(stored.generation, after_return.generation());
+}
+
+/// A token obtained while the store was down and rejected by the gateway before the store came back is not
+/// written to it: the fleet would adopt a dead token and be rejected once more. Here b's clock runs behind a's, so
+/// b's later login (which ended a's token) is numbered below a's.
+#[tokio::test(start_paused = true)]
+async fn a_token_rejected_during_the_outage_is_not_written_back() {
+    let clock = ManualClock::new(1_800_000_000_000);
+    let behind = ManualClock::new(1_800_000_000_000 - 1_000);
+    let store = SwitchedStore {
+        inner: MemoryStore::with_clock(Arc::new(clock.clone())),
+        down: Arc::default(),
+    };
+    let login = FakeLogin::default();
+    let a = instance(&store, &clock, "host-a:1:0001");
+    let b = instance(&store, &behind, "host-b:1:0002");
+    let first = a.token(login.sender()).await.unwrap().generation();
+    assert_eq!(b.token(login.sender()).await.unwrap().generation(), first);
+
+    store.set_down(true);
+    let in_a = a.token_after(first, login.sender()).await.unwrap();
+    let in_b = b.token_after(first, login.sender()).await.unwrap();
+    assert!(in_a.generation() > in_b.generation(), "b's clock is behind");
+    // b's login ended a's token; a finds out, and cannot log in again (the token endpoint is down too).
+    login.set_mode(FakeMode::Unavailable);
+    a.token_after(in_a.generation(), login.sender())
+        .await
+        .unwrap_err();
+    login.set_mode(FakeMode::Ok);
+
+    // The store is back: b's live token is written, a's dead one is not (it would win on its higher generation).
+    store.set_down(false);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let stored = store.inner.load(a.store_key()).await.unwrap().unwrap();
+    assert_eq!(
+        stored.token.expose_secret(),
+        in_b.secret().expose_secret(),
+        "the store holds generation {} (a's dead token is {}, b's live one {})",
+        stored.generation,
+        in_a.generation(),
+        in_b.generation()
+    );
+}

@@ -23,6 +23,13 @@ use crate::record::Generation;
 ///   single-session gateway keeps alive, so the store converges on it when it returns; and the number is far
 ///   above any sequential one handed out before (those count logins; these count milliseconds times 2^20).
 ///
+/// - Under the lease after an outage (the newest generation known is itself a timed one, at or above
+///   [`TIMED_FLOOR`]), a token is numbered by time as well, never below the stored generation plus one. The instance
+///   knows only its own logins of the outage; another may have logged in later, with a higher timed number. Counted
+///   from its own, the first login after the store's return would be numbered below that one, and the other
+///   instance (its token ended by this login on a single-session gateway) could not adopt it: it would log in once
+///   more, and so on up the fleet. Numbered by time, the login after the return is above every login before it.
+///
 /// Time alone is not used under the lease, so that an instance whose clock runs behind still numbers after the
 /// stored row; counting alone is not used without the store, since two instances that knew the same row would
 /// pick the same next number.
@@ -39,6 +46,10 @@ const SALT_BITS: u32 = 20;
 const SALT_MASK: u64 = (1 << SALT_BITS) - 1;
 /// Keeps `ms << SALT_BITS` within a `BIGINT` column (until the year 2248).
 const MAX_TIMED_MS: u64 = (i64::MAX as u64) >> SALT_BITS;
+/// The lowest timed generation of a clock past 1970-01-01 00:17 UTC; a count of logins stays below it (2^40 logins,
+/// one a second for 34,000 years). A fleet whose generations reach it numbered a login by time since its last
+/// `token clear`, in an outage.
+const TIMED_FLOOR: u64 = 1 << 40;
 
 pub(super) fn owner_salt(owner: &str) -> u64 {
     use sha2::{Digest, Sha256};
@@ -59,19 +70,22 @@ impl Inner {
     ) -> Generation {
         let after = newest.map_or(0, |g| g.0).saturating_add(1);
         match numbering {
-            Numbering::AfterStored => Generation(after),
-            Numbering::Unordered => {
-                let ms = u64::try_from(self.now_ms()).unwrap_or(0);
-                let random = u64::try_from(
-                    self.jitter
-                        .jitter(Duration::from_micros(SALT_MASK))
-                        .as_micros(),
-                )
-                .unwrap_or(0);
-                let salt = (random ^ self.owner_salt) & SALT_MASK;
-                let timed = ms.min(MAX_TIMED_MS) << SALT_BITS | salt;
-                Generation(after.max(timed))
-            }
+            Numbering::AfterStored if after <= TIMED_FLOOR => Generation(after),
+            Numbering::AfterStored | Numbering::Unordered => Generation(after.max(self.timed())),
         }
+    }
+
+    /// A generation from the clock: its milliseconds shifted left by [`SALT_BITS`], the low bits from the injected
+    /// randomness and the owner's salt.
+    fn timed(&self) -> u64 {
+        let ms = u64::try_from(self.now_ms()).unwrap_or(0);
+        let random = u64::try_from(
+            self.jitter
+                .jitter(Duration::from_micros(SALT_MASK))
+                .as_micros(),
+        )
+        .unwrap_or(0);
+        let salt = (random ^ self.owner_salt) & SALT_MASK;
+        ms.min(MAX_TIMED_MS) << SALT_BITS | salt
     }
 }

@@ -615,7 +615,9 @@ impl Inner {
         (Arc::new(ActiveToken::new(record)), Outcome::Adopted)
     }
 
-    /// Writes a token obtained while the store was down once the store is back, unless a newer one replaced it.
+    /// Writes a token obtained while the store was down once the store is back, unless a newer one replaced it or
+    /// the gateway rejected it (or a newer one): a dead token in the store would be adopted by the fleet, only to
+    /// be rejected once more.
     pub(super) fn persist_later(self: &Arc<Self>, record: TokenRecord) {
         let inner = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -627,7 +629,8 @@ impl Inner {
                     .cache
                     .generation()
                     .is_some_and(|generation| generation > record.generation);
-                if superseded {
+                let dead = inner.cache.rejected.load(Ordering::Acquire) > record.generation.0;
+                if superseded || dead {
                     return;
                 }
                 match inner.store.save(&inner.key, &record).await {
