@@ -13,7 +13,8 @@
 # is not in this tree is skipped with a note.
 # The full size: 64 instances (PAYNET_FLEET_INSTANCES; the test suite alone runs 16).
 # The runs are of a release build, as every benchmark of the project (PAYNET_FLEET_PROFILE=debug for the test
-# suite's build); PAYNET_FLEET_SECS sets the expiries per run (default 20, one a second); PAYNET_TEST_POSTGRES_URL,
+# suite's build); PAYNET_FLEET_SECS sets the expiries per run (default 20, one a second), PAYNET_FLEET_CALLERS the
+# callers per instance (default 8; 1 leaves the adoptions no replays to queue behind); PAYNET_TEST_POSTGRES_URL,
 # PAYNET_TEST_MYSQL_URL (and PAYNET_TEST_REDIS_URL for Redis) choose the servers, as for the test suite. Figures
 # go to target/fleet-repeat/*.jsonl, one line per run; the logs of failed runs beside them.
 set -euo pipefail

@@ -27,7 +27,8 @@
 //! these separately (`errors_across_two_expiries`).
 //!
 //! A backend is one test function: a store factory handed to [`fleet`]. Each run takes about 25 s.
-//! `PAYNET_FLEET_SECS` sets how many expiries a run has (default 20, one a second, the documented full run).
+//! `PAYNET_FLEET_SECS` sets how many expiries a run has (default 20, one a second, the documented full run);
+//! `PAYNET_FLEET_CALLERS` how many callers each instance has (default 8).
 //! `scripts/fleet-repeat.sh` runs every variant many times and tabulates the figures.
 //!
 //! Each run prints one `fleet:` line of figures (JSON) on stdout, and a `fleet expiry:` line per expiry; run with
@@ -77,7 +78,15 @@ fn instances() -> usize {
         .and_then(|s| s.parse().ok())
         .unwrap_or(16)
 }
-const CALLERS_PER_INSTANCE: usize = 8;
+/// How many callers each instance has: `PAYNET_FLEET_CALLERS`, else 8. With one, an expiry's adoptions are not
+/// queued behind the replays of the calls the instances woken before them had waiting (BENCHMARKS.md §11 measures
+/// the difference).
+fn callers_per_instance() -> usize {
+    std::env::var("PAYNET_FLEET_CALLERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8)
+}
 const METHOD: &str = "getCategoriesList";
 /// How long the gateway takes to log in: long enough that every instance meets the expiry while the winner logs
 /// in, so that what the others do meanwhile (wait for a wake-up, or poll) is what the figures show.
@@ -227,7 +236,7 @@ fn round_trips(stores: &[(Arc<dyn TokenStore>, OperationCounts)]) -> u64 {
 }
 
 /// Runs a fleet of [`instances()`] instances, instance `i` on the store `store_of(i)` returns (a store of its own,
-/// or one shared), [`CALLERS_PER_INSTANCE`] callers each, for `expiries()` expiries, and asserts its promise.
+/// or one shared), [`callers_per_instance`] callers each, for `expiries()` expiries, and asserts its promise.
 async fn fleet<F, Fut>(variant: &str, wakeups: Wakeups, ending: Ending, mut store_of: F)
 where
     F: FnMut(usize) -> Fut,
@@ -273,7 +282,7 @@ where
         let manager = builder.build().unwrap();
         let client = Client::builder(TokioExecutor::new()).build_http();
         let service = PaynetAuthLayer::new(manager.clone()).layer(client);
-        for _ in 0..CALLERS_PER_INSTANCE {
+        for _ in 0..callers_per_instance() {
             callers.push(tokio::spawn(caller(
                 service.clone(),
                 format!("{}/v2/service", sim.base_url()),
@@ -356,7 +365,7 @@ where
         &ticks,
         serde_json::json!({
             "instances": instances(),
-            "callers_per_instance": CALLERS_PER_INSTANCE,
+            "callers_per_instance": callers_per_instance(),
             "login_latency_ms": ms(login_latency),
             "wakeups": with_wakeups,
             "refresh_ahead": ending == Ending::RefreshedAhead,
