@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use paynet_auth::TokenManager;
 use paynet_auth::clock::ManualClock;
+use paynet_auth::record::Generation;
 use paynet_auth::store::{MemoryStore, TokenStore};
 use secrecy::ExposeSecret;
 use support::*;
@@ -33,6 +34,31 @@ fn secret(manager: &TokenManager) -> String {
         .to_owned()
 }
 
+/// Two instances, `a` and `b`, on one store that can be cut (kept by `a_clock`), each with its own clock, both
+/// holding the first token, which one login obtained.
+async fn two_instances(
+    a_clock: &ManualClock,
+    b_clock: &ManualClock,
+) -> (
+    SwitchedStore,
+    FakeLogin,
+    TokenManager,
+    TokenManager,
+    Generation,
+) {
+    let store = SwitchedStore {
+        inner: MemoryStore::with_clock(Arc::new(a_clock.clone())),
+        down: Arc::default(),
+    };
+    let login = FakeLogin::default();
+    let a = instance(&store, a_clock, "host-a:1:0001");
+    let b = instance(&store, b_clock, "host-b:1:0002");
+    let first = a.token(login.sender()).await.unwrap().generation();
+    assert_eq!(b.token(login.sender()).await.unwrap().generation(), first);
+    assert_eq!(login.attempts(), 1);
+    (store, login, a, b, first)
+}
+
 /// Two instances log in while the store is unreachable, from the same known generation: their tokens get distinct
 /// generations, the later login the higher one. When the store returns it converges on the later token; the
 /// instance whose token the later login killed adopts it without a login, and a late rejection of the old token
@@ -40,16 +66,7 @@ fn secret(manager: &TokenManager) -> String {
 #[tokio::test(start_paused = true)]
 async fn logins_during_an_outage_get_distinct_generations_and_converge() {
     let clock = ManualClock::new(1_800_000_000_000);
-    let store = SwitchedStore {
-        inner: MemoryStore::with_clock(Arc::new(clock.clone())),
-        down: Arc::default(),
-    };
-    let login = FakeLogin::default();
-    let a = instance(&store, &clock, "host-a:1:0001");
-    let b = instance(&store, &clock, "host-b:1:0002");
-    let first = a.token(login.sender()).await.unwrap().generation();
-    assert_eq!(b.token(login.sender()).await.unwrap().generation(), first);
-    assert_eq!(login.attempts(), 1);
+    let (store, login, a, b, first) = two_instances(&clock, &clock).await;
 
     // The store goes away and the gateway rejects the token; both log in on their own, in the same millisecond.
     store.down.store(true, Ordering::SeqCst);
@@ -188,15 +205,7 @@ async fn clear_then_login_on(name: &str, store: Arc<dyn TokenStore>, key: Option
 #[tokio::test(start_paused = true)]
 async fn the_first_login_after_an_outage_is_numbered_past_every_login_made_without_the_store() {
     let clock = ManualClock::new(1_800_000_000_000);
-    let store = SwitchedStore {
-        inner: MemoryStore::with_clock(Arc::new(clock.clone())),
-        down: Arc::default(),
-    };
-    let login = FakeLogin::default();
-    let a = instance(&store, &clock, "host-a:1:0001");
-    let b = instance(&store, &clock, "host-b:1:0002");
-    let first = a.token(login.sender()).await.unwrap().generation();
-    assert_eq!(b.token(login.sender()).await.unwrap().generation(), first);
+    let (store, login, a, b, first) = two_instances(&clock, &clock).await;
 
     // The store goes away and the gateway rejects the token: a logs in, then b a millisecond later (ending a's).
     store.set_down(true);
@@ -240,15 +249,7 @@ async fn the_first_login_after_an_outage_is_numbered_past_every_login_made_witho
 async fn a_token_rejected_during_the_outage_is_not_written_back() {
     let clock = ManualClock::new(1_800_000_000_000);
     let behind = ManualClock::new(1_800_000_000_000 - 1_000);
-    let store = SwitchedStore {
-        inner: MemoryStore::with_clock(Arc::new(clock.clone())),
-        down: Arc::default(),
-    };
-    let login = FakeLogin::default();
-    let a = instance(&store, &clock, "host-a:1:0001");
-    let b = instance(&store, &behind, "host-b:1:0002");
-    let first = a.token(login.sender()).await.unwrap().generation();
-    assert_eq!(b.token(login.sender()).await.unwrap().generation(), first);
+    let (store, login, a, b, first) = two_instances(&clock, &behind).await;
 
     store.set_down(true);
     let in_a = a.token_after(first, login.sender()).await.unwrap();
