@@ -47,8 +47,8 @@ const SALT_MASK: u64 = (1 << SALT_BITS) - 1;
 /// Keeps `ms << SALT_BITS` within a `BIGINT` column (until the year 2248).
 const MAX_TIMED_MS: u64 = (i64::MAX as u64) >> SALT_BITS;
 /// The lowest timed generation of a clock past 1970-01-01 00:17 UTC; a count of logins stays below it (2^40 logins,
-/// one a second for 34,000 years). A fleet whose generations reach it numbered a login by time since its last
-/// `token clear`, in an outage.
+/// one a second for 34,000 years). Generations at or above it come from time: the fleet logged in without the store
+/// at least once, and numbering never goes back (not even across `token clear`).
 const TIMED_FLOOR: u64 = 1 << 40;
 
 pub(super) fn owner_salt(owner: &str) -> u64 {
