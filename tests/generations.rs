@@ -275,3 +275,47 @@ async fn a_token_rejected_during_the_outage_is_not_written_back() {
         in_b.generation()
     );
 }
+
+/// Instances whose clocks are behind the newest generation (numbered by an instance whose clock runs ahead) still
+/// number their outage logins apart: the millisecond after it, each with its own low bits, rather than the
+/// generation plus one for both.
+#[tokio::test(start_paused = true)]
+async fn instances_behind_a_clock_that_runs_ahead_still_number_outage_logins_apart() {
+    let clock = ManualClock::new(1_800_000_000_000);
+    let ahead = ManualClock::new(1_800_000_000_000 + 5_000);
+    let (store, login, a, b, first) = two_instances(&clock, &clock).await;
+    let fast = instance(&store, &ahead, "host-c:1:0003");
+    assert_eq!(
+        fast.token(login.sender()).await.unwrap().generation(),
+        first
+    );
+
+    // The instance whose clock runs ahead logs in during an outage; its token is written back once the store
+    // returns, and the others adopt it.
+    store.set_down(true);
+    let from_ahead = fast.token_after(first, login.sender()).await.unwrap();
+    store.set_down(false);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for instance in [&a, &b] {
+        let adopted = instance.token_after(first, login.sender()).await.unwrap();
+        assert_eq!(adopted.generation(), from_ahead.generation());
+    }
+
+    // Another outage: a and b log in on their own, in the same millisecond of clocks 5 s behind that generation.
+    store.set_down(true);
+    let in_a = a
+        .token_after(from_ahead.generation(), login.sender())
+        .await
+        .unwrap();
+    let in_b = b
+        .token_after(from_ahead.generation(), login.sender())
+        .await
+        .unwrap();
+    assert!(in_a.generation() > from_ahead.generation());
+    assert!(in_b.generation() > from_ahead.generation());
+    assert_ne!(
+        in_a.generation(),
+        in_b.generation(),
+        "two tokens, one generation"
+    );
+}

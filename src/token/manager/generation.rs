@@ -18,7 +18,8 @@ use crate::record::Generation;
 /// - Without the store (it is unreachable, or could not be read under the lease), nothing orders two instances.
 ///   The number then comes from time: the clock's milliseconds shifted left by [`SALT_BITS`], with that many low
 ///   bits of the injected randomness mixed with a hash of the owner's name, and never below the newest
-///   generation this instance knows plus one. Two instances logging in during one outage collide only in the same
+///   generation this instance knows plus one (when this clock is behind that generation, the millisecond after
+///   it, with the same low bits). Two instances logging in during one outage collide only in the same
 ///   millisecond *and* with the same 20 bits; the later login gets the higher number, which is the token a
 ///   single-session gateway keeps alive, so the store converges on it when it returns; and the number is far
 ///   above any sequential one handed out before (those count logins; these count milliseconds times 2^20).
@@ -71,13 +72,15 @@ impl Inner {
         let after = newest.map_or(0, |g| g.0).saturating_add(1);
         match numbering {
             Numbering::AfterStored if after <= TIMED_FLOOR => Generation(after),
-            Numbering::AfterStored | Numbering::Unordered => Generation(after.max(self.timed())),
+            Numbering::AfterStored | Numbering::Unordered => Generation(self.timed_after(after)),
         }
     }
 
-    /// A generation from the clock: its milliseconds shifted left by [`SALT_BITS`], the low bits from the injected
-    /// randomness and the owner's salt.
-    fn timed(&self) -> u64 {
+    /// A generation from the clock, at least `after`: the clock's milliseconds shifted left by [`SALT_BITS`], the
+    /// low bits from the injected randomness and the owner's salt. When this clock is behind `after` (the newest
+    /// generation known came from a clock that runs ahead), the millisecond after `after`'s, with the same salt:
+    /// plain `after` would give every instance behind that clock the same number for different tokens.
+    fn timed_after(&self, after: u64) -> u64 {
         let ms = u64::try_from(self.now_ms()).unwrap_or(0);
         let random = u64::try_from(
             self.jitter
@@ -86,6 +89,12 @@ impl Inner {
         )
         .unwrap_or(0);
         let salt = (random ^ self.owner_salt) & SALT_MASK;
-        ms.min(MAX_TIMED_MS) << SALT_BITS | salt
+        let timed = ms.min(MAX_TIMED_MS) << SALT_BITS | salt;
+        if timed >= after {
+            return timed;
+        }
+        let next_ms = ((after >> SALT_BITS) + 1).min(MAX_TIMED_MS);
+        // Past the last millisecond a `BIGINT` holds, only `after` itself is left.
+        (next_ms << SALT_BITS | salt).max(after)
     }
 }
