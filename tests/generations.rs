@@ -319,3 +319,37 @@ async fn instances_behind_a_clock_that_runs_ahead_still_number_outage_logins_apa
         "two tokens, one generation"
     );
 }
+
+/// A login made without the store that ends after the store came back is written at once, not a second later: the
+/// instance whose token it ended adopts it rather than finding the lease free and logging in too.
+#[tokio::test(start_paused = true)]
+async fn a_login_without_the_store_that_ends_after_its_return_is_stored_at_once() {
+    let clock = ManualClock::new(1_800_000_000_000);
+    let (store, login, a, b, first) = two_instances(&clock, &clock).await;
+    login.state.lock().unwrap().latency = Duration::from_millis(100);
+
+    // The store is down when a's refresh reads it, and back while a's login is under way.
+    store.set_down(true);
+    let refresh = tokio::spawn({
+        let a = a.clone();
+        let sender = login.sender();
+        async move { a.token_after(first, sender).await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    store.set_down(false);
+    let in_a = refresh.await.unwrap();
+    assert_eq!(login.attempts(), 2);
+
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let stored = store.inner.load(a.store_key()).await.unwrap().unwrap();
+    assert_eq!(
+        stored.generation,
+        in_a.generation(),
+        "the store still holds generation {} 10 ms after the login",
+        stored.generation
+    );
+    // b's token was ended by that login: b adopts it.
+    let adopted = b.token_after(first, login.sender()).await.unwrap();
+    assert_eq!(adopted.generation(), in_a.generation());
+    assert_eq!(login.attempts(), 2);
+}

@@ -245,7 +245,7 @@ impl Inner {
         );
         let grant = result.map_err(|e| TokenError::Login(Arc::new(e)))?;
         let record = self.new_record(newest, grant, Numbering::Unordered);
-        self.persist_later(record.clone());
+        self.persist_later(record.clone(), std::time::Duration::ZERO);
         Ok((Arc::new(ActiveToken::new(record)), Outcome::LoggedInUnsaved))
     }
 }

@@ -538,7 +538,7 @@ impl Inner {
             }
             Err(error) => {
                 self.store_failed("save", "serving the new token from memory", &error);
-                self.persist_later(record.clone());
+                self.persist_later(record.clone(), Duration::from_secs(1));
                 Outcome::LoggedInUnsaved
             }
         }
@@ -617,13 +617,20 @@ impl Inner {
 
     /// Writes a token obtained while the store was down once the store is back, unless a newer one replaced it or
     /// the gateway rejected it (or a newer one): a dead token in the store would be adopted by the fleet, only to
-    /// be rejected once more.
-    pub(super) fn persist_later(self: &Arc<Self>, record: TokenRecord) {
+    /// be rejected once more. The first attempt comes after `first`, the next ones after pauses that double from a
+    /// second (or from twice `first`), up to 30 s.
+    ///
+    /// A login made without the store tries at once (`first` zero): the store may have come back while the login
+    /// was under way, and the other instances, whose tokens this login ended on a single-session gateway, adopt it
+    /// only once it is stored. Until then each of them finds the lease free and logs in too. A save that just
+    /// failed waits the second.
+    pub(super) fn persist_later(self: &Arc<Self>, record: TokenRecord, first: Duration) {
         let inner = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut pause = Duration::from_secs(1);
+            let mut wait = first;
+            let mut next = (first * 2).max(Duration::from_secs(1));
             loop {
-                tokio::time::sleep(pause).await;
+                tokio::time::sleep(wait).await;
                 let Some(inner) = inner.upgrade() else { return };
                 let superseded = inner
                     .cache
@@ -640,7 +647,8 @@ impl Inner {
                     }
                     Err(error) => {
                         debug!(error = %crate::error::Chain(&error), "token store still unavailable");
-                        pause = (pause * 2).min(Duration::from_secs(30));
+                        wait = next;
+                        next = (next * 2).min(Duration::from_secs(30));
                     }
                 }
             }
