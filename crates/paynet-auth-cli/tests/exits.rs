@@ -291,8 +291,10 @@ async fn load_interrupted_by_sigint_prints_its_figures_so_far_marked_partial_and
         .unwrap_or_else(|e| panic!("one JSON line ({e}):\n{}", run.stdout));
     assert_eq!(figures["partial"], true, "{figures}");
     let requests = figures["requests"].as_u64().expect("requests");
-    // Every call counted finished at the gateway before the signal; calls in flight then are not counted.
-    assert!(requests >= 50, "{figures}");
+    // Every call counted finished at the gateway before the signal; calls in flight then are not counted. The
+    // gateway had seen 50 calls when the signal went; up to `--concurrency` (4) of them could still be on their way
+    // back and are not counted.
+    assert!(requests >= 50 - 4, "{figures}");
     assert!(requests <= gateway.sim.stats().calls_to("getCategoriesList"));
     assert_eq!(figures["ok"], figures["requests"], "{figures}");
     assert_eq!(figures["logins"], 1, "{figures}");
